@@ -1,0 +1,468 @@
+"""The network graph: node groups, edge blocks and the adjacency they define.
+
+``NetworkGraph`` is the single source of truth for topology (DESIGN.md, "Graph semantics").
+It is immutable: every edit returns a new graph. Nothing here imports torch.
+
+Node order
+----------
+Nodes are numbered group by group in topological order: group ``g`` owns nodes
+``g.start .. g.start + g.size - 1``. The first group is the network input, the last the output.
+
+Edge direction
+--------------
+A block joins ``src`` (earlier group) to ``dst`` (later group). The adjacency is undirected:
+``A[i, j] = A[j, i] = 1`` when any block joins node ``i`` and node ``j``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Iterable, Mapping
+
+import numpy as np
+import scipy.sparse as sp
+
+__all__ = ["BLOCK_KINDS", "NodeGroup", "EdgeBlock", "NetworkGraph"]
+
+#: The kinds of edge block (DESIGN.md): weight layers, learnable N2NSkip connections and
+#: parameter-free identity shortcuts.
+BLOCK_KINDS = ("sequential", "n2nskip", "residual")
+
+
+@dataclass(frozen=True)
+class NodeGroup:
+    """One activation tensor entering or leaving a weight layer.
+
+    Parameters
+    ----------
+    name : str
+        Unique name; for a weight layer's output the module path of that layer.
+    start : int
+        Index of the group's first node in the graph's node order.
+    size : int
+        Number of nodes: neurons (fully connected activation) or channels (conv activation).
+    shape : tuple of int
+        Per-sample shape of the traced activation, e.g. ``(64, 16, 16)`` for channels with a
+        16 x 16 spatial size or ``(512,)`` for neurons. Empty when unknown.
+    """
+
+    name: str
+    start: int
+    size: int
+    shape: tuple[int, ...] = ()
+
+    @property
+    def stop(self) -> int:
+        """One past the last node index."""
+        return self.start + self.size
+
+    @property
+    def nodes(self) -> np.ndarray:
+        """Node indices of the group, shape ``(size,)``."""
+        return np.arange(self.start, self.stop)
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """Spatial size ``(h, w)`` of a channel group, ``()`` for neurons."""
+        return tuple(self.shape[1:]) if len(self.shape) > 1 else ()
+
+
+def _frozen_array(array: np.ndarray | None, dtype) -> np.ndarray | None:
+    if array is None:
+        return None
+    out = np.asarray(array, dtype=dtype)
+    if out.flags.writeable:  # an array someone may still edit: keep a private copy
+        out = out.copy()
+        out.flags.writeable = False
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class EdgeBlock:
+    """The edges between two node groups.
+
+    Parameters
+    ----------
+    name : str
+        Unique name; the module path for a ``sequential`` block.
+    src, dst : str
+        Names of the source (earlier) and destination (later) groups.
+    kind : {"sequential", "n2nskip", "residual"}
+        A weight layer, a sparse learnable skip, or a parameter-free identity shortcut.
+    mask : ndarray of bool or None
+        The weight-shaped mask ``(out, in_per_group, *kernel)``; ``None`` for ``residual``.
+        A channel pair ``(o, i)`` is an edge when any kernel tap of ``mask[o, i]`` is kept.
+    pair_weight : ndarray of float32, optional
+        Shape ``(out, in_per_group // fold)``: the sum of ``|w|`` over the kept taps (and folded
+        columns) of each channel pair, for ``adjacency(weighted=True)``. ``None`` means unknown.
+    groups : int
+        Convolution groups: output ``o`` sees the input channels of its group only.
+    fold : int
+        Columns per source node: a Linear after a flatten of ``C x h x w`` has ``fold = h * w``
+        and its column ``j`` belongs to channel ``j // fold``.
+    offset : int
+        For ``residual`` blocks, source node ``i`` joins destination node ``i + offset``
+        (concatenation places operands at an offset).
+    spec : mapping
+        JSON-serialisable layer details (stride, padding, kernel size, layer type, how a conv skip
+        reaches the target's spatial size). Not part of topology.
+    """
+
+    name: str
+    src: str
+    dst: str
+    kind: str
+    mask: np.ndarray | None = None
+    pair_weight: np.ndarray | None = None
+    groups: int = 1
+    fold: int = 1
+    offset: int = 0
+    spec: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.kind not in BLOCK_KINDS:
+            raise ValueError(f"block {self.name!r}: kind {self.kind!r} is not one of {BLOCK_KINDS}")
+        if self.kind == "residual":
+            if self.mask is not None:
+                raise ValueError(f"residual block {self.name!r} must have mask=None")
+        else:
+            if self.mask is None:
+                raise ValueError(f"{self.kind} block {self.name!r} needs a weight-shaped mask")
+            mask = np.asarray(self.mask)
+            if mask.dtype != np.bool_:
+                raise TypeError(
+                    f"block {self.name!r}: mask dtype {mask.dtype} is not bool; pass a boolean array"
+                )
+            if mask.ndim < 2:
+                raise ValueError(f"block {self.name!r}: mask must be at least 2-D, got {mask.shape}")
+        if self.groups < 1 or self.fold < 1 or self.offset < 0:
+            raise ValueError(
+                f"block {self.name!r}: groups={self.groups}, fold={self.fold}, offset={self.offset};"
+                " groups and fold must be >= 1 and offset >= 0"
+            )
+        object.__setattr__(self, "mask", _frozen_array(self.mask, np.bool_))
+        object.__setattr__(self, "pair_weight", _frozen_array(self.pair_weight, np.float32))
+        object.__setattr__(self, "spec", MappingProxyType(dict(self.spec)))
+        if self.mask is not None:
+            cols = self.mask.shape[1]
+            if cols % self.fold:
+                raise ValueError(
+                    f"block {self.name!r}: {cols} input columns do not fold by {self.fold}"
+                )
+            expected = (self.mask.shape[0], cols // self.fold)
+            if self.pair_weight is not None and self.pair_weight.shape != expected:
+                raise ValueError(
+                    f"block {self.name!r}: pair_weight shape {self.pair_weight.shape} != {expected}"
+                )
+
+    @property
+    def num_params(self) -> int:
+        """Kept weights (0 for a residual block)."""
+        return 0 if self.mask is None else int(np.count_nonzero(self.mask))
+
+    @property
+    def dense_params(self) -> int:
+        """Weights of the block when dense (0 for a residual block)."""
+        return 0 if self.mask is None else int(self.mask.size)
+
+    @property
+    def out_size(self) -> int:
+        """Destination nodes the block's rows cover."""
+        return 0 if self.mask is None else self.mask.shape[0]
+
+    @property
+    def in_size(self) -> int:
+        """Source nodes the block's columns cover (after folding and expanding conv groups)."""
+        return 0 if self.mask is None else self.mask.shape[1] // self.fold * self.groups
+
+    def pair_mask(self) -> np.ndarray:
+        """Channel-pair mask, shape ``(out, in_per_group // fold)``: any kept tap or column."""
+        if self.mask is None:
+            raise ValueError(f"residual block {self.name!r} has no mask")
+        out, cols = self.mask.shape[:2]
+        return self.mask.reshape(out, cols // self.fold, -1).any(axis=2)
+
+    def local_pairs(self, src_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Edges as local indices ``(dst_index, src_index, weight)``.
+
+        ``weight`` is ``pair_weight`` (or 1 where that is unknown); a residual block gives
+        ``(i + offset, i, 1)`` for every source node ``i``.
+        """
+        if self.mask is None:
+            src = np.arange(src_size)
+            return src + self.offset, src, np.ones(src_size)
+        pm = self.pair_mask()
+        rows, cols = np.nonzero(pm)
+        if self.pair_weight is None:
+            weight = np.ones(rows.size)
+        else:
+            weight = self.pair_weight[rows, cols].astype(np.float64)
+        if self.groups > 1:
+            out_per_group = pm.shape[0] // self.groups
+            cols = cols + (rows // out_per_group) * pm.shape[1]
+        return rows, cols, weight
+
+    def same_topology(self, other: "EdgeBlock") -> bool:
+        """True when both blocks join the same groups with the same kind and mask."""
+        if (self.name, self.src, self.dst, self.kind, self.groups, self.fold, self.offset) != (
+            other.name,
+            other.src,
+            other.dst,
+            other.kind,
+            other.groups,
+            other.fold,
+            other.offset,
+        ):
+            return False
+        if self.mask is None or other.mask is None:
+            return self.mask is None and other.mask is None
+        return self.mask.shape == other.mask.shape and bool(np.array_equal(self.mask, other.mask))
+
+    def with_mask(self, mask: np.ndarray, pair_weight: np.ndarray | None = None) -> "EdgeBlock":
+        """A copy with another mask of the same shape (and optionally pair weights)."""
+        mask = np.asarray(mask, dtype=bool)
+        if self.mask is None or mask.shape != self.mask.shape:
+            raise ValueError(
+                f"block {self.name!r}: new mask shape {mask.shape} != "
+                f"{None if self.mask is None else self.mask.shape}"
+            )
+        return EdgeBlock(
+            self.name, self.src, self.dst, self.kind, mask, pair_weight,
+            self.groups, self.fold, self.offset, dict(self.spec),
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class NetworkGraph:
+    """An immutable graph of a (pruned) neural network.
+
+    Parameters
+    ----------
+    groups : tuple of NodeGroup
+        In topological order, numbered contiguously from node 0; ``groups[0]`` is the input.
+    blocks : tuple of EdgeBlock
+        In topological order of their destination.
+    provenance : mapping
+        JSON-serialisable record of where the graph came from (model, method, density, seed,
+        library version). Not part of equality.
+
+    Notes
+    -----
+    Equality (``==``) compares topology: group names, sizes and order, and every block's
+    groups, kind and mask. Weights and provenance are ignored, so a graph traced back from a
+    trained masked model equals the graph it was built from (DESIGN.md, "bridge").
+    """
+
+    groups: tuple[NodeGroup, ...]
+    blocks: tuple[EdgeBlock, ...]
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    _cache: dict = field(default_factory=dict, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "groups", tuple(self.groups))
+        object.__setattr__(self, "blocks", tuple(self.blocks))
+        object.__setattr__(self, "provenance", MappingProxyType(dict(self.provenance)))
+        if not self.groups:
+            raise ValueError("a NetworkGraph needs at least one node group")
+        start = 0
+        names: dict[str, NodeGroup] = {}
+        for g in self.groups:
+            if g.name in names:
+                raise ValueError(f"duplicate group name {g.name!r}")
+            if g.start != start or g.size < 1:
+                raise ValueError(
+                    f"group {g.name!r} starts at {g.start} with size {g.size}; groups must be "
+                    f"contiguous from 0 with size >= 1 (expected start {start})"
+                )
+            names[g.name] = g
+            start = g.stop
+        order = {g.name: i for i, g in enumerate(self.groups)}
+        seen_blocks: set[str] = set()
+        for b in self.blocks:
+            if b.name in seen_blocks:
+                raise ValueError(f"duplicate block name {b.name!r}")
+            seen_blocks.add(b.name)
+            for end in (b.src, b.dst):
+                if end not in names:
+                    raise ValueError(f"block {b.name!r} refers to unknown group {end!r}")
+            if order[b.src] >= order[b.dst]:
+                raise ValueError(
+                    f"block {b.name!r} joins {b.src!r} to {b.dst!r}; src must precede dst"
+                )
+            src, dst = names[b.src], names[b.dst]
+            if b.mask is None:
+                if b.offset + src.size > dst.size:
+                    raise ValueError(
+                        f"residual block {b.name!r}: {src.size} source nodes at offset "
+                        f"{b.offset} do not fit in {dst.size} destination nodes"
+                    )
+            elif b.out_size != dst.size or b.in_size != src.size:
+                raise ValueError(
+                    f"block {b.name!r}: mask {b.mask.shape} (groups={b.groups}, fold={b.fold}) "
+                    f"joins {b.in_size} -> {b.out_size} nodes, but groups {b.src!r} -> {b.dst!r} "
+                    f"have {src.size} -> {dst.size}"
+                )
+        object.__setattr__(self, "_by_name", names)
+
+    # ----------------------------------------------------------------- lookup
+    def group(self, name: str) -> NodeGroup:
+        """The group called ``name``."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(f"no group {name!r}; groups are {[g.name for g in self.groups]}") from None
+
+    def block(self, name: str) -> EdgeBlock:
+        """The block called ``name``."""
+        for b in self.blocks:
+            if b.name == name:
+                return b
+        raise KeyError(f"no block {name!r}; blocks are {[b.name for b in self.blocks]}")
+
+    def blocks_of_kind(self, kind: str) -> tuple[EdgeBlock, ...]:
+        """Blocks of one kind, in order."""
+        if kind not in BLOCK_KINDS:
+            raise ValueError(f"kind {kind!r} is not one of {BLOCK_KINDS}")
+        return tuple(b for b in self.blocks if b.kind == kind)
+
+    # ------------------------------------------------------------------ sizes
+    @property
+    def num_nodes(self) -> int:
+        """Number of nodes ``n``."""
+        return self.groups[-1].stop
+
+    @property
+    def input_nodes(self) -> np.ndarray:
+        """Node indices of the input group (the default heat sources)."""
+        return self.groups[0].nodes
+
+    @property
+    def output_nodes(self) -> np.ndarray:
+        """Node indices of the output group."""
+        return self.groups[-1].nodes
+
+    @property
+    def num_edges(self) -> int:
+        """Distinct undirected node pairs joined by at least one block."""
+        return int(self.adjacency().nnz // 2)
+
+    @property
+    def num_params(self) -> int:
+        """Kept weights of the sequential and n2nskip blocks."""
+        return sum(b.num_params for b in self.blocks)
+
+    @property
+    def dense_params(self) -> int:
+        """Weights of the dense reference: all entries of the sequential masks."""
+        return sum(b.dense_params for b in self.blocks if b.kind == "sequential")
+
+    @property
+    def density(self) -> float:
+        """``num_params / dense_params``: the kept fraction of the reference budget."""
+        dense = self.dense_params
+        return self.num_params / dense if dense else 0.0
+
+    # -------------------------------------------------------------- matrices
+    def edge_list(self, *, weighted: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Directed edges ``(src_node, dst_node, weight)`` of every block, duplicates kept."""
+        rows, cols, data = [], [], []
+        for b in self.blocks:
+            src, dst = self.group(b.src), self.group(b.dst)
+            r, c, w = b.local_pairs(src.size)
+            rows.append(r + dst.start)
+            cols.append(c + src.start)
+            data.append(w if weighted else np.ones(r.size))
+        if not rows:
+            empty = np.zeros(0, dtype=np.int64)
+            return empty, empty, np.zeros(0)
+        return np.concatenate(cols), np.concatenate(rows), np.concatenate(data)
+
+    def adjacency(self, *, weighted: bool = False) -> sp.csr_array:
+        """Symmetric adjacency ``W``, shape ``(n, n)``, float64 CSR, no self-loops.
+
+        Binary (``weighted=False``): 1 where any block joins the pair. Weighted: the sum over
+        blocks of ``|w|`` over the kept taps of each channel pair; a residual edge weighs 1.
+        The result is cached and read-only; copy it before editing.
+        """
+        key = ("adjacency", bool(weighted))
+        if key not in self._cache:
+            if weighted:
+                missing = [b.name for b in self.blocks if b.mask is not None and b.pair_weight is None]
+                if missing:
+                    raise ValueError(
+                        f"weighted adjacency needs weights, but blocks {missing} have none; "
+                        "trace the graph from a model with weights or use weighted=False"
+                    )
+            src, dst, w = self.edge_list(weighted=weighted)
+            n = self.num_nodes
+            idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
+            rows = np.concatenate([src, dst]).astype(idx_dtype)
+            cols = np.concatenate([dst, src]).astype(idx_dtype)
+            mat = sp.coo_array((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
+            mat.sum_duplicates()
+            if not weighted:
+                mat.data[:] = 1.0
+            else:
+                mat.eliminate_zeros()
+            for arr in (mat.data, mat.indices, mat.indptr):
+                arr.flags.writeable = False
+            self._cache[key] = mat
+        return self._cache[key]
+
+    def to_networkx(self, *, weighted: bool = False):
+        """An undirected ``networkx.Graph``; node ``i`` has attributes ``group`` and ``index``
+        (position in its group), edges a ``weight``."""
+        import networkx as nx
+
+        graph = nx.Graph()
+        for g in self.groups:
+            graph.add_nodes_from((g.start + i, {"group": g.name, "index": i}) for i in range(g.size))
+        coo = self.adjacency(weighted=weighted).tocoo()
+        upper = coo.row < coo.col
+        graph.add_weighted_edges_from(
+            zip(coo.row[upper].tolist(), coo.col[upper].tolist(), coo.data[upper].tolist())
+        )
+        return graph
+
+    # ------------------------------------------------------------------ edits
+    def replace(
+        self,
+        *,
+        blocks: Iterable[EdgeBlock] | None = None,
+        provenance: Mapping[str, Any] | None = None,
+    ) -> "NetworkGraph":
+        """A new graph with the same groups and other blocks and/or provenance."""
+        return NetworkGraph(
+            self.groups,
+            tuple(self.blocks if blocks is None else blocks),
+            dict(self.provenance if provenance is None else provenance),
+        )
+
+    def with_blocks(self, extra: Iterable[EdgeBlock], **provenance: Any) -> "NetworkGraph":
+        """A new graph with ``extra`` blocks appended (provenance updated by keywords)."""
+        return self.replace(
+            blocks=self.blocks + tuple(extra), provenance={**self.provenance, **provenance}
+        )
+
+    # --------------------------------------------------------------- equality
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, NetworkGraph):
+            return NotImplemented
+        if [(g.name, g.start, g.size) for g in self.groups] != [
+            (g.name, g.start, g.size) for g in other.groups
+        ]:
+            return False
+        if len(self.blocks) != len(other.blocks):
+            return False
+        return all(a.same_topology(b) for a, b in zip(self.blocks, other.blocks))
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        kinds = {k: len(self.blocks_of_kind(k)) for k in BLOCK_KINDS}
+        model = self.provenance.get("model", "?")
+        return (
+            f"NetworkGraph(model={model!r}, groups={len(self.groups)}, nodes={self.num_nodes}, "
+            f"blocks={kinds}, params={self.num_params}, density={self.density:.4g})"
+        )

@@ -1,0 +1,330 @@
+"""Reference architectures: the paper's MLP, LeNet-300-100, VGG and ResNet.
+
+The conv nets follow torchvision's definitions (same module names, same forward code, including
+the in-place residual ``out += identity``), so a user's torchvision model traces the same way.
+They are CIFAR-shaped by default: 32 x 32 inputs and ``num_classes=10``.
+
+Registry
+--------
+``MODELS`` maps a name to a factory taking ``num_classes`` (and keywords); ``build_model(name)``
+looks one up and lists the valid names when it is unknown.
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import torch
+from torch import nn
+
+__all__ = [
+    "MODELS",
+    "build_model",
+    "resolve_model",
+    "example_input",
+    "mlp",
+    "paper_mlp",
+    "lenet300",
+    "vgg16",
+    "vgg19",
+    "resnet18",
+    "resnet50",
+    "BasicBlock",
+    "Bottleneck",
+    "ResNet",
+    "VGG",
+]
+
+
+def mlp(sizes: Sequence[int], *, activation: type[nn.Module] = nn.ReLU, flatten: bool = True) -> nn.Sequential:
+    """A fully connected network ``sizes[0] -> sizes[1] -> ... -> sizes[-1]``.
+
+    ``activation`` follows every hidden layer (not the last); ``flatten`` prepends ``nn.Flatten``
+    so image batches ``(N, C, H, W)`` with ``C*H*W == sizes[0]`` are accepted.
+    """
+    sizes = [int(s) for s in sizes]
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise ValueError(f"mlp needs at least two positive layer sizes, got {sizes}")
+    layers: list[nn.Module] = [nn.Flatten()] if flatten else []
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if i < len(sizes) - 2:
+            layers.append(activation())
+    return nn.Sequential(*layers)
+
+
+def paper_mlp(num_classes: int = 10, in_features: int = 3072) -> nn.Sequential:
+    """The N2NSkip paper's MLP: 3072-512-256-128-64-10 with ReLU (4042 units on CIFAR).
+
+    Use ``in_features=784`` for 28 x 28 grey images (the MNIST pilot in PAPER.md).
+    """
+    return mlp([in_features, 512, 256, 128, 64, num_classes])
+
+
+def lenet300(num_classes: int = 10, in_features: int = 784) -> nn.Sequential:
+    """LeNet-300-100 (LeCun et al. 1998): 784-300-100-10 with ReLU."""
+    return mlp([in_features, 300, 100, num_classes])
+
+
+# ---------------------------------------------------------------------------- VGG
+_VGG_CONFIGS = {
+    "vgg16": [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"],
+    "vgg19": [64, 64, "M", 128, 128, "M", 256, 256, 256, 256, "M", 512, 512, 512, 512, "M",
+              512, 512, 512, 512, "M"],
+}
+
+
+class VGG(nn.Module):
+    """VGG (Simonyan & Zisserman 2015, arXiv:1409.1556) in torchvision's layout.
+
+    ``head="torchvision"``: adaptive 7 x 7 pooling and a 4096-4096 classifier (143M weights for
+    VGG19 at 1000 classes, 139.6M at 10; the paper's count). ``head="cifar"``: global pooling and
+    one 512 -> num_classes layer, as in most CIFAR pruning code.
+    """
+
+    def __init__(self, cfg: Sequence, num_classes: int = 10, *, batch_norm: bool = True,
+                 head: str = "torchvision", in_channels: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        channels = in_channels
+        for v in cfg:
+            if v == "M":
+                layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            else:
+                layers.append(nn.Conv2d(channels, v, kernel_size=3, padding=1))
+                if batch_norm:
+                    layers.append(nn.BatchNorm2d(v))
+                layers.append(nn.ReLU(inplace=True))
+                channels = v
+        self.features = nn.Sequential(*layers)
+        if head == "torchvision":
+            self.avgpool = nn.AdaptiveAvgPool2d((7, 7))
+            self.classifier = nn.Sequential(
+                nn.Linear(channels * 7 * 7, 4096), nn.ReLU(True), nn.Dropout(0.5),
+                nn.Linear(4096, 4096), nn.ReLU(True), nn.Dropout(0.5),
+                nn.Linear(4096, num_classes),
+            )
+        elif head == "cifar":
+            self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+            self.classifier = nn.Linear(channels, num_classes)
+        else:
+            raise ValueError(f"head {head!r} is not one of ('torchvision', 'cifar')")
+        _init_like_torchvision(self)
+        for m in self.classifier.modules():
+            if isinstance(m, nn.Linear):  # torchvision's VGG: N(0, 0.01) linears, zero bias
+                nn.init.normal_(m.weight, 0, 0.01)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.features(x)
+        x = self.avgpool(x)
+        x = torch.flatten(x, 1)
+        return self.classifier(x)
+
+
+def vgg16(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision") -> VGG:
+    """VGG16 in torchvision's layout (see :class:`VGG`)."""
+    return VGG(_VGG_CONFIGS["vgg16"], num_classes, batch_norm=batch_norm, head=head)
+
+
+def vgg19(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision") -> VGG:
+    """VGG19 in torchvision's layout (see :class:`VGG`); the paper's 143M-weight model."""
+    return VGG(_VGG_CONFIGS["vgg19"], num_classes, batch_norm=batch_norm, head=head)
+
+
+# ------------------------------------------------------------------------- ResNet
+class BasicBlock(nn.Module):
+    """ResNet basic block (He et al. 2016, arXiv:1512.03385), torchvision's code."""
+
+    expansion = 1
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class Bottleneck(nn.Module):
+    """ResNet bottleneck block (1x1, 3x3, 1x1; stride on the 3x3 as in torchvision v1.5)."""
+
+    expansion = 4
+
+    def __init__(self, inplanes: int, planes: int, stride: int = 1,
+                 downsample: nn.Module | None = None) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(inplanes, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, planes * self.expansion, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(planes * self.expansion)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = downsample
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        identity = x
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        if self.downsample is not None:
+            identity = self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class ResNet(nn.Module):
+    """ResNet in torchvision's layout.
+
+    ``stem="cifar"``: a 3x3 stride-1 first conv and no max-pool (the usual CIFAR adaptation,
+    23.5M weights for ResNet50 at 10 classes, the paper's count); ``stem="imagenet"``: 7x7 stride 2
+    and a 3x3 max-pool, exactly torchvision's.
+    """
+
+    def __init__(self, block: type[nn.Module], layers: Sequence[int], num_classes: int = 10,
+                 *, stem: str = "cifar", in_channels: int = 3) -> None:
+        super().__init__()
+        self.inplanes = 64
+        if stem == "cifar":
+            self.conv1 = nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False)
+            self.maxpool = nn.Identity()
+        elif stem == "imagenet":
+            self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
+            self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
+        else:
+            raise ValueError(f"stem {stem!r} is not one of ('cifar', 'imagenet')")
+        self.bn1 = nn.BatchNorm2d(64)
+        self.relu = nn.ReLU(inplace=True)
+        self.layer1 = self._make_layer(block, 64, layers[0])
+        self.layer2 = self._make_layer(block, 128, layers[1], stride=2)
+        self.layer3 = self._make_layer(block, 256, layers[2], stride=2)
+        self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
+        self.avgpool = nn.AdaptiveAvgPool2d((1, 1))
+        self.fc = nn.Linear(512 * block.expansion, num_classes)
+        _init_like_torchvision(self)
+
+    def _make_layer(self, block, planes: int, blocks: int, stride: int = 1) -> nn.Sequential:
+        downsample = None
+        if stride != 1 or self.inplanes != planes * block.expansion:
+            downsample = nn.Sequential(
+                nn.Conv2d(self.inplanes, planes * block.expansion, 1, stride, bias=False),
+                nn.BatchNorm2d(planes * block.expansion),
+            )
+        layers = [block(self.inplanes, planes, stride, downsample)]
+        self.inplanes = planes * block.expansion
+        layers += [block(self.inplanes, planes) for _ in range(1, blocks)]
+        return nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        x = torch.flatten(self.avgpool(x), 1)
+        return self.fc(x)
+
+
+def resnet18(num_classes: int = 10, *, stem: str = "cifar") -> ResNet:
+    """ResNet18 (basic blocks 2-2-2-2)."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem=stem)
+
+
+def resnet50(num_classes: int = 10, *, stem: str = "cifar") -> ResNet:
+    """ResNet50 (bottlenecks 3-4-6-3); 23.5M weights at 10 classes."""
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem=stem)
+
+
+def _init_like_torchvision(model: nn.Module) -> None:
+    """Kaiming-normal (fan_out) convs and unit BatchNorm, as torchvision does."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
+#: Model registry: name -> factory(num_classes=..., **kwargs).
+MODELS: dict[str, Callable[..., nn.Module]] = {
+    "paper_mlp": paper_mlp,
+    "lenet300": lenet300,
+    "vgg16": vgg16,
+    "vgg19": vgg19,
+    "resnet18": resnet18,
+    "resnet50": resnet50,
+}
+
+
+def build_model(name: str, *, seed: int | None = 0, **kwargs) -> nn.Module:
+    """Build a registered model with a seeded initialisation.
+
+    ``seed`` seeds a private ``torch.Generator`` context (``torch.random.fork_rng``), so the
+    global random state is left untouched; ``None`` uses the global state.
+    """
+    if name not in MODELS:
+        raise ValueError(f"unknown model {name!r}; valid models are {sorted(MODELS)}")
+    if seed is None:
+        return MODELS[name](**kwargs)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MODELS[name](**kwargs)
+
+
+def example_input(model: nn.Module, *, batch: int = 1, image_size: int = 32) -> torch.Tensor:
+    """A zero input shaped for the model's first weight layer.
+
+    Linear first: ``(batch, in_features)``. Conv2d first: ``(batch, C, image_size, image_size)``.
+    """
+    first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    if first is None:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer")
+    weight = first.weight
+    if isinstance(first, nn.Linear):
+        return torch.zeros(batch, first.in_features, dtype=weight.dtype, device=weight.device)
+    return torch.zeros(batch, first.in_channels, image_size, image_size, dtype=weight.dtype,
+                       device=weight.device)
+
+
+def resolve_model(spec: str, *, seed: int | None = 0, **kwargs) -> nn.Module:
+    """A model from a registered name (``"vgg19"``) or a user factory ``"package.module:function"``.
+
+    The factory is imported and called with no arguments (after seeding as in
+    :func:`build_model`); it must return an ``nn.Module``.
+    """
+    if ":" not in spec:
+        return build_model(spec, seed=seed, **kwargs)
+    import importlib
+
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the user's import failed: say which and why
+        raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"{spec!r}: {module_name!r} has no callable {attr!r}")
+    try:
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(seed)
+            model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the user's factory raised
+        raise ValueError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model

@@ -1,0 +1,109 @@
+"""Figures (matplotlib, headless Agg). The only module of the library that imports matplotlib.
+
+Adjacency figures never densify the n x n matrix: edges are binned into a ``bins x bins`` image
+straight from the sparse coordinates, so a 1M-node graph draws in the memory of its edge list.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import ListedColormap  # noqa: E402
+
+from n2ngraph.graph import BLOCK_KINDS, NetworkGraph  # noqa: E402
+
+__all__ = ["KIND_COLORS", "adjacency_image", "plot_adjacency", "save_figure"]
+
+#: Colour of each block kind in adjacency figures.
+KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f"}
+
+
+def adjacency_image(graph: NetworkGraph, kind: str | None = None, *, bins: int = 600) -> np.ndarray:
+    """Edge counts of ``graph`` binned into a ``(b, b)`` image, ``b = min(bins, n)``.
+
+    Pixel ``(r, c)`` counts the directed-and-mirrored edges whose endpoints fall in node ranges
+    ``r`` and ``c`` (node order as in the graph); ``kind`` restricts to one block kind.
+    """
+    n = graph.num_nodes
+    b = max(1, min(int(bins), n))
+    image = np.zeros((b, b), dtype=np.float64)
+    scale = b / n
+    for block in graph.blocks:
+        if kind is not None and block.kind != kind:
+            continue
+        src_group, dst_group = graph.group(block.src), graph.group(block.dst)
+        r, c, _ = block.local_pairs(src_group.size)
+        rows = ((r + dst_group.start) * scale).astype(np.int64)
+        cols = ((c + src_group.start) * scale).astype(np.int64)
+        np.add.at(image, (rows, cols), 1.0)
+        np.add.at(image, (cols, rows), 1.0)
+    return image
+
+
+def plot_adjacency(graphs: NetworkGraph | Sequence[NetworkGraph], titles: Sequence[str] | None = None,
+                   *, bins: int = 600, panel_size: float = 4.0, path: str | os.PathLike | None = None):
+    """Adjacency of one or more graphs side by side (the paper's Figure 3).
+
+    Each panel shows the binned adjacency (nodes in topological order, input top-left), one
+    colour per block kind (:data:`KIND_COLORS`), shade = log edge count per pixel, and thin
+    lines at group boundaries. Returns the matplotlib Figure; saves PNG and PDF when ``path``
+    is given (see :func:`save_figure`).
+    """
+    if isinstance(graphs, NetworkGraph):
+        graphs = [graphs]
+    graphs = list(graphs)
+    if not graphs:
+        raise ValueError("plot_adjacency needs at least one graph")
+    if titles is not None and len(titles) != len(graphs):
+        raise ValueError(f"{len(titles)} titles for {len(graphs)} graphs")
+    fig, axes = plt.subplots(1, len(graphs), figsize=(panel_size * len(graphs), panel_size + 0.4),
+                             squeeze=False)
+    for k, (ax, graph) in enumerate(zip(axes[0], graphs)):
+        n = graph.num_nodes
+        for kind in BLOCK_KINDS:
+            image = adjacency_image(graph, kind, bins=bins)
+            if not image.any():
+                continue
+            shade = np.ma.masked_equal(np.log1p(image), 0)
+            cmap = ListedColormap([KIND_COLORS[kind]])
+            ax.imshow(shade, cmap=cmap, interpolation="nearest", extent=(0, n, n, 0),
+                      alpha=0.85, label=kind)
+        for g in graph.groups[1:]:
+            ax.axhline(g.start, color="0.8", lw=0.4)
+            ax.axvline(g.start, color="0.8", lw=0.4)
+        ax.set_xlim(0, n)
+        ax.set_ylim(n, 0)
+        title = titles[k] if titles else graph.provenance.get("label", graph.provenance.get("model", ""))
+        ax.set_title(f"{title}\n{graph.num_params:,} weights, density {graph.density:.3g}", fontsize=9)
+        ax.set_xlabel("node")
+        ax.set_ylabel("node")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[kind]) for kind in BLOCK_KINDS]
+    fig.legend(handles, BLOCK_KINDS, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def save_figure(fig, path: str | os.PathLike, *, formats: Sequence[str] = ("png", "pdf"),
+                dpi: int = 150) -> list[Path]:
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomically) and close it."""
+    from n2ngraph.io import atomic_write
+
+    base = Path(path)
+    if base.suffix.lstrip(".") in formats:
+        base = base.with_suffix("")
+    written = []
+    for fmt in formats:
+        target = base.with_name(f"{base.name}.{fmt}")
+        atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
+        written.append(target)
+    plt.close(fig)
+    return written

@@ -1,0 +1,261 @@
+"""Scorers: one function per pruning criterion (the scoring half of pruning).
+
+Every scorer has the signature ``score(model, weights, *, data, rng, **options)`` and returns
+*keep-scores* ``{name: tensor}`` of each weight's shape: the higher, the more a weight deserves to
+be kept. ``weights`` maps the mask names to the tensors to score; for the scorers that run the
+network (``snip``, ``grasp``, ``synflow``) ``model`` is a private copy made by
+:func:`scoring_copy` and ``weights`` are its leaf parameters, which the scorer may use freely.
+``data`` is a list of ``(inputs, targets)`` batches already on the model's device, or ``None``.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Iterable
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from n2ngraph.masks import prunable_weights, weight_of
+
+__all__ = [
+    "as_batches",
+    "scoring_copy",
+    "score_random",
+    "score_magnitude",
+    "score_snip",
+    "score_grasp",
+    "prepare_synflow",
+    "score_synflow",
+]
+
+#: Normalisation layers, replaced by identities in SynFlow's linearised network.
+_NORM_TYPES = (
+    nn.modules.batchnorm._BatchNorm,
+    nn.modules.instancenorm._InstanceNorm,
+    nn.GroupNorm,
+    nn.LayerNorm,
+    nn.LocalResponseNorm,
+)
+
+#: GraSP's softmax temperature in the authors' released code (github.com/alecwangcq/GraSP).
+GRASP_TEMPERATURE = 200.0
+
+
+# ------------------------------------------------------------------------------ inputs
+def _is_batch(obj: Any) -> bool:
+    return (
+        isinstance(obj, (tuple, list))
+        and len(obj) == 2
+        and isinstance(obj[0], torch.Tensor)
+        and isinstance(obj[1], torch.Tensor)
+    )
+
+
+def as_batches(data: Any, device: torch.device, *, limit: int | None = None) -> list[tuple]:
+    """``data`` as a list of ``(inputs, targets)`` batches on ``device``.
+
+    ``data`` is one ``(inputs, targets)`` pair of tensors or an iterable of such pairs (a
+    ``DataLoader``); every batch it yields is used (at most ``limit``).
+    """
+    if _is_batch(data):
+        items: Iterable = [data]
+    elif isinstance(data, torch.Tensor) or not isinstance(data, Iterable):
+        raise TypeError(
+            f"data must be an (inputs, targets) tuple of tensors or an iterable of such batches, "
+            f"got {type(data).__name__}"
+        )
+    else:
+        items = data
+    batches = []
+    for i, batch in enumerate(items):
+        if limit is not None and i >= limit:
+            break
+        if not _is_batch(batch):
+            raise TypeError(
+                f"data batch {i} is a {type(batch).__name__}; each batch must be an "
+                "(inputs, targets) pair of tensors"
+            )
+        batches.append((batch[0].to(device), batch[1].to(device)))
+    if not batches:
+        raise ValueError("data yielded no batches; pass at least one (inputs, targets) batch")
+    return batches
+
+
+def _strip_masks(module: nn.Module) -> None:
+    """Make a (copied) module's weight a plain dense parameter again: undo
+    ``torch.nn.utils.prune`` (mask set to ones first) and weight parametrizations."""
+    from torch.nn.utils import parametrize
+    from torch.nn.utils import prune as torch_prune
+
+    if parametrize.is_parametrized(module, "weight"):
+        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+        with torch.no_grad():
+            module.weight_mask.fill_(1)
+        torch_prune.remove(module, "weight")
+
+
+def scoring_copy(model: nn.Module) -> nn.Module:
+    """A private dense copy of ``model`` to score on.
+
+    The copy keeps the model's training mode for normalisation layers, turns dropout off (so
+    scores are deterministic and the global random state is untouched), drops masks already on
+    the model (scores are those of the dense network) and needs no gradient except for the
+    prunable weights. Whatever scoring does to it (BatchNorm statistics, gradients, weight edits)
+    never reaches ``model``.
+    """
+    work = copy.deepcopy(model)
+    for module in prunable_weights(work).values():
+        _strip_masks(module)
+    for module in work.modules():
+        if isinstance(module, nn.modules.dropout._DropoutNd):
+            module.eval()
+    for p in work.parameters():
+        p.requires_grad_(False)
+        p.grad = None
+    for module in prunable_weights(work).values():
+        module.weight.requires_grad_(True)
+    return work
+
+
+def _loss_fn(loss: Callable | None) -> Callable:
+    if loss is None:
+        return F.cross_entropy
+    if not callable(loss):
+        raise TypeError(f"loss must be a callable loss(outputs, targets) -> scalar, got {loss!r}")
+    return loss
+
+
+def _grads(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> list[torch.Tensor]:
+    grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
+    return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+# ----------------------------------------------------------------------------- scorers
+def score_random(model, weights, *, data, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Uniform random keys in [0, 1) (float32, on the CPU): keeping the top ``k`` keeps a
+    uniformly random ``k``-subset."""
+    return {
+        name: torch.from_numpy(rng.random(tuple(w.shape), dtype=np.float32))
+        for name, w in weights.items()
+    }
+
+
+def score_magnitude(model, weights, *, data, rng) -> dict[str, torch.Tensor]:
+    """``|w|``."""
+    return {name: w.detach().abs() for name, w in weights.items()}
+
+
+def score_snip(model, weights, *, data, rng, loss: Callable | None = None) -> dict[str, torch.Tensor]:
+    """SNIP connection sensitivity ``|w * dL/dw|`` (Lee et al. 2019, arXiv:1810.02340, eq. 6).
+
+    ``L`` is the mean over the batches of ``loss(model(x), y)`` (cross-entropy by default). The
+    paper divides by the sum of all scores; that does not change the ranking and is omitted.
+    """
+    loss_fn = _loss_fn(loss)
+    params = list(weights.values())
+    total = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for x, y in data:
+            value = loss_fn(model(x), y) / len(data)
+            for acc, g in zip(total, _grads(value, params)):
+                acc += g
+    return {name: (w.detach() * g).abs() for (name, w), g in zip(weights.items(), total)}
+
+
+def score_grasp(
+    model, weights, *, data, rng, loss: Callable | None = None,
+    temperature: float = GRASP_TEMPERATURE,
+) -> dict[str, torch.Tensor]:
+    """GraSP keep-score ``w * (H g)`` (Wang et al. 2020, arXiv:2002.07376, eq. 8).
+
+    ``g = dL/dw`` and ``H = d^2 L / dw^2`` over the prunable weights (the Hessian-gradient
+    product by double backpropagation), ``L`` the mean over the batches of
+    ``loss(model(x) / temperature, y)``. The paper scores ``S(-w) = -w * (H g)`` and removes the
+    weights with the *highest* ``S``; the keep-score returned here is ``-S``, so keeping the
+    highest keep-scores is the paper's rule.
+    """
+    loss_fn = _loss_fn(loss)
+    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+        raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
+    params = list(weights.values())
+    g = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for x, y in data:
+            value = loss_fn(model(x) / temperature, y) / len(data)
+            for acc, gi in zip(g, _grads(value, params)):
+                acc += gi
+        hg = [torch.zeros_like(p) for p in params]
+        for x, y in data:
+            value = loss_fn(model(x) / temperature, y) / len(data)
+            grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
+            z = sum((gi * fixed).sum() for gi, fixed in zip(grads, g) if gi is not None)
+            if not (isinstance(z, torch.Tensor) and z.requires_grad):
+                continue  # the loss is linear in the weights: H g = 0
+            for acc, h in zip(hg, _grads(z, params)):
+                acc += h
+    return {name: w.detach() * h for (name, w), h in zip(weights.items(), hg)}
+
+
+def prepare_synflow(model: nn.Module) -> None:
+    """Linearise a scoring copy in place for SynFlow (Tanaka et al. 2020, arXiv:2006.05467).
+
+    The network becomes the paper's ``R = 1^T (prod_l |W_l|) 1``: evaluation mode, float64 (the
+    product of layer norms overflows float32 on deep nets), every prunable weight replaced by its
+    absolute value, their biases set to zero, normalisation layers replaced by identities and
+    any other parameter by its absolute value. With a positive input every ReLU is then the
+    identity and max-pooling is positively homogeneous, so ``R`` sums the weight products of all
+    input-output paths.
+    """
+    model.eval()
+    for name, module in list(model.named_modules()):
+        if name and isinstance(module, _NORM_TYPES):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+    model.double()
+    prunable = {id(m) for m in prunable_weights(model).values()}
+    with torch.no_grad():
+        for module in model.modules():
+            if id(module) in prunable:
+                module.weight.abs_()
+                if getattr(module, "bias", None) is not None:
+                    module.bias.zero_()
+            else:
+                for p in module.parameters(recurse=False):
+                    p.abs_()
+
+
+def score_synflow(
+    model, weights, *, data, rng, input_shape: tuple[int, ...] | None = None
+) -> dict[str, torch.Tensor]:
+    """SynFlow score ``|w * dR/dw|`` with ``R`` the linearised network's output summed for an
+    all-ones input (Tanaka et al. 2020, arXiv:2006.05467, Algorithm 1). Data-free.
+
+    ``input_shape`` is the per-sample input shape; by default that of the first batch of
+    ``data`` when given, else the model's :func:`n2ngraph.models.example_input` (a 32 x 32
+    image for a conv net). ``model`` must have gone through :func:`prepare_synflow`.
+    """
+    from n2ngraph.models import example_input
+
+    params = list(weights.values())
+    if input_shape is None:
+        input_shape = tuple(data[0][0].shape[1:]) if data else tuple(example_input(model).shape[1:])
+    try:
+        shape = (1, *(int(s) for s in input_shape))
+    except TypeError:
+        raise TypeError(f"input_shape must be a tuple of ints, got {input_shape!r}") from None
+    x = torch.ones(shape, dtype=params[0].dtype, device=params[0].device)
+    with torch.enable_grad():
+        r = model(x).sum()
+    if not torch.isfinite(r):
+        raise ValueError(
+            f"SynFlow's path sum R = {r.item()} overflowed float64 on this model; the network "
+            "is too deep for an unnormalised path sum"
+        )
+    grads = _grads(r, params)
+    return {name: (w.detach() * g).abs() for (name, w), g in zip(weights.items(), grads)}

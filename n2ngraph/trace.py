@@ -1,0 +1,616 @@
+"""Trace a PyTorch model into a :class:`~n2ngraph.graph.NetworkGraph`.
+
+The model is traced with ``torch.fx.symbolic_trace`` so the real data flow is followed, not the
+order in which modules were registered, and one forward pass on an example input records every
+activation's shape. The walk over the fx graph applies DESIGN.md's graph semantics:
+
+- a weight layer (``nn.Linear``, ``nn.Conv2d`` incl. strided, grouped and depthwise) makes a new
+  node group and a ``sequential`` block from the group it consumes;
+- channel-keeping ops (BatchNorm, activations, pooling, dropout, flatten/reshape of a batch, scalar
+  arithmetic) alias the group they consume;
+- a flatten of a ``C x h x w`` conv output keeps channel granularity: the Linear that consumes it
+  gets ``fold = h * w``;
+- a residual add makes a sum group; an operand that is a weight layer's (or another sum's) output
+  used nowhere else merges into it, every other operand joins through a ``residual`` block;
+- a concatenation along channels makes a group whose channels are the operands' channels in order,
+  joined channel to channel by ``residual`` blocks at the right offset.
+
+Anything else raises ``ValueError`` naming the op and the module it sits in: the tracer never
+returns a silently wrong graph.
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+
+from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.masks import PRUNABLE_TYPES, masks_of, prunable_weights, validate_masks, weight_of
+from n2ngraph.models import example_input as default_example_input
+
+__all__ = ["Trace", "trace", "to_graph", "SKIP_MARKER"]
+
+#: Attribute a module sets to be traced as a ready-made edge block instead of being traced into:
+#: ``module.n2ngraph_kind = "n2nskip"`` (with ``mask``/``weight`` like a Linear or Conv2d).
+SKIP_MARKER = "n2ngraph_kind"
+
+#: Modules that keep the channel set of their input (DESIGN.md: they alias the group).
+_ALIAS_MODULES: tuple[type[nn.Module], ...] = (
+    nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d,
+    nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,
+    nn.Mish, nn.Sigmoid, nn.Tanh, nn.Hardtanh, nn.Hardswish, nn.Hardsigmoid, nn.Softplus,
+    nn.Softmax, nn.LogSoftmax, nn.Identity,
+    nn.Dropout, nn.Dropout2d, nn.AlphaDropout,
+    nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Upsample,
+)
+_ALIAS_FUNCTIONS = {
+    F.relu, F.relu_, torch.relu, torch.relu_, F.relu6, F.leaky_relu, F.elu, F.selu, F.gelu,
+    F.silu, F.mish, F.hardtanh, F.hardswish, F.hardsigmoid, F.softplus, torch.sigmoid,
+    torch.tanh, F.sigmoid, F.tanh, F.softmax, F.log_softmax, torch.softmax, torch.log_softmax,
+    F.dropout, F.dropout2d, F.alpha_dropout, F.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d, F.interpolate, F.batch_norm, F.layer_norm, F.group_norm,
+    torch.clone, torch.detach,
+}
+_ALIAS_METHODS = {
+    "relu", "relu_", "sigmoid", "sigmoid_", "tanh", "tanh_", "softmax", "log_softmax",
+    "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type_as",
+    "clamp", "clamp_", "clamp_min", "clamp_min_",
+}
+_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze}
+_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze"}
+_REDUCE_FUNCTIONS = {torch.mean, torch.amax, torch.sum}
+_REDUCE_METHODS = {"mean", "amax", "sum"}
+_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
+_ADD_METHODS = {"add", "add_"}
+_SCALAR_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, operator.itruediv,
+                     operator.sub, operator.isub, torch.mul, torch.div, torch.sub}
+_SCALAR_METHODS = {"mul", "mul_", "div", "div_", "sub", "sub_"}
+_CAT_FUNCTIONS = {torch.cat, torch.concat}
+
+
+@dataclass(frozen=True)
+class Trace:
+    """The result of :func:`trace`.
+
+    Attributes
+    ----------
+    graph : NetworkGraph
+        The traced graph.
+    module : torch.fx.GraphModule
+        The symbolic trace; it shares the model's submodules and parameters.
+    group_nodes : dict
+        ``group name -> fx node names`` whose output is that group's activation, in graph order:
+        the producer first (placeholder, weight layer, add or cat), then the ops aliasing it.
+    """
+
+    graph: NetworkGraph
+    module: fx.GraphModule
+    group_nodes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+
+
+@dataclass
+class _Group:
+    name: str
+    size: int | None
+    shape: tuple[int, ...]
+    kind: str  # "input" | "layer" | "sum" | "cat"
+    uses: int = 0
+    nodes: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class _Value:
+    """An activation: the group it belongs to and how many columns fold onto each node."""
+
+    gid: int
+    fold: int = 1
+
+
+class _Tracer(fx.Tracer):
+    """Keeps weight layers, marked skip modules and torch.nn modules as leaves, and remembers
+    the module being traced when tracing fails."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current_path = ""
+
+    def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
+        if isinstance(m, PRUNABLE_TYPES) or hasattr(m, SKIP_MARKER) or isinstance(m, _ALIAS_MODULES):
+            return True
+        if isinstance(m, (nn.Flatten,)):
+            return True
+        return super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        outer = self.current_path
+        self.current_path = self.path_of_module(m)
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            self.current_path = outer
+
+
+def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    tracer = _Tracer()
+    try:
+        graph = tracer.trace(model)
+    except Exception as exc:  # noqa: BLE001 - re-raised with the module path
+        where = tracer.current_path or "<top level>"
+        raise ValueError(
+            f"cannot trace {type(model).__name__} with torch.fx: {exc} (in module {where!r}). "
+            "Data-dependent control flow (if/for on tensor values) cannot be traced; make the "
+            "branch static or move it into a leaf module."
+        ) from exc
+    return fx.GraphModule(tracer.root, graph, type(model).__name__)
+
+
+def _record_shapes(gm: fx.GraphModule, model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
+    """Run one forward pass in eval mode (no BatchNorm statistic changes) and record the output
+    shape of every tensor-valued fx node; restore each module's training flag afterwards."""
+    modes = {m: m.training for m in model.modules()}
+    shapes: dict[str, tuple] = {}
+
+    class _Recorder(fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if isinstance(out, torch.Tensor):
+                shapes[n.name] = tuple(out.shape)
+            return out
+
+    try:
+        model.eval()
+        with torch.no_grad():
+            _Recorder(gm).run(x)
+    except Exception as exc:  # noqa: BLE001 - a shape problem in the user's input
+        raise ValueError(
+            f"forward pass of {type(model).__name__} on an example input of shape "
+            f"{tuple(x.shape)} failed: {exc}; pass example_input= with a valid input"
+        ) from exc
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return shapes
+
+
+def _where(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path = list(stack.values())[-1]
+        path = path[0] if isinstance(path, tuple) else path
+        return f"module {path!r}" if path else "the top-level forward"
+    return "the top-level forward"
+
+
+def _op_name(node: fx.Node) -> str:
+    target = node.target
+    if node.op == "call_method":
+        return f"Tensor.{target}"
+    return getattr(target, "__name__", str(target))
+
+
+def _prefix(node: fx.Node) -> str:
+    stack = node.meta.get("nn_module_stack") or {}
+    if stack:
+        path = list(stack.values())[-1]
+        path = path[0] if isinstance(path, tuple) else path
+        if path:
+            return f"{path}."
+    return ""
+
+
+def _pair_weight(weight: torch.Tensor, mask: torch.Tensor | None, fold: int) -> np.ndarray:
+    """``sum |w|`` over kept taps (and folded columns) per channel pair, float32, chunked so
+    no temporary larger than ~4M elements is made."""
+    out_dim, cols = weight.shape[:2]
+    per_row = max(1, weight[0].numel())
+    chunk = max(1, (1 << 22) // per_row)
+    result = np.empty((out_dim, cols // fold), dtype=np.float32)
+    w = weight.detach()
+    for lo in range(0, out_dim, chunk):
+        hi = min(out_dim, lo + chunk)
+        kept = w[lo:hi].abs()
+        if mask is not None:
+            kept = torch.where(mask[lo:hi].to(w.device), kept, 0)
+        agg = kept.reshape(hi - lo, cols // fold, -1).sum(dim=2, dtype=torch.float32)
+        result[lo:hi] = agg.cpu().numpy()
+    result.flags.writeable = False
+    return result
+
+
+def _numpy_mask(mask: torch.Tensor | None, shape: tuple[int, ...]) -> np.ndarray:
+    if mask is None:
+        out = np.ones(shape, dtype=bool)
+    else:
+        out = np.array(mask.detach().cpu().numpy(), dtype=bool, copy=True)
+    out.flags.writeable = False
+    return out
+
+
+class _Walker:
+    """One walk over the fx graph, building groups and blocks (see the module docstring)."""
+
+    def __init__(self, gm: fx.GraphModule, shapes: dict[str, tuple], masks: dict[str, torch.Tensor],
+                 weight_names: dict[int, str]) -> None:
+        self.gm = gm
+        self.shapes = shapes
+        self.masks = masks
+        self.weight_names = weight_names
+        self.modules = dict(gm.named_modules())
+        self.groups: list[_Group] = []
+        self.blocks: list[tuple[EdgeBlock, int, int]] = []  # (block, src gid, dst gid)
+        self.values: dict[str, _Value] = {}
+        self.adds: list[tuple[str, int, list[int]]] = []  # (name, sum gid, operand gids)
+        self.block_names: dict[str, int] = {}
+        self.group_names: set[str] = set()
+
+    # ----------------------------------------------------------------- helpers
+    def _new_group(self, name: str, size: int | None, shape: tuple, kind: str, node: str) -> int:
+        base, k = name, 1
+        while name in self.group_names:
+            name = f"{base}#{k}"
+            k += 1
+        self.group_names.add(name)
+        self.groups.append(_Group(name, size, shape, kind, nodes=[node]))
+        return len(self.groups) - 1
+
+    def _block_name(self, name: str) -> str:
+        k = self.block_names.get(name, 0)
+        self.block_names[name] = k + 1
+        return name if k == 0 else f"{name}#{k}"
+
+    def _activations(self, node: fx.Node) -> list[tuple[Any, _Value]]:
+        found = []
+        flat: list[Any] = []
+        fx.node.map_arg((node.args, node.kwargs), flat.append)
+        for n in flat:
+            if n.name in self.values:
+                found.append((n, self.values[n.name]))
+        return found
+
+    def _fail(self, node: fx.Node, why: str) -> ValueError:
+        return ValueError(f"unsupported op {_op_name(node)!r} in {_where(node)}: {why}")
+
+    def _alias(self, node: fx.Node, value: _Value) -> None:
+        self.values[node.name] = value
+        self.groups[value.gid].nodes.append(node.name)
+
+    def _use(self, value: _Value) -> None:
+        self.groups[value.gid].uses += 1
+
+    def _shape(self, node: fx.Node) -> tuple:
+        return self.shapes.get(node.name, ())
+
+    # ----------------------------------------------------------------- walk
+    def run(self) -> tuple[list[_Group], list[tuple[EdgeBlock, int, int]], int]:
+        output_gid = None
+        placeholders = 0
+        for node in self.gm.graph.nodes:
+            if node.op == "placeholder":
+                placeholders += 1
+                if placeholders > 1:
+                    raise ValueError(
+                        f"model takes more than one input ({node.name!r}); n2ngraph traces "
+                        "single-input models"
+                    )
+                shape = self._shape(node)
+                gid = self._new_group("input", None, tuple(shape[1:]), "input", node.name)
+                self.values[node.name] = _Value(gid)
+            elif node.op == "get_attr":
+                continue
+            elif node.op == "call_module":
+                self._call_module(node)
+            elif node.op in ("call_function", "call_method"):
+                self._call_function(node)
+            elif node.op == "output":
+                acts = self._activations(node)
+                if len(acts) != 1:
+                    raise ValueError(
+                        f"the model returns {len(acts)} activations; n2ngraph traces models with "
+                        "one output tensor"
+                    )
+                _, value = acts[0]
+                self._use(value)
+                output_gid = value.gid
+        if output_gid is None:
+            raise ValueError("the traced model has no output")
+        return self.groups, self.blocks, output_gid
+
+    def _single_input(self, node: fx.Node) -> _Value:
+        acts = self._activations(node)
+        if len(acts) != 1:
+            raise self._fail(node, f"expected one activation input, got {len(acts)}")
+        return acts[0][1]
+
+    def _call_module(self, node: fx.Node) -> None:
+        module = self.modules[node.target]
+        if isinstance(module, PRUNABLE_TYPES) or hasattr(module, SKIP_MARKER):
+            self._weight_layer(node, module)
+        elif isinstance(module, _ALIAS_MODULES):
+            self._alias(node, self._single_input(node))
+        elif isinstance(module, nn.Flatten):
+            self._reshape(node, self._single_input(node))
+        else:
+            raise ValueError(
+                f"unsupported module {type(module).__name__} at {node.target!r}: n2ngraph "
+                "knows Linear, Conv2d, BatchNorm, activations, pooling, dropout and flatten"
+            )
+
+    def _call_function(self, node: fx.Node) -> None:
+        target = node.target
+        is_method = node.op == "call_method"
+        acts = self._activations(node)
+        if not acts:
+            return  # shapes, sizes, constants: not activations
+        if node.name not in self.shapes:
+            if target in (getattr,) or (is_method and target in ("size", "dim")) or target is operator.getitem:
+                return  # x.size(), x.shape, x.dim(): metadata only
+            raise self._fail(node, "its output is not a tensor")
+        if (is_method and target in _ALIAS_METHODS) or (not is_method and target in _ALIAS_FUNCTIONS):
+            self._alias(node, acts[0][1])
+        elif (is_method and target in _RESHAPE_METHODS) or (not is_method and target in _RESHAPE_FUNCTIONS):
+            self._reshape(node, self._single_input(node))
+        elif (is_method and target in _REDUCE_METHODS) or (not is_method and target in _REDUCE_FUNCTIONS):
+            self._reduce(node, self._single_input(node))
+        elif (is_method and target in _ADD_METHODS) or (not is_method and target in _ADD_FUNCTIONS):
+            if len(acts) == 1:
+                self._alias(node, acts[0][1])  # activation plus a constant
+            else:
+                self._add(node, [v for _, v in acts])
+        elif (is_method and target in _SCALAR_METHODS) or (not is_method and target in _SCALAR_FUNCTIONS):
+            if len(acts) != 1:
+                raise self._fail(node, "a product or difference of two activations (gating) has "
+                                 "no place in the graph semantics")
+            self._alias(node, acts[0][1])
+        elif not is_method and target in _CAT_FUNCTIONS:
+            self._cat(node, [v for _, v in acts])
+        else:
+            raise self._fail(node, "n2ngraph knows weight layers, channel-keeping ops, flatten/"
+                             "reshape of a batch, residual adds and channel concatenation")
+
+    # -------------------------------------------------------------- op rules
+    def _weight_layer(self, node: fx.Node, module: nn.Module) -> None:
+        value = self._single_input(node)
+        group = self.groups[value.gid]
+        in_shape = self.shapes.get(node.args[0].name, ())
+        path = str(node.target)
+        kind = getattr(module, SKIP_MARKER, "sequential")
+        name = getattr(module, "n2ngraph_block_name", None) or path
+        weight = weight_of(module)
+        fold = value.fold
+        if isinstance(module, nn.Linear) or weight.dim() == 2:
+            in_features = weight.shape[1]
+            if len(in_shape) != 2:
+                raise ValueError(
+                    f"Linear {path!r} is applied to an activation of shape {in_shape}; n2ngraph "
+                    "supports Linear layers on (batch, features) inputs"
+                )
+            if group.kind == "input" and group.size is None:
+                group.size, fold = in_features, 1
+            if group.size * fold != in_features:
+                if group.kind == "input" and group.size == in_features:
+                    fold = 1
+                else:
+                    raise ValueError(
+                        f"Linear {path!r} has {in_features} inputs, but its input activation "
+                        f"{group.name!r} has {group.size} nodes x fold {fold}"
+                    )
+            spec = {"type": "Linear", "module": path}
+            groups = 1
+        else:
+            if fold != 1 or len(in_shape) != 4:
+                raise ValueError(
+                    f"Conv2d {path!r} is applied to an activation of shape {in_shape}; expected "
+                    "(batch, channels, height, width) from a channel group"
+                )
+            in_channels = in_shape[1]
+            if group.kind == "input" and group.size is None:
+                group.size = in_channels
+            if group.size != in_channels:
+                raise ValueError(
+                    f"Conv2d {path!r} takes {in_channels} channels but group {group.name!r} has "
+                    f"{group.size} nodes (a reshape of neurons into channels is not supported)"
+                )
+            groups = int(getattr(module, "groups", 1))
+            spec = {"type": "Conv2d", "module": path}
+            for attr in ("kernel_size", "stride", "padding", "dilation"):
+                if hasattr(module, attr):
+                    v = getattr(module, attr)
+                    spec[attr] = list(v) if isinstance(v, tuple) else v
+        extra = getattr(module, "n2ngraph_spec", None)
+        if extra:
+            spec.update(extra)
+        pname = self.weight_names.get(id(module))
+        mask_t = self.masks.get(pname) if pname else None
+        if mask_t is None and hasattr(module, SKIP_MARKER):
+            mask_t = getattr(module, "mask", None)
+        mask = _numpy_mask(mask_t, tuple(weight.shape))
+        pair = _pair_weight(weight, None if mask_t is None else mask_t.to(torch.bool), fold)
+        self._use(value)
+        out_shape = self._shape(node)
+        gid = self._new_group(path, int(weight.shape[0]), tuple(out_shape[1:]), "layer", node.name)
+        block = EdgeBlock(self._block_name(name), "", "", kind, mask, pair, groups=groups, fold=fold,
+                          spec=spec)
+        self.blocks.append((block, value.gid, gid))
+        self.values[node.name] = _Value(gid)
+
+    def _reshape(self, node: fx.Node, value: _Value) -> None:
+        in_shape = self.shapes[node.args[0].name if isinstance(node.args[0], fx.Node) else ""]
+        out_shape = self._shape(node)
+        if in_shape == out_shape:
+            self._alias(node, value)
+            return
+        group = self.groups[value.gid]
+        if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]:
+            if group.kind == "input":
+                self._alias(node, value)  # the input takes its first layer's granularity
+                return
+            if len(in_shape) > 2 and value.fold == 1:
+                self._alias(node, _Value(value.gid, math.prod(in_shape[2:])))
+                return
+        raise self._fail(node, f"reshape from {in_shape} to {out_shape} is not a flatten of a "
+                         "batch of channels")
+
+    def _reduce(self, node: fx.Node, value: _Value) -> None:
+        in_shape = self.shapes[node.args[0].name]
+        out_shape = self._shape(node)
+        if len(in_shape) == 4 and value.fold == 1 and out_shape[:2] == in_shape[:2]:
+            self._alias(node, value)  # global pooling over the spatial dimensions
+            return
+        raise self._fail(node, f"reduction from {in_shape} to {out_shape} does not keep channels")
+
+    def _add(self, node: fx.Node, operands: list[_Value]) -> None:
+        shape = self._shape(node)
+        sizes = {self.groups[v.gid].size for v in operands}
+        if any(v.fold != 1 for v in operands) or len(sizes) != 1 or None in sizes:
+            raise self._fail(node, "residual add of activations with different node sets "
+                             f"({[self.groups[v.gid].name for v in operands]})")
+        for v in operands:
+            self._use(v)
+        name = f"{_prefix(node)}add" if _prefix(node) else node.name
+        gid = self._new_group(name, sizes.pop(), tuple(shape[1:]), "sum", node.name)
+        self.adds.append((name, gid, [v.gid for v in operands]))
+        self.values[node.name] = _Value(gid)
+
+    def _cat(self, node: fx.Node, operands: list[_Value]) -> None:
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        in_shapes = [self.shapes[n.name] for n, _ in self._activations(node)]
+        if dim < 0:
+            dim += len(in_shapes[0])
+        if dim != 1 or any(v.fold != 1 for v in operands):
+            raise self._fail(node, f"concatenation along dim {dim}; only channel (dim 1) "
+                             "concatenation of unfolded activations is supported")
+        name = f"{_prefix(node)}cat" if _prefix(node) else node.name
+        size = sum(self.groups[v.gid].size for v in operands)
+        gid = self._new_group(name, size, tuple(self._shape(node)[1:]), "cat", node.name)
+        offset = 0
+        for k, v in enumerate(operands):
+            self._use(v)
+            src = self.groups[v.gid]
+            block = EdgeBlock(self._block_name(f"{self.groups[gid].name}.in{k}"), "", "", "residual",
+                              offset=offset, spec={"type": "concat"})
+            self.blocks.append((block, v.gid, gid))
+            offset += src.size
+        self.values[node.name] = _Value(gid)
+
+
+def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
+              adds: list[tuple[str, int, list[int]]], output_gid: int,
+              provenance: dict) -> tuple[NetworkGraph, dict[str, tuple[str, ...]]]:
+    """Merge add operands, drop merged groups, number nodes, and build the NetworkGraph."""
+    root = list(range(len(groups)))
+
+    def find(g: int) -> int:
+        while root[g] != g:
+            g = root[g]
+        return g
+
+    residuals: list[tuple[EdgeBlock, int, int]] = []
+    for name, sum_gid, operands in adds:
+        for k, op in enumerate(operands):
+            grp = groups[op]
+            if grp.kind in ("layer", "sum") and grp.uses == 1 and operands.count(op) == 1:
+                root[op] = sum_gid
+                groups[sum_gid].nodes[:0] = grp.nodes
+            else:
+                block = EdgeBlock(f"{groups[sum_gid].name}.residual{k}", "", "", "residual",
+                                  spec={"type": "add"})
+                residuals.append((block, op, sum_gid))
+    kept = [g for g in range(len(groups)) if find(g) == g]
+    if find(output_gid) != kept[-1]:
+        raise ValueError(
+            f"the output activation ({groups[find(output_gid)].name!r}) is not the last node group "
+            f"({groups[kept[-1]].name!r}); models with unused branches are not supported"
+        )
+    unused = [groups[g].name for g in kept if groups[g].size is None]
+    if unused:
+        raise ValueError(f"the input is never consumed by a weight layer ({unused})")
+    position = {g: i for i, g in enumerate(kept)}
+    node_groups, start = [], 0
+    for g in kept:
+        grp = groups[g]
+        node_groups.append(NodeGroup(grp.name, start, int(grp.size), tuple(int(s) for s in grp.shape)))
+        start += grp.size
+    final_blocks = []
+    for block, src, dst in blocks + residuals:
+        s, d = find(src), find(dst)
+        final_blocks.append((position[d], EdgeBlock(
+            block.name, groups[s].name, groups[d].name, block.kind, block.mask, block.pair_weight,
+            block.groups, block.fold, block.offset, dict(block.spec))))
+    final_blocks.sort(key=lambda item: item[0])
+    graph = NetworkGraph(tuple(node_groups), tuple(b for _, b in final_blocks), provenance)
+    group_nodes = {groups[g].name: tuple(groups[g].nodes) for g in kept}
+    return graph, group_nodes
+
+
+def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
+          example_input: torch.Tensor | None = None, name: str | None = None) -> Trace:
+    """Trace ``model`` into a :class:`NetworkGraph` and keep the fx trace beside it.
+
+    Parameters
+    ----------
+    model : nn.Module
+        Any model torch.fx can trace symbolically. It is not modified: one forward pass runs in
+        eval mode under ``no_grad`` and every module's training flag is restored.
+    masks : dict, optional
+        ``{"<module path>.weight": bool tensor}`` for some or all Linear/Conv2d weights. Layers
+        without an entry use masks already on the model (``torch.nn.utils.prune`` buffers or a
+        parametrization), else are dense.
+    example_input : Tensor, optional
+        One input batch; by default zeros shaped for the first weight layer (32 x 32 images for
+        a conv net, see :func:`n2ngraph.models.example_input`).
+    name : str, optional
+        Model name recorded in the graph's provenance (default: the class name).
+
+    Returns
+    -------
+    Trace
+        ``graph``, the fx ``module`` and ``group_nodes`` (fx node names of each group).
+
+    Raises
+    ------
+    ValueError
+        Untraceable control flow, an unsupported op (named, with its module path), masks that do
+        not match the model.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    weights = prunable_weights(model)
+    if not weights:
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer to trace")
+    all_masks = masks_of(model)
+    if masks is not None:
+        all_masks.update(validate_masks(model, masks))
+    gm = _symbolic_trace(model)
+    x = default_example_input(model) if example_input is None else example_input
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"example_input must be a tensor, got {type(x).__name__}")
+    shapes = _record_shapes(gm, model, x)
+    weight_names = {id(m): n for n, m in weights.items()}
+    walker = _Walker(gm, shapes, all_masks, weight_names)
+    groups, blocks, output_gid = walker.run()
+    from n2ngraph import __version__
+
+    provenance = {"model": name or type(model).__name__, "library_version": __version__}
+    graph, group_nodes = _assemble(groups, blocks, walker.adds, output_gid, provenance)
+    return Trace(graph, gm, group_nodes)
+
+
+def to_graph(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
+             example_input: torch.Tensor | None = None, name: str | None = None) -> NetworkGraph:
+    """Trace ``model`` (with ``masks``) into a :class:`NetworkGraph`; see :func:`trace`.
+
+    Examples
+    --------
+    >>> from n2ngraph import models, to_graph
+    >>> g = to_graph(models.paper_mlp())
+    >>> g.num_nodes
+    4042
+    """
+    return trace(model, masks, example_input=example_input, name=name).graph

@@ -1,0 +1,40 @@
+"""The n2ngraph command: graph subcommand outputs, clear one-line errors with exit code 2."""
+
+import subprocess
+import sys
+
+import pandas as pd
+
+from n2ngraph.cli import main
+
+
+def test_graph_command_writes_tables_figure_and_graph(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["graph", "lenet300", "--out", str(out), "--bins", "200"]) == 0
+    for name in ("groups.csv", "groups.md", "blocks.csv", "adjacency.png", "adjacency.pdf",
+                 "graph.npz", "config.json"):
+        assert (out / name).stat().st_size > 0, name
+    blocks = pd.read_csv(out / "blocks.csv")
+    assert blocks["kept_weights"].iloc[-1] == 784 * 300 + 300 * 100 + 100 * 10
+    assert "1194 nodes" in capsys.readouterr().out
+
+
+def test_unknown_model_lists_valid_names(tmp_path, capsys):
+    assert main(["graph", "alexnet", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "paper_mlp" in err[0] and "vgg19" in err[0]
+    assert not (tmp_path / "x").exists()
+
+
+def test_user_factory_that_raises(tmp_path, capsys, monkeypatch):
+    (tmp_path / "userfac.py").write_text("def build():\n    raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["graph", "userfac:build", "--out", str(tmp_path / "y")]) == 2
+    err = capsys.readouterr().err
+    assert "boom" in err and err.count("\n") == 1
+    assert not (tmp_path / "y").exists()
+
+
+def test_python_dash_m_entry_point():
+    result = subprocess.run([sys.executable, "-m", "n2ngraph", "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "graph" in result.stdout

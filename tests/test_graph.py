@@ -1,0 +1,129 @@
+"""NetworkGraph: validation, adjacency against hand-computed matrices, equality, immutability."""
+
+import numpy as np
+import pytest
+import scipy.sparse as sp
+
+from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+
+
+def test_small_graph_adjacency_is_hand_computed(small_graph):
+    expected = np.zeros((6, 6))
+    for i, j in [(0, 3), (2, 3), (1, 4), (3, 5), (4, 5), (0, 5)]:
+        expected[i, j] = expected[j, i] = 1
+    adj = small_graph.adjacency()
+    assert isinstance(adj, sp.csr_array)
+    assert adj.dtype == np.float64
+    np.testing.assert_array_equal(adj.toarray(), expected)
+    assert small_graph.num_edges == 6
+    assert small_graph.num_nodes == 6
+    assert small_graph.num_params == 6  # 3 + 2 sequential, 1 skip
+    assert small_graph.dense_params == 8
+    assert small_graph.density == pytest.approx(6 / 8)
+    np.testing.assert_array_equal(small_graph.input_nodes, [0, 1, 2])
+    np.testing.assert_array_equal(small_graph.output_nodes, [5])
+
+
+def test_adjacency_symmetric_no_self_loops(small_graph):
+    adj = small_graph.adjacency()
+    assert (adj != adj.T).nnz == 0
+    assert not adj.diagonal().any()
+
+
+def test_duplicate_pairs_count_once_and_weights_add():
+    groups = (NodeGroup("a", 0, 2), NodeGroup("b", 2, 2))
+    blocks = (
+        EdgeBlock("seq", "a", "b", "sequential", np.eye(2, dtype=bool),
+                  pair_weight=np.array([[0.5, 0], [0, 2.0]], np.float32)),
+        EdgeBlock("res", "a", "b", "residual"),
+    )
+    g = NetworkGraph(groups, blocks)
+    assert g.num_edges == 2
+    np.testing.assert_array_equal(g.adjacency().toarray()[:2, 2:], np.eye(2))
+    np.testing.assert_allclose(g.adjacency(weighted=True).toarray()[:2, 2:], np.diag([1.5, 3.0]))
+
+
+def test_grouped_conv_and_fold_pairs():
+    # grouped conv: 4 -> 4 channels, 2 groups, 1x1 kernel, all kept
+    groups = (NodeGroup("x", 0, 4), NodeGroup("y", 4, 4), NodeGroup("z", 8, 1))
+    conv = EdgeBlock("conv", "x", "y", "sequential", np.ones((4, 2, 1, 1), bool), groups=2)
+    # linear after flattening y (4 channels x 3 positions), only column 7 (channel 2) kept
+    lin_mask = np.zeros((1, 12), bool)
+    lin_mask[0, 7] = True
+    lin = EdgeBlock("fc", "y", "z", "sequential", lin_mask, fold=3)
+    g = NetworkGraph(groups, (conv, lin))
+    dense = g.adjacency().toarray()
+    expected_xy = np.array([[1, 1, 0, 0], [1, 1, 0, 0], [0, 0, 1, 1], [0, 0, 1, 1]])
+    np.testing.assert_array_equal(dense[4:8, 0:4], expected_xy)
+    np.testing.assert_array_equal(dense[8, 4:8], [0, 0, 1, 0])
+
+
+@pytest.mark.parametrize(
+    "groups, blocks, message",
+    [
+        ((NodeGroup("a", 0, 2), NodeGroup("a", 2, 1)), (), "duplicate group"),
+        ((NodeGroup("a", 1, 2),), (), "contiguous"),
+        ((NodeGroup("a", 0, 2), NodeGroup("b", 2, 1)),
+         (EdgeBlock("e", "a", "c", "sequential", np.ones((1, 2), bool)),), "unknown group"),
+        ((NodeGroup("a", 0, 2), NodeGroup("b", 2, 1)),
+         (EdgeBlock("e", "b", "a", "sequential", np.ones((2, 1), bool)),), "precede"),
+        ((NodeGroup("a", 0, 2), NodeGroup("b", 2, 1)),
+         (EdgeBlock("e", "a", "b", "sequential", np.ones((1, 3), bool)),), "mask"),
+        ((NodeGroup("a", 0, 2), NodeGroup("b", 2, 1)),
+         (EdgeBlock("e", "a", "b", "residual"),), "do not fit"),
+    ],
+)
+def test_invalid_graphs_raise(groups, blocks, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkGraph(groups, blocks)
+
+
+def test_invalid_blocks_raise():
+    with pytest.raises(ValueError, match="kind"):
+        EdgeBlock("e", "a", "b", "dense", np.ones((1, 1), bool))
+    with pytest.raises(TypeError, match="bool"):
+        EdgeBlock("e", "a", "b", "sequential", np.ones((1, 1)))
+    with pytest.raises(ValueError, match="mask=None"):
+        EdgeBlock("e", "a", "b", "residual", np.ones((1, 1), bool))
+
+
+def test_graph_is_immutable(small_graph):
+    mask = small_graph.blocks[0].mask
+    with pytest.raises(ValueError):
+        mask[0, 0] = False
+    with pytest.raises(Exception):
+        small_graph.groups = ()
+    source = np.ones((1, 2), bool)
+    block = EdgeBlock("b", "h", "out", "sequential", source)
+    source[0, 0] = False  # editing the caller's array does not reach the block
+    assert block.mask.all()
+
+
+def test_equality_ignores_weights_and_provenance(small_graph):
+    blocks = [b.with_mask(b.mask, np.full(b.pair_mask().shape, 3.0)) for b in small_graph.blocks]
+    other = small_graph.replace(blocks=blocks, provenance={"model": "other"})
+    assert other == small_graph
+    changed = small_graph.blocks[2].with_mask(np.array([[0, 1, 0]], bool))
+    assert small_graph.replace(blocks=small_graph.blocks[:2] + (changed,)) != small_graph
+
+
+def test_with_blocks_returns_new_graph(small_graph):
+    base = small_graph.replace(blocks=small_graph.blocks[:2])
+    extended = base.with_blocks(small_graph.blocks[2:], method="hand")
+    assert extended == small_graph
+    assert len(base.blocks) == 2
+    assert extended.provenance["method"] == "hand"
+
+
+def test_to_networkx(small_graph):
+    nxg = small_graph.to_networkx()
+    assert nxg.number_of_nodes() == 6
+    assert nxg.number_of_edges() == small_graph.num_edges
+    assert nxg.nodes[4] == {"group": "h", "index": 1}
+
+
+def test_single_group_graph_has_no_edges():
+    g = NetworkGraph((NodeGroup("only", 0, 3),), ())
+    assert g.num_edges == 0
+    assert g.adjacency().shape == (3, 3)
+    assert g.density == 0.0
