@@ -14,6 +14,7 @@ __all__ = ["main", "SUBCOMMANDS"]
 
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
+    "compare": ("n2ngraph.cli_compare", "compare pruning methods with and without N2NSkip (the main job)"),
     "graph": ("n2ngraph.cli_graph", "trace a model to a graph: summary tables, adjacency figure, .npz"),
     "train": ("n2ngraph.cli_train", "train a graph variant as a masked PyTorch model"),
 }

@@ -19,7 +19,7 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 from n2ngraph.graph import BLOCK_KINDS, NetworkGraph  # noqa: E402
 
-__all__ = ["KIND_COLORS", "adjacency_image", "plot_adjacency", "save_figure"]
+__all__ = ["KIND_COLORS", "adjacency_image", "plot_adjacency", "plot_compare", "save_figure"]
 
 #: Colour of each block kind in adjacency figures.
 KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f"}
@@ -107,3 +107,45 @@ def save_figure(fig, path: str | os.PathLike, *, formats: Sequence[str] = ("png"
         written.append(target)
     plt.close(fig)
     return written
+
+
+def plot_compare(summary, *, columns: Sequence[str] | None = None,
+                 path: str | os.PathLike | None = None, log: bool = True):
+    """Sweep summary (``n2ngraph.compare.summarize``) against density, one panel per column.
+
+    One colour per pruning method; solid lines for plain pruning, dashed for the N2NSkip
+    variant at the same budget; error bars are the standard deviation over seeds. By default the
+    panels are every ``F(t=...)`` column and the number of connected components.
+    """
+    if columns is None:
+        columns = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
+        columns.append("n_components")
+    columns = [c for c in columns if c in summary.columns]
+    if not columns:
+        raise ValueError("plot_compare: the summary has none of the requested columns")
+    methods = list(dict.fromkeys(summary["method"]))
+    colors = plt.get_cmap("tab10")
+    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
+    for ax, column in zip(axes[0], columns):
+        for k, method in enumerate(methods):
+            for variant, style in (("plain", "-"), ("n2nskip", "--")):
+                part = summary[(summary["method"] == method) & (summary["variant"] == variant)]
+                if part.empty:
+                    continue
+                part = part.sort_values("density")
+                err = part.get(f"{column}_std")
+                ax.errorbar(part["density"], part[column], yerr=None if err is None else err.fillna(0),
+                            color=colors(k % 10), ls=style, marker="o", ms=3, capsize=2,
+                            label=f"{method}{' + N2NSkip' if variant == 'n2nskip' else ''}")
+        ax.set_xscale("log")
+        if log and (summary[column] > 0).all():
+            ax.set_yscale("log")
+        ax.set_xlabel("density (kept fraction)")
+        ax.set_title(column, fontsize=9)
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig

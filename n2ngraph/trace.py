@@ -37,8 +37,10 @@ from n2ngraph.models import example_input as default_example_input
 
 __all__ = ["Trace", "trace", "to_graph", "SKIP_MARKER"]
 
-#: Attribute a module sets to be traced as a ready-made edge block instead of being traced into:
-#: ``module.n2ngraph_kind = "n2nskip"`` (with ``mask``/``weight`` like a Linear or Conv2d).
+#: Attribute of a skip module (``n2ngraph.bridge``) traced as a ready-made edge block: called as
+#: ``skip(a_src, z_dst)`` it has ``n2ngraph_kind`` ("n2nskip" or "residual"),
+#: ``n2ngraph_block_name``, ``n2ngraph_offset``, ``n2ngraph_spec`` and (n2nskip) ``weight`` and
+#: the bool buffer ``mask``.
 SKIP_MARKER = "n2ngraph_kind"
 
 #: Modules that keep the channel set of their input (DESIGN.md: they alias the group).
@@ -138,6 +140,8 @@ class _Tracer(fx.Tracer):
 
 
 def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    if isinstance(model, fx.GraphModule):
+        return model  # already traced (e.g. by the bridge): keep its graph and module paths
     tracer = _Tracer()
     try:
         graph = tracer.trace(model)
@@ -330,7 +334,9 @@ class _Walker:
 
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
-        if isinstance(module, PRUNABLE_TYPES) or hasattr(module, SKIP_MARKER):
+        if hasattr(module, SKIP_MARKER):
+            self._skip(node, module)
+        elif isinstance(module, PRUNABLE_TYPES):
             self._weight_layer(node, module)
         elif isinstance(module, _ALIAS_MODULES):
             self._alias(node, self._single_input(node))
@@ -375,13 +381,29 @@ class _Walker:
                              "reshape of a batch, residual adds and channel concatenation")
 
     # -------------------------------------------------------------- op rules
+    def _skip(self, node: fx.Node, module: nn.Module) -> None:
+        """A marked skip module called as ``skip(a_src, z_dst)`` (``n2ngraph.bridge``): its output
+        replaces ``z_dst``, so it aliases the destination group and adds one block."""
+        acts = self._activations(node)
+        if len(acts) != 2:
+            raise self._fail(node, f"skip module {node.target!r} must be called as skip(a, z)")
+        (_, src), (_, dst) = acts
+        kind = getattr(module, SKIP_MARKER)
+        mask = pair = None
+        if kind != "residual":
+            mask = _numpy_mask(module.mask, tuple(module.weight.shape))
+            pair = _pair_weight(module.weight, module.mask.to(torch.bool), 1)
+        block = EdgeBlock(self._block_name(module.n2ngraph_block_name), "", "", kind, mask, pair,
+                          offset=int(getattr(module, "n2ngraph_offset", 0)),
+                          spec=dict(getattr(module, "n2ngraph_spec", {})))
+        self.blocks.append((block, src.gid, dst.gid))
+        self._alias(node, dst)
+
     def _weight_layer(self, node: fx.Node, module: nn.Module) -> None:
         value = self._single_input(node)
         group = self.groups[value.gid]
         in_shape = self.shapes.get(node.args[0].name, ())
         path = str(node.target)
-        kind = getattr(module, SKIP_MARKER, "sequential")
-        name = getattr(module, "n2ngraph_block_name", None) or path
         weight = weight_of(module)
         fold = value.fold
         if isinstance(module, nn.Linear) or weight.dim() == 2:
@@ -423,20 +445,15 @@ class _Walker:
                 if hasattr(module, attr):
                     v = getattr(module, attr)
                     spec[attr] = list(v) if isinstance(v, tuple) else v
-        extra = getattr(module, "n2ngraph_spec", None)
-        if extra:
-            spec.update(extra)
         pname = self.weight_names.get(id(module))
         mask_t = self.masks.get(pname) if pname else None
-        if mask_t is None and hasattr(module, SKIP_MARKER):
-            mask_t = getattr(module, "mask", None)
         mask = _numpy_mask(mask_t, tuple(weight.shape))
         pair = _pair_weight(weight, None if mask_t is None else mask_t.to(torch.bool), fold)
         self._use(value)
         out_shape = self._shape(node)
         gid = self._new_group(path, int(weight.shape[0]), tuple(out_shape[1:]), "layer", node.name)
-        block = EdgeBlock(self._block_name(name), "", "", kind, mask, pair, groups=groups, fold=fold,
-                          spec=spec)
+        block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, groups=groups,
+                          fold=fold, spec=spec)
         self.blocks.append((block, value.gid, gid))
         self.values[node.name] = _Value(gid)
 
@@ -540,7 +557,8 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
     final_blocks = []
     for block, src, dst in blocks + residuals:
         s, d = find(src), find(dst)
-        final_blocks.append((position[d], EdgeBlock(
+        added = bool(block.spec.get("added_by"))  # variant blocks follow the traced ones
+        final_blocks.append(((position[d], added), EdgeBlock(
             block.name, groups[s].name, groups[d].name, block.kind, block.mask, block.pair_weight,
             block.groups, block.fold, block.offset, dict(block.spec))))
     final_blocks.sort(key=lambda item: item[0])

@@ -37,9 +37,10 @@ import math
 import os
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -49,18 +50,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 __all__ = [
-    "TrainConfig",
+    "AMP_MODES",
+    "CHECKPOINT_NAME",
+    "CONFIG_NAME",
+    "LOG_COLUMNS",
+    "LOG_NAME",
     "OPTIMIZERS",
     "SCHEDULES",
-    "AMP_MODES",
-    "LOG_COLUMNS",
-    "CHECKPOINT_NAME",
-    "LOG_NAME",
-    "CONFIG_NAME",
-    "train",
+    "TrainConfig",
     "evaluate",
-    "resolve_device",
     "load_checkpoint",
+    "resolve_device",
+    "train",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"

@@ -11,7 +11,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from n2ngraph import data
 from n2ngraph.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -195,7 +194,7 @@ def test_restricted_unpickler_refuses_other_numpy_and_builtin_globals():
     import io
 
     for blob in (pickle.dumps(np.random.default_rng(0)), pickle.dumps(slice(1, 2)),
-                 pickle.dumps(set([1]), protocol=2), pickle.dumps(pickle.Unpickler, protocol=4)):
+                 pickle.dumps({1}, protocol=2), pickle.dumps(pickle.Unpickler, protocol=4)):
         with pytest.raises(pickle.UnpicklingError):
             RestrictedUnpickler(io.BytesIO(blob)).load()
 

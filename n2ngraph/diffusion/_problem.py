@@ -135,16 +135,27 @@ def laplacian_matrix(W: sp.csr_array, *, normalized: bool) -> tuple[sp.csr_array
 
 
 def build_problem(g, *, weighted: bool = False, normalized: bool = False) -> HeatProblem:
+    """The :class:`HeatProblem` of a graph or adjacency. A NetworkGraph is immutable, so its
+    problem is cached beside its adjacency (``g._cache``), as PyGSP caches L and lambda_max."""
+    key = ("n2ngraph.diffusion.problem", bool(weighted), bool(normalized))
+    cache = getattr(g, "_cache", None) if _is_graph(g) else None
+    if cache is not None and key in cache:
+        return cache[key]
     W = adjacency_of(g, weighted=weighted)
     L, d = laplacian_matrix(W, normalized=normalized)
-    n_comp, labels = connected_components(W, directed=False)
+    # W is symmetric, so strong components of the directed view are the components; this
+    # avoids the transpose that directed=False builds (3x faster on the dense paper MLP)
+    n_comp, labels = connected_components(W, directed=True, connection="strong")
     if normalized:
         null = np.where(d > 0, np.sqrt(d), 1.0)
         lam_max = 2.0 if W.nnz else 0.0
     else:
         null = np.ones(W.shape[0])
         lam_max = 2.0 * float(d.max()) if W.nnz else 0.0
-    return HeatProblem(L, labels.astype(np.intp), int(n_comp), null, lam_max, bool(normalized))
+    problem = HeatProblem(L, labels.astype(np.intp), int(n_comp), null, lam_max, bool(normalized))
+    if cache is not None:
+        cache[key] = problem
+    return problem
 
 
 def as_times(t) -> tuple[np.ndarray, bool]:

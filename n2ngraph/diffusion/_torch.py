@@ -7,6 +7,8 @@ eigenproblem stays on the CPU. torch is imported only when this engine runs.
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 
 from n2ngraph.diffusion._krylov import DEFAULT_BASIS_BYTES, Lanczos, _run_to_tolerance, basis_steps
@@ -30,13 +32,16 @@ class TorchBackend:
         self.problem = problem
         self.device = torch.device(device or default_device())
         L = problem.L
-        self.L = torch.sparse_csr_tensor(
-            torch.from_numpy(L.indptr.astype(np.int64)),
-            torch.from_numpy(L.indices.astype(np.int64)),
-            torch.from_numpy(L.data),
-            size=L.shape,
-            dtype=torch.float64,
-        ).to(self.device)
+        with warnings.catch_warnings():  # "sparse CSR support is in beta" notices
+            warnings.simplefilter("ignore")
+            self.L = torch.sparse_csr_tensor(
+                torch.from_numpy(L.indptr.astype(np.int64)),
+                torch.from_numpy(L.indices.astype(np.int64)),
+                torch.from_numpy(L.data),
+                size=L.shape,
+                dtype=torch.float64,
+                check_invariants=False,
+            ).to(self.device)
         self.labels = torch.from_numpy(problem.labels.astype(np.int64)).to(self.device)
         self.u = torch.from_numpy(problem.null).to(self.device)
         denom = np.bincount(problem.labels, weights=problem.null**2, minlength=problem.n_components)
@@ -50,7 +55,9 @@ class TorchBackend:
         return self.torch.as_tensor(np.asarray(x, np.float64)).to(self.device)
 
     def matvec(self, x):
-        return (self.L @ x.unsqueeze(1)).squeeze(1)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return (self.L @ x.unsqueeze(1)).squeeze(1)
 
     def project(self, x):
         coef = self.torch.zeros(self.k, dtype=x.dtype, device=self.device)

@@ -12,25 +12,25 @@ from __future__ import annotations
 
 import copy
 import math
-from collections.abc import Iterable
-from typing import Any, Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2ngraph.masks import prunable_weights, weight_of
+from n2ngraph.masks import prunable_weights
 
 __all__ = [
     "as_batches",
-    "scoring_copy",
-    "score_random",
-    "score_magnitude",
-    "score_snip",
-    "score_grasp",
     "prepare_synflow",
+    "score_grasp",
+    "score_magnitude",
+    "score_random",
+    "score_snip",
     "score_synflow",
+    "scoring_copy",
 ]
 
 #: Normalisation layers, replaced by identities in SynFlow's linearised network.
@@ -93,7 +93,18 @@ def _strip_masks(module: nn.Module) -> None:
     from torch.nn.utils import prune as torch_prune
 
     if parametrize.is_parametrized(module, "weight"):
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
+        # Not parametrize.remove_parametrizations: it deletes the ``weight`` property from the
+        # module's class, a class the copy shares with the original model.
+        cls = module.__class__
+        original = module.parametrizations["weight"].original
+        if len(module.parametrizations) == 1:
+            module.__class__ = cls.__bases__[0]
+            del module._modules["parametrizations"]
+        else:
+            attrs = {k: v for k, v in cls.__dict__.items() if k != "weight"}
+            module.__class__ = type(cls.__name__, cls.__bases__, attrs)
+            del module.parametrizations["weight"]
+        module.register_parameter("weight", original)
     if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
         with torch.no_grad():
             module.weight_mask.fill_(1)
@@ -109,7 +120,15 @@ def scoring_copy(model: nn.Module) -> nn.Module:
     prunable weights. Whatever scoring does to it (BatchNorm statistics, gradients, weight edits)
     never reaches ``model``.
     """
-    work = copy.deepcopy(model)
+    # Tensors computed from parameters and cached as attributes (torch.nn.utils.prune's
+    # ``weight`` = ``weight_orig * weight_mask``) refuse deepcopy: copy them detached.
+    memo = {
+        id(v): v.detach().clone()
+        for m in model.modules()
+        for v in vars(m).values()
+        if isinstance(v, torch.Tensor) and not v.is_leaf
+    }
+    work = copy.deepcopy(model, memo)
     for module in prunable_weights(work).values():
         _strip_masks(module)
     for module in work.modules():
@@ -151,7 +170,9 @@ def score_magnitude(model, weights, *, data, rng) -> dict[str, torch.Tensor]:
     return {name: w.detach().abs() for name, w in weights.items()}
 
 
-def score_snip(model, weights, *, data, rng, loss: Callable | None = None) -> dict[str, torch.Tensor]:
+def score_snip(
+    model, weights, *, data, rng, loss: Callable | None = None
+) -> dict[str, torch.Tensor]:
     """SNIP connection sensitivity ``|w * dL/dw|`` (Lee et al. 2019, arXiv:1810.02340, eq. 6).
 
     ``L`` is the mean over the batches of ``loss(model(x), y)`` (cross-entropy by default). The
@@ -165,11 +186,16 @@ def score_snip(model, weights, *, data, rng, loss: Callable | None = None) -> di
             value = loss_fn(model(x), y) / len(data)
             for acc, g in zip(total, _grads(value, params)):
                 acc += g
-    return {name: (w.detach() * g).abs() for (name, w), g in zip(weights.items(), total)}
+    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), total)}
 
 
 def score_grasp(
-    model, weights, *, data, rng, loss: Callable | None = None,
+    model,
+    weights,
+    *,
+    data,
+    rng,
+    loss: Callable | None = None,
     temperature: float = GRASP_TEMPERATURE,
 ) -> dict[str, torch.Tensor]:
     """GraSP keep-score ``w * (H g)`` (Wang et al. 2020, arXiv:2002.07376, eq. 8).
@@ -181,7 +207,9 @@ def score_grasp(
     highest keep-scores is the paper's rule.
     """
     loss_fn = _loss_fn(loss)
-    if not (isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0):
+    if not (
+        isinstance(temperature, (int, float)) and math.isfinite(temperature) and temperature > 0
+    ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     params = list(weights.values())
     g = [torch.zeros_like(p) for p in params]
@@ -199,7 +227,7 @@ def score_grasp(
                 continue  # the loss is linear in the weights: H g = 0
             for acc, h in zip(hg, _grads(z, params)):
                 acc += h
-    return {name: w.detach() * h for (name, w), h in zip(weights.items(), hg)}
+    return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
 
 
 def prepare_synflow(model: nn.Module) -> None:
@@ -258,4 +286,4 @@ def score_synflow(
             "is too deep for an unnormalised path sum"
         )
     grads = _grads(r, params)
-    return {name: (w.detach() * g).abs() for (name, w), g in zip(weights.items(), grads)}
+    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 import torch
 
-__all__ = ["budget", "select_top", "select_per_unit"]
+__all__ = ["budget", "select_per_unit", "select_top"]
 
 
 def budget(n: int, density: float) -> int:
@@ -42,7 +42,7 @@ def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> t
     Entries equal to the ``k``-th largest value are taken in a seeded random order.
     """
     n = flat.numel()
-    if torch.isnan(flat).any():
+    if torch.isnan(flat.sum()) and torch.isnan(flat).any():  # the sum: one pass, no allocation
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
     if k >= n:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
@@ -61,26 +61,19 @@ def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> t
 
 def _candidates(
     scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor] | None
-) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor | None]]:
-    """Flattened scores of the weights still kept (all when ``current`` is None) and their
-    positions in the flattened weight (None: all positions)."""
-    flat, where = {}, {}
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+    """Flattened scores, with the weights pruned in ``current`` scored ``-inf`` (chosen last),
+    and the number of candidates (weights still kept) of each."""
+    flat, alive = {}, {}
     for name, s in scores.items():
         s = s.detach().flatten()
         if current is None:
-            flat[name], where[name] = s, None
+            flat[name], alive[name] = s, s.numel()
         else:
-            idx = torch.nonzero(current[name].flatten().to(s.device)).flatten()
-            flat[name], where[name] = s[idx], idx
-    return flat, where
-
-
-def _scatter(n: int, keep: torch.Tensor, where: torch.Tensor | None) -> torch.Tensor:
-    if where is None:
-        return keep
-    out = torch.zeros(n, dtype=torch.bool, device=keep.device)
-    out[where[keep]] = True
-    return out
+            keep = current[name].flatten().to(s.device)
+            flat[name] = torch.where(keep, s, torch.tensor(-math.inf, dtype=s.dtype))
+            alive[name] = int(keep.sum())
+    return flat, alive
 
 
 def select_top(
@@ -104,30 +97,31 @@ def select_top(
         Breaks ties at the threshold.
     current : mapping name -> bool tensor, optional
         Masks of an earlier round: only weights kept there may be kept again (pruning never
-        revives a weight). The budget must not exceed what they keep.
+        revives a weight); a budget above what they keep is cut to it.
 
     Returns
     -------
     dict name -> bool tensor of the weight's shape, on the scores' device.
     """
-    flat, where = _candidates(scores, current)
+    flat, alive = _candidates(scores, current)
     sizes = {name: s.numel() for name, s in scores.items()}
     out: dict[str, torch.Tensor] = {}
     if scope == "layerwise":
         for name, s in flat.items():
-            keep = _top_k(s, budget(sizes[name], density), rng, f"layer {name!r}")
-            out[name] = _scatter(sizes[name], keep, where[name]).reshape(scores[name].shape)
+            k = min(budget(sizes[name], density), alive[name])
+            out[name] = _top_k(s, k, rng, f"layer {name!r}").reshape(scores[name].shape)
         return out
     devices = {s.device for s in flat.values()}
     device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
     dtype = functools.reduce(torch.promote_types, [s.dtype for s in flat.values()])
     parts = [s.to(device=device, dtype=dtype) for s in flat.values()]
-    keep_all = _top_k(torch.cat(parts), budget(sum(sizes.values()), density), rng, "the model")
+    k = min(budget(sum(sizes.values()), density), sum(alive.values()))
+    keep_all = _top_k(torch.cat(parts), k, rng, "the model")
     start = 0
     for name, s in flat.items():
-        keep = keep_all[start:start + s.numel()].to(s.device)
+        keep = keep_all[start : start + s.numel()].to(s.device)
         start += s.numel()
-        out[name] = _scatter(sizes[name], keep, where[name]).reshape(scores[name].shape)
+        out[name] = keep.reshape(scores[name].shape)
     return out
 
 

@@ -1,0 +1,59 @@
+"""Benchmark: ``add_n2nskip`` on VGG19 (issue 3 target: under 2 s).
+
+Times ``add_n2nskip(graph, 0.01)`` on the traced VGG19 graph (torchvision head, 10 classes,
+pruned randomly to 1 %: the sequential half of the paper's 2 % recipe), default wiring (every
+group to every later non-consecutive group, 1x1 conv skips). BLAS threads are pinned to 1
+(threadpoolctl) and torch to 1 thread. Reports the median of ``--repeats`` runs and, as the
+in-run reference, the ratio to tracing the same model (``to_graph``).
+
+    python benchmarks/n2nskip.py [--repeats 5] [--model vgg19] [--max-span N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+from threadpoolctl import threadpool_limits
+
+from n2ngraph import models
+from n2ngraph.n2nskip import add_n2nskip
+from n2ngraph.pruning import prune
+from n2ngraph.trace import to_graph
+
+
+def main(argv=None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="vgg19")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--density", type=float, default=0.01)
+    parser.add_argument("--max-span", type=int, default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    with threadpool_limits(1):
+        model = models.build_model(args.model, seed=0)
+        masks = prune(model, "random", args.density, seed=0)
+        t0 = time.perf_counter()
+        graph = to_graph(model, masks)
+        t_trace = time.perf_counter() - t0
+        times = []
+        for r in range(args.repeats):
+            t0 = time.perf_counter()
+            out = add_n2nskip(graph, args.density, seed=r, max_span=args.max_span)
+            times.append(time.perf_counter() - t0)
+    med = statistics.median(times)
+    skips = out.blocks_of_kind("n2nskip")
+    result = {"model": args.model, "add_n2nskip_s": med, "trace_s": t_trace, "ratio_to_trace": med / t_trace,
+              "skip_blocks": len(skips), "skip_params": sum(b.num_params for b in skips),
+              "skip_mask_entries": sum(b.dense_params for b in skips)}
+    print(f"{args.model}: add_n2nskip median {med:.3f} s over {args.repeats} runs "
+          f"(target < 2 s; {med / t_trace:.2f}x the {t_trace:.2f} s trace), "
+          f"{len(skips)} skip blocks, {result['skip_params']} kept of {result['skip_mask_entries']} "
+          "mask entries; 1 BLAS thread, 1 torch thread")
+    return result
+
+
+if __name__ == "__main__":
+    main()

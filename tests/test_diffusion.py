@@ -1,0 +1,399 @@
+"""Heat diffusion: every engine against dense scipy.linalg.expm, edge cases, F, scree, lambda_2."""
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import networkx as nx
+import numpy as np
+import pytest
+import scipy.linalg as sl
+import scipy.sparse as sp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from n2ngraph.diffusion import (
+    ENGINES,
+    DiffusionAccuracyWarning,
+    algebraic_connectivity,
+    connectivity_distance,
+    heat_signature,
+    laplacian,
+    saturation_time,
+    scree,
+)
+from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph  # noqa: E402
+
+TIMES = np.logspace(-3, 3, 7)
+ENGINE_NAMES = sorted(ENGINES)
+
+
+def adj(n, edges, weights=None):
+    r, c = zip(*edges)
+    w = np.ones(len(edges)) if weights is None else np.asarray(weights, float)
+    W = sp.coo_array((w, (r, c)), shape=(n, n)).tocsr()
+    return sp.csr_array(W + W.T)
+
+
+def path(n):
+    return adj(n, [(i, i + 1) for i in range(n - 1)])
+
+
+def star(n):
+    return adj(n, [(0, i) for i in range(1, n)])
+
+
+def disconnected():
+    # a path 0-1-2-3, a triangle 4-5-6, isolated node 7
+    return adj(8, [(0, 1), (1, 2), (2, 3), (4, 5), (5, 6), (4, 6)])
+
+
+def weighted(seed=3, n=30):
+    rng = np.random.default_rng(seed)
+    edges = {(i, j) for i, j in rng.integers(0, n, size=(80, 2)) if i != j}
+    edges = sorted((min(e), max(e)) for e in edges)
+    edges = sorted(set(edges))
+    return adj(n, edges, rng.uniform(0.01, 5.0, size=len(edges)))
+
+
+def expm_reference(W, A, times, normalized=False):
+    L = laplacian(W, normalized=normalized).toarray()
+    return np.array([sl.expm(-t * L) @ A if np.isfinite(t) else np.nan * A for t in times])
+
+
+def rel_err(S, ref):
+    return np.linalg.norm(S - ref, axis=-1) / np.linalg.norm(ref, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def small_mlp():
+    """A scaled-down paper MLP (paper shape / 16) at 2% with N2NSkip blocks: n = 261."""
+    return mlp_graph((192, 32, 16, 8, 4, 10), 0.1, seed=0, skip_fraction=0.5)
+
+
+CASES = {
+    "path": lambda: (path(12), np.eye(12)[0]),
+    "star": lambda: (star(9), np.eye(9)[3]),
+    "disconnected": lambda: (disconnected(), np.array([1.0, 0, 0, 0, 2, 0, 0, 5])),
+    "weighted": lambda: (weighted(), np.random.default_rng(0).uniform(size=30)),
+}
+
+
+# ------------------------------------------------------------------------ agreement with expm
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_engines_match_dense_expm(method, case):
+    W, A = CASES[case]()
+    ref = expm_reference(W, A, TIMES)
+    S = heat_signature(W, TIMES, sources=A, method=method)
+    assert S.shape == (len(TIMES), W.shape[0])
+    assert rel_err(S, ref).max() < 1e-8
+
+
+@pytest.fixture(scope="module")
+def small_mlp_reference(small_mlp):
+    A = np.zeros(small_mlp.num_nodes)
+    A[small_mlp.input_nodes] = 1
+    return expm_reference(small_mlp.adjacency(), A, TIMES)
+
+
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+def test_engines_match_expm_on_pruned_mlp_with_skips(method, small_mlp, small_mlp_reference):
+    S = heat_signature(small_mlp, TIMES, method=method)
+    assert rel_err(S, small_mlp_reference).max() < 1e-8
+
+
+@pytest.mark.parametrize("method", ["krylov", "chebyshev", "dense", "torch"])
+def test_normalized_laplacian_engines(method):
+    W, A = CASES["disconnected"]()
+    ref = expm_reference(W, A, TIMES, normalized=True)
+    S = heat_signature(W, TIMES, sources=A, method=method, normalized=True)
+    assert rel_err(S, ref).max() < 1e-8
+
+
+def test_normalized_laplacian_matches_networkx():
+    W = disconnected()
+    ref = nx.normalized_laplacian_matrix(nx.from_scipy_sparse_array(W)).toarray()
+    np.testing.assert_allclose(laplacian(W, normalized=True).toarray(), ref, atol=1e-14)
+
+
+def test_paper_mlp_2pct_krylov_vs_chebyshev():
+    """Two independent algorithms (adaptive Lanczos, a priori Chebyshev) on the full paper MLP."""
+    g = mlp_graph(PAPER_MLP, 0.02, seed=1)
+    S_k = heat_signature(g, TIMES, method="krylov")
+    S_c = heat_signature(g, TIMES, method="chebyshev")
+    assert rel_err(S_k, S_c).max() < 1e-8
+
+
+@pytest.mark.slow
+def test_paper_mlp_2pct_matches_expm():
+    g = mlp_graph(PAPER_MLP, 0.02, seed=1)
+    W = g.adjacency()
+    A = np.zeros(g.num_nodes)
+    A[g.input_nodes] = 1
+    times = np.array([1e-3, 1.0, 1e3])
+    ref = expm_reference(W, A, times)
+    for method in ("auto", "krylov", "chebyshev", "dense", "torch"):
+        assert rel_err(heat_signature(g, times, method=method), ref).max() < 1e-8, method
+
+
+def test_auto_on_dense_paper_mlp_is_exact_and_krylov_breaks_down():
+    g = mlp_graph(PAPER_MLP, 1.0, seed=0)
+    S = heat_signature(g, [0.01, 1.0, 100.0], method="auto")
+    # dense complete-bipartite layers: heat conserved, and at t=100 fully saturated
+    np.testing.assert_allclose(S.sum(axis=1), 3072.0, rtol=1e-12)
+    np.testing.assert_allclose(S[-1], 3072.0 / 4042.0, rtol=1e-9)
+
+
+# ---------------------------------------------------------------------------------- edge cases
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+def test_t0_returns_sources_exactly_and_tinf_is_component_mean(method):
+    W, A = CASES["disconnected"]()
+    S = heat_signature(W, [0.0, np.inf], sources=A, method=method)
+    assert np.array_equal(S[0], A)
+    expected = np.array([0.25] * 4 + [2 / 3] * 3 + [5.0])
+    np.testing.assert_allclose(S[1], expected, rtol=1e-15)
+
+
+def test_large_t_tends_to_component_mean():
+    W, A = CASES["disconnected"]()
+    S = heat_signature(W, [1e3, np.inf], sources=A)
+    np.testing.assert_allclose(S[0], S[1], atol=1e-12)
+
+
+def test_default_sources_are_input_nodes(small_graph):
+    S0 = heat_signature(small_graph, 0.0)
+    np.testing.assert_array_equal(S0, [1, 1, 1, 0, 0, 0])
+    W = small_graph.adjacency()
+    np.testing.assert_allclose(
+        heat_signature(small_graph, 0.7), heat_signature(W, 0.7, sources=S0), rtol=1e-14
+    )
+
+
+def test_shapes_order_and_duplicates():
+    W, A = CASES["path"]()
+    t = [5.0, 0.1, 5.0, 0.0]
+    S = heat_signature(W, t, sources=A)
+    assert S.shape == (4, 12)
+    np.testing.assert_allclose(S[0], S[2], rtol=0)
+    assert rel_err(S[1], heat_signature(W, 0.1, sources=A)) < 1e-9
+    assert heat_signature(W, 0.1, sources=A).shape == (12,)
+
+
+def test_isolated_nodes_keep_their_heat():
+    W = sp.csr_array((5, 5))
+    A = np.arange(5.0)
+    np.testing.assert_array_equal(heat_signature(W, [0.0, 1.0, np.inf], sources=A), [A, A, A])
+
+
+@pytest.mark.parametrize("bad_t", [-1.0, np.nan, [0.1, -0.1], [[1.0]]])
+def test_bad_times(bad_t):
+    W, A = CASES["path"]()
+    with pytest.raises(ValueError, match="t"):
+        heat_signature(W, bad_t, sources=A)
+
+
+def test_bad_adjacency_and_sources():
+    with pytest.raises(ValueError, match="not symmetric"):
+        heat_signature(sp.csr_array(np.array([[0, 1.0], [0, 0]])), 1.0, sources=[1, 0])
+    with pytest.raises(ValueError, match="negative weight"):
+        heat_signature(sp.csr_array(np.array([[0, -1.0], [-1.0, 0]])), 1.0, sources=[1, 0])
+    with pytest.raises(ValueError, match="square"):
+        heat_signature(sp.csr_array(np.ones((2, 3))), 1.0, sources=[1, 0])
+    with pytest.raises(ValueError, match=r"shape \(12,\)"):
+        heat_signature(path(12), 1.0, sources=np.ones(11))
+    with pytest.raises(ValueError, match="sources is required"):
+        heat_signature(path(12), 1.0)
+    with pytest.raises(ValueError, match="finite"):
+        heat_signature(path(3), 1.0, sources=[1, np.nan, 0])
+    with pytest.raises(TypeError, match="NetworkGraph"):
+        heat_signature(np.eye(3), 1.0, sources=[1, 0, 0])
+    with pytest.raises(ValueError, match=r"'krylov'"):
+        heat_signature(path(3), 1.0, sources=[1, 0, 0], method="lanczos")
+
+
+def test_self_loops_are_dropped_with_a_warning():
+    W = sp.csr_array(path(4) + sp.eye_array(4))
+    with pytest.warns(UserWarning, match="self-loops"):
+        S = heat_signature(W, 0.5, sources=np.eye(4)[0])
+    np.testing.assert_allclose(S, heat_signature(path(4), 0.5, sources=np.eye(4)[0]), rtol=1e-14)
+
+
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+def test_no_warnings_leak(method, small_mlp):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        heat_signature(small_mlp, TIMES, method=method)
+
+
+def test_accuracy_warning_when_basis_capped(small_mlp):
+    with pytest.warns(DiffusionAccuracyWarning, match="rtol"):
+        heat_signature(small_mlp, 100.0, method="krylov", max_basis_bytes=3 * 8 * 261)
+
+
+def test_auto_falls_back_when_basis_capped(small_mlp):
+    ref = heat_signature(small_mlp, TIMES, method="dense")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        S = heat_signature(small_mlp, TIMES, method="auto", max_basis_bytes=3 * 8 * 261)
+    assert rel_err(S, ref).max() < 1e-8
+
+
+def test_weighted_network_graph():
+    groups = (NodeGroup("input", 0, 3), NodeGroup("h", 3, 2))
+    mask = np.array([[1, 1, 0], [0, 1, 1]], bool)
+    pw = np.array([[0.5, 2.0, 0.0], [0.0, 1.0, 3.0]], np.float32)
+    g = NetworkGraph(groups, (EdgeBlock("h", "input", "h", "sequential", mask, pw),))
+    L = laplacian(g, weighted=True).toarray()
+    assert L[0, 3] == -0.5 and L[4, 4] == 4.0
+    A = np.array([1.0, 1, 1, 0, 0])
+    np.testing.assert_allclose(
+        heat_signature(g, 2.0, weighted=True), sl.expm(-2.0 * L) @ A, rtol=1e-10
+    )
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.integers(2, 25), st.floats(0.05, 0.6), st.integers(0, 10_000), st.floats(1e-3, 1e3))
+def test_properties_conservation_decay_agreement(n, p, seed, t):
+    rng = np.random.default_rng(seed)
+    upper = np.triu(rng.random((n, n)) < p, 1)
+    W = sp.csr_array((upper | upper.T).astype(float))
+    A = rng.random(n)
+    S = heat_signature(W, [t / 2, t, np.inf], sources=A, method="krylov")
+    np.testing.assert_allclose(S.sum(axis=1), A.sum(), rtol=1e-9)  # 1^T L = 0: heat conserved
+    d = np.linalg.norm(S[:2] - S[2], axis=1)
+    assert d[1] <= d[0] * (1 + 1e-9) + 1e-12  # ||S(t) - S(inf)|| never increases
+    ref = heat_signature(W, t, sources=A, method="dense")
+    assert np.linalg.norm(S[1] - ref) <= 1e-8 * np.linalg.norm(ref)
+
+
+def test_core_does_not_import_torch():
+    code = (
+        "import sys, numpy as np, scipy.sparse as sp; import n2ngraph; "
+        "from n2ngraph import heat_signature, scree, algebraic_connectivity; "
+        "W = sp.csr_array(np.array([[0, 1.0], [1.0, 0]])); heat_signature(W, 1.0, sources=[1, 0]); "
+        "assert 'torch' not in sys.modules and 'pandas' not in sys.modules "
+        "and 'matplotlib' not in sys.modules, sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ------------------------------------------------------------------------- distance F
+def test_connectivity_distance():
+    ref = mlp_graph((40, 12, 6, 3), 1.0, seed=0)
+    g = mlp_graph((40, 12, 6, 3), 0.1, seed=0)
+    assert connectivity_distance(ref, ref, [0.1, 1.0]).tolist() == [0.0, 0.0]
+    t = np.array([0.1, 1.0, np.inf])
+    F = connectivity_distance(ref, g, t)
+    S_ref, S = heat_signature(ref, t, method="dense"), heat_signature(g, t, method="dense")
+    np.testing.assert_allclose(F, np.linalg.norm(S_ref - S, axis=1), rtol=1e-8, atol=1e-12)
+    assert isinstance(connectivity_distance(ref, g, 1.0), float)
+    # F(inf) = 0 when the pruned graph stays connected, > 0 when heat is trapped
+    from n2ngraph.diffusion._problem import build_problem
+
+    assert (build_problem(g).n_components == 1) == (F[2] < 1e-12)
+
+
+def test_connectivity_distance_trapped_heat_hand_computed():
+    # reference: path 0-1-2-3; pruned: edge (1, 2) removed. Sources on node 0.
+    A = np.eye(4)[0]
+    pruned = adj(4, [(0, 1), (2, 3)])
+    F = connectivity_distance(path(4), pruned, np.inf, sources=A)
+    # S_ref(inf) = 1/4 everywhere; S(inf) = (1/2, 1/2, 0, 0)
+    assert F == pytest.approx(np.linalg.norm([0.25, 0.25, -0.25, -0.25]), rel=1e-15)
+
+
+def test_connectivity_distance_refuses_other_node_sets():
+    a = mlp_graph((40, 12, 6, 3), 1.0)
+    b = mlp_graph((40, 12, 7, 3), 1.0)
+    with pytest.raises(ValueError, match="same node set"):
+        connectivity_distance(a, b, 1.0)
+    with pytest.raises(ValueError, match="same node set"):
+        connectivity_distance(path(4), path(5), 1.0, sources=np.ones(4))
+
+
+# -------------------------------------------------------------------------------- scree
+def test_scree_hand_computed_path3():
+    # P3 has eigenvalues 0, 1, 3
+    t = np.array([0.0, 0.5, 40.0, np.inf])
+    alpha = scree(path(3), 1, t)
+    expected = np.exp(-t[:3]) / (np.exp(-t[:3]) + np.exp(-3 * t[:3]))
+    np.testing.assert_allclose(alpha[:3], expected, rtol=1e-12)
+    assert alpha[3] == 1.0
+    assert scree(path(3), 2, 7.0) == 1.0
+
+
+def test_scree_large_t_no_underflow_and_disconnected():
+    alpha = scree(disconnected(), [1, 2, 3, 7], [1e4, np.inf])
+    assert np.isfinite(alpha).all()
+    # spectrum: 0, 0, 0 (3 components) then positive: lambda_2 = lambda_3 = 0 share the limit
+    np.testing.assert_allclose(alpha[:, 1], [0.5, 1.0, 1.0, 1.0])
+
+
+def test_scree_approx_within_its_error():
+    W = layered_adjacency(6, 120, 4, seed=0)
+    K = np.array([5, 20, 60])
+    t = np.array([0.0, 0.05, 0.5, 5.0])
+    exact = scree(W, K, t, method="exact")
+    approx, err = scree(W, K, t, method="approx", n_probes=96, seed=0, return_error=True)
+    assert np.all(np.abs(approx - exact) <= err + 1e-9)
+    np.testing.assert_allclose(approx[:, 0], K / (W.shape[0] - 1), rtol=1e-12)
+    assert np.abs(approx - exact).max() < 0.05
+
+
+def test_scree_bad_K():
+    with pytest.raises(TypeError, match="round"):
+        scree(path(5), 0.5, 1.0)
+    with pytest.raises(ValueError, match=r"\[1, 4\]"):
+        scree(path(5), 5, 1.0)
+
+
+# ------------------------------------------------------------------- saturation, lambda_2
+def test_saturation_time_two_nodes_hand_computed():
+    # L = [[1,-1],[-1,1]], A = (1, 0): S(t) - S(inf) = e^{-2t} (1/2, -1/2)
+    eps = 1e-4
+    t = saturation_time(path(2), eps, sources=[1.0, 0.0])
+    assert t == pytest.approx(np.log(1 / (eps * np.sqrt(2))) / 2, rel=1e-8)
+    assert saturation_time(path(2), 1.0, sources=[1.0, 0.0]) == 0.0
+    with pytest.raises(ValueError, match="eps"):
+        saturation_time(path(2), 0.0, sources=[1.0, 0.0])
+
+
+def test_saturation_time_is_the_crossing(small_mlp):
+    eps = 1e-3
+    t = saturation_time(small_mlp, eps)
+    S = heat_signature(small_mlp, [t * 0.99, t, t * 1.01, np.inf], method="dense")
+    d = np.linalg.norm(S[:3] - S[3], axis=1)
+    assert d[0] > eps >= d[2]
+    assert d[1] == pytest.approx(eps, rel=1e-5)
+
+
+@pytest.mark.parametrize("n", [2, 5, 40])
+def test_algebraic_connectivity_path_and_complete(n):
+    assert algebraic_connectivity(path(n)) == pytest.approx(2 - 2 * np.cos(np.pi / n), rel=1e-10)
+    K = sp.csr_array(np.ones((n, n)) - np.eye(n))
+    assert algebraic_connectivity(K) == pytest.approx(n, rel=1e-10)
+
+
+def test_algebraic_connectivity_disconnected_is_zero():
+    assert algebraic_connectivity(disconnected()) == 0.0
+    with pytest.raises(ValueError, match="2 nodes"):
+        algebraic_connectivity(sp.csr_array((1, 1)))
+
+
+def test_algebraic_connectivity_lanczos_on_hypercube():
+    # Q_12: n = 4096 (> dense limit), eigenvalues 2k with binomial multiplicities: lambda_2 = 2
+    W = sp.csr_array(nx.to_scipy_sparse_array(nx.hypercube_graph(12), dtype=float))
+    assert algebraic_connectivity(W) == pytest.approx(2.0, rel=1e-9)
+
+
+def test_lazy_top_level_exports():
+    import n2ngraph
+
+    for name in ("laplacian", "heat_signature", "connectivity_distance", "scree",
+                 "saturation_time", "algebraic_connectivity"):
+        assert getattr(n2ngraph, name) is globals()[name]
