@@ -6,11 +6,13 @@ straight from the sparse coordinates, so a 1M-node graph draws in the memory of 
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -138,14 +140,19 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
                             color=colors(k % 10), ls=style, marker="o", ms=3, capsize=2,
                             label=f"{method}{' + N2NSkip' if variant == 'n2nskip' else ''}")
         ax.set_xscale("log")
+        densities = sorted(set(summary["density"]))
+        ax.set_xticks(densities, [f"{d:g}" for d in densities])
+        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         if log and (summary[column] > 0).all():
             ax.set_yscale("log")
         ax.set_xlabel("density (kept fraction)")
         ax.set_title(column, fontsize=9)
         ax.grid(alpha=0.3)
     handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="center right", fontsize=7, frameon=False)
-    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7,
+               frameon=False)
+    rows = math.ceil(len(labels) / min(6, max(1, len(labels))))
+    fig.tight_layout(rect=(0, 0.05 + 0.04 * rows, 1, 1))
     if path is not None:
         save_figure(fig, path)
     return fig

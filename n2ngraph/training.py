@@ -396,6 +396,8 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
     if len(train_set) == 0:
         raise ValueError("train_set is empty")
     seed = int(seed)
+    device = resolve_device(config.device)
+    amp_dtype = _amp_dtype(config.amp, device)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
@@ -403,8 +405,6 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
         raise ValueError(f"{ckpt_path} exists; pass resume=True (--resume) to continue that run, "
                          "or choose another output folder")
 
-    device = resolve_device(config.device)
-    amp_dtype = _amp_dtype(config.amp, device)
     model.to(device)
     forward = torch.compile(model) if config.compile else model
     optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)

@@ -6,6 +6,14 @@ import pytest
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
 
+def pytest_configure(config):
+    # One intra-op thread: on the 2-core CI machine torch's default of 2 threads contends with
+    # the test process itself and made CPU tests 5-8x slower.
+    import torch
+
+    torch.set_num_threads(1)
+
+
 def pytest_addoption(parser):
     parser.addoption("--runslow", action="store_true", default=False, help="run slow tests")
 

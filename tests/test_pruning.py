@@ -467,3 +467,23 @@ def test_nan_scores_are_reported():
         prune(model, "magnitude", 0.5)
     with pytest.raises(ValueError, match="the model.*NaN"):
         prune(model, "magnitude", 0.5, scope="global")
+
+
+@pytest.mark.parametrize("kind", ["uniform", "ties", "neg_inf", "sorted"])
+def test_sampled_selection_is_exact(monkeypatch, kind):
+    """The bracketed k-th largest equals numpy.partition's, for every k, ties and -inf included."""
+    from n2ngraph.pruning import _threshold
+
+    monkeypatch.setattr(_threshold, "_SAMPLED_SELECT_MIN", 1000)
+    monkeypatch.setattr(_threshold, "_SAMPLE", 256)
+    rng = np.random.default_rng(0)
+    n = 20_000
+    arr = {
+        "uniform": rng.random(n),
+        "ties": rng.integers(0, 7, n).astype(np.float64),
+        "neg_inf": np.where(rng.random(n) < 0.7, -np.inf, rng.random(n)),
+        "sorted": np.arange(n, dtype=np.float32),
+    }[kind]
+    for k in [1, 2, 17, 300, n // 3, n // 2, n - 301, n - 1, n, *rng.integers(1, n, 20)]:
+        k = int(k)
+        assert _threshold._kth_largest_numpy(arr, k) == np.partition(arr, n - k)[n - k], k

@@ -308,7 +308,7 @@ def test_config_validation_lists_valid_names():
         "sgd", 0.05, 0.9, 5e-4, 128, 300, 30, 0.5)
 
 
-def test_resolve_device():
+def test_resolve_device(tmp_path):
     assert resolve_device("cpu") == torch.device("cpu")
     assert resolve_device("auto").type == ("cuda" if torch.cuda.is_available() else "cpu")
     with pytest.raises(ValueError):
@@ -318,7 +318,8 @@ def test_resolve_device():
             resolve_device("cuda")
         with pytest.raises(ValueError, match="needs a CUDA"):
             train(_mlp(), load_dataset("synthetic:n=8", train=True), None,
-                  TrainConfig(epochs=1, amp="fp16", device="cpu", progress=False), out_dir="/tmp/unused")
+                  TrainConfig(epochs=1, amp="fp16", device="cpu", progress=False), out_dir=tmp_path / "unused")
+        assert not (tmp_path / "unused").exists()
 
 
 # --------------------------------------------------------------------------- CLI

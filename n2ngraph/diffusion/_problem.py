@@ -24,7 +24,7 @@ class DiffusionAccuracyWarning(RuntimeWarning):
 def quiet_scipy():
     """Drop warnings raised inside scipy calls; engines check their own accuracy and warn with
     :class:`DiffusionAccuracyWarning` where it matters, so scipy's internal notices (sparse
-    efficiency, LOBPCG iteration messages, expm_multiply trace notes) never reach users."""
+    efficiency, ARPACK notices, expm_multiply trace notes) never reach users."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         yield

@@ -286,4 +286,4 @@ def score_synflow(
             "is too deep for an unnormalised path sum"
         )
     grads = _grads(r, params)
-    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}
+    return {name: torch.mul(g, w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}
