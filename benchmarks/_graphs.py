@@ -9,14 +9,14 @@ over target layers in proportion to their sequential size). ``layered_adjacency`
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import scipy.sparse as sp
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
-__all__ = ["PAPER_MLP", "random_mask", "mlp_graph", "layered_adjacency"]
+__all__ = ["PAPER_MLP", "layered_adjacency", "mlp_graph", "random_mask"]
 
 #: the N2NSkip paper's MLP, 3072-512-256-128-64-10 (n = 4042)
 PAPER_MLP = (3072, 512, 256, 128, 64, 10)
@@ -70,12 +70,12 @@ def mlp_graph(sizes: Sequence[int] = PAPER_MLP, density: float = 1.0, seed=0, *,
         out, inp = sizes[i], sizes[i - 1]
         mask = random_mask(out, inp, round(seq_d * out * inp), rng, balanced=balanced)
         blocks.append(EdgeBlock(names[i], names[i - 1], names[i], "sequential", mask))
-    dense = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    dense = sum(a * b for a, b in zip(sizes[:-1], sizes[1:], strict=False))  # noqa: RUF007
     budget = density * skip_fraction * dense
     targets = list(range(2, len(sizes)))
     seq_sizes = np.array([sizes[i] * sizes[i - 1] for i in targets], dtype=float)
     for i, share in zip(targets, seq_sizes / seq_sizes.sum() if targets else []):
-        srcs = list(range(0, i - 1))
+        srcs = list(range(i - 1))
         src_w = np.array([sizes[s] for s in srcs], dtype=float)
         for s, w in zip(srcs, src_w / src_w.sum()):
             kept = round(budget * share * w)

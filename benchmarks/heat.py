@@ -31,8 +31,8 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph  # noqa: E402
-from n2ngraph.diffusion import heat_signature  # noqa: E402
+from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph
+from n2ngraph.diffusion import heat_signature
 
 GRID = np.logspace(-2, 2, 50)
 GRID_1M = np.logspace(-2, 2, 10)
@@ -63,7 +63,7 @@ def expm_per_t(g, budget):
     for t in GRID:
         if spent > budget:
             break
-        s, S = timed(lambda: heat_signature(fresh(g), t, method="expm_multiply"), 1)
+        s, S = timed(lambda t=t: heat_signature(fresh(g), t, method="expm_multiply"), 1)
         spent += s
         last_t, last_s = t, s
         rows.append(S)

@@ -23,9 +23,9 @@ from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks._graphs import PAPER_MLP, mlp_graph  # noqa: E402
-from n2ngraph.diffusion import algebraic_connectivity, connectivity_distance  # noqa: E402
-from n2ngraph.diffusion._problem import build_problem  # noqa: E402
+from benchmarks._graphs import PAPER_MLP, mlp_graph
+from n2ngraph.diffusion import algebraic_connectivity, connectivity_distance
+from n2ngraph.diffusion._problem import build_problem
 
 MULTIPLES = np.array([0.01, 0.1, 0.3, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 300.0, 1000.0, np.inf])
 

@@ -7,9 +7,18 @@ Map of the public API (DESIGN.md, "The one data flow")::
                                                   '-- to_model --> masked nn.Module --> training
 
 - ``n2ngraph.graph``: ``NetworkGraph``, ``NodeGroup``, ``EdgeBlock`` (immutable topology).
-- ``n2ngraph.io``: ``save_graph`` / ``load_graph`` (.npz + JSON header, never unpickles).
-- ``n2ngraph.trace``: ``to_graph(model, masks)``, a PyTorch model traced with torch.fx.
+- ``n2ngraph.trace``: ``to_graph(model, masks)`` / ``trace``, a PyTorch model traced with torch.fx.
 - ``n2ngraph.models``: reference architectures (``paper_mlp``, ``lenet300``, ``vgg19``, ...).
+- ``n2ngraph.pruning``: ``prune(model, method, density)`` at initialization.
+- ``n2ngraph.n2nskip``: ``add_n2nskip``, ``add_resskip``, ``variant`` (the paper's recipe).
+- ``n2ngraph.metrics``: components, dead units, effective density, layer collapse.
+- ``n2ngraph.diffusion``: ``heat_signature``, ``connectivity_distance``, ``scree``,
+  ``saturation_time``, ``algebraic_connectivity``.
+- ``n2ngraph.bridge``: ``to_model(graph, reference)``, masked models with N2NSkip modules.
+- ``n2ngraph.data`` / ``n2ngraph.training``: offline datasets and the training loop.
+- ``n2ngraph.compare``: the sweep behind ``n2ngraph compare`` (Dask).
+- ``n2ngraph.io``: ``save_graph`` / ``load_graph`` (.npz + JSON header, never unpickles).
+- ``n2ngraph.tables`` / ``n2ngraph.plotting``: pandas tables and matplotlib figures.
 
 Names are imported lazily on first use, so ``import n2ngraph`` stays fast and only the
 torch-facing parts import torch.
@@ -51,6 +60,11 @@ _LAZY = {
     "add_resskip": "n2ngraph.n2nskip",
     "variant": "n2ngraph.n2nskip",
     "to_model": "n2ngraph.bridge",
+    "trace": "n2ngraph.trace",
+    "CompareConfig": "n2ngraph.compare",
+    "run_sweep": "n2ngraph.compare",
+    "plot_adjacency": "n2ngraph.plotting",
+    "plot_compare": "n2ngraph.plotting",
 }
 
 __all__ = ["BLOCK_KINDS", "EdgeBlock", "NetworkGraph", "NodeGroup", "__version__", *_LAZY]

@@ -21,7 +21,8 @@ from matplotlib.colors import ListedColormap  # noqa: E402
 
 from n2ngraph.graph import BLOCK_KINDS, NetworkGraph  # noqa: E402
 
-__all__ = ["KIND_COLORS", "adjacency_image", "plot_adjacency", "plot_compare", "save_figure"]
+__all__ = ["KIND_COLORS", "adjacency_image", "plot_accuracy", "plot_adjacency", "plot_compare", "plot_scree",
+           "save_figure"]
 
 #: Colour of each block kind in adjacency figures.
 KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f"}
@@ -153,6 +154,111 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
                frameon=False)
     rows = math.ceil(len(labels) / min(6, max(1, len(labels))))
     fig.tight_layout(rect=(0, 0.05 + 0.04 * rows, 1, 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = True):
+    """Scree diagrams ``alpha(K, t)`` against ``K`` (% of the n eigenvalues), one panel per ``t``
+    (the paper's Figure 4).
+
+    ``curves`` is a long table (DataFrame) with columns ``graph``, ``t``, ``K_percent`` and
+    ``alpha``; one line per graph (in order of appearance), the dense reference first by
+    convention. Panel titles state ``t`` (and ``t * lambda_2`` of the reference when a
+    ``t_lambda2`` column is present). Returns the Figure; saves PNG and PDF when ``path`` is given.
+    """
+    needed = {"graph", "t", "K_percent", "alpha"}
+    missing = needed - set(curves.columns)
+    if missing:
+        raise ValueError(f"plot_scree: curves lack column(s) {sorted(missing)}; need {sorted(needed)}")
+    times = list(dict.fromkeys(curves["t"]))
+    graphs = list(dict.fromkeys(curves["graph"]))
+    if not times:
+        raise ValueError("plot_scree: no curves to draw")
+    colors = plt.get_cmap("tab10")
+    styles = ["-", "--", "-.", ":"]
+    fig, axes = plt.subplots(1, len(times), figsize=(3.8 * len(times), 3.5), squeeze=False)
+    for ax, t in zip(axes[0], times):
+        at_t = curves[curves["t"] == t]
+        for k, name in enumerate(graphs):
+            part = at_t[at_t["graph"] == name].sort_values("K_percent")
+            if part.empty:
+                continue
+            ax.plot(part["K_percent"], part["alpha"], color=colors(k % 10), ls=styles[k % 4],
+                    marker="o", ms=2.5, lw=1.2, label=name)
+        title = f"t = {t:.4g}"
+        if "t_lambda2" in at_t.columns and at_t["t_lambda2"].notna().any():
+            title += f"  (t·λ2,ref = {at_t['t_lambda2'].iloc[0]:.3g})"
+        ax.set_title(title, fontsize=9)
+        if log_k:
+            ax.set_xscale("log")
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel("K (% of eigenvalues)")
+        ax.set_ylabel("α(K, t)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8,
+               frameon=False)
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str = "test_acc"):
+    """Accuracy against density, plain pruning vs N2NSkip at the same budget (the paper's
+    Figure 5).
+
+    ``summary`` is a table with columns ``method`` (base pruning method), ``variant``
+    (``plain`` / ``n2nskip``; ``dense`` rows are drawn as a horizontal band), ``density``,
+    ``label``, ``<metric>_mean`` and ``<metric>_std``, and optionally ``init``. One panel per base
+    method (and init, when there are several); solid line plain, dashed N2NSkip; error bars are
+    the standard deviation over seeds. Returns the Figure; saves PNG and PDF when ``path`` is given.
+    """
+    mean, std = f"{metric}_mean", f"{metric}_std"
+    needed = {"method", "variant", "density", "label", mean, std}
+    missing = needed - set(summary.columns)
+    if missing:
+        raise ValueError(f"plot_accuracy: summary lacks column(s) {sorted(missing)}; need {sorted(needed)}")
+    dense = summary[summary["variant"] == "dense"]
+    sparse = summary[summary["variant"] != "dense"]
+    if sparse.empty:
+        raise ValueError("plot_accuracy: no pruned runs to draw")
+    inits = list(dict.fromkeys(sparse["init"])) if "init" in sparse.columns else [None]
+    methods = list(dict.fromkeys(sparse["method"]))
+    fig, axes = plt.subplots(len(inits), len(methods), figsize=(4.0 * len(methods), 3.4 * len(inits)),
+                             squeeze=False)
+    colors = {"plain": "#1f4e9c", "n2nskip": "#d7301f"}
+    densities = sorted(set(sparse["density"]))
+    for r, init in enumerate(inits):
+        for c, method in enumerate(methods):
+            ax = axes[r][c]
+            part = sparse[sparse["method"] == method]
+            if init is not None:
+                part = part[part["init"] == init]
+            for variant, style in (("plain", "-"), ("n2nskip", "--")):
+                line = part[part["variant"] == variant].sort_values("density")
+                if line.empty:
+                    continue
+                ax.errorbar(line["density"], line[mean], yerr=line[std].fillna(0), ls=style,
+                            color=colors[variant], marker="o", ms=4, capsize=3,
+                            label=str(line["label"].iloc[0]))
+            if not dense.empty:
+                d = dense.iloc[0]
+                ax.axhline(d[mean], color="0.3", lw=1, ls=":", label="dense")
+                if np.isfinite(d[std]):
+                    ax.axhspan(d[mean] - d[std], d[mean] + d[std], color="0.5", alpha=0.15, lw=0)
+            ax.set_xscale("log")
+            ax.set_xticks(densities, [f"{x:g}" for x in densities])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.set_xlabel("density (kept fraction)")
+            ax.set_ylabel(metric.replace("_", " "))
+            title = str(method) if init is None else f"{method}, init={init}"
+            ax.set_title(title, fontsize=9)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=7, frameon=False)
+    fig.tight_layout()
     if path is not None:
         save_figure(fig, path)
     return fig

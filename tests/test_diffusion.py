@@ -26,7 +26,7 @@ from n2ngraph.diffusion import (
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph  # noqa: E402
+from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph
 
 TIMES = np.logspace(-3, 3, 7)
 ENGINE_NAMES = sorted(ENGINES)

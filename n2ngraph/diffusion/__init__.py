@@ -26,12 +26,13 @@ from __future__ import annotations
 
 import sys
 import warnings
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from n2ngraph.diffusion._chebyshev import MAX_TERMS, chebyshev_engine, chebyshev_terms
+from n2ngraph.diffusion._chebyshev import chebyshev_engine, chebyshev_terms
 from n2ngraph.diffusion._expm import DENSE_MAX_NODES, dense_engine, expm_engine
 from n2ngraph.diffusion._krylov import (
     DEFAULT_BASIS_BYTES,
@@ -43,23 +44,23 @@ from n2ngraph.diffusion._krylov import (
 from n2ngraph.diffusion._problem import (
     DiffusionAccuracyWarning,
     HeatProblem,
+    adjacency_of,
     as_sources,
     as_times,
     build_problem,
     laplacian_matrix,
-    adjacency_of,
 )
 from n2ngraph.diffusion._scree import algebraic_connectivity_of, scree_values
 
 __all__ = [
     "ENGINES",
     "DiffusionAccuracyWarning",
-    "laplacian",
-    "heat_signature",
-    "connectivity_distance",
-    "scree",
-    "saturation_time",
     "algebraic_connectivity",
+    "connectivity_distance",
+    "heat_signature",
+    "laplacian",
+    "saturation_time",
+    "scree",
 ]
 
 #: default relative accuracy of the iterative engines (well inside the 1e-8 the tests demand)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import ive
 
-__all__ = ["chebyshev_terms", "chebyshev_engine"]
+__all__ = ["chebyshev_engine", "chebyshev_terms"]
 
 #: hard cap on series length (each term is one sparse matvec)
 MAX_TERMS = 200_000

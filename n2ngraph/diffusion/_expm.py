@@ -20,7 +20,7 @@ from scipy.sparse.linalg import expm_multiply
 
 from n2ngraph.diffusion._problem import quiet_scipy
 
-__all__ = ["expm_engine", "dense_engine", "dense_eigh", "DENSE_MAX_NODES"]
+__all__ = ["DENSE_MAX_NODES", "dense_eigh", "dense_engine", "expm_engine"]
 
 #: the dense engine refuses larger graphs (an n x n float64 matrix and its eigenvectors)
 DENSE_MAX_NODES = 20_000

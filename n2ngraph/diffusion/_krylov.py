@@ -25,7 +25,7 @@ import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import gammainc
 
-__all__ = ["Lanczos", "NumpyBackend", "krylov_engine", "DEFAULT_BASIS_BYTES"]
+__all__ = ["DEFAULT_BASIS_BYTES", "Lanczos", "NumpyBackend", "krylov_engine"]
 
 #: default memory cap for the stored Krylov basis (the 1M-node benchmark must stay under 4 GB)
 DEFAULT_BASIS_BYTES = 2**31

@@ -13,7 +13,7 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["DiffusionAccuracyWarning", "HeatProblem", "build_problem", "as_times", "as_sources"]
+__all__ = ["DiffusionAccuracyWarning", "HeatProblem", "as_sources", "as_times", "build_problem"]
 
 
 class DiffusionAccuracyWarning(RuntimeWarning):

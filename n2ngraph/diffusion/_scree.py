@@ -16,7 +16,7 @@ from n2ngraph.diffusion._expm import DENSE_MAX_NODES
 from n2ngraph.diffusion._krylov import Lanczos, NumpyBackend
 from n2ngraph.diffusion._problem import DiffusionAccuracyWarning, quiet_scipy
 
-__all__ = ["scree_values", "algebraic_connectivity_of", "smallest_eigenpairs"]
+__all__ = ["algebraic_connectivity_of", "scree_values", "smallest_eigenpairs"]
 
 #: eigenvalues closer than this (relative to lam_max) count as tied in the t = inf limit
 _TIE = 1e-9

@@ -13,7 +13,7 @@ import numpy as np
 
 from n2ngraph.diffusion._krylov import DEFAULT_BASIS_BYTES, Lanczos, _run_to_tolerance, basis_steps
 
-__all__ = ["TorchBackend", "torch_engine", "default_device"]
+__all__ = ["TorchBackend", "default_device", "torch_engine"]
 
 
 def default_device() -> str:

@@ -286,4 +286,8 @@ def score_synflow(
             "is too deep for an unnormalised path sum"
         )
     grads = _grads(r, params)
-    return {name: torch.mul(g, w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}
+    # in place where autograd handed back a plain dense gradient (saves a float64 copy)
+    return {
+        name: (g.mul_(w.detach()) if g.is_contiguous() else g * w.detach()).abs_()
+        for (name, w), g in zip(weights.items(), grads)
+    }

@@ -80,6 +80,8 @@ def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> t
     Entries equal to the ``k``-th largest value are taken in a seeded random order.
     """
     n = flat.numel()
+    if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
+        flat = flat.float()
     if torch.isnan(flat.sum()) and torch.isnan(flat).any():  # the sum: one pass, no allocation
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
     if k >= n:
@@ -89,7 +91,7 @@ def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> t
         return keep
     threshold = _kth_largest(flat, k).to(flat.device)
     keep = flat > threshold
-    need = k - int(keep.sum())
+    need = k - int(torch.count_nonzero(keep))
     if need > 0:
         ties = torch.nonzero(flat == threshold).flatten()
         pick = rng.choice(ties.numel(), size=need, replace=False, shuffle=False)
@@ -109,8 +111,8 @@ def _candidates(
             flat[name], alive[name] = s, s.numel()
         else:
             keep = current[name].flatten().to(s.device)
-            flat[name] = s.masked_fill(~keep, -math.inf)
-            alive[name] = int(keep.sum())
+            flat[name] = s.masked_fill(~keep, -math.inf)  # not in place: s may alias a weight
+            alive[name] = int(torch.count_nonzero(keep))
     return flat, alive
 
 

@@ -1,0 +1,150 @@
+"""Shared helpers of the ``analysis/`` drivers (one driver per paper artifact).
+
+Every driver has a frozen ``Config`` dataclass and a ``main(config) -> Path`` that writes into
+``<config.results_root>/<artifact>-<hash>/``, where ``<hash>`` is the first 8 hex digits of the
+SHA-1 of the config's result-defining fields (:func:`config_hash`; execution settings such as
+the results root, worker count or Dask scheduler do not change the results and are left out), and
+saves ``config.json`` beside the results (:func:`save_config`). Tables go through
+``n2ngraph.tables.write_table`` (CSV + Markdown), figures through
+``n2ngraph.plotting.save_figure`` (PNG + PDF).
+
+Model specs are strings understood by :func:`n2ngraph.models.resolve_model`: a registered name
+(``"vgg19"``) or ``"package.module:factory"``. The factories below give the CIFAR-headed and tiny
+variants the small configs use (``"analysis.common:vgg16_cifar"``); they need the repository root
+on ``sys.path`` (true when running ``python -m analysis.<driver>`` or pytest from the root).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "EXECUTION_FIELDS",
+    "PAPER_LABELS",
+    "config_dict",
+    "config_hash",
+    "results_dir",
+    "save_config",
+    "paper_label",
+    "resolve_times",
+    "base_parser",
+    "vgg16_cifar",
+    "vgg19_cifar",
+    "tiny_vgg",
+]
+
+#: Config fields that decide how a driver runs, not what it computes (excluded from the hash).
+EXECUTION_FIELDS = frozenset({"results_root", "inline", "workers", "scheduler", "progress", "threads"})
+
+#: (pruning method, variant) -> the paper's name (PAPER.md): RP is random pruning with equal
+#: fan-in (``expander``), CSP is connection-sensitivity pruning (``snip``).
+PAPER_LABELS = {
+    ("expander", "plain"): "RP",
+    ("expander", "n2nskip"): "N2NSkip-RP",
+    ("snip", "plain"): "CSP",
+    ("snip", "n2nskip"): "N2NSkip-CSP",
+    ("none", "dense"): "dense",
+}
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (tuple, list)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def config_dict(config: Any) -> dict:
+    """All fields of a dataclass config as JSON-ready values (tuples become lists)."""
+    if not dataclasses.is_dataclass(config) or isinstance(config, type):
+        raise TypeError(f"expected a dataclass config instance, got {type(config).__name__}")
+    return {f.name: _jsonable(getattr(config, f.name)) for f in dataclasses.fields(config)}
+
+
+def config_hash(config: Any) -> str:
+    """First 8 hex digits of the SHA-1 of the config's result-defining fields (sorted JSON)."""
+    fields = {k: v for k, v in config_dict(config).items() if k not in EXECUTION_FIELDS}
+    return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def results_dir(artifact: str, config: Any) -> Path:
+    """``<config.results_root>/<artifact>-<config_hash>``, created if needed."""
+    root = Path(getattr(config, "results_root", "results"))
+    folder = root / f"{artifact}-{config_hash(config)}"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def save_config(folder: str | Path, artifact: str, config: Any, **extra: Any) -> Path:
+    """Write ``config.json`` (artifact, config fields, hash, and ``extra`` such as resolved
+    diffusion times) into ``folder`` atomically; returns its path."""
+    from n2ngraph import __version__
+    from n2ngraph.io import atomic_write
+
+    meta = {"artifact": artifact, "hash": config_hash(config), "n2ngraph": __version__,
+            "config": config_dict(config), **{k: _jsonable(v) for k, v in extra.items()}}
+    text = json.dumps(meta, indent=2)
+    return atomic_write(Path(folder) / "config.json", lambda tmp: Path(tmp).write_text(text))
+
+
+def paper_label(method: str, variant: str) -> str:
+    """The paper's name for a (method, variant) pair, else ``method`` / ``N2NSkip-method``."""
+    if (method, variant) in PAPER_LABELS:
+        return PAPER_LABELS[(method, variant)]
+    return f"N2NSkip-{method}" if variant == "n2nskip" else method
+
+
+def resolve_times(reference, times, t_lambda2) -> tuple[tuple[float, ...], float]:
+    """Absolute diffusion times and ``lambda_2`` of the reference graph.
+
+    ``times`` (absolute) wins when given; otherwise ``t = c / lambda_2(reference)`` for each
+    ``c`` in ``t_lambda2``, rounded to 6 significant digits (as ``n2ngraph.compare`` does).
+    """
+    from n2ngraph.diffusion import algebraic_connectivity
+
+    lam2 = float(algebraic_connectivity(reference))
+    if times is not None:
+        return tuple(float(t) for t in times), lam2
+    if lam2 <= 0:
+        raise ValueError("the reference graph is disconnected (lambda_2 = 0); give absolute times")
+    return tuple(float(f"{c / lam2:.6g}") for c in t_lambda2), lam2
+
+
+def base_parser(description: str) -> argparse.ArgumentParser:
+    """The options every driver shares: ``--small`` and ``--results-root``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--small", action="store_true",
+                        help="the driver's small config (runs in well under a minute on a CPU)")
+    parser.add_argument("--results-root", default=None,
+                        help="parent folder of the results folder (default: results)")
+    return parser
+
+
+# --------------------------------------------------------------------------- model factories
+def vgg16_cifar(num_classes: int = 10):
+    """VGG16 with the CIFAR head (global pooling, one 512 -> classes layer)."""
+    from n2ngraph.models import vgg16
+
+    return vgg16(num_classes, head="cifar")
+
+
+def vgg19_cifar(num_classes: int = 10):
+    """VGG19 with the CIFAR head (global pooling, one 512 -> classes layer)."""
+    from n2ngraph.models import vgg19
+
+    return vgg19(num_classes, head="cifar")
+
+
+def tiny_vgg(num_classes: int = 10):
+    """A 4-conv VGG (16-16-M-32-M-32-M, CIFAR head) for tests and notebooks: 99 channel nodes."""
+    from n2ngraph.models import VGG
+
+    return VGG([16, 16, "M", 32, "M", 32, "M"], num_classes, head="cifar")

@@ -1,0 +1,134 @@
+"""Figure 3 of the N2NSkip paper (arXiv 2208.03662): adjacency of reference, pruned and N2NSkip.
+
+The dense reference, the network pruned at initialization to ``density`` by ``method``, and the
+N2NSkip variant at the same total budget (pruned to ``density * (1 - f)``, plus random N2NSkip
+connections holding ``f`` of the budget; ``n2ngraph.n2nskip.variant``) are traced and drawn side
+by side (``n2ngraph.plotting.plot_adjacency``: nodes in topological order, sequential edges blue,
+N2NSkip edges red). A table gives each panel's structure (``n2ngraph.metrics.summary``).
+
+Run (from the repository root)::
+
+    python -m analysis.figure3_adjacency            # paper MLP 3072-512-256-128-64-10, RP at 10%
+    python -m analysis.figure3_adjacency --small    # LeNet-300-100, seconds
+
+Writes ``results/figure3-<hash>/``: ``figure3.png|pdf``, ``graphs.csv|md``, ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+
+__all__ = ["Config", "SMALL", "build_graphs", "main"]
+
+ARTIFACT = "figure3"
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of Figure 3.
+
+    Attributes
+    ----------
+    model : str
+        Model spec (``n2ngraph.models.resolve_model``).
+    method : str
+        Pruning method (``n2ngraph.pruning.METHODS``); the paper's Figure 3 uses RP (``expander``).
+    density : float
+        Total kept fraction of the dense weights, in (0, 1].
+    n2nskip_fraction : float
+        Share ``f`` of the budget given to N2NSkip connections in the third panel.
+    seed : int
+        Seeds the model init, the pruning and the skips.
+    dataset, batch_size : str, int
+        Calibration batch for data-driven methods (snip, grasp).
+    bins : int
+        Adjacency image resolution (pixels per side).
+    """
+
+    model: str = "paper_mlp"
+    method: str = "expander"
+    density: float = 0.1
+    n2nskip_fraction: float = 0.5
+    seed: int = 0
+    dataset: str = "mnist5k"
+    batch_size: int = 128
+    bins: int = 600
+    results_root: str = "results"
+
+
+#: Seconds on a CPU: LeNet-300-100 (784-300-100-10).
+SMALL = Config(model="lenet300", density=0.1, bins=300)
+
+
+def build_graphs(config: Config):
+    """``[(label, graph)]`` for the reference, the pruned network and its N2NSkip variant."""
+    from n2ngraph.compare import calibration_batch
+    from n2ngraph.models import resolve_model
+    from n2ngraph.n2nskip import variant
+    from n2ngraph.pruning import METHODS
+    from n2ngraph.trace import to_graph
+
+    if config.method not in METHODS:
+        raise ValueError(f"unknown pruning method {config.method!r}; valid methods are {sorted(METHODS)}")
+    model = resolve_model(config.model, seed=config.seed)
+    data = None
+    if METHODS[config.method].needs_data:
+        data = calibration_batch(model, config.dataset, config.batch_size, config.seed)
+    reference = to_graph(model, name=config.model)
+    kw = {"data": data, "seed": config.seed}
+    pruned = variant(model, config.method, config.density, n2nskip_fraction=0.0, **kw)
+    skipped = variant(model, config.method, config.density,
+                      n2nskip_fraction=config.n2nskip_fraction, **kw)
+    return [("reference (dense)", reference),
+            (f"{paper_label(config.method, 'plain')} {config.density:g}", pruned),
+            (f"{paper_label(config.method, 'n2nskip')} {config.density:g}", skipped)]
+
+
+def main(config: Config = Config()) -> Path:
+    """Draw Figure 3 and its structure table; returns the results folder."""
+    import pandas as pd
+
+    from n2ngraph import metrics
+    from n2ngraph.plotting import plot_adjacency
+    from n2ngraph.tables import write_table
+
+    out = results_dir(ARTIFACT, config)
+    panels = build_graphs(config)
+    rows = []
+    for label, graph in panels:
+        row = {"panel": label, **metrics.summary(graph)}
+        row["n2nskip_params"] = sum(b.num_params for b in graph.blocks_of_kind("n2nskip"))
+        rows.append(row)
+    write_table(pd.DataFrame(rows), out / "graphs")
+    plot_adjacency([g for _, g in panels], [label for label, _ in panels], bins=config.bins,
+                   path=out / ARTIFACT)
+    save_config(out, ARTIFACT, config)
+    return out
+
+
+def _parse(argv=None) -> Config:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--model")
+    parser.add_argument("--method")
+    parser.add_argument("--density", type=float)
+    parser.add_argument("--seed", type=int)
+    args = parser.parse_args(argv)
+    config = SMALL if args.small else Config()
+    changes = {k: v for k, v in {"model": args.model, "method": args.method, "density": args.density,
+                                 "seed": args.seed, "results_root": args.results_root}.items()
+               if v is not None}
+    return dataclasses.replace(config, **changes)
+
+
+if __name__ == "__main__":
+    folder = main(_parse())
+    print((folder / "graphs.md").read_text())
+    print(f"results in {folder}")

@@ -1,0 +1,135 @@
+"""Beyond the paper: all six pruning methods, with and without N2NSkip, on every connectivity metric.
+
+Random (uniform), expander (the paper's RP), magnitude, SNIP (the paper's CSP), GraSP and SynFlow
+(``n2ngraph.pruning.METHODS``), each at every density, plain and with half of the budget on random
+N2NSkip connections (same total kept weights), are swept by ``n2ngraph.compare`` and compared on:
+
+- ``F(t)`` to the dense reference at the stated ``t`` (``c / lambda_2(reference)``) and at ``inf``;
+- connected components and isolated units (``n2ngraph.metrics.connected_components``);
+- dead units: no directed path from the input or to the output (``metrics.dead_units``);
+- effective density: kept weights on some input-to-output path (Vysogorets & Kempe 2021,
+  arXiv:2107.02306; ``metrics.effective_density``);
+- layer collapse: weight layers left without a surviving path (Tanaka et al. 2020,
+  arXiv:2006.05467; ``metrics.layer_collapse``).
+
+Run (from the repository root)::
+
+    python -m analysis.methods_comparison           # paper MLP, 6 methods x 3 densities x 3 seeds
+    python -m analysis.methods_comparison --small   # LeNet-300-100, 1 density, 1 seed, inline
+
+Writes ``results/methods-<hash>/``: ``methods.csv|md`` (mean ± std over seeds per method x variant
+x density), ``cells.csv|md`` (one row per cell), ``methods.png|pdf`` (every metric against
+density), ``sweep/`` (the cells, resumable) and ``config.json`` (with the resolved times).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+
+__all__ = ["Config", "SMALL", "METRICS", "methods_table", "main"]
+
+ARTIFACT = "methods"
+
+#: Structural metrics reported beside F (columns of ``n2ngraph.compare.run_cell`` rows).
+METRICS = ("n_components", "isolated", "dead_units", "dead_fraction", "effective_density",
+           "collapsed_layers", "lambda_2", "saturation_time")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of the comparison (fields as in ``n2ngraph.compare.CompareConfig``, plus how
+    cells run: ``inline``, ``workers``, ``scheduler``, which do not change the results)."""
+
+    model: str = "paper_mlp"
+    methods: tuple[str, ...] = ("random", "expander", "magnitude", "snip", "grasp", "synflow")
+    densities: tuple[float, ...] = (0.1, 0.05, 0.02)
+    seeds: int = 3
+    n2nskip_fraction: float = 0.5
+    times: tuple[float, ...] | None = None
+    t_lambda2: tuple[float, ...] = (1.0, 3.0)
+    dataset: str = "mnist5k"
+    batch_size: int = 128
+    weighted: bool = False
+    scope: str = "layerwise"
+    inline: bool = False
+    workers: int = 2
+    scheduler: str | None = None
+    results_root: str = "results"
+
+
+#: Seconds: LeNet-300-100, 2% density, one seed, in this process.
+SMALL = Config(model="lenet300", densities=(0.02,), seeds=1, batch_size=32, inline=True)
+
+
+def _compare_config(config: Config):
+    from n2ngraph.compare import CompareConfig
+
+    return CompareConfig(model=config.model, methods=config.methods, densities=config.densities,
+                         seeds=config.seeds, n2nskip_fraction=config.n2nskip_fraction,
+                         times=config.times, t_lambda2=config.t_lambda2, weighted=config.weighted,
+                         dataset=config.dataset, batch_size=config.batch_size, scope=config.scope)
+
+
+def methods_table(summary):
+    """One row per method x variant x density: the F columns (``t`` in their names) and
+    :data:`METRICS`, each as mean and std over seeds, plus the paper's label."""
+    keep = ["method", "variant", "density", "seeds"]
+    values = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
+    values += [c for c in METRICS if c in summary.columns]
+    cols = keep + [c for v in values for c in (v, f"{v}_std") if c in summary.columns]
+    table = summary[cols].copy()
+    table.insert(0, "label", [paper_label(m, v) for m, v in zip(table["method"], table["variant"])])
+    return table
+
+
+def main(config: Config = Config()) -> Path:
+    """Run the sweep (finished cells are reused) and write the comparison; returns the folder."""
+    from n2ngraph.compare import run_sweep
+    from n2ngraph.plotting import plot_compare
+    from n2ngraph.tables import write_table
+
+    out = results_dir(ARTIFACT, config)
+    cc = _compare_config(config)
+    table, summary = run_sweep(cc, out / "sweep", scheduler=config.scheduler,
+                               workers=config.workers, progress=False, inline=config.inline)
+    import json
+
+    times = json.loads((out / "sweep" / "config.json").read_text())["times"]
+    write_table(table, out / "cells")
+    write_table(methods_table(summary), out / ARTIFACT)
+    f_cols = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
+    plot_compare(summary, columns=[*f_cols, "n_components", "dead_fraction", "effective_density",
+                                   "collapsed_layers"], path=out / ARTIFACT)
+    save_config(out, ARTIFACT, config, times=times)
+    return out
+
+
+def _parse(argv=None) -> Config:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--model")
+    parser.add_argument("--methods", type=lambda s: tuple(s.split(",")))
+    parser.add_argument("--densities", type=lambda s: tuple(float(v) for v in s.split(",")))
+    parser.add_argument("--seeds", type=int)
+    parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
+    args = parser.parse_args(argv)
+    config = SMALL if args.small else Config()
+    changes = {k: v for k, v in {"model": args.model, "methods": args.methods,
+                                 "densities": args.densities, "seeds": args.seeds,
+                                 "results_root": args.results_root}.items() if v is not None}
+    if args.inline:
+        changes["inline"] = True
+    return dataclasses.replace(config, **changes)
+
+
+if __name__ == "__main__":
+    folder = main(_parse())
+    print((folder / "methods.md").read_text())
+    print(f"results in {folder}")
