@@ -36,6 +36,7 @@ __all__ = [
     "vgg16_cifar",
     "vgg19_cifar",
     "tiny_vgg",
+    "tiny_mlp",
 ]
 
 #: Config fields that decide how a driver runs, not what it computes (excluded from the hash).
@@ -144,7 +145,14 @@ def vgg19_cifar(num_classes: int = 10):
 
 
 def tiny_vgg(num_classes: int = 10):
-    """A 4-conv VGG (16-16-M-32-M-32-M, CIFAR head) for tests and notebooks: 99 channel nodes."""
+    """A 4-conv VGG (16-16-M-32-M-32-M, CIFAR head) for tests and notebooks: 109 channel nodes."""
     from n2ngraph.models import VGG
 
     return VGG([16, 16, "M", 32, "M", 32, "M"], num_classes, head="cifar")
+
+
+def tiny_mlp(num_classes: int = 10):
+    """A 64-32-16-10 MLP (122 nodes; 8 x 8 digits in) for tests and notebooks."""
+    from n2ngraph.models import mlp
+
+    return mlp([64, 32, 16, num_classes])

@@ -39,6 +39,14 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
     sample comes from a fixed private generator: the result is exact whatever the sample, and
     the caller's random stream is not consumed.
     """
+    floor = arr.min()
+    above_floor = arr > floor
+    if k > int(np.count_nonzero(above_floor)):
+        return floor
+    if not above_floor.all():
+        # Many copies of one value (the -inf of already-pruned weights, zero scores) make
+        # introselect 20-50x slower; the answer lies above the minimum, so drop its copies.
+        arr = arr[above_floor]
     n = arr.size
     if n < _SAMPLED_SELECT_MIN:
         return np.partition(arr, n - k)[n - k]

@@ -1,0 +1,238 @@
+"""Figure 5 and Table 1 of the N2NSkip paper (arXiv 2208.03662), from training logs.
+
+Reads a folder of training runs -- each a folder holding the per-epoch ``log.csv`` written by
+``n2ngraph.training.train`` -- and reports the final test accuracy (after the last epoch: no
+selection on the test set) per method x variant x density, as mean ± sample standard deviation
+(ddof=1) over seeds: Table 1 (one row per method, one column per density) and Figure 5 (accuracy
+against density, plain pruning vs N2NSkip at the same budget, dense baseline as a band).
+
+A run's identity (``method``, ``variant`` in {plain, n2nskip, dense}, ``density``, ``seed``;
+optional ``init`` and ``label``) is read from, in order:
+
+1. ``<run>/run.json`` (written by :func:`make_demo_logs`, or by hand for one's own runs);
+2. ``<run>.json`` beside the run folder (the layout of ``analysis/mnist_reproduction.py``:
+   ``cells/<id>/log.csv`` with ``cells/<id>.json``).
+
+Run (from the repository root)::
+
+    python -m analysis.figure5_table1_training --logs analysis/results/mnist_reproduction/<name>/cells
+    python -m analysis.figure5_table1_training --small   # trains a demo log folder on digits first
+
+Writes ``results/figure5-<hash>/``: ``table1.csv|md`` (wide), ``accuracy.csv|md`` (long: mean,
+std, n per group), ``runs.csv|md`` (one row per run), ``figure5.png|pdf``, ``config.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+
+__all__ = ["Config", "DemoConfig", "find_runs", "summarize_runs", "table1", "make_demo_logs", "main"]
+
+ARTIFACT = "figure5"
+RUN_META = "run.json"
+_REQUIRED = ("method", "variant", "density", "seed")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Settings of Figure 5 / Table 1.
+
+    Attributes
+    ----------
+    logs : str
+        Folder searched recursively for runs (folders with a ``log.csv``).
+    metric : str
+        Log column reported (``test_acc``, ``train_acc``, ...); accuracies are fractions in the
+        logs and reported in %.
+    """
+
+    logs: str = "analysis/results/mnist_reproduction"
+    metric: str = "test_acc"
+    results_root: str = "results"
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """A quick real training study for :func:`make_demo_logs` (seconds on a CPU): the paper MLP's
+    hidden widths (512-256-128-64) on scikit-learn's 8 x 8 digits, RP and CSP with and without
+    N2NSkip, plus the dense baseline, with the paper's optimizer for a few epochs."""
+
+    densities: tuple[float, ...] = (0.1, 0.02)
+    seeds: tuple[int, ...] = (0, 1)
+    methods: tuple[str, ...] = ("expander", "snip")
+    epochs: int = 3
+    dataset: str = "digits"
+    n2nskip_fraction: float = 0.5
+    init: str = "dense"
+    dense_baseline: bool = True
+
+
+def _meta(run: Path) -> dict:
+    for path in (run / RUN_META, run.with_name(run.name + ".json")):
+        if path.is_file():
+            meta = json.loads(path.read_text())
+            missing = [k for k in _REQUIRED if k not in meta]
+            if missing:
+                raise ValueError(f"{path} lacks {missing}; a run needs {list(_REQUIRED)}")
+            return meta
+    raise ValueError(f"run {str(run)!r} has a log.csv but no metadata: write {RUN_META} inside it "
+                     f"or {run.name}.json beside it with {list(_REQUIRED)}")
+
+
+def find_runs(logs: str | Path, metric: str = "test_acc"):
+    """One row per run under ``logs``: its identity, ``label`` (the paper's name), ``epochs``
+    and the final ``metric`` in % (last epoch of ``log.csv``), sorted; raises ValueError when
+    there is no run, a run lacks metadata, or the metric is not a log column."""
+    import pandas as pd
+
+    root = Path(logs)
+    if not root.is_dir():
+        raise ValueError(f"log folder {str(root)!r} does not exist")
+    rows = []
+    for log in sorted(root.rglob("log.csv")):
+        run = log.parent
+        meta = _meta(run)
+        frame = pd.read_csv(log)
+        if metric not in frame.columns:
+            raise ValueError(f"{log} has no column {metric!r}; columns are {list(frame.columns)}")
+        if frame.empty:
+            continue
+        value = float(frame[metric].iloc[-1])
+        if metric.endswith("_acc"):
+            value *= 100
+        rows.append({
+            "label": meta.get("label") or paper_label(meta["method"], meta["variant"]),
+            "method": meta["method"], "variant": meta["variant"], "density": float(meta["density"]),
+            "init": meta.get("init", "dense"), "seed": int(meta["seed"]),
+            "epochs": int(frame["epoch"].iloc[-1]), metric: value,
+            "run": str(run.relative_to(root)),
+        })
+    if not rows:
+        raise ValueError(f"no training runs (folders with a log.csv) under {str(root)!r}")
+    table = pd.DataFrame(rows)
+    return table.sort_values(["init", "variant", "method", "density", "seed"],
+                             ascending=[True, True, True, False, True]).reset_index(drop=True)
+
+
+def summarize_runs(runs, metric: str = "test_acc"):
+    """Mean, sample std (ddof=1; NaN for one seed) and count of ``metric`` per
+    init x method x variant x density (and label)."""
+    keys = ["init", "method", "variant", "density", "label"]
+    grouped = runs.groupby(keys, sort=False)[metric]
+    out = grouped.agg(["mean", "std", "size"]).reset_index()
+    return out.rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std", "size": "n"})
+
+
+def table1(summary, metric: str = "test_acc"):
+    """The paper's Table 1 layout: one row per init x label, one column per density, each cell
+    ``mean ± std`` (1 decimal; the dense baseline in its own row, under its density 1)."""
+    import numpy as np
+    import pandas as pd
+
+    mean, std = f"{metric}_mean", f"{metric}_std"
+    densities = sorted(set(summary["density"]), reverse=True)
+    order = {"RP": 0, "N2NSkip-RP": 1, "CSP": 2, "N2NSkip-CSP": 3}
+    rows = []
+    keys = summary[["init", "label"]].drop_duplicates()
+    keys = keys.assign(o=[(lab != "dense", order.get(lab, 9), lab) for lab in keys["label"]])
+    for init, label in keys.sort_values(["init", "o"])[["init", "label"]].itertuples(index=False):
+        part = summary[(summary["init"] == init) & (summary["label"] == label)]
+        by = {r["density"]: r for r in part.to_dict("records")}
+        row = {"init": init, "method": label}
+        for d in densities:
+            if d in by:
+                s = by[d][std]
+                row[f"{d:g}"] = f"{by[d][mean]:.1f} ± {s:.1f}" if np.isfinite(s) else f"{by[d][mean]:.1f}"
+            else:
+                row[f"{d:g}"] = ""
+        row["seeds"] = int(part["n"].max())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def make_demo_logs(folder: str | Path, config: DemoConfig = DemoConfig()) -> Path:
+    """Train the runs of ``config`` into ``folder/<id>/`` (``log.csv``, ``run.json``); runs whose
+    ``run.json`` exists are skipped. Returns ``folder``."""
+    import numpy as np
+    import torch
+
+    from n2ngraph.bridge import to_model
+    from n2ngraph.data import load_dataset
+    from n2ngraph.io import atomic_write
+    from n2ngraph.models import build_model
+    from n2ngraph.n2nskip import variant
+    from n2ngraph.training import TrainConfig, train
+
+    folder = Path(folder)
+    train_set = load_dataset(config.dataset, train=True)
+    test_set = load_dataset(config.dataset, train=False)
+    in_features = int(np.prod(train_set.sample_shape))
+    cells = [(m, v, float(d), s) for d in config.densities for m in config.methods
+             for v in ("plain", "n2nskip") for s in config.seeds]
+    if config.dense_baseline:
+        cells += [("none", "dense", 1.0, s) for s in config.seeds]
+    train_config = TrainConfig(epochs=config.epochs, device="cpu", progress=False)
+    for method, kind, density, seed in cells:
+        run = folder / f"{method}_{kind}_d{density:g}_s{seed}"
+        if (run / RUN_META).exists():
+            continue
+        reference = build_model("paper_mlp", seed=seed, num_classes=train_set.num_classes,
+                                in_features=in_features)
+        if kind == "dense":
+            model = reference
+        else:
+            index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:128]
+            fraction = config.n2nskip_fraction if kind == "n2nskip" else 0.0
+            graph = variant(reference, method, density, n2nskip_fraction=fraction, seed=seed,
+                            data=(train_set.images[index], train_set.labels[index]))
+            model = to_model(graph, reference, init=config.init, seed=seed)
+        train(model, train_set, test_set, train_config, out_dir=run, seed=seed)
+        (run / "checkpoint.pt").unlink(missing_ok=True)
+        meta = {"method": method, "variant": kind, "density": density, "seed": seed,
+                "init": config.init, "label": paper_label(method, kind),
+                "dataset": config.dataset, "epochs": config.epochs}
+        atomic_write(run / RUN_META, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=2)))
+    return folder
+
+
+def main(config: Config = Config()) -> Path:
+    """Read the runs under ``config.logs`` and write Table 1 and Figure 5; returns the folder."""
+    from n2ngraph.plotting import plot_accuracy
+    from n2ngraph.tables import write_table
+
+    runs = find_runs(config.logs, config.metric)
+    summary = summarize_runs(runs, config.metric)
+    out = results_dir(ARTIFACT, config)
+    write_table(runs, out / "runs")
+    write_table(summary, out / "accuracy")
+    write_table(table1(summary, config.metric), out / "table1")
+    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT)
+    save_config(out, ARTIFACT, config, runs=len(runs))
+    return out
+
+
+def _parse(argv=None) -> Config:
+    parser = base_parser(__doc__.split("\n\n")[0])
+    parser.add_argument("--logs", help="folder of training runs (searched recursively)")
+    parser.add_argument("--metric", help="log column to report (default test_acc)")
+    args = parser.parse_args(argv)
+    root = args.results_root or Config.results_root
+    changes = {k: v for k, v in {"logs": args.logs, "metric": args.metric}.items() if v is not None}
+    if args.small and args.logs is None:
+        changes["logs"] = str(make_demo_logs(Path(root) / "demo-logs"))
+    return dataclasses.replace(Config(), results_root=root, **changes)
+
+
+if __name__ == "__main__":
+    folder = main(_parse())
+    print((folder / "table1.md").read_text())
+    print(f"results in {folder}")

@@ -1,0 +1,239 @@
+"""The analysis/ drivers: each main(config) on a tiny config writes its tables, figures and config."""
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis import common, figure3_adjacency, figure4_scree, figure5_table1_training, methods_comparison
+from analysis import table3_distance
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+TINY = "analysis.common:tiny_mlp"
+
+
+def check_figure(base):
+    """PNG and PDF exist, are non-empty, the PNG decodes to a non-blank image."""
+    import matplotlib.image
+
+    png, pdf = base.with_name(base.name + ".png"), base.with_name(base.name + ".pdf")
+    assert png.read_bytes()[:8] == PNG_MAGIC
+    assert pdf.read_bytes()[:5] == b"%PDF-"
+    image = matplotlib.image.imread(png)
+    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
+    assert np.ptp(image[..., :3]) > 0  # something is drawn
+
+
+def check_table(base):
+    csv, md = base.with_name(base.name + ".csv"), base.with_name(base.name + ".md")
+    table = pd.read_csv(csv)
+    assert len(table) > 0
+    assert md.read_text().startswith("| ")
+    return table
+
+
+def check_config(folder, artifact, config):
+    meta = json.loads((folder / "config.json").read_text())
+    assert meta["artifact"] == artifact
+    assert meta["config"] == common.config_dict(config)
+    assert folder.name == f"{artifact}-{common.config_hash(config)}"
+    return meta
+
+
+# ----------------------------------------------------------------------------- common
+def test_config_hash_names_folder_by_results_defining_fields(tmp_path):
+    a = figure3_adjacency.Config(results_root=str(tmp_path / "x"))
+    b = dataclasses.replace(a, results_root=str(tmp_path / "y"))  # execution field: same hash
+    c = dataclasses.replace(a, density=0.05)
+    assert common.config_hash(a) == common.config_hash(b) != common.config_hash(c)
+    assert len(common.config_hash(a)) == 8
+    folder = common.results_dir("figure3", a)
+    assert folder.is_dir() and folder.parent == tmp_path / "x"
+    t = table3_distance.Config()
+    assert common.config_hash(t) == common.config_hash(dataclasses.replace(t, inline=True, workers=7))
+    with pytest.raises(TypeError, match="dataclass"):
+        common.config_hash({"a": 1})
+
+
+def test_paper_labels():
+    assert common.paper_label("expander", "plain") == "RP"
+    assert common.paper_label("snip", "n2nskip") == "N2NSkip-CSP"
+    assert common.paper_label("grasp", "n2nskip") == "N2NSkip-grasp"
+
+
+# ----------------------------------------------------------------------------- drivers
+def test_figure3(tmp_path):
+    config = figure3_adjacency.Config(model=TINY, density=0.2, bins=60, results_root=str(tmp_path))
+    out = figure3_adjacency.main(config)
+    check_figure(out / "figure3")
+    table = check_table(out / "graphs")
+    check_config(out, "figure3", config)
+    assert list(table["nodes"]) == [122] * 3
+    dense = 64 * 32 + 32 * 16 + 16 * 10
+    assert list(table["dense_params"]) == [dense] * 3
+    # equal budget: the N2NSkip panel keeps exactly as many weights as the pruned one
+    assert table["params"][0] == dense and table["params"][1] == table["params"][2]
+    assert table["n2nskip_params"][1] == 0 < table["n2nskip_params"][2]
+
+
+def test_figure4(tmp_path):
+    config = figure4_scree.Config(model=TINY, density=0.2, k_percent=(1.0, 10.0, 50.0, 100.0),
+                                  results_root=str(tmp_path))
+    out = figure4_scree.main(config)
+    check_figure(out / "figure4")
+    curves = check_table(out / "scree")
+    summary = check_table(out / "scree_summary")
+    meta = check_config(out, "figure4", config)
+    # times are stated: t = c / lambda_2(reference)
+    lam2 = meta["lambda_2_reference"]
+    assert meta["times"] == pytest.approx([c / lam2 for c in config.t_lambda2], rel=1e-5)
+    assert set(curves["graph"]) == set(summary["graph"]) and len(set(curves["graph"])) == 3
+    # alpha is a cumulative share: in [0, 1], non-decreasing in K, 1 at K = n - 1
+    for _, part in curves.groupby(["graph", "t"]):
+        alpha = part.sort_values("K")["alpha"].to_numpy()
+        assert np.all(np.diff(alpha) >= -1e-12) and alpha[-1] == pytest.approx(1.0)
+        assert part["K"].max() == 121
+
+
+def test_figure4_scree_curve_matches_dense_eigenvalues(tmp_path):
+    from n2ngraph.models import resolve_model
+    from n2ngraph.trace import to_graph
+
+    graph = to_graph(resolve_model(TINY))
+    lam = np.linalg.eigvalsh(graph.adjacency().toarray() * -1 + np.diag(
+        np.asarray(graph.adjacency().sum(axis=1)).ravel()))
+    t = 0.05
+    curves = figure4_scree.scree_curves([("ref", graph)], [t], [10.0])
+    w = np.exp(-t * lam[1:])
+    k = int(curves["K"].iloc[0])
+    assert k == round(0.1 * 122)
+    assert curves["alpha"].iloc[0] == pytest.approx(w[:k].sum() / w.sum(), rel=1e-8)
+
+
+def test_table3(tmp_path):
+    config = table3_distance.Config(models=("analysis.common:tiny_vgg",), methods=("expander",),
+                                    densities=(0.2, 0.05), inline=True, results_root=str(tmp_path))
+    out = table3_distance.main(config)
+    check_figure(out / "table3_tiny_vgg")
+    long = check_table(out / "distance")
+    wide = check_table(out / "table3")
+    meta = check_config(out, "table3", config)
+    stated = meta["stated_times"]["tiny_vgg"]
+    lam2 = stated["lambda_2_reference"]
+    assert stated["times"] == pytest.approx([1 / lam2, 3 / lam2], rel=1e-5)
+    # every F is stated with its t: 2 labels x 2 densities x (2 times + inf)
+    assert len(long) == 2 * 2 * 3 and set(long["label"]) == {"RP", "N2NSkip-RP"}
+    assert np.isinf(long["t"]).sum() == 4
+    assert (long["F_mean"] >= 0).all()
+    assert list(wide.columns) == ["model", "t", "t*lambda_2", "method", "0.2", "0.05"]
+    # the wide table shows the long table's numbers
+    row = long[(long["label"] == "RP") & (long["density"] == 0.05) & np.isinf(long["t"])].iloc[0]
+    cell = wide[(wide["method"] == "RP") & (wide["t"].astype(str) == "inf")]["0.05"].iloc[0]
+    assert float(cell) == pytest.approx(row["F_mean"], rel=0.05, abs=1e-12)
+    # resuming reuses the stored cells and gives the same tables
+    again = table3_distance.main(config)
+    assert again == out and pd.read_csv(out / "distance.csv").equals(long)
+
+
+def test_methods_comparison(tmp_path):
+    config = methods_comparison.Config(model=TINY, methods=("random", "snip"), densities=(0.1,),
+                                       seeds=2, dataset="digits", batch_size=16, inline=True,
+                                       results_root=str(tmp_path))
+    out = methods_comparison.main(config)
+    check_figure(out / "methods")
+    table = check_table(out / "methods")
+    cells = check_table(out / "cells")
+    meta = check_config(out, "methods", config)
+    assert len(cells) == 2 * 2 * 2 and len(table) == 2 * 2
+    f_cols = [c for c in table.columns if c.startswith("F(t=") and not c.endswith("_std")]
+    assert f_cols == [f"F(t={t:g})" for t in meta["times"]] + ["F(t=inf)"]
+    for column in methods_comparison.METRICS:
+        assert column in table.columns and f"{column}_std" in table.columns
+    # the summary is the mean over seeds of the cells
+    mean = cells[(cells["method"] == "snip") & (cells["variant"] == "plain")]["dead_units"].mean()
+    got = table[(table["method"] == "snip") & (table["variant"] == "plain")]["dead_units"].iloc[0]
+    assert got == pytest.approx(mean)
+    assert set(table["label"]) == {"random", "N2NSkip-random", "CSP", "N2NSkip-CSP"}
+
+
+# ----------------------------------------------------------------------------- figure 5
+def _fake_logs(root, accs):
+    """mnist_reproduction layout: cells/<id>/log.csv + cells/<id>.json; final test_acc given."""
+    cells = root / "cells"
+    for (method, variant, density, seed), acc in accs.items():
+        cid = f"{method}_{variant}_d{density:g}_dense_s{seed}"
+        run = cells / cid
+        run.mkdir(parents=True)
+        pd.DataFrame({"epoch": [1, 2], "train_loss": [1.0, 0.5], "train_acc": [0.5, 0.9],
+                      "test_loss": [1.0, 0.6], "test_acc": [0.99, acc]}).to_csv(run / "log.csv", index=False)
+        (cells / f"{cid}.json").write_text(json.dumps(
+            {"method": method, "variant": variant, "density": density, "init": "dense", "seed": seed}))
+    return cells
+
+
+def test_figure5_table1_from_logs_hand_computed(tmp_path):
+    accs = {("expander", "plain", 0.1, 0): 0.80, ("expander", "plain", 0.1, 1): 0.90,
+            ("expander", "n2nskip", 0.1, 0): 0.85, ("expander", "n2nskip", 0.1, 1): 0.95,
+            ("snip", "plain", 0.02, 0): 0.50, ("snip", "n2nskip", 0.02, 0): 0.70,
+            ("none", "dense", 1.0, 0): 0.97, ("none", "dense", 1.0, 1): 0.99}
+    logs = _fake_logs(tmp_path / "logs", accs)
+    config = figure5_table1_training.Config(logs=str(logs), results_root=str(tmp_path / "res"))
+    out = figure5_table1_training.main(config)
+    check_figure(out / "figure5")
+    runs = check_table(out / "runs")
+    summary = check_table(out / "accuracy")
+    table = check_table(out / "table1")
+    check_config(out, "figure5", config)
+    assert len(runs) == len(accs)
+    rp = summary[summary["label"] == "RP"].iloc[0]
+    # last epoch, in %: mean 85, sample std sqrt(50) = 7.07
+    assert rp["test_acc_mean"] == pytest.approx(85.0) and rp["test_acc_std"] == pytest.approx(math.sqrt(50))
+    assert rp["n"] == 2
+    row = table.set_index("method").loc["N2NSkip-RP"]
+    assert row["0.1"] == "90.0 ± 7.1" and pd.isna(row["0.02"])
+    assert str(table.set_index("method").loc["CSP"]["0.02"]) == "50.0"  # one seed: no std
+    assert table.set_index("method").loc["dense"]["1"] == "98.0 ± 1.4"
+    assert list(table["method"]) == ["dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP"]
+
+
+def test_figure5_errors(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        figure5_table1_training.find_runs(tmp_path / "nope")
+    with pytest.raises(ValueError, match="no training runs"):
+        figure5_table1_training.find_runs(tmp_path)
+    run = tmp_path / "r"
+    run.mkdir()
+    pd.DataFrame({"epoch": [1], "test_acc": [0.5]}).to_csv(run / "log.csv", index=False)
+    with pytest.raises(ValueError, match="no metadata"):
+        figure5_table1_training.find_runs(tmp_path)
+    (run / "run.json").write_text(json.dumps({"method": "snip", "variant": "plain", "density": 0.1}))
+    with pytest.raises(ValueError, match="seed"):
+        figure5_table1_training.find_runs(tmp_path)
+    (run / "run.json").write_text(json.dumps({"method": "snip", "variant": "plain", "density": 0.1,
+                                              "seed": 0}))
+    with pytest.raises(ValueError, match="no column 'bogus'"):
+        figure5_table1_training.find_runs(tmp_path, "bogus")
+    assert figure5_table1_training.find_runs(tmp_path)["test_acc"].iloc[0] == pytest.approx(50.0)
+
+
+def test_make_demo_logs_trains_real_runs(tmp_path):
+    demo = figure5_table1_training.DemoConfig(densities=(0.1,), seeds=(0,), methods=("expander",),
+                                              epochs=1, dense_baseline=False)
+    logs = figure5_table1_training.make_demo_logs(tmp_path / "logs", demo)
+    runs = figure5_table1_training.find_runs(logs)
+    assert sorted(runs["label"]) == ["N2NSkip-RP", "RP"]
+    assert runs["epochs"].tolist() == [1, 1]
+    assert ((runs["test_acc"] >= 0) & (runs["test_acc"] <= 100)).all()
+    mtimes = [p.stat().st_mtime_ns for p in sorted(logs.rglob("log.csv"))]
+    figure5_table1_training.make_demo_logs(logs, demo)  # finished runs are not retrained
+    assert [p.stat().st_mtime_ns for p in sorted(logs.rglob("log.csv"))] == mtimes
+
+
+def test_cli_parsers_small():
+    assert figure3_adjacency._parse(["--small"]) == figure3_adjacency.SMALL
+    assert figure4_scree._parse(["--small", "--density", "0.05"]).density == 0.05
+    assert table3_distance._parse(["--small"]) == table3_distance.SMALL
+    assert methods_comparison._parse(["--small", "--seeds", "2"]).seeds == 2
