@@ -26,17 +26,17 @@ from typing import Any
 __all__ = [
     "EXECUTION_FIELDS",
     "PAPER_LABELS",
+    "base_parser",
     "config_dict",
     "config_hash",
-    "results_dir",
-    "save_config",
     "paper_label",
     "resolve_times",
-    "base_parser",
+    "results_dir",
+    "save_config",
+    "tiny_mlp",
+    "tiny_vgg",
     "vgg16_cifar",
     "vgg19_cifar",
-    "tiny_vgg",
-    "tiny_mlp",
 ]
 
 #: Config fields that decide how a driver runs, not what it computes (excluded from the hash).

@@ -24,9 +24,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+from analysis.common import base_parser, paper_label, results_dir, save_config
 
-__all__ = ["Config", "SMALL", "build_graphs", "main"]
+__all__ = ["SMALL", "Config", "build_graphs", "main"]
 
 ARTIFACT = "figure3"
 

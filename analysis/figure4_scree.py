@@ -32,9 +32,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, resolve_times, results_dir, save_config  # noqa: E402
+from analysis.common import base_parser, resolve_times, results_dir, save_config
 
-__all__ = ["Config", "SMALL", "K_PERCENT", "scree_curves", "main"]
+__all__ = ["K_PERCENT", "SMALL", "Config", "main", "scree_curves"]
 
 ARTIFACT = "figure4"
 

@@ -33,9 +33,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+from analysis.common import base_parser, paper_label, results_dir, save_config
 
-__all__ = ["Config", "DemoConfig", "find_runs", "summarize_runs", "table1", "make_demo_logs", "main"]
+__all__ = ["Config", "DemoConfig", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
 
 ARTIFACT = "figure5"
 RUN_META = "run.json"

@@ -32,9 +32,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config  # noqa: E402
+from analysis.common import base_parser, paper_label, results_dir, save_config
 
-__all__ = ["Config", "SMALL", "METRICS", "methods_table", "main"]
+__all__ = ["METRICS", "SMALL", "Config", "main", "methods_table"]
 
 ARTIFACT = "methods"
 

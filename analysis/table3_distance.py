@@ -30,7 +30,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import (  # noqa: E402
+from analysis.common import (
     base_parser,
     paper_label,
     resolve_times,
@@ -38,7 +38,7 @@ from analysis.common import (  # noqa: E402
     save_config,
 )
 
-__all__ = ["Config", "SMALL", "distance_table", "wide_table", "main"]
+__all__ = ["SMALL", "Config", "distance_table", "main", "wide_table"]
 
 ARTIFACT = "table3"
 

@@ -8,8 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis import common, figure3_adjacency, figure4_scree, figure5_table1_training, methods_comparison
-from analysis import table3_distance
+from analysis import (
+    common,
+    figure3_adjacency,
+    figure4_scree,
+    figure5_table1_training,
+    methods_comparison,
+    table3_distance,
+)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = "analysis.common:tiny_mlp"
