@@ -27,6 +27,7 @@ __all__ = [
     "EXECUTION_FIELDS",
     "PAPER_LABELS",
     "base_parser",
+    "config_from_args",
     "config_dict",
     "config_hash",
     "paper_label",
@@ -117,6 +118,15 @@ def resolve_times(reference, times, t_lambda2) -> tuple[tuple[float, ...], float
     if lam2 <= 0:
         raise ValueError("the reference graph is disconnected (lambda_2 = 0); give absolute times")
     return tuple(float(f"{c / lam2:.6g}") for c in t_lambda2), lam2
+
+
+def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ...]) -> Any:
+    """``config`` with every option in ``names`` that was given on the command line (not None),
+    plus ``inline=True`` when ``--inline`` was passed."""
+    changes = {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+    if getattr(args, "inline", False):
+        changes["inline"] = True
+    return dataclasses.replace(config, **changes)
 
 
 def base_parser(description: str) -> argparse.ArgumentParser:

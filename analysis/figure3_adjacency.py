@@ -16,7 +16,6 @@ Writes ``results/figure3-<hash>/``: ``figure3.png|pdf``, ``graphs.csv|md``, ``co
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +23,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config
+from analysis.common import base_parser, config_from_args, paper_label, results_dir, save_config
 
 __all__ = ["SMALL", "Config", "build_graphs", "main"]
 
@@ -121,11 +120,7 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--density", type=float)
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
-    config = SMALL if args.small else Config()
-    changes = {k: v for k, v in {"model": args.model, "method": args.method, "density": args.density,
-                                 "seed": args.seed, "results_root": args.results_root}.items()
-               if v is not None}
-    return dataclasses.replace(config, **changes)
+    return config_from_args(SMALL if args.small else Config(), args, ('model', 'method', 'density', 'seed', 'results_root'))
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, resolve_times, results_dir, save_config
+from analysis.common import base_parser, config_from_args, resolve_times, results_dir, save_config
 
 __all__ = ["K_PERCENT", "SMALL", "Config", "main", "scree_curves"]
 
@@ -166,11 +166,7 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--times", type=lambda s: tuple(float(v) for v in s.split(",")),
                         help="absolute diffusion times, comma-separated")
     args = parser.parse_args(argv)
-    config = SMALL if args.small else Config()
-    changes = {k: v for k, v in {"model": args.model, "method": args.method, "density": args.density,
-                                 "times": args.times, "results_root": args.results_root}.items()
-               if v is not None}
-    return dataclasses.replace(config, **changes)
+    return config_from_args(SMALL if args.small else Config(), args, ('model', 'method', 'density', 'times', 'results_root'))
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ density), ``sweep/`` (the cells, resumable) and ``config.json`` (with the resolv
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +31,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config
+from analysis.common import base_parser, config_from_args, paper_label, results_dir, save_config
 
 __all__ = ["METRICS", "SMALL", "Config", "main", "methods_table"]
 
@@ -120,13 +119,7 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
-    config = SMALL if args.small else Config()
-    changes = {k: v for k, v in {"model": args.model, "methods": args.methods,
-                                 "densities": args.densities, "seeds": args.seeds,
-                                 "results_root": args.results_root}.items() if v is not None}
-    if args.inline:
-        changes["inline"] = True
-    return dataclasses.replace(config, **changes)
+    return config_from_args(SMALL if args.small else Config(), args, ('model', 'methods', 'densities', 'seeds', 'results_root'))
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ and ``config.json`` (with the resolved times per model).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from analysis.common import (
     base_parser,
+    config_from_args,
     paper_label,
     resolve_times,
     results_dir,
@@ -178,13 +178,7 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
-    config = SMALL if args.small else Config()
-    changes = {k: v for k, v in {"models": args.models, "densities": args.densities,
-                                 "seeds": args.seeds, "results_root": args.results_root}.items()
-               if v is not None}
-    if args.inline:
-        changes["inline"] = True
-    return dataclasses.replace(config, **changes)
+    return config_from_args(SMALL if args.small else Config(), args, ('models', 'densities', 'seeds', 'results_root'))
 
 
 if __name__ == "__main__":

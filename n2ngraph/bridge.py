@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import copy
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
 
 import torch
 import torch.nn.functional as F
@@ -45,6 +45,7 @@ from torch.nn.utils import parametrize
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph
 from n2ngraph.masks import PRUNABLE_TYPES
+from n2ngraph.trace import record_shapes
 
 __all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "INITS"]
 
@@ -199,28 +200,6 @@ def _layer_of(model: nn.Module, block: EdgeBlock) -> nn.Module:
     return module
 
 
-def _node_shapes(gm: fx.GraphModule, x: torch.Tensor) -> dict[str, tuple[int, ...]]:
-    """Output shape of every tensor-valued node, from one eval-mode, no-grad forward pass."""
-    shapes: dict[str, tuple[int, ...]] = {}
-
-    class _Recorder(fx.Interpreter):
-        def run_node(self, n):
-            out = super().run_node(n)
-            if isinstance(out, torch.Tensor):
-                shapes[n.name] = tuple(out.shape)
-            return out
-
-    modes = {m: m.training for m in gm.modules()}
-    try:
-        gm.eval()
-        with torch.no_grad():
-            _Recorder(gm).run(x)
-    finally:
-        for m, mode in modes.items():
-            m.training = mode
-    return shapes
-
-
 def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, float] | None:
     """``(name, parameter)`` when ``node`` applies a known non-linearity, else None."""
     if node.op == "call_module":
@@ -369,7 +348,7 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
 
 def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphModule:
     gm: fx.GraphModule = tr.module
-    shapes = _node_shapes(gm, example_input)
+    shapes = record_shapes(gm, gm, example_input)
     nodes = {n.name: n for n in gm.graph.nodes}
     for n in gm.graph.nodes:
         n.meta["_n2n_shape"] = shapes.get(n.name, ())

@@ -16,9 +16,10 @@ A block joins ``src`` (earlier group) to ``dst`` (later group). The adjacency is
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
@@ -203,7 +204,7 @@ class EdgeBlock:
             cols = cols + (rows // out_per_group) * pm.shape[1]
         return rows, cols, weight
 
-    def same_topology(self, other: "EdgeBlock") -> bool:
+    def same_topology(self, other: EdgeBlock) -> bool:
         """True when both blocks join the same groups with the same kind and mask."""
         if (self.name, self.src, self.dst, self.kind, self.groups, self.fold, self.offset) != (
             other.name,
@@ -219,7 +220,7 @@ class EdgeBlock:
             return self.mask is None and other.mask is None
         return self.mask.shape == other.mask.shape and bool(np.array_equal(self.mask, other.mask))
 
-    def with_mask(self, mask: np.ndarray, pair_weight: np.ndarray | None = None) -> "EdgeBlock":
+    def with_mask(self, mask: np.ndarray, pair_weight: np.ndarray | None = None) -> EdgeBlock:
         """A copy with another mask of the same shape (and optionally pair weights)."""
         mask = np.asarray(mask, dtype=bool)
         if self.mask is None or mask.shape != self.mask.shape:
@@ -431,7 +432,7 @@ class NetworkGraph:
         *,
         blocks: Iterable[EdgeBlock] | None = None,
         provenance: Mapping[str, Any] | None = None,
-    ) -> "NetworkGraph":
+    ) -> NetworkGraph:
         """A new graph with the same groups and other blocks and/or provenance."""
         return NetworkGraph(
             self.groups,
@@ -439,7 +440,7 @@ class NetworkGraph:
             dict(self.provenance if provenance is None else provenance),
         )
 
-    def with_blocks(self, extra: Iterable[EdgeBlock], **provenance: Any) -> "NetworkGraph":
+    def with_blocks(self, extra: Iterable[EdgeBlock], **provenance: Any) -> NetworkGraph:
         """A new graph with ``extra`` blocks appended (provenance updated by keywords)."""
         return self.replace(
             blocks=self.blocks + tuple(extra), provenance={**self.provenance, **provenance}

@@ -8,7 +8,7 @@ each of the weight's shape; ``True`` = kept. Models pruned with ``torch.nn.utils
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 import torch
 from torch import nn

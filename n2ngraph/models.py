@@ -12,7 +12,7 @@ looks one up and lists the valid names when it is unknown.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn

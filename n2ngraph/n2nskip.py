@@ -31,7 +31,8 @@ non-consecutive layer. That is the default here (``max_span=None``).
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -23,8 +23,9 @@ from __future__ import annotations
 
 import math
 import operator
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import torch
@@ -35,7 +36,7 @@ from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 from n2ngraph.masks import PRUNABLE_TYPES, masks_of, prunable_weights, validate_masks, weight_of
 from n2ngraph.models import example_input as default_example_input
 
-__all__ = ["Trace", "trace", "to_graph", "SKIP_MARKER"]
+__all__ = ["Trace", "trace", "to_graph", "record_shapes", "SKIP_MARKER"]
 
 #: Attribute of a skip module (``n2ngraph.bridge``) traced as a ready-made edge block: called as
 #: ``skip(a_src, z_dst)`` it has ``n2ngraph_kind`` ("n2nskip" or "residual"),
@@ -155,7 +156,7 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
-def _record_shapes(gm: fx.GraphModule, model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
+def record_shapes(gm: fx.GraphModule, model: nn.Module, x: torch.Tensor) -> dict[str, tuple]:
     """Run one forward pass in eval mode (no BatchNorm statistic changes) and record the output
     shape of every tensor-valued fx node; restore each module's training flag afterwards."""
     modes = {m: m.training for m in model.modules()}
@@ -529,7 +530,7 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
         return g
 
     residuals: list[tuple[EdgeBlock, int, int]] = []
-    for name, sum_gid, operands in adds:
+    for _, sum_gid, operands in adds:
         for k, op in enumerate(operands):
             grp = groups[op]
             if grp.kind in ("layer", "sum") and grp.uses == 1 and operands.count(op) == 1:
@@ -609,7 +610,7 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
     x = default_example_input(model) if example_input is None else example_input
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(x).__name__}")
-    shapes = _record_shapes(gm, model, x)
+    shapes = record_shapes(gm, model, x)
     weight_names = {id(m): n for n, m in weights.items()}
     walker = _Walker(gm, shapes, all_masks, weight_names)
     groups, blocks, output_gid = walker.run()

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch")
-from torch import nn  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
+from torch import nn  # noqa: E402
 
 from n2ngraph.bridge import N2NSkip, ResSkip, to_model  # noqa: E402
 from n2ngraph.n2nskip import add_n2nskip, add_resskip  # noqa: E402

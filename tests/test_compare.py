@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from n2ngraph.cli import main
-from n2ngraph.compare import CompareConfig, cells_of, load_cells, run_sweep
+from n2ngraph.compare import CompareConfig, cells_of, run_sweep
 
 SMALL = dict(model="lenet300", methods=("random", "snip"), densities=(0.05,), seeds=1, times=(0.5, 5.0))
 

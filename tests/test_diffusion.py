@@ -304,7 +304,7 @@ def test_connectivity_distance_trapped_heat_hand_computed():
     pruned = adj(4, [(0, 1), (2, 3)])
     F = connectivity_distance(path(4), pruned, np.inf, sources=A)
     # S_ref(inf) = 1/4 everywhere; S(inf) = (1/2, 1/2, 0, 0)
-    assert F == pytest.approx(np.linalg.norm([0.25, 0.25, -0.25, -0.25]), rel=1e-15)
+    assert pytest.approx(np.linalg.norm([0.25, 0.25, -0.25, -0.25]), rel=1e-15) == F
 
 
 def test_connectivity_distance_refuses_other_node_sets():
