@@ -387,12 +387,12 @@ def variant(model, method: str, density: float, *, n2nskip_fraction: float = 0.5
     -------
     NetworkGraph
         ``num_params`` equals exactly that of the plain network pruned by ``method`` at
-        ``density`` (same seed and scope): that network is pruned too, to read its kept count
-        ``P``, and the skips get ``P - P_seq`` weights, ``P_seq`` being the count kept at
-        ``density * (1 - f)``. Provenance records model, method, density, seed, scope and
+        ``density`` (same seed and scope): pruning budgets are exact, so that count ``P`` is
+        known without pruning (:func:`n2ngraph.pruning.kept_count`), and the skips get
+        ``P - P_seq`` weights, ``P_seq`` being the count kept at ``density * (1 - f)``. Provenance records model, method, density, seed, scope and
         fraction.
     """
-    from n2ngraph.pruning import prune
+    from n2ngraph.pruning import kept_count, prune
     from n2ngraph.trace import trace
 
     if isinstance(density, bool) or not isinstance(density, (int, float, np.floating)) \
@@ -401,10 +401,8 @@ def variant(model, method: str, density: float, *, n2nskip_fraction: float = 0.5
     f = n2nskip_fraction
     if isinstance(f, bool) or not isinstance(f, (int, float, np.floating)) or not 0 <= f < 1:
         raise ValueError(f"n2nskip_fraction must be in [0, 1), got {f!r}")
-    kw = {"data": data, "scope": scope, "seed": seed}
-    plain = prune(model, method, float(density), **kw)
-    target = int(sum(int(m.sum()) for m in plain.values()))
-    masks = plain if f == 0 else prune(model, method, float(density) * (1 - f), **kw)
+    target = kept_count(model, float(density), scope=scope)
+    masks = prune(model, method, float(density) * (1 - f), data=data, scope=scope, seed=seed)
     tr = trace(model, masks, example_input=example_input)
     graph = tr.graph
     prov = {"model": graph.provenance.get("model", type(model).__name__), "method": method,

@@ -487,3 +487,15 @@ def test_sampled_selection_is_exact(monkeypatch, kind):
     for k in [1, 2, 17, 300, n // 3, n // 2, n - 301, n - 1, n, *rng.integers(1, n, 20)]:
         k = int(k)
         assert _threshold._kth_largest_numpy(arr, k) == np.partition(arr, n - k)[n - k], k
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+@pytest.mark.parametrize("method", ["random", "expander", "magnitude"])
+def test_kept_count_predicts_the_pruned_count(method, scope):
+    from n2ngraph import models
+    from n2ngraph.pruning import kept_count
+
+    model = models.build_model("lenet300", seed=1)
+    for density in (0.5, 0.1, 0.013):
+        masks = prune(model, method, density, scope=scope, seed=3)
+        assert kept_count(model, density, scope=scope) == sum(int(m.sum()) for m in masks.values())

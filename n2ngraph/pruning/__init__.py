@@ -211,6 +211,21 @@ def _check_data(name: str, spec: PruningMethod, data: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ public
+def kept_count(model: nn.Module, density: float, *, scope: str = "layerwise") -> int:
+    """Weights that :func:`prune` keeps at ``density``, whatever the method: the budgets are exact.
+
+    ``layerwise``: ``sum_l budget(n_l, density)`` over the prunable weights' sizes ``n_l``;
+    ``global``: ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up).
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
+    density = _density(density)
+    sizes = [weight_of(m).numel() for m in _modules(model).values()]
+    if scope == "global":
+        return budget(sum(sizes), density)
+    return sum(budget(n, density) for n in sizes)
+
+
 def prune(
     model: nn.Module,
     method: str,
