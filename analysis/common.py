@@ -31,7 +31,6 @@ __all__ = [
     "config_dict",
     "config_hash",
     "paper_label",
-    "resolve_times",
     "results_dir",
     "save_config",
     "tiny_mlp",
@@ -102,22 +101,6 @@ def paper_label(method: str, variant: str) -> str:
     if (method, variant) in PAPER_LABELS:
         return PAPER_LABELS[(method, variant)]
     return f"N2NSkip-{method}" if variant == "n2nskip" else method
-
-
-def resolve_times(reference, times, t_lambda2) -> tuple[tuple[float, ...], float]:
-    """Absolute diffusion times and ``lambda_2`` of the reference graph.
-
-    ``times`` (absolute) wins when given; otherwise ``t = c / lambda_2(reference)`` for each
-    ``c`` in ``t_lambda2``, rounded to 6 significant digits (as ``n2ngraph.compare`` does).
-    """
-    from n2ngraph.diffusion import algebraic_connectivity
-
-    lam2 = float(algebraic_connectivity(reference))
-    if times is not None:
-        return tuple(float(t) for t in times), lam2
-    if lam2 <= 0:
-        raise ValueError("the reference graph is disconnected (lambda_2 = 0); give absolute times")
-    return tuple(float(f"{c / lam2:.6g}") for c in t_lambda2), lam2
 
 
 def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ...]) -> Any:

@@ -32,7 +32,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, config_from_args, resolve_times, results_dir, save_config
+from analysis.common import base_parser, config_from_args, results_dir, save_config
 
 __all__ = ["K_PERCENT", "SMALL", "Config", "main", "scree_curves"]
 
@@ -138,6 +138,7 @@ def main(config: Config = Config()) -> Path:
     """Compute and draw Figure 4; returns the results folder."""
     from analysis.figure3_adjacency import Config as Figure3Config
     from analysis.figure3_adjacency import build_graphs
+    from n2ngraph.compare import stated_times
     from n2ngraph.diffusion import algebraic_connectivity
     from n2ngraph.plotting import plot_scree
     from n2ngraph.tables import write_table
@@ -146,11 +147,12 @@ def main(config: Config = Config()) -> Path:
     shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(Figure3Config)
               if hasattr(config, f.name) and f.name != "bins"}
     graphs = build_graphs(Figure3Config(**shared))
-    times, lam2_ref = resolve_times(graphs[0][1], config.times, config.t_lambda2)
+    times, lam2_ref = stated_times(graphs[0][1], config.times, config.t_lambda2)
     t_lambda2 = [t * lam2_ref for t in times]
     curves = scree_curves(graphs, times, config.k_percent, method=config.method_scree,
                           t_lambda2=t_lambda2)
-    lam2s = {label: float(algebraic_connectivity(g)) for label, g in graphs}
+    lam2s = {label: lam2_ref if k == 0 else float(algebraic_connectivity(g))
+             for k, (label, g) in enumerate(graphs)}
     write_table(curves, out / "scree")
     write_table(_summary(curves, graphs, lam2s), out / "scree_summary")
     plot_scree(curves, path=out / ARTIFACT)

@@ -45,6 +45,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
+from analysis.common import PAPER_LABELS
 from n2ngraph.bridge import to_model
 from n2ngraph.data import load_dataset
 from n2ngraph.metrics import connected_components
@@ -52,14 +53,6 @@ from n2ngraph.models import build_model
 from n2ngraph.n2nskip import variant
 from n2ngraph.training import TrainConfig, train
 
-#: (pruning method, variant) -> the paper's label.
-LABELS = {
-    ("expander", "plain"): "RP",
-    ("expander", "n2nskip"): "N2NSkip-RP",
-    ("snip", "plain"): "CSP",
-    ("snip", "n2nskip"): "N2NSkip-CSP",
-    ("none", "dense"): "dense",
-}
 COLUMN_ORDER = ["RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP"]
 
 
@@ -146,7 +139,7 @@ def run_cell(cell: dict, config: Config, train_set, test_set, run_dir: Path) -> 
     log = train(model, train_set, test_set, train_config, out_dir=run_dir, seed=seed, resume=True)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the log is what this study keeps
     last = log.iloc[-1]
-    return {**cell, "label": LABELS[(cell["method"], cell["variant"])], "params": int(params),
+    return {**cell, "label": PAPER_LABELS[(cell["method"], cell["variant"])], "params": int(params),
             "graph_density": float(density), "components": int(components),
             "init_logit_std": init_logit_std, "test_acc": 100 * float(last["test_acc"]),
             "train_acc": 100 * float(last["train_acc"]), "train_loss": float(last["train_loss"]),

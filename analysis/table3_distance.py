@@ -33,7 +33,6 @@ from analysis.common import (
     base_parser,
     config_from_args,
     paper_label,
-    resolve_times,
     results_dir,
     save_config,
 )
@@ -149,7 +148,7 @@ def main(config: Config = Config()) -> Path:
     """Run the sweeps (resuming finished cells) and write Table 3; returns the results folder."""
     import pandas as pd
 
-    from n2ngraph.compare import reference_graph, run_sweep
+    from n2ngraph.compare import reference_graph, run_sweep, stated_times
     from n2ngraph.plotting import plot_compare
     from n2ngraph.tables import write_table
 
@@ -157,11 +156,13 @@ def main(config: Config = Config()) -> Path:
     longs, stated = [], {}
     for spec in config.models:
         cc = _compare_config(config, spec)
-        times, lam2 = resolve_times(reference_graph(cc), config.times, config.t_lambda2)
+        times, lam2 = stated_times(reference_graph(cc), config.times, config.t_lambda2,
+                                   weighted=cc.weighted)
         name = _model_name(spec)
         stated[name] = {"times": list(times), "lambda_2_reference": lam2}
         _, summary = run_sweep(cc, out / "sweeps" / name, scheduler=config.scheduler,
-                               workers=config.workers, progress=False, inline=config.inline)
+                               workers=config.workers, progress=False, inline=config.inline,
+                               times=times)
         longs.append(distance_table(summary, name, times, lam2))
         plot_compare(summary, path=out / f"{ARTIFACT}_{name}")
     long = pd.concat(longs, ignore_index=True)

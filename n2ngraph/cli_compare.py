@@ -9,7 +9,6 @@ bundled MNIST-5k images; cells run on a local Dask cluster of two workers. See
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 
@@ -60,17 +59,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
-def _check_out(out: Path) -> None:
-    """Fail early, creating nothing, when ``out`` cannot be created or written."""
-    probe = out
-    while not probe.exists():
-        probe = probe.parent
-    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"output folder {str(out)!r} is not writable (checked {str(probe)!r})")
-
-
 def run(args: argparse.Namespace) -> int:
     from n2ngraph.compare import CompareConfig, reference_graph, run_sweep
+    from n2ngraph.io import check_output_folder
     from n2ngraph.plotting import plot_compare
 
     config = CompareConfig(
@@ -79,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         weighted=args.weighted, dataset=args.dataset, scope=args.scope,
     )
     out = args.out or Path("results") / config.label
-    _check_out(out)
+    check_output_folder(out)
     reference_graph(config)  # a model name or factory that fails, fails here, before any file
     table, summary = run_sweep(config, out, scheduler=args.scheduler, workers=args.workers,
                                progress=not args.no_progress, inline=args.inline)

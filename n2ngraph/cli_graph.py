@@ -21,15 +21,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bins", type=int, default=600, help="pixels per side of the adjacency figure")
 
 
-def _check_writable(out: Path) -> None:
-    out.mkdir(parents=True, exist_ok=True)
-    probe = out / ".n2ngraph-write-test"
-    probe.write_bytes(b"")
-    probe.unlink()
-
-
 def run(args: argparse.Namespace) -> int:
-    from n2ngraph.io import atomic_write, save_graph
+    from n2ngraph.io import atomic_write, check_output_folder, save_graph
     from n2ngraph.models import resolve_model
     from n2ngraph.plotting import plot_adjacency
     from n2ngraph.tables import block_table, group_table, write_table
@@ -39,10 +32,8 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / f"graph-{label}"
     model = resolve_model(args.model, seed=args.seed)
     graph = to_graph(model, name=args.model)
-    try:
-        _check_writable(out)
-    except OSError as exc:
-        raise PermissionError(f"cannot write to output folder {str(out)!r}: {exc.strerror or exc}") from exc
+    check_output_folder(out)
+    out.mkdir(parents=True, exist_ok=True)
     groups, blocks = group_table(graph), block_table(graph)
     write_table(groups, out / "groups")
     write_table(blocks, out / "blocks")

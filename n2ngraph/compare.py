@@ -48,6 +48,7 @@ __all__ = [
     "calibration_batch",
     "reference_graph",
     "resolve_times",
+    "stated_times",
 ]
 
 #: Graph variants of a pruned network: plain pruning, or the paper's recipe (half the budget
@@ -206,16 +207,27 @@ def reference_graph(config: CompareConfig, seed: int = 0):
     return to_graph(_model(config, seed), name=config.model)
 
 
+def stated_times(reference, times, t_lambda2, *, weighted: bool = False) -> tuple[tuple[float, ...], float]:
+    """Absolute diffusion times and ``lambda_2`` of the ``reference`` graph.
+
+    ``times`` (absolute) wins when given; otherwise ``t = c / lambda_2(reference)`` for each
+    ``c`` in ``t_lambda2``, rounded to 6 significant digits so the column names stay short.
+    """
+    from n2ngraph.diffusion import algebraic_connectivity
+
+    lam2 = float(algebraic_connectivity(reference, weighted=weighted))
+    if times is not None:
+        return tuple(float(t) for t in times), lam2
+    if lam2 <= 0:
+        raise ValueError("the dense reference graph is disconnected (lambda_2 = 0); give absolute times")
+    return tuple(float(f"{c / lam2:.6g}") for c in t_lambda2), lam2
+
+
 def resolve_times(config: CompareConfig) -> tuple[float, ...]:
     """Absolute diffusion times: ``config.times``, or ``t_lambda2 / lambda_2(reference)``."""
     if config.times is not None:
         return tuple(config.times)
-    from n2ngraph.diffusion import algebraic_connectivity
-
-    lam2 = algebraic_connectivity(reference_graph(config), weighted=config.weighted)
-    if lam2 <= 0:
-        raise ValueError("the dense reference graph is disconnected; give absolute --times")
-    return tuple(float(f"{c / lam2:.6g}") for c in config.t_lambda2)
+    return stated_times(reference_graph(config), None, config.t_lambda2, weighted=config.weighted)[0]
 
 
 _REFERENCE_CACHE: dict = {}
@@ -349,7 +361,8 @@ def _connect(scheduler: str | None, workers: int):
 
 
 def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: str | None = None,
-              workers: int = 2, progress: bool = True, inline: bool = False):
+              workers: int = 2, progress: bool = True, inline: bool = False,
+              times: Sequence[float] | None = None):
     """Run every unfinished cell of ``config`` and return ``(table, summary)`` DataFrames.
 
     ``out_dir`` receives ``config.json``, ``cells/*.json``, ``results.csv|md`` and
@@ -361,7 +374,7 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     from n2ngraph.tables import write_table
 
     out = Path(out_dir)
-    times = resolve_times(config)
+    times = resolve_times(config) if times is None else tuple(float(t) for t in times)
     todo = [c for c in cells_of(config) if not (out / "cells" / f"{c.cell_id}.json").exists()]
     client = cluster = None
     if todo and not inline:

@@ -25,7 +25,7 @@ import numpy as np
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
-__all__ = ["FORMAT_VERSION", "save_graph", "load_graph", "atomic_write"]
+__all__ = ["FORMAT_VERSION", "save_graph", "load_graph", "atomic_write", "check_output_folder"]
 
 #: Version of the on-disk format written by :func:`save_graph`.
 FORMAT_VERSION = 1
@@ -50,6 +50,17 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
             os.unlink(tmp)
         raise
     return path
+
+
+def check_output_folder(out: str | os.PathLike) -> None:
+    """Fail early, creating nothing, when folder ``out`` cannot be created or written: its
+    nearest existing ancestor must be a writable folder."""
+    out = Path(out)
+    probe = out
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"output folder {str(out)!r} is not writable (checked {str(probe)!r})")
 
 
 def save_graph(graph: NetworkGraph, path: str | os.PathLike) -> Path:

@@ -38,3 +38,11 @@ def test_user_factory_that_raises(tmp_path, capsys, monkeypatch):
 def test_python_dash_m_entry_point():
     result = subprocess.run([sys.executable, "-m", "n2ngraph", "--help"], capture_output=True, text=True)
     assert result.returncode == 0 and "graph" in result.stdout
+
+
+def test_graph_command_unwritable_output(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    assert main(["graph", "lenet300", "--out", str(blocker / "out")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0]
