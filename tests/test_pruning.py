@@ -74,7 +74,7 @@ def test_exact_budget(method, scope, density):
         assert m.dtype == torch.bool and m.shape == weights[name].shape
         assert m.device == weights[name].device
     if scope == "layerwise":
-        for name, m in masks.items():
+        for m in masks.values():
             n = m.numel()
             assert int(m.sum()) == math.floor(density * n + 0.5)
             assert abs(int(m.sum()) - density * n) <= 0.5

@@ -44,12 +44,35 @@ from n2ngraph.pruning._scorers import (
     score_synflow,
     scoring_copy,
 )
-from n2ngraph.pruning._threshold import budget, select_per_unit, select_top
+from n2ngraph.pruning._threshold import (
+    _largest_remainder,
+    budget,
+    select_channels,
+    select_per_unit,
+    select_top,
+)
 
-__all__ = ["METHODS", "SCOPES", "PruningMethod", "budget", "prune", "score"]
+__all__ = [
+    "CHANNEL_METHODS",
+    "GRANULARITIES",
+    "METHODS",
+    "SCOPES",
+    "PruningMethod",
+    "budget",
+    "kept_count",
+    "prune",
+    "score",
+]
 
 #: Pruning scopes: one budget per layer, or one threshold over the whole model.
 SCOPES = ("layerwise", "global")
+
+#: Mask granularities on conv layers: single weights (taps), or whole kernels (channel pairs).
+GRANULARITIES = ("weight", "channel")
+
+#: The methods that accept ``granularity="channel"`` (the random ones; scored methods rank
+#: single weights and raise ValueError when asked for channels).
+CHANNEL_METHODS = ("random", "expander")
 
 
 @dataclass(frozen=True)
@@ -191,12 +214,14 @@ class _Scoring:
             self.data = as_batches(data, device, limit=None if spec.needs_data else 1)
 
     def apply(self, masks: Mapping[str, torch.Tensor]) -> None:
-        """Zero the pruned weights of the private copy (no-op for read-only weights)."""
+        """Zero the pruned weights of the private copy (no-op for read-only weights); layers
+        missing from ``masks`` are left dense."""
         if not self.spec.uses_model:
             return
         with torch.no_grad():
-            for name, w in self.weights.items():
-                w.mul_(masks[name].to(w.device))
+            for name, mask in masks.items():
+                w = self.weights[name]
+                w.mul_(mask.to(w.device))
 
     def score(self, rng: np.random.Generator, options: dict) -> dict[str, torch.Tensor]:
         return self.spec.score(self.model, self.weights, data=self.data, rng=rng, **options)
@@ -210,20 +235,138 @@ def _check_data(name: str, spec: PruningMethod, data: Any) -> None:
         )
 
 
-# ------------------------------------------------------------------------------ public
-def kept_count(model: nn.Module, density: float, *, scope: str = "layerwise") -> int:
-    """Weights that :func:`prune` keeps at ``density``, whatever the method: the budgets are exact.
+# ---------------------------------------------------------------------------- budgets
+def _dense_names(modules: Mapping[str, nn.Module], dense: Any) -> frozenset[str]:
+    """``dense`` (module paths, or weight names as in ``prunable_weights``) as weight names."""
+    if isinstance(dense, str):
+        raise TypeError(f"dense must be a sequence of module paths, got the string {dense!r}")
+    try:
+        items = list(dense)
+    except TypeError:
+        raise TypeError(
+            f"dense must be a sequence of module paths, got {type(dense).__name__}"
+        ) from None
+    paths = {n.removesuffix(".weight") if n != "weight" else "": n for n in modules}
+    out = set()
+    for item in items:
+        if item in modules:
+            out.add(item)
+        elif item in paths:
+            out.add(paths[item])
+        else:
+            raise ValueError(
+                f"dense layer {item!r} is not a prunable layer of the model; valid module paths "
+                f"are {list(paths)}"
+            )
+    return frozenset(out)
 
-    ``layerwise``: ``sum_l budget(n_l, density)`` over the prunable weights' sizes ``n_l``;
-    ``global``: ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up).
+
+def _check_granularity(granularity: Any, scope: str) -> str:
+    if granularity not in GRANULARITIES:
+        raise ValueError(
+            f"unknown granularity {granularity!r}; valid granularities are {list(GRANULARITIES)}"
+        )
+    if granularity == "channel" and scope != "layerwise":
+        raise ValueError(
+            "granularity='channel' budgets every layer in channel pairs and needs "
+            f"scope='layerwise', got scope={scope!r}"
+        )
+    return granularity
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Exact budgets of one call of :func:`prune` (shared with :func:`kept_count`).
+
+    ``free`` are the layers that are pruned, ``dense`` those kept whole; ``density`` is the
+    density of the free layers (the input density when nothing is dense); ``total`` the kept
+    weights of the free layers under ``global`` scope, ``layers`` their kept weights per layer
+    under ``layerwise`` scope (for channel granularity, whole kernels: ``pairs`` per conv).
+    """
+
+    shapes: dict[str, torch.Size]
+    dense: frozenset[str]
+    density: float
+    scope: str
+    total: int
+    layers: dict[str, int]
+    pairs: dict[str, int]
+    in_channels: dict[str, int]
+
+    @property
+    def free(self) -> list[str]:
+        return [n for n in self.shapes if n not in self.dense]
+
+    def kept(self) -> int:
+        dense = sum(math.prod(self.shapes[n]) for n in self.dense)
+        return dense + (self.total if self.scope == "global" else sum(self.layers.values()))
+
+
+def _plan(
+    modules: Mapping[str, nn.Module],
+    density: float,
+    scope: str,
+    granularity: str,
+    dense: Any,
+) -> _Plan:
+    shapes = {n: weight_of(m).shape for n, m in modules.items()}
+    dense_names = _dense_names(modules, dense)
+    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    n_dense = sum(sizes[n] for n in dense_names)
+    n_free = sum(sizes.values()) - n_dense
+    free = [n for n in shapes if n not in dense_names]
+    if not dense_names:
+        free_density, total = density, budget(n_free, density)
+    else:
+        overall = budget(sum(sizes.values()), density)
+        if n_dense > overall:
+            raise ValueError(
+                f"the dense layers {sorted(dense_names)} hold {n_dense:,} weights, more than the "
+                f"budget of {overall:,} at density {density:g}; lower their number or raise the "
+                "density"
+            )
+        total = overall - n_dense
+        free_density = total / n_free if n_free else 1.0
+    layers: dict[str, int] = {}
+    pairs: dict[str, int] = {}
+    in_channels: dict[str, int] = {}
+    for name in free:
+        module = modules[name]
+        if granularity == "channel" and isinstance(module, nn.Conv2d):
+            shape = shapes[name]
+            pairs[name] = budget(shape[0] * shape[1], free_density)
+            in_channels[name] = module.in_channels
+            layers[name] = pairs[name] * math.prod(shape[2:])
+        else:
+            layers[name] = budget(sizes[name], free_density)
+    return _Plan(shapes, dense_names, free_density, scope, total, layers, pairs, in_channels)
+
+
+# ------------------------------------------------------------------------------ public
+def kept_count(
+    model: nn.Module,
+    density: float,
+    *,
+    scope: str = "layerwise",
+    granularity: str = "weight",
+    dense: Any = (),
+) -> int:
+    """Weights that :func:`prune` keeps with the same arguments, whatever the method (for
+    ``granularity="channel"``: whatever method of :data:`CHANNEL_METHODS`): budgets are exact.
+
+    With nothing dense, ``layerwise`` keeps ``sum_l budget(n_l, density)`` and ``global``
+    ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up). Dense layers are paid from
+    ``budget(N, density)``; see :func:`prune` for the rest.
     """
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
+    _check_granularity(granularity, scope)
     density = _density(density)
-    sizes = [weight_of(m).numel() for m in _modules(model).values()]
-    if scope == "global":
-        return budget(sum(sizes), density)
-    return sum(budget(n, density) for n in sizes)
+    modules = _modules(model)
+    if density == 1.0:
+        _dense_names(modules, dense)
+        return sum(weight_of(m).numel() for m in modules.values())
+    return _plan(modules, density, scope, granularity, dense).kept()
 
 
 def prune(
@@ -234,6 +377,8 @@ def prune(
     data: Any = None,
     scope: str = "layerwise",
     seed: int | None = 0,
+    granularity: str = "weight",
+    dense: Any = (),
     **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Masks keeping a ``density`` fraction of the prunable weights of ``model``.
@@ -258,6 +403,16 @@ def prune(
         of its density); ``global``: ``round(density * n)`` in total under one threshold.
     seed : int
         Seeds a ``numpy.random.Generator`` for random scores, random fan-in and tie breaking.
+    granularity : {"weight", "channel"}
+        ``"channel"`` (``random`` and ``expander`` only, ``layerwise`` scope, one round): every
+        conv layer keeps whole kernels, a kept channel pair ``(o, i)`` keeps all its taps; see
+        Notes. Linear layers are pruned weight by weight either way. The scored methods
+        (``magnitude``, ``snip``, ``grasp``, ``synflow``) rank single weights and raise
+        ``ValueError`` for ``"channel"`` (:data:`CHANNEL_METHODS` lists the ones that accept it).
+    dense : sequence of str
+        Layers kept whole, by module path (``"features.0"``) or weight name
+        (``"features.0.weight"``), as in :func:`n2ngraph.masks.prunable_weights`. Their weights
+        are paid from the total budget; see Notes.
     **options
         ``rounds`` (any method but ``expander``; default 100 for ``synflow``, 1 otherwise);
         ``loss`` (``snip``, ``grasp``: ``loss(outputs, targets)``, default cross-entropy);
@@ -273,8 +428,10 @@ def prune(
     Raises
     ------
     ValueError
-        Unknown method or scope (the valid names are listed), density outside (0, 1], ``data``
-        missing for ``snip``/``grasp``, a model without Linear/Conv2d layers.
+        Unknown method, scope or granularity (the valid names are listed), density outside
+        (0, 1], ``data`` missing for ``snip``/``grasp``, a model without Linear/Conv2d layers,
+        ``granularity="channel"`` with a scored method, ``global`` scope or ``rounds > 1``, an
+        unknown ``dense`` layer, dense layers holding more weights than the budget.
     TypeError
         ``model`` is not an ``nn.Module``, ``density`` is not a number, badly shaped ``data``,
         an option the method does not have.
@@ -287,6 +444,22 @@ def prune(
     Random numbers are drawn on the CPU, so ``random``, ``expander`` and ``magnitude`` give the
     same masks on CPU and GPU; gradient-based scores can differ between devices in their last
     bits, which may swap weights lying at the threshold.
+
+    *Dense layers.* The model keeps ``K = round(density * N)`` weights in all, ``N`` the
+    prunable weights. The layers in ``dense`` keep their ``N_dense`` weights and the others share
+    ``K - N_dense``: under ``layerwise`` scope each of them keeps ``round(d' * n_l)`` with
+    ``d' = (K - N_dense) / (N - N_dense)``, under ``global`` scope exactly ``K - N_dense`` under
+    one threshold over them. ``ValueError`` when ``N_dense > K``. With nothing dense,
+    ``d' = density``. Iterative methods keep the dense layers whole in every round.
+
+    *Channel granularity.* A conv weight ``(C_out, C_in / groups, kh, kw)`` keeps
+    ``round(d' * C_out * C_in / groups)`` channel pairs, each with its whole ``kh x kw``
+    kernel: a uniformly random set of pairs (``random``), or (``expander``) pairs with equal
+    fan-in (every output channel keeps ``floor`` or ``ceil`` of ``pairs / C_out`` input
+    channels) when ``C_in > C_out``, else equal fan-out (every input channel of the weight
+    feeds ``floor`` or ``ceil`` of ``pairs / (C_in / groups)`` output channels), so that the
+    narrower side of the layer is covered evenly. The layer then keeps ``pairs * kh * kw``
+    weights, which :func:`kept_count` predicts.
 
     *Expander* gives every output unit of a layer ``floor`` or ``ceil`` of ``k_l / out`` kept
     weights (a conv: kept ``(in, kh, kw)`` taps per output channel), chosen uniformly at random;
@@ -328,31 +501,98 @@ def prune(
     spec = _method(method)
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
+    _check_granularity(granularity, scope)
+    if granularity == "channel" and method not in CHANNEL_METHODS:
+        raise ValueError(
+            f"granularity='channel' applies to the random methods {list(CHANNEL_METHODS)}; "
+            f"{method!r} ranks single weights: pass granularity='weight'"
+        )
     density = _density(density)
     modules = _modules(model)
     rounds, options = _options(method, spec, options)
+    if granularity == "channel" and rounds != 1:
+        raise ValueError(f"granularity='channel' is one-shot; rounds must be 1, got {rounds}")
     _check_data(method, spec, data)
     targets = {name: weight_of(m) for name, m in modules.items()}
     rng = np.random.default_rng(seed)
 
     if density == 1.0:
+        _dense_names(modules, dense)
         masks = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in targets.items()}
-    elif spec.per_unit:
-        masks = select_per_unit({n: w.shape for n, w in targets.items()}, density, scope, rng)
     else:
-        device = next(iter(targets.values())).device
-        scoring = _Scoring(model, spec, data, device)
-        masks = None
-        for r in range(1, rounds + 1):
-            if masks is not None:
-                scoring.apply(masks)
-            scores = scoring.score(rng, options)
-            masks = select_top(scores, density ** (r / rounds), scope, rng, current=masks)
-        del scoring
+        plan = _plan(modules, density, scope, granularity, dense)
+        masks = {n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.dense}
+        masks.update(_prune_free(model, spec, plan, rounds, data, rng, options, granularity))
     return {
         name: masks[name].to(device=w.device, dtype=torch.bool).contiguous()
         for name, w in targets.items()
     }
+
+
+def _prune_free(
+    model: nn.Module,
+    spec: PruningMethod,
+    plan: _Plan,
+    rounds: int,
+    data: Any,
+    rng: np.random.Generator,
+    options: dict,
+    granularity: str,
+) -> dict[str, torch.Tensor]:
+    """Masks of the layers of ``plan.free`` (the ones not kept dense)."""
+    free = plan.free
+    shapes = {n: plan.shapes[n] for n in free}
+    if granularity == "channel":
+        return _prune_channels(spec, plan, shapes, rng)
+    if spec.per_unit:
+        if plan.scope == "layerwise":
+            budgets = plan.layers
+        else:
+            sizes = [math.prod(shapes[n]) for n in free]
+            budgets = dict(zip(free, _largest_remainder(plan.total, sizes, rng)))
+        return select_per_unit(shapes, budgets, rng)
+    device = weight_of(next(iter(prunable_weights(model).values()))).device
+    scoring = _Scoring(model, spec, data, device)
+    masks = None
+    for r in range(1, rounds + 1):
+        if masks is not None:
+            scoring.apply(masks)
+        scores = scoring.score(rng, options)
+        scores = {n: scores[n] for n in free}
+        masks = select_top(scores, _round_budgets(plan, r, rounds), rng, current=masks)
+    del scoring
+    return masks
+
+
+def _round_budgets(plan: _Plan, r: int, rounds: int) -> int | dict[str, int]:
+    """Budgets of round ``r`` of ``rounds``: ``density ** (r / rounds)`` of the free layers
+    (the exponential schedule), the plan's exact budgets in the last round."""
+    if r == rounds:
+        return plan.total if plan.scope == "global" else plan.layers
+    d = plan.density ** (r / rounds)
+    if plan.scope == "global":
+        return budget(sum(math.prod(plan.shapes[n]) for n in plan.free), d)
+    return {n: budget(math.prod(plan.shapes[n]), d) for n in plan.free}
+
+
+def _prune_channels(
+    spec: PruningMethod, plan: _Plan, shapes: Mapping[str, torch.Size], rng: np.random.Generator
+) -> dict[str, torch.Tensor]:
+    """Random (or expander) masks whose conv layers keep whole kernels (``plan.pairs``)."""
+    masks: dict[str, torch.Tensor] = {}
+    for name, shape in shapes.items():
+        if name in plan.pairs:
+            equal = None
+            if spec.per_unit:
+                equal = "in" if plan.in_channels[name] > shape[0] else "out"
+            masks[name] = select_channels(shape, plan.pairs[name], rng, equal=equal)
+        elif spec.per_unit:
+            masks.update(select_per_unit({name: shape}, {name: plan.layers[name]}, rng))
+        else:
+            flat = np.zeros(math.prod(shape), dtype=bool)
+            flat[rng.choice(flat.size, size=plan.layers[name], replace=False, shuffle=False)] = True
+            masks[name] = torch.from_numpy(flat).reshape(shape)
+    return masks
 
 
 def score(

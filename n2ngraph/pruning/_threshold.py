@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["budget", "select_per_unit", "select_top"]
+__all__ = ["budget", "select_channels", "select_per_unit", "select_top"]
 
 
 def budget(n: int, density: float) -> int:
@@ -126,21 +126,19 @@ def _candidates(
 
 def select_top(
     scores: Mapping[str, torch.Tensor],
-    density: float,
-    scope: str,
+    budgets: int | Mapping[str, int],
     rng: np.random.Generator,
     current: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Keep the highest scores: ``round(density * n_l)`` per layer or ``round(density * n)`` in all.
+    """Keep the highest scores: ``budgets[name]`` weights of each layer, or ``budgets`` in all.
 
     Parameters
     ----------
     scores : mapping name -> tensor
         Keep-scores (higher = kept), one per weight, of the weight's shape.
-    density : float
-        Kept fraction of the *dense* count of each layer (or of the model).
-    scope : {"layerwise", "global"}
-        One budget per layer, or one threshold over all layers.
+    budgets : int or mapping name -> int
+        Kept weights per layer (layerwise: one budget per layer), or in total under one
+        threshold over all layers (global: an int).
     rng : numpy.random.Generator
         Breaks ties at the threshold.
     current : mapping name -> bool tensor, optional
@@ -152,18 +150,17 @@ def select_top(
     dict name -> bool tensor of the weight's shape, on the scores' device.
     """
     flat, alive = _candidates(scores, current)
-    sizes = {name: s.numel() for name, s in scores.items()}
     out: dict[str, torch.Tensor] = {}
-    if scope == "layerwise":
+    if not isinstance(budgets, int):
         for name, s in flat.items():
-            k = min(budget(sizes[name], density), alive[name])
+            k = min(budgets[name], alive[name])
             out[name] = _top_k(s, k, rng, f"layer {name!r}").reshape(scores[name].shape)
         return out
     devices = {s.device for s in flat.values()}
     device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
     dtype = functools.reduce(torch.promote_types, [s.dtype for s in flat.values()])
     parts = [s.to(device=device, dtype=dtype) for s in flat.values()]
-    k = min(budget(sum(sizes.values()), density), sum(alive.values()))
+    k = min(budgets, sum(alive.values()))
     keep_all = _top_k(torch.cat(parts), k, rng, "the model")
     start = 0
     for name, s in flat.items():
@@ -187,52 +184,88 @@ def _largest_remainder(total: int, weights: list[int], rng: np.random.Generator)
     return [int(b) for b in base]
 
 
-#: Random keys drawn per chunk of rows in :func:`select_per_unit` (bounds memory at ~64 MB).
+#: Random keys drawn per chunk of rows in :func:`_equal_rows` (bounds memory at ~64 MB).
 _CHUNK = 1 << 23
+
+
+def _equal_rows(rows: int, cols: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A ``(rows, cols)`` boolean matrix with ``k`` True entries, ``floor(k / rows)`` or
+    ``ceil(k / rows)`` in every row (the rows that get one more drawn at random), placed
+    uniformly at random within each row."""
+    mask = np.zeros((rows, cols), dtype=bool)
+    base, extra = divmod(k, rows)
+    if base >= cols:
+        mask[:] = True
+        return mask
+    plus_one = np.zeros(rows, dtype=bool)
+    plus_one[rng.choice(rows, size=extra, replace=False, shuffle=False)] = True
+    step = max(1, _CHUNK // cols)
+    for r0 in range(0, rows, step):
+        r1 = min(rows, r0 + step)
+        keys = rng.random((r1 - r0, cols))
+        order = np.argpartition(keys, base, axis=1)
+        local = np.arange(r1 - r0)[:, None]
+        mask[r0:r1][local, order[:, :base]] = True
+        sel = plus_one[r0:r1]
+        mask[r0:r1][np.nonzero(sel)[0], order[sel, base]] = True
+    return mask
 
 
 def select_per_unit(
     shapes: Mapping[str, torch.Size],
-    density: float,
-    scope: str,
+    budgets: Mapping[str, int],
     rng: np.random.Generator,
 ) -> dict[str, torch.Tensor]:
     """Random masks with equal fan-in per output unit (expander-style random pruning).
 
     Each weight is viewed as ``(out, fan_in)`` (a conv's fan-in is its ``in x kh x kw`` taps).
-    A layer's budget ``k_l`` is spread over its ``out`` rows as evenly as possible: every row
-    keeps ``floor(k_l / out)`` or ``ceil(k_l / out)`` weights (the rows that get one more are
-    drawn at random), chosen uniformly at random within the row. ``layerwise``: ``k_l =
-    round(density * n_l)``; ``global``: ``round(density * n)`` split over layers in proportion
-    to their size (largest remainder), so the total is exact.
+    A layer's budget ``budgets[name]`` is spread over its ``out`` rows as evenly as possible:
+    every row keeps ``floor(k_l / out)`` or ``ceil(k_l / out)`` weights (the rows that get one
+    more are drawn at random), chosen uniformly at random within the row.
 
     Returns masks on the CPU.
     """
-    names = list(shapes)
-    sizes = [math.prod(shapes[n]) for n in names]
-    if scope == "layerwise":
-        per_layer = [budget(n, density) for n in sizes]
-    else:
-        per_layer = _largest_remainder(budget(sum(sizes), density), sizes, rng)
     out: dict[str, torch.Tensor] = {}
-    for name, size, k in zip(names, sizes, per_layer):
-        rows = shapes[name][0]
-        fan_in = size // rows
-        mask = np.zeros((rows, fan_in), dtype=bool)
-        base, extra = divmod(k, rows)
-        if base >= fan_in:
-            mask[:] = True
-        else:
-            plus_one = np.zeros(rows, dtype=bool)
-            plus_one[rng.choice(rows, size=extra, replace=False, shuffle=False)] = True
-            step = max(1, _CHUNK // fan_in)
-            for r0 in range(0, rows, step):
-                r1 = min(rows, r0 + step)
-                keys = rng.random((r1 - r0, fan_in))
-                order = np.argpartition(keys, base, axis=1)
-                local = np.arange(r1 - r0)[:, None]
-                mask[r0:r1][local, order[:, :base]] = True
-                sel = plus_one[r0:r1]
-                mask[r0:r1][np.nonzero(sel)[0], order[sel, base]] = True
-        out[name] = torch.from_numpy(mask).reshape(shapes[name])
+    for name, shape in shapes.items():
+        rows = shape[0]
+        mask = _equal_rows(rows, math.prod(shape) // rows, budgets[name], rng)
+        out[name] = torch.from_numpy(mask).reshape(shape)
     return out
+
+
+def select_channels(
+    shape: torch.Size,
+    pairs: int,
+    rng: np.random.Generator,
+    *,
+    equal: str | None = None,
+) -> torch.Tensor:
+    """A conv mask keeping ``pairs`` whole kernels: channel pair ``(o, i)`` keeps all its taps
+    or none.
+
+    Parameters
+    ----------
+    shape : (C_out, C_in / groups, kh, kw)
+        The conv weight's shape.
+    pairs : int
+        Kept channel pairs, at most ``C_out * C_in / groups``.
+    equal : {None, "in", "out"}
+        ``None``: a uniformly random ``pairs``-subset of the pairs. ``"in"``: equal fan-in, every
+        output channel keeps ``floor`` or ``ceil`` of ``pairs / C_out`` input channels;
+        ``"out"``: equal fan-out, every input channel (column of the weight) feeds ``floor`` or
+        ``ceil`` of ``pairs / (C_in / groups)`` output channels. Chosen uniformly at random.
+
+    Returns
+    -------
+    bool tensor of ``shape``, on the CPU.
+    """
+    c_out, c_in = shape[0], shape[1]
+    if equal is None:
+        flat = np.zeros(c_out * c_in, dtype=bool)
+        flat[rng.choice(c_out * c_in, size=pairs, replace=False, shuffle=False)] = True
+        grid = flat.reshape(c_out, c_in)
+    elif equal == "in":
+        grid = _equal_rows(c_out, c_in, pairs, rng)
+    else:
+        grid = np.ascontiguousarray(_equal_rows(c_in, c_out, pairs, rng).T)
+    return torch.from_numpy(grid)[:, :, None, None].expand(tuple(shape)).contiguous()
