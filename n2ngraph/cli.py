@@ -1,13 +1,16 @@
 """The ``n2ngraph`` command: ``n2ngraph SUBCOMMAND ...`` (also ``python -m n2ngraph``).
 
 Subcommands live in their own modules, each with ``add_arguments(parser)`` and ``run(args) -> int``;
-this module only dispatches. A user error prints one line on stderr and exits with code 2.
+this module only dispatches. A user error (a bad argument, or a graph, checkpoint or dataset file
+that fails to load) prints one line on stderr and exits with code 2, never a traceback.
 """
 
 from __future__ import annotations
 
 import argparse
+import pickle
 import sys
+import zipfile
 from importlib import import_module
 
 __all__ = ["main", "SUBCOMMANDS"]
@@ -40,13 +43,20 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: Errors reported as a user error (one line, exit code 2) rather than a traceback: bad values
+#: and files that fail to load (every loader raises ``ValueError`` subclasses naming the file;
+#: the others are a safety net for errors raised by third-party readers).
+USER_ERRORS = (ValueError, TypeError, OSError, EOFError, pickle.UnpicklingError, zipfile.BadZipFile)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script; returns the exit code."""
     args = _parser().parse_args(argv)
     try:
         return int(args._run(args) or 0)
-    except (ValueError, TypeError, FileNotFoundError, PermissionError, OSError) as exc:
-        print(f"n2ngraph {args.command}: error: {exc}", file=sys.stderr)
+    except USER_ERRORS as exc:
+        message = " ".join(str(exc).split()) or type(exc).__name__
+        print(f"n2ngraph {args.command}: error: {message}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"n2ngraph {args.command}: interrupted", file=sys.stderr)

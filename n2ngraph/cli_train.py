@@ -12,8 +12,13 @@ graph onto it (:func:`n2ngraph.bridge.to_model`), load both splits of the datase
 (:func:`n2ngraph.data.load_dataset`) and run :func:`n2ngraph.training.train` into ``--out``
 (``config.json``, ``log.csv``, ``checkpoint.pt``, plus ``cli.json`` with the command's arguments).
 
+``--resume`` continues ``OUT/checkpoint.pt`` only when the checkpoint was made from the same graph
+(topology digest), model factory and arguments, initialisation, dataset contents and settings;
+otherwise it stops with one line naming what differs, before writing anything into ``OUT``.
+
 The heavy modules are imported inside :func:`run`, so building the parser stays fast and this
-module imports before the bridge exists. User errors print one line on stderr and return 2.
+module imports before the bridge exists. User errors (including any file that fails to load:
+graph, dataset, checkpoint) print one line on stderr and return 2.
 """
 
 from __future__ import annotations
@@ -161,8 +166,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from n2ngraph.bridge import to_model
     from n2ngraph.data import load_dataset
-    from n2ngraph.io import load_graph
-    from n2ngraph.training import _atomic_write_bytes, train
+    from n2ngraph.io import graph_digest, load_graph
+    from n2ngraph.training import _atomic_write_bytes, check_resume, train
 
     graph = load_graph(graph_path)
     from n2ngraph.models import MODELS
@@ -179,11 +184,20 @@ def _run(args: argparse.Namespace) -> int:
     model = to_model(graph, reference, init=args.init, seed=args.seed)
 
     out = Path(args.out)
+    # what the checkpoint must have been made from: the graph's topology, the model factory and
+    # its arguments, the initialisation (the data, masks and settings are checked by train)
+    identity = {"graph": graph_digest(graph),
+                "factory": {"model": args.model, "kwargs": model_kwargs, "init": args.init}}
+    # refuse a mismatched --resume (or a run without it) before writing anything into OUT
+    check_resume(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed,
+                 identity=identity)
     out.mkdir(parents=True, exist_ok=True)
     _atomic_write_bytes(out / "cli.json", json.dumps(
-        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items() if k != "func"},
+        {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+         if k != "func" and not k.startswith("_")},
         indent=2, default=str).encode())
-    log = train(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed)
+    log = train(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed,
+                identity=identity)
     if len(log):
         last = log.iloc[-1]
         print(f"epoch {int(last['epoch'])}: test accuracy {100 * last['test_acc']:.2f}% "
@@ -197,8 +211,8 @@ def run(args: argparse.Namespace) -> int:
     interrupted (the last finished epoch is checkpointed: rerun with ``--resume``)."""
     try:
         return _run(args)
-    except (UserError, ValueError, FileNotFoundError) as exc:
-        print(f"n2ngraph train: error: {exc}", file=sys.stderr)
+    except (UserError, ValueError, TypeError, OSError) as exc:  # OSError: missing/unreadable files
+        print(f"n2ngraph train: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"n2ngraph train: interrupted; continue with --resume (checkpoint in {args.out})", file=sys.stderr)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import functools
 import io
+import math
 import os
 import pickle
 from collections.abc import Callable
@@ -35,6 +36,8 @@ from typing import Any
 import numpy as np
 import torch
 from torch.utils.data import TensorDataset
+
+from n2ngraph.io import FileFormatError
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -194,50 +197,222 @@ def _cifar_augment(mean, std) -> Callable[[torch.Tensor, torch.Generator], torch
 
 
 # --------------------------------------------------------------------------- restricted pickle
-def _numpy_reconstructors() -> dict[tuple[str, str], Any]:
-    recon = np.ndarray((0,), np.uint8).__reduce__()[0]  # numpy's ndarray _reconstruct
-    frombuffer = np.zeros(1, np.uint8).__reduce_ex__(5)[0]  # protocol-5 _frombuffer
-    import _codecs
+#: Integer dtypes a CIFAR python file may hold (uint8 pixels; integer label arrays), by numpy's
+#: type code. Everything else (floats, objects, structured and void types) is refused.
+_PICKLE_DTYPES = frozenset({"u1", "i1", "u2", "i2", "u4", "i4", "u8", "i8"})
+#: Most dimensions an array in a dataset pickle may have (CIFAR: data (N, 3072), labels (N,)).
+_PICKLE_MAX_NDIM = 2
 
+
+class _NDArrayMarker:
+    """Stands in for ``numpy.ndarray``: only valid as the first argument of ``_reconstruct``."""
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("refusing to set state on numpy.ndarray")
+
+
+class _SafeCallable:
+    """An allowed function as the unpickler hands it out: callable, but a pickle's BUILD opcode
+    cannot set attributes on it (or on the module-level function behind it)."""
+
+    __slots__ = ("_fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        object.__setattr__(self, "_fn", fn)
+
+    def __call__(self, *args: Any) -> Any:
+        return self._fn(*args)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise pickle.UnpicklingError("refusing to set attributes on an allowed global")
+
+    def __setstate__(self, state: Any) -> None:
+        raise pickle.UnpicklingError("refusing to set state on an allowed global")
+
+
+class _DTypeSpec:
+    """Stands in for ``numpy.dtype(code, align, copy)`` while unpickling; :meth:`resolve` gives the
+    real dtype once the pickled state (byte order) is known. Only plain integer codes pass."""
+
+    def __init__(self, code: Any = None, align: Any = False, copy: Any = True) -> None:
+        if isinstance(code, bytes):
+            code = code.decode("ascii", "replace")
+        if not isinstance(code, str) or code not in _PICKLE_DTYPES:
+            raise pickle.UnpicklingError(
+                f"array dtype {code!r} is not accepted: dataset pickles may only hold integer arrays "
+                f"({', '.join(sorted(_PICKLE_DTYPES))})"
+            )
+        self.code = code
+        self.byteorder = "|" if code[1] == "1" else "="
+
+    def __setstate__(self, state: Any) -> None:
+        # numpy's dtype state: (version, byteorder, subarray, names, fields, elsize, alignment, flags)
+        if not isinstance(state, tuple) or len(state) < 5 or state[2:5] != (None, None, None):
+            raise pickle.UnpicklingError("array dtype state is not that of a plain integer dtype")
+        order = state[1].decode("ascii", "replace") if isinstance(state[1], bytes) else state[1]
+        if order not in ("<", ">", "|", "="):
+            raise pickle.UnpicklingError(f"array dtype byte order {order!r} is not one of < > | =")
+        self.byteorder = order
+
+    def resolve(self) -> np.dtype:
+        order = "|" if self.code[1] == "1" else self.byteorder
+        return np.dtype(order.replace("|", "=") + self.code)
+
+
+class _PendingArray:
+    """What ``_reconstruct`` returns: an array-to-be that the pickle's BUILD opcode fills in with
+    its state ``(version, shape, dtype, is_fortran, raw_bytes)`` through :meth:`__setstate__`."""
+
+    array: np.ndarray | None = None
+
+    def __setstate__(self, state: Any) -> None:
+        if self.array is not None:
+            raise pickle.UnpicklingError("array state given twice")
+        if not isinstance(state, tuple) or len(state) not in (4, 5):
+            raise pickle.UnpicklingError("array state is not (version, shape, dtype, fortran, data)")
+        shape, dtype, fortran, raw = state[-4:]
+        self.array = _array_from_bytes(raw, dtype, shape, "F" if fortran else "C")
+
+
+def _array_from_bytes(raw: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    """A numpy array made from the pickle's own bytes, read-only, after checking every size.
+
+    The array's length in bytes must equal ``len(raw)`` exactly: no offset, no strides, no
+    broadcasting, so nothing outside ``raw`` is ever read and nothing larger is ever allocated.
+    """
+    if not isinstance(dtype, _DTypeSpec):
+        raise pickle.UnpicklingError("array dtype is not a plain integer numpy dtype")
+    if isinstance(raw, str):  # protocol-0/2 pickles written by Python 3 with encoding="latin1"
+        raise pickle.UnpicklingError("array data is text, not bytes")
+    if not isinstance(raw, (bytes, bytearray)):
+        raise pickle.UnpicklingError(f"array data is a {type(raw).__name__}, not bytes")
+    if (not isinstance(shape, tuple) or len(shape) > _PICKLE_MAX_NDIM
+            or not all(type(d) is int and d >= 0 for d in shape)):
+        raise pickle.UnpicklingError(f"array shape {shape!r} is not a tuple of at most "
+                                     f"{_PICKLE_MAX_NDIM} non-negative ints")
+    if order not in ("C", b"C") and sum(d > 1 for d in shape) > 1:
+        raise pickle.UnpicklingError("array is in Fortran order; CIFAR arrays are C-contiguous")
+    dt = dtype.resolve()
+    nbytes = math.prod(shape) * dt.itemsize  # Python ints: no overflow
+    if nbytes != len(raw):
+        raise pickle.UnpicklingError(f"array of shape {shape} and dtype {dt} needs {nbytes} bytes, "
+                                     f"the file holds {len(raw)}")
+    out = np.frombuffer(bytes(raw), dtype=dt).reshape(shape)
+    return out
+
+
+def _reconstruct(cls: Any, shape: Any = (0,), typecode: Any = b"b") -> _PendingArray:
+    if cls is not _NDArrayMarker:
+        raise pickle.UnpicklingError("array reconstruction of a type other than numpy.ndarray")
+    return _PendingArray()
+
+
+def _frombuffer(buf: Any, dtype: Any, shape: Any, order: Any) -> np.ndarray:
+    if isinstance(buf, pickle.PickleBuffer):
+        buf = bytes(buf.raw())
+    return _array_from_bytes(buf, dtype, shape, order)
+
+
+def _latin1_encode(text: Any, encoding: Any = "utf-8") -> bytes:
+    """``_codecs.encode(text, "latin1")``: how Python 3 writes ``bytes`` into protocol-2 pickles."""
+    if not isinstance(text, str) or encoding not in ("latin1", "latin-1", "iso-8859-1"):
+        raise pickle.UnpicklingError("only _codecs.encode(str, 'latin1') is accepted")
+    return text.encode("latin1")
+
+
+def _allowed_globals() -> dict[tuple[str, str], Any]:
     allowed: dict[tuple[str, str], Any] = {
-        ("numpy", "ndarray"): np.ndarray,
-        ("numpy", "dtype"): np.dtype,
-        ("_codecs", "encode"): _codecs.encode,  # bytes in protocol-2 pickles written by Python 3
+        ("numpy", "ndarray"): _NDArrayMarker,
+        ("numpy", "dtype"): _DTypeSpec,
+        ("_codecs", "encode"): _SafeCallable(_latin1_encode),
     }
     for mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
-        allowed[(mod, "_reconstruct")] = recon
+        allowed[(mod, "_reconstruct")] = _SafeCallable(_reconstruct)
     for mod in ("numpy.core.numeric", "numpy._core.numeric"):
-        allowed[(mod, "_frombuffer")] = frombuffer
+        allowed[(mod, "_frombuffer")] = _SafeCallable(_frombuffer)
     return allowed
 
 
 class RestrictedUnpickler(pickle.Unpickler):
-    """An unpickler that builds only numpy arrays and plain containers.
+    """An unpickler for dataset pickles (CIFAR's python format) that the file cannot steer.
 
     Pickle runs code: any ``module.name`` global it names is imported and may be called. This
-    subclass resolves only the globals needed to rebuild numpy arrays (``ndarray``, ``dtype``,
-    numpy's array reconstructors) and protocol-2 ``bytes``; every other global (``os.system``,
-    ``builtins.eval``, ...) raises :class:`pickle.UnpicklingError` before anything is called.
-    Dicts, lists, tuples, strings, bytes and numbers need no globals and load as usual.
+    subclass resolves only the names numpy uses to pickle an array (``ndarray``, ``dtype``,
+    ``_reconstruct``, ``_frombuffer``) and ``_codecs.encode`` (protocol-2 ``bytes``), and maps each
+    to a stand-in written here, never to numpy's own constructors: an array is built only from
+    bytes the pickle itself holds, of exactly the length its shape and integer dtype need
+    (:func:`_array_from_bytes`), so a file cannot choose a buffer offset, strides or a size
+    larger than itself. Every other global (``os.system``, ``builtins.eval``, other numpy
+    functions) raises :class:`pickle.UnpicklingError` before anything is called. Dicts, lists,
+    tuples, strings, bytes and numbers need no globals and load as usual.
     """
 
-    _ALLOWED = _numpy_reconstructors()
+    _ALLOWED = _allowed_globals()
 
     def find_class(self, module: str, name: str) -> Any:
         try:
             return self._ALLOWED[(module, name)]
         except KeyError:
             raise pickle.UnpicklingError(
-                f"refusing to load global {module}.{name}: only numpy arrays, lists and dicts are "
-                "accepted in dataset pickles"
+                f"refusing to load global {module}.{name}: dataset pickles may only hold integer "
+                "arrays, lists, dicts, strings and numbers"
             ) from None
 
+    def persistent_load(self, pid: Any) -> Any:
+        raise pickle.UnpicklingError("refusing a persistent id: dataset pickles have none")
 
-def restricted_load(path: str | os.PathLike, *, encoding: str = "bytes") -> Any:
-    """Load a pickle file with :class:`RestrictedUnpickler` (``encoding="bytes"`` reads the
-    Python 2 pickles CIFAR ships)."""
+
+def _finish_arrays(obj: Any, budget: list[int]) -> Any:
+    """Replace filled :class:`_PendingArray` stand-ins by their arrays, walking dicts, lists and
+    tuples (at most ``budget[0]`` nodes, so shared references cannot make the walk explode).
+    Anything that is not a plain value is refused."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise pickle.UnpicklingError("the pickle holds more objects than its size allows")
+    if isinstance(obj, _PendingArray):
+        if obj.array is None:
+            raise pickle.UnpicklingError("an array in the pickle has no data")
+        return obj.array
+    if isinstance(obj, dict):
+        return {_finish_arrays(k, budget): _finish_arrays(v, budget) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finish_arrays(v, budget) for v in obj]
+    if isinstance(obj, tuple):
+        return tuple(_finish_arrays(v, budget) for v in obj)
+    if obj is None or isinstance(obj, (bool, int, float, str, bytes, bytearray, np.ndarray)):
+        return obj
+    raise pickle.UnpicklingError(f"the pickle holds a {type(obj).__name__}, not an array or plain value")
+
+
+def restricted_load(path: str | os.PathLike, *, encoding: str = "bytes",
+                    max_bytes: int = 1 << 31) -> Any:
+    """Load a dataset pickle with :class:`RestrictedUnpickler` (``encoding="bytes"`` reads the
+    Python 2 pickles CIFAR ships); arrays come back as read-only integer numpy arrays.
+
+    Raises
+    ------
+    FileFormatError
+        (a ``ValueError``) naming the file: larger than ``max_bytes``, refused globals, arrays
+        that are not plain integer arrays of exactly the bytes given, or a malformed pickle.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise FileFormatError(path, f"{size} bytes is more than the {max_bytes} a dataset pickle may have")
     with open(path, "rb") as f:
-        return RestrictedUnpickler(io.BytesIO(f.read()), encoding=encoding).load()
+        blob = f.read(size + 1)
+    if len(blob) != size:
+        raise FileFormatError(path, "the file changed size while being read")
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(blob), encoding=encoding).load()
+        # a walk of at most one node per file byte: the pickle cannot name more objects than that
+        # without shared references, and those are what would make a walk explode
+        return _finish_arrays(obj, [size + 16])
+    except RecursionError:
+        raise FileFormatError(path, "the pickle nests too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - any malformed pickle: report it, never a traceback
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise FileFormatError(path, f"not a valid dataset pickle: {reason}") from None
 
 
 # --------------------------------------------------------------------------- CIFAR
@@ -274,34 +449,92 @@ _CIFAR_LAYOUT = {
 }
 
 
-def _read_cifar_bin(path: Path, label_bytes: int) -> tuple[np.ndarray, np.ndarray]:
-    raw = np.fromfile(path, dtype=np.uint8)
+#: Images per official file: (dataset, split) -> count (private; tests shrink it for small fakes).
+_CIFAR_RECORDS = {"cifar10": {"train": 10000, "test": 10000}, "cifar100": {"train": 50000, "test": 10000}}
+
+
+def _check_labels(path: Path, labels: np.ndarray, num_classes: int, what: str = "label") -> None:
+    if labels.size and (int(labels.min()) < 0 or int(labels.max()) >= num_classes):
+        bad = int(np.flatnonzero((labels < 0) | (labels >= num_classes))[0])
+        raise FileFormatError(path, f"{what} {int(labels[bad])} of image {bad} is outside [0, {num_classes})")
+
+
+def _read_cifar_bin(path: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One official binary file: exactly ``records`` records of ``label bytes + 3072`` bytes."""
+    layout = _CIFAR_LAYOUT[name]
+    label_bytes = layout["label_bytes"]
+    records = _CIFAR_RECORDS[name][split]
     record = label_bytes + _CIFAR_BYTES
-    if raw.size == 0 or raw.size % record:
-        raise ValueError(f"{path} is not a CIFAR binary file: {raw.size} bytes is not a multiple of "
-                         f"the {record}-byte record")
-    raw = raw.reshape(-1, record)
-    labels = raw[:, label_bytes - 1].astype(np.int64)  # CIFAR-100: the fine label (second byte)
+    size = path.stat().st_size
+    if size != records * record:
+        raise FileFormatError(path, f"not a CIFAR binary file: {size} bytes, expected {records * record} "
+                                    f"({records} records of {record} bytes)")
+    raw = np.fromfile(path, dtype=np.uint8, count=size)
+    if raw.size != size:
+        raise FileFormatError(path, "the file changed size while being read")
+    raw = raw.reshape(records, record)
+    # CIFAR-100 records start with the coarse label (20 classes), then the fine label
+    if label_bytes == 2:
+        _check_labels(path, raw[:, 0], 20, "coarse label")
+    labels = raw[:, label_bytes - 1].astype(np.int64)
+    _check_labels(path, labels, layout["num_classes"])
     return raw[:, label_bytes:].reshape(-1, 3, 32, 32), labels
 
 
-def _read_cifar_py(path: Path, label_key: str) -> tuple[np.ndarray, np.ndarray]:
-    obj = restricted_load(path)
+def _label_array(path: Path, values: Any, key: str, n: int, num_classes: int) -> np.ndarray:
+    """A python-format label list (or 1-D integer array) as int64, refusing anything that is not
+    an integer in ``[0, num_classes)``: no rounding of 0.7, no overflow of 2**70."""
+    if isinstance(values, np.ndarray):
+        if values.ndim != 1 or values.dtype.kind not in "iu":
+            raise FileFormatError(path, f"{key!r} is a {values.dtype} array of shape {values.shape}, "
+                                        "not a list of integer labels")
+        labels = values
+    elif isinstance(values, (list, tuple)):
+        for i, v in enumerate(values):
+            if type(v) is not int or not 0 <= v < num_classes:
+                raise FileFormatError(path, f"{key!r}[{i}] is {v!r}, not an integer label in "
+                                            f"[0, {num_classes})")
+        labels = np.array(values, dtype=np.int64) if values else np.zeros(0, np.int64)
+    else:
+        raise FileFormatError(path, f"{key!r} is a {type(values).__name__}, not a list of labels")
+    if labels.shape != (n,):
+        raise FileFormatError(path, f"{key!r} holds {labels.shape[0]} labels for {n} images")
+    _check_labels(path, labels, num_classes, f"{key!r} value")
+    return labels.astype(np.int64)
+
+
+def _read_cifar_py(path: Path, name: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    """One official python-format file: a dict with ``data`` (uint8, C order, ``(records, 3072)``)
+    and the labels as a list of ints, read by :func:`restricted_load`."""
+    layout = _CIFAR_LAYOUT[name]
+    records = _CIFAR_RECORDS[name][split]
+    size = path.stat().st_size
+    # pixels, plus generous room for labels, file names and pickle framing (~32 bytes per image
+    # in the official files)
+    limit = records * (_CIFAR_BYTES + 256) + (1 << 20)
+    if size < records * _CIFAR_BYTES or size > limit:
+        raise FileFormatError(path, f"not a CIFAR python file: {size} bytes, expected between "
+                                    f"{records * _CIFAR_BYTES} and {limit} for {records} images")
+    obj = restricted_load(path, max_bytes=limit)
     if not isinstance(obj, dict):
-        msg = f"{path} is not a CIFAR python batch (a dict), got {type(obj).__name__}"
-        raise ValueError(msg)  # noqa: TRY004 - bad file content, not a bad argument
+        raise FileFormatError(path, f"not a CIFAR python batch (a dict), got {type(obj).__name__}")
 
     def get(key: str):
         for k in (key.encode(), key):
             if k in obj:
                 return obj[k]
-        raise ValueError(f"{path} has no {key!r} entry; keys are {list(obj)}")
+        raise FileFormatError(path, f"no {key!r} entry; keys are {list(obj)[:10]}")
 
-    data = np.asarray(get("data"))
-    labels = np.asarray(get(label_key), dtype=np.int64)
-    if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != _CIFAR_BYTES or len(labels) != len(data):
-        raise ValueError(f"{path}: expected uint8 data (N, 3072) and N labels, got {data.dtype} "
-                         f"{data.shape} and {labels.shape}")
+    data = get("data")
+    if (not isinstance(data, np.ndarray) or data.dtype != np.uint8 or data.shape != (records, _CIFAR_BYTES)):
+        got = (f"{data.dtype} array of shape {data.shape}" if isinstance(data, np.ndarray)
+               else type(data).__name__)
+        raise FileFormatError(path, f"'data' must be a uint8 array of shape ({records}, {_CIFAR_BYTES}), "
+                                    f"got a {got}")
+    if name == "cifar100" and any(k in obj for k in (b"coarse_labels", "coarse_labels")):
+        _label_array(path, get("coarse_labels"), "coarse_labels", records, 20)
+    labels = _label_array(path, get(layout["py_label_key"]), layout["py_label_key"], records,
+                          layout["num_classes"])
     return data.reshape(-1, 3, 32, 32), labels
 
 
@@ -332,12 +565,10 @@ def _load_cifar(name: str, path: str | None, *, train: bool, augment: bool | Non
         raise FileNotFoundError(f"{name} folder {root} does not exist; unpack {layout['archives']} "
                                 f"(from https://www.cs.toronto.edu/~kriz/cifar.html) there")
     fmt, files = _find_cifar(root, layout, train)
-    parts = [(_read_cifar_bin(f, layout["label_bytes"]) if fmt == "bin"
-              else _read_cifar_py(f, layout["py_label_key"])) for f in files]
+    parts = [(_read_cifar_bin if fmt == "bin" else _read_cifar_py)(f, name, "train" if train else "test")
+             for f in files]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    if y.min() < 0 or y.max() >= layout["num_classes"]:
-        raise ValueError(f"{name} labels out of range [0, {layout['num_classes']}): {y.min()}..{y.max()}")
     mean, std = layout["mean"], layout["std"]
     augment = train if augment is None else augment
     return ImageDataset(

@@ -53,6 +53,19 @@ class NodeGroup:
     size: int
     shape: tuple[int, ...] = ()
 
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str):
+            raise TypeError(f"group name must be a str, got {self.name!r}")
+        for attr in ("start", "size"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"group {self.name!r}: {attr} must be an int, got {value!r}")
+            object.__setattr__(self, attr, int(value))
+        shape = tuple(self.shape)
+        if not all(isinstance(d, (int, np.integer)) and not isinstance(d, bool) and d >= 0 for d in shape):
+            raise TypeError(f"group {self.name!r}: shape must be a tuple of ints >= 0, got {self.shape!r}")
+        object.__setattr__(self, "shape", tuple(int(d) for d in shape))
+
     @property
     def stop(self) -> int:
         """One past the last node index."""
@@ -97,6 +110,8 @@ class EdgeBlock:
     pair_weight : ndarray of float32, optional
         Shape ``(out, in_per_group // fold)``: the sum of ``|w|`` over the kept taps (and folded
         columns) of each channel pair, for ``adjacency(weighted=True)``. ``None`` means unknown.
+        Validated once: finite and >= 0 after conversion to float32 (zero is allowed: a kept
+        weight may be exactly 0; a pair with weight 0 drops out of the weighted adjacency).
     groups : int
         Convolution groups: output ``o`` sees the input channels of its group only.
     fold : int
@@ -122,6 +137,14 @@ class EdgeBlock:
     spec: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        for attr in ("name", "src", "dst", "kind"):
+            if not isinstance(getattr(self, attr), str):
+                raise TypeError(f"block {attr} must be a str, got {getattr(self, attr)!r}")
+        for attr in ("groups", "fold", "offset"):
+            value = getattr(self, attr)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                raise TypeError(f"block {self.name!r}: {attr} must be an int, got {value!r}")
+            object.__setattr__(self, attr, int(value))
         if self.kind not in BLOCK_KINDS:
             raise ValueError(f"block {self.name!r}: kind {self.kind!r} is not one of {BLOCK_KINDS}")
         if self.kind == "residual":
@@ -155,6 +178,16 @@ class EdgeBlock:
             if self.pair_weight is not None and self.pair_weight.shape != expected:
                 raise ValueError(
                     f"block {self.name!r}: pair_weight shape {self.pair_weight.shape} != {expected}"
+                )
+        elif self.pair_weight is not None:
+            raise ValueError(f"residual block {self.name!r} must have pair_weight=None")
+        if self.pair_weight is not None:
+            finite = np.isfinite(self.pair_weight)
+            if not finite.all() or (self.pair_weight < 0).any():
+                bad = np.argwhere(~finite | ~(self.pair_weight >= 0))[0]
+                raise ValueError(
+                    f"block {self.name!r}: pair_weight{list(bad)} = {self.pair_weight[tuple(bad)]}; pair "
+                    "weights are sums of |w| and must be finite and >= 0 (as float32)"
                 )
 
     @property

@@ -31,13 +31,19 @@ on CUDA as far as its kernels are deterministic). Checkpoints load with
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import io
 import json
 import math
 import os
+import pickle
+import re
 import time
 import warnings
-from collections.abc import Callable
+import weakref
+import zipfile
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -49,6 +55,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
+from n2ngraph.io import FileFormatError
+
 __all__ = [
     "AMP_MODES",
     "CHECKPOINT_NAME",
@@ -58,8 +66,10 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "TrainConfig",
+    "check_resume",
     "evaluate",
     "load_checkpoint",
+    "run_identity",
     "resolve_device",
     "train",
 ]
@@ -276,15 +286,330 @@ def _atomic_torch_save(obj: Any, path: Path) -> None:
     _atomic_write_bytes(path, buffer.getvalue())
 
 
-def load_checkpoint(path: str | os.PathLike) -> dict:
-    """Read a checkpoint written by :func:`train` with ``torch.load(weights_only=True)`` (no
-    unpickling of arbitrary objects), mapped to CPU.
+#: Checkpoint format written by :func:`train` (2: with an identity record).
+CHECKPOINT_FORMAT = ("n2ngraph-checkpoint", 2)
+_CHECKPOINT_KEYS = frozenset({"format", "format_version", "epoch", "seed", "config", "identity", "model",
+                              "optimizer", "scheduler", "scaler", "rng", "log"})
+#: Most members a checkpoint archive may have (torch writes one per tensor storage plus ~6).
+_MAX_ARCHIVE_MEMBERS = 1 << 20
+#: Most nodes the structure walk of a checkpoint visits (shared references cannot blow it up).
+_MAX_WALK = 1 << 22
 
-    Keys: ``epoch`` (finished epochs), ``seed``, ``config`` (dict), ``model``, ``optimizer``,
-    ``scheduler``, ``scaler`` (state dicts), ``rng`` (``{"torch": ByteTensor, "cuda": ByteTensor
-    or None}``), ``log`` (list of row dicts).
+
+def _torch_reason(exc: BaseException) -> str:
+    """What went wrong in ``torch.load``, in one line and without torch's advice to turn
+    ``weights_only`` off (which would unpickle arbitrary code from an untrusted file)."""
+    text = " ".join(str(exc).split())
+    found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|"
+                      r"Unsupported class [\w.]+", text)
+    if found:
+        return (f"refused: it holds a Python object that is not a tensor or a plain container "
+                f"({found.group(0)}); checkpoints are read without unpickling code")
+    if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "pickle" in text.lower():
+        return ("refused: its data is not a plain record of tensors and containers; checkpoints are "
+                "read without unpickling code")
+    text = re.split(r"(?i)(?:weights_only|allow_pickle|check the documentation)", text)[0].strip(" .;:")
+    return f"not a readable checkpoint ({type(exc).__name__}: {text[:300]})"
+
+
+def _check_archive(path: Path) -> None:
+    """Refuse, before ``torch.load`` touches it, any file that is not a plain zip of stored
+    (uncompressed) members whose sizes fit in the file: no zip bombs, no legacy pickle format."""
+    size = path.stat().st_size
+    try:
+        with zipfile.ZipFile(path) as zf:
+            infos = zf.infolist()
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
+        raise FileFormatError(path, f"not a checkpoint written by n2ngraph (not a zip archive: {exc})") from None
+    if len(infos) > _MAX_ARCHIVE_MEMBERS:
+        raise FileFormatError(path, f"{len(infos)} archive members; a checkpoint has far fewer")
+    total = 0
+    for info in infos:
+        if info.compress_type != zipfile.ZIP_STORED or info.compress_size != info.file_size:
+            raise FileFormatError(path, f"archive member {info.filename!r} is compressed or inconsistent; "
+                                        "torch.save writes stored members")
+        total += info.file_size
+    if total > size:
+        raise FileFormatError(path, f"archive members declare {total} bytes in a {size}-byte file")
+
+
+def load_checkpoint(path: str | os.PathLike) -> dict:
+    """Read a checkpoint written by :func:`train`, mapped to CPU, refusing anything else.
+
+    The archive is checked first (a zip of stored members that fit in the file), then read with
+    ``torch.load(weights_only=True)`` (tensors and plain containers only: nothing is unpickled),
+    then its structure is validated: the keys below with the types :func:`train` writes.
+
+    Keys: ``format``, ``format_version``, ``epoch`` (finished epochs), ``seed``, ``config``
+    (dict), ``identity`` (``{part: sha256 hex}``: what the run was made from), ``model``,
+    ``optimizer``, ``scheduler``, ``scaler`` (state dicts), ``rng`` (``{"torch": ByteTensor,
+    "cuda": ByteTensor or None}``), ``log`` (list of row dicts, one per finished epoch).
+
+    Raises
+    ------
+    FileNotFoundError
+        No such file.
+    FileFormatError
+        (a ``ValueError``) Not a checkpoint of this format, unreadable, or malformed; one line
+        naming the file and the problem.
     """
-    return torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint file at {str(path)!r}")
+    _check_archive(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except RecursionError:
+        raise FileFormatError(path, "refused: its data nests too deeply") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; report them all
+        raise FileFormatError(path, _torch_reason(exc)) from None
+    _check_structure(path, state)
+    return state
+
+
+def _walk_ok(obj: Any, budget: list[int]) -> bool:
+    """True when ``obj`` is built from dicts (str/int keys), lists, tuples, numbers, strings,
+    None and tensors only, within ``budget`` nodes."""
+    budget[0] -= 1
+    if budget[0] < 0:
+        return False
+    if obj is None or isinstance(obj, (bool, int, float, str, torch.Tensor)):
+        return True
+    if isinstance(obj, dict):
+        return all(isinstance(k, (str, int)) and _walk_ok(v, budget) for k, v in obj.items())
+    if isinstance(obj, (list, tuple)):
+        return all(_walk_ok(v, budget) for v in obj)
+    return False
+
+
+def _check_structure(path: Path, state: Any) -> None:
+    """The checkpoint's shape as :func:`train` writes it; values are checked against the model
+    and run by :func:`check_resume`."""
+    def want(ok: bool, what: str) -> None:
+        if not ok:
+            raise FileFormatError(path, what)
+
+    want(isinstance(state, dict), f"not an n2ngraph checkpoint (a {type(state).__name__}, not a dict)")
+    if (state.get("format"), state.get("format_version")) != CHECKPOINT_FORMAT:
+        if "identity" not in state and {"epoch", "model", "config"} <= set(state):
+            raise FileFormatError(path, "written by an older n2ngraph that did not record the graph, model and "
+                                        "data it was trained on, so it cannot be checked; start a new run in "
+                                        "another output folder")
+        raise FileFormatError(path, f"format {state.get('format')!r} version {state.get('format_version')!r}; "
+                                    f"this n2ngraph reads {CHECKPOINT_FORMAT[0]!r} version {CHECKPOINT_FORMAT[1]}")
+    missing = sorted(_CHECKPOINT_KEYS - set(state))
+    want(not missing, f"missing entries {missing}")
+    try:
+        want(_walk_ok(state, [_MAX_WALK]), "holds values other than tensors, numbers, strings, lists and dicts")
+    except RecursionError:
+        raise FileFormatError(path, "refused: its data nests too deeply") from None
+    epoch = state["epoch"]
+    want(type(epoch) is int and 0 <= epoch <= 10**7, f"epoch {epoch!r} is not an int in [0, 10**7]")
+    want(type(state["seed"]) is int and state["seed"] >= 0, f"seed {state['seed']!r} is not an int >= 0")
+    want(isinstance(state["config"], dict), "config is not a dict")
+    identity = state["identity"]
+    want(isinstance(identity, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in identity.items()),
+         "identity is not a dict of strings")
+    model = state["model"]
+    want(isinstance(model, dict) and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in model.items()),
+         "model state is not a dict of tensors")
+    want(isinstance(state["optimizer"], dict) and isinstance(state["optimizer"].get("state"), dict)
+         and isinstance(state["optimizer"].get("param_groups"), list), "optimizer state is malformed")
+    want(isinstance(state["scheduler"], dict) and isinstance(state["scaler"], dict),
+         "scheduler or scaler state is not a dict")
+    rng = state["rng"]
+    want(isinstance(rng, dict) and isinstance(rng.get("torch"), torch.Tensor)
+         and rng["torch"].dtype == torch.uint8 and rng["torch"].shape == torch.get_rng_state().shape
+         and (rng.get("cuda") is None or (isinstance(rng["cuda"], torch.Tensor) and rng["cuda"].dtype == torch.uint8
+                                          and rng["cuda"].ndim == 1)),
+         "rng state is not a CPU generator state")
+    log = state["log"]
+    want(isinstance(log, list) and len(log) == epoch, f"log has {len(log) if isinstance(log, list) else '?'} "
+                                                      f"rows for {epoch} finished epochs")
+    for i, row in enumerate(log):
+        want(isinstance(row, dict) and set(row) == set(LOG_COLUMNS)
+             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())
+             and row["epoch"] == i + 1, f"log row {i} is malformed")
+
+
+# --------------------------------------------------------------------------- run identity
+def _sha(*parts: bytes | str) -> str:
+    h = hashlib.sha256()
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def _is_mask(name: str) -> bool:
+    return name.rsplit(".", 1)[-1].endswith("mask")
+
+
+def _structure_digest(state: Mapping[str, torch.Tensor], model: nn.Module | None = None) -> str:
+    """Architecture: module tree (``repr``) and every state entry's name, shape and dtype."""
+    entries = [f"{k}:{tuple(v.shape)}:{v.dtype}" for k, v in state.items()]
+    return _sha(repr(model) if model is not None else "", *entries)
+
+
+def _masks_digest(state: Mapping[str, torch.Tensor]) -> str:
+    """The masks: every state entry named ``*mask`` (prune's ``weight_mask``, a mask
+    parametrization's or a skip module's ``mask``), as bits."""
+    parts = []
+    for k, v in state.items():
+        if _is_mask(k):
+            bits = np.packbits(v.detach().cpu().reshape(-1).ne(0).numpy())
+            parts += [k, str(tuple(v.shape)), bits.tobytes()]
+    return _sha(*parts)
+
+
+_DATA_DIGESTS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    t = t.detach().cpu().contiguous().reshape(-1)
+    return memoryview(t.view(torch.uint8).numpy()) if t.numel() else memoryview(b"")
+
+
+def _dataset_digest(dataset: Dataset | None) -> str:
+    """Content of a dataset: every tensor of an in-memory ``TensorDataset`` (cached per object
+    until a tensor changes), or for other datasets its length and up to 64 evenly spaced samples;
+    plus its name, class count and whether it augments."""
+    if dataset is None:
+        return "none"
+    meta = [type(dataset).__qualname__, str(len(dataset)), str(getattr(dataset, "name", "")),
+            str(getattr(dataset, "num_classes", "")), str(getattr(dataset, "batch_transform", None) is not None)]
+    if isinstance(dataset, TensorDataset):
+        key = tuple((t.data_ptr(), t._version, tuple(t.shape), t.dtype) for t in dataset.tensors)
+        try:
+            cached = _DATA_DIGESTS.get(dataset)
+        except TypeError:
+            cached = None
+        if cached is not None and cached[0] == key:
+            return _sha(*meta, cached[1])
+        h = hashlib.sha256()
+        for t in dataset.tensors:
+            h.update(f"{tuple(t.shape)}:{t.dtype}".encode())
+            h.update(_tensor_bytes(t))
+        content = h.hexdigest()
+        with contextlib.suppress(TypeError):  # a dataset that cannot be weakly referenced
+            _DATA_DIGESTS[dataset] = (key, content)
+        return _sha(*meta, content)
+    n = len(dataset)
+    parts = []
+    for i in sorted({round(j * (n - 1) / 63) for j in range(64)} if n else ()):
+        for item in dataset[i]:
+            item = torch.as_tensor(item)
+            parts += [f"{tuple(item.shape)}:{item.dtype}", _tensor_bytes(item).tobytes()]
+    return _sha(*meta, *parts)
+
+
+def run_identity(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
+                 extra: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """What a run is made from, as ``{part: sha256 hex}``: ``model`` (module tree and state
+    names/shapes/dtypes), ``masks`` (every ``*mask`` state entry), ``data`` (training and test
+    sets' contents, names, class counts, augmentation on/off), plus one entry per key of
+    ``extra`` (JSON-serialisable; the CLI adds ``graph`` and ``factory``). A checkpoint stores
+    it; :func:`check_resume` refuses to continue a run whose identity differs."""
+    state = model.state_dict()
+    out = {"model": _structure_digest(state, model), "masks": _masks_digest(state),
+           "data": _sha(_dataset_digest(train_set), _dataset_digest(test_set))}
+    for key, value in (extra or {}).items():
+        out[str(key)] = value if isinstance(value, str) else _sha(json.dumps(value, sort_keys=True, default=str))
+    return out
+
+
+def _same_kind(saved: Any, fresh: Any) -> bool:
+    """``saved`` has the structure of ``fresh``: same dict keys, list lengths, number/str/bool
+    kinds, tensor shapes; None in ``fresh`` accepts any scalar."""
+    if isinstance(fresh, dict):
+        return isinstance(saved, dict) and set(saved) == set(fresh) and all(
+            _same_kind(saved[k], v) for k, v in fresh.items())
+    if isinstance(fresh, (list, tuple)):
+        return isinstance(saved, (list, tuple)) and len(saved) == len(fresh) and all(
+            _same_kind(a, b) for a, b in zip(saved, fresh))
+    if isinstance(fresh, torch.Tensor):
+        return isinstance(saved, torch.Tensor) and saved.shape == fresh.shape and saved.dtype == fresh.dtype
+    if fresh is None:
+        return saved is None or isinstance(saved, (bool, int, float, str))
+    if isinstance(fresh, bool):
+        return isinstance(saved, bool)
+    if isinstance(fresh, (int, float)):
+        return isinstance(saved, (int, float)) and not isinstance(saved, bool) and math.isfinite(saved)
+    if isinstance(fresh, str):
+        return isinstance(saved, str)
+    return False
+
+
+def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> str | None:
+    fresh = optimizer.state_dict()
+    groups = saved["param_groups"]
+    if len(groups) != len(fresh["param_groups"]):
+        return f"{len(groups)} optimizer parameter groups, the model has {len(fresh['param_groups'])}"
+    shapes = {}
+    for g_saved, g_fresh, g_live in zip(groups, fresh["param_groups"], optimizer.param_groups):
+        if not isinstance(g_saved, dict) or g_saved.get("params") != g_fresh["params"]:
+            return "optimizer parameter groups do not match the model's parameters"
+        if not _same_kind({k: v for k, v in g_saved.items() if k != "params"},
+                          {k: v for k, v in g_fresh.items() if k != "params"}):
+            return "optimizer settings are malformed"
+        shapes.update({i: tuple(p.shape) for i, p in zip(g_fresh["params"], g_live["params"])})
+    for key, entry in saved["state"].items():
+        if key not in shapes or not isinstance(entry, dict):
+            return f"optimizer state for unknown parameter {key!r}"
+        for name, value in entry.items():
+            if isinstance(value, torch.Tensor):
+                if not value.is_floating_point() or tuple(value.shape) not in ((), shapes[key]):
+                    return f"optimizer state {name!r} of parameter {key} has shape {tuple(value.shape)}"
+            elif not (value is None or isinstance(value, (int, float))):
+                return f"optimizer state {name!r} of parameter {key} is a {type(value).__name__}"
+    return None
+
+
+def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
+                 config: TrainConfig | None = None, *, out_dir: str | os.PathLike, resume: bool = False,
+                 seed: int = 0, identity: Mapping[str, Any] | None = None) -> dict | None:
+    """Check, writing nothing, that :func:`train` with these arguments may start; return the
+    validated checkpoint it would continue from (None for a fresh run).
+
+    Refuses (``ValueError``, one line) an existing checkpoint without ``resume``, and a
+    checkpoint whose settings (:class:`TrainConfig`, seed) or identity (:func:`run_identity`:
+    model, masks, data, and the ``identity`` extras such as the graph) differ from this run's, or
+    whose states do not fit the model, optimizer, scheduler or scaler.
+    """
+    config = TrainConfig() if config is None else config
+    ckpt_path = Path(out_dir) / CHECKPOINT_NAME
+    if not ckpt_path.exists():
+        return None
+    if not resume:
+        raise ValueError(f"{ckpt_path} exists; pass resume=True (--resume) to continue that run, "
+                         "or choose another output folder")
+    state = load_checkpoint(ckpt_path)
+    _check_resume_config(ckpt_path, state["config"], asdict(config), state["seed"], int(seed))
+    now = run_identity(model, train_set, test_set, identity)
+    saved = state["identity"]
+    differ = [k for k in sorted(set(now) | set(saved)) if now.get(k) != saved.get(k)]
+    if differ:
+        what = ", ".join(f"{k} (checkpoint {saved.get(k, 'none')[:12]}, now {now.get(k, 'none')[:12]})"
+                         for k in differ)
+        raise ValueError(f"cannot resume from {ckpt_path}: this run's {', '.join(differ)} differ from the "
+                         f"checkpoint's: {what}; use the original inputs or another output folder")
+    fresh = model.state_dict()
+    if not _same_kind(state["model"], fresh) or _masks_digest(state["model"]) != now["masks"]:
+        raise FileFormatError(ckpt_path, "its model state does not fit this model (names, shapes or masks "
+                                         "differ from what its identity records)")
+    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
+    scheduler = SCHEDULES[config.schedule](optimizer, config)
+    problem = _check_optimizer_state(state["optimizer"], optimizer)
+    if problem is None and not _same_kind(state["scheduler"], scheduler.state_dict()):
+        problem = "scheduler state does not match the schedule"
+    if problem is None:
+        amp_dtype = _amp_dtype(config.amp, resolve_device(config.device))
+        scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+        if not _same_kind(state["scaler"], scaler.state_dict()):
+            problem = "GradScaler state does not match the amp setting"
+    if problem is not None:
+        raise FileFormatError(ckpt_path, problem)
+    return state
 
 
 def _forward_loss(forward: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device,
@@ -334,13 +659,14 @@ def evaluate(model: nn.Module, dataset: Dataset, *, batch_size: int = 1000, devi
     return {"loss": loss, "acc": acc}
 
 
-def _check_resume_config(saved: dict, current: dict, saved_seed: int, seed: int) -> None:
+def _check_resume_config(path: Path, saved: dict, current: dict, saved_seed: int, seed: int) -> None:
     diffs = {k: (saved.get(k), v) for k, v in current.items() if k not in _RESUME_FREE and saved.get(k) != v}
     if saved_seed != seed:
         diffs["seed"] = (saved_seed, seed)
     if diffs:
         listed = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diffs.items())
-        raise ValueError(f"cannot resume: the run's settings differ from the checkpoint's ({listed}); "
+        listed = " ".join(listed.split())[:500]
+        raise ValueError(f"cannot resume from {path}: the run's settings differ from the checkpoint's ({listed}); "
                          "use the original settings or a new output folder")
 
 
@@ -352,7 +678,8 @@ def _write_log(rows: list[dict], path: Path) -> pd.DataFrame:
 
 # --------------------------------------------------------------------------- the loop
 def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config: TrainConfig | None = None,
-          *, out_dir: str | os.PathLike, resume: bool = False, seed: int = 0) -> pd.DataFrame:
+          *, out_dir: str | os.PathLike, resume: bool = False, seed: int = 0,
+          identity: Mapping[str, Any] | None = None) -> pd.DataFrame:
     """Train ``model`` on ``train_set`` with cross-entropy, testing on ``test_set`` every epoch.
 
     Parameters
@@ -371,9 +698,14 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
         Folder for ``config.json``, ``log.csv`` and ``checkpoint.pt`` (created if needed).
     resume : bool
         Continue from ``out_dir/checkpoint.pt`` when it exists (its settings must match, except
-        ``epochs`` and the ones that do not change results); start afresh when it does not.
+        ``epochs`` and the ones that do not change results, and so must its identity: see
+        :func:`check_resume`); start afresh when it does not.
     seed : int
         Seeds the shuffle, the augmentation and torch's global RNG (dropout) inside the run.
+    identity : mapping, optional
+        Extra parts of the run's identity (JSON-serialisable), e.g. ``{"graph": graph_digest(g)}``;
+        stored in every checkpoint and compared on resume, with the model, masks and data
+        digests this function computes itself (:func:`run_identity`).
 
     Returns
     -------
@@ -383,8 +715,10 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
     Raises
     ------
     ValueError
-        ``out_dir`` holds a checkpoint and ``resume`` is False, the checkpoint's settings differ,
-        or the checkpoint does not fit the model.
+        ``out_dir`` holds a checkpoint and ``resume`` is False, the checkpoint's settings or
+        identity differ, or the checkpoint is malformed or does not fit the model
+        (:class:`~n2ngraph.io.FileFormatError`). Nothing in ``out_dir`` is written before these
+        checks pass.
     """
     config = TrainConfig() if config is None else config
     if not isinstance(config, TrainConfig):
@@ -401,9 +735,9 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
-    if ckpt_path.exists() and not resume:
-        raise ValueError(f"{ckpt_path} exists; pass resume=True (--resume) to continue that run, "
-                         "or choose another output folder")
+    state = check_resume(model, train_set, test_set, config, out_dir=out, resume=resume, seed=seed,
+                         identity=identity)
+    run_id = run_identity(model, train_set, test_set, identity)
 
     model.to(device)
     forward = torch.compile(model) if config.compile else model
@@ -423,13 +757,11 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
         if device.type == "cuda":
             with torch.cuda.device(device):
                 torch.cuda.manual_seed(seed)
-        if resume and ckpt_path.exists():
-            state = load_checkpoint(ckpt_path)
-            _check_resume_config(state["config"], config_dict, state["seed"], seed)
+        if state is not None:
             try:
                 model.load_state_dict(state["model"])
             except RuntimeError as exc:
-                raise ValueError(f"{ckpt_path} does not fit this model: {exc}") from None
+                raise FileFormatError(ckpt_path, f"does not fit this model: {exc}") from None
             optimizer.load_state_dict(state["optimizer"])
             scheduler.load_state_dict(state["scheduler"])
             scaler.load_state_dict(state["scaler"])
@@ -489,6 +821,7 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
                          "seconds": time.perf_counter() - t0, "images_per_s": n_seen / train_seconds})
             epochs.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.4f}")
             _atomic_torch_save({
+                "format": CHECKPOINT_FORMAT[0], "format_version": CHECKPOINT_FORMAT[1], "identity": run_id,
                 "epoch": epoch + 1, "seed": seed, "config": config_dict,
                 "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),

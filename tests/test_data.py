@@ -11,6 +11,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from n2ngraph import data as data_module
 from n2ngraph.data import (
     CIFAR10_MEAN,
     CIFAR10_STD,
@@ -24,6 +25,13 @@ from n2ngraph.data import (
 
 
 # --------------------------------------------------------------------------- fake CIFAR files
+def _records(monkeypatch, name, train, test):
+    """Shrink the official images-per-file counts so small fake files are the expected size."""
+    counts = {k: dict(v) for k, v in data_module._CIFAR_RECORDS.items()}
+    counts[name] = {"train": train, "test": test}
+    monkeypatch.setattr(data_module, "_CIFAR_RECORDS", counts)
+
+
 def _fake_cifar(rng, n):
     images = rng.integers(0, 256, size=(n, 3, 32, 32), dtype=np.uint8)
     fine = rng.integers(0, 100, size=n)
@@ -54,7 +62,8 @@ def _expected(images, mean, std):
     return (x - np.array(mean, np.float32)[None, :, None, None]) / np.array(std, np.float32)[None, :, None, None]
 
 
-def test_cifar10_binary_reads_records_exactly(tmp_path, cifar10_parts):
+def test_cifar10_binary_reads_records_exactly(tmp_path, cifar10_parts, monkeypatch):
+    _records(monkeypatch, "cifar10", 3, 4)
     train, test = cifar10_parts
     folder = tmp_path / "cifar-10-batches-bin"
     folder.mkdir()
@@ -76,7 +85,8 @@ def test_cifar10_binary_reads_records_exactly(tmp_path, cifar10_parts):
     assert load_dataset(f"cifar10:{folder}", train=True, augment=False).batch_transform is None
 
 
-def test_cifar10_python_format_equals_binary(tmp_path, cifar10_parts):
+def test_cifar10_python_format_equals_binary(tmp_path, cifar10_parts, monkeypatch):
+    _records(monkeypatch, "cifar10", 3, 4)
     train, test = cifar10_parts
     binf, pyf = tmp_path / "bin", tmp_path / "py"
     binf.mkdir(), pyf.mkdir()
@@ -93,7 +103,8 @@ def test_cifar10_python_format_equals_binary(tmp_path, cifar10_parts):
         assert torch.equal(a.images, b.images) and torch.equal(a.labels, b.labels)
 
 
-def test_cifar100_uses_fine_labels_in_both_formats(tmp_path, rng):
+def test_cifar100_uses_fine_labels_in_both_formats(tmp_path, rng, monkeypatch):
+    _records(monkeypatch, "cifar100", 6, 2)
     x, fine, coarse = _fake_cifar(rng, 6)
     xt, fine_t, coarse_t = _fake_cifar(rng, 2)
     binf = tmp_path / "cifar-100-binary"
@@ -127,10 +138,15 @@ def test_missing_cifar_says_which_files_to_put_where(tmp_path):
         load_dataset("cifar10", train=True)
 
 
-def test_corrupt_cifar_binary_is_refused(tmp_path):
+def test_corrupt_cifar_binary_is_refused(tmp_path, monkeypatch):
     for i in range(1, 6):
         (tmp_path / f"data_batch_{i}.bin").write_bytes(b"\x00" * 100)
     with pytest.raises(ValueError, match="not a CIFAR binary"):
+        load_dataset(f"cifar10:{tmp_path}", train=True)
+    # a multiple of the record size is not enough: the official files hold 10,000 records each
+    for i in range(1, 6):
+        (tmp_path / f"data_batch_{i}.bin").write_bytes(b"\x00" * 3073 * 7)
+    with pytest.raises(ValueError, match=r"data_batch_1.bin.*21511 bytes, expected 30730000"):
         load_dataset(f"cifar10:{tmp_path}", train=True)
 
 
@@ -158,13 +174,13 @@ def test_restricted_unpickler_refuses_code_and_runs_nothing(tmp_path, payload, p
     evil = tmp_path / "data_batch_1"
     _write_py(evil, {b"data": payload(marker), b"labels": [0]}, protocol)
     # the file really is malicious: an ordinary unpickler would run it
-    with pytest.raises(pickle.UnpicklingError, match="refusing to load global"):
+    with pytest.raises(ValueError, match="data_batch_1.*refusing to load global"):
         restricted_load(evil)
     assert not marker.exists()
     # and through the dataset loader (python format)
     for i in range(2, 6):
         (tmp_path / f"data_batch_{i}").write_bytes(evil.read_bytes())
-    with pytest.raises(pickle.UnpicklingError):
+    with pytest.raises(ValueError, match="data_batch_1"):
         load_dataset(f"cifar10:{tmp_path}", train=True)
     assert not marker.exists()
 
@@ -177,22 +193,28 @@ def test_malicious_pickle_would_run_without_restriction(tmp_path):
     assert marker.exists()
 
 
-@pytest.mark.parametrize("protocol", [2, 3, 4, 5])
-def test_restricted_unpickler_loads_plain_arrays_lists_dicts(protocol):
-    obj = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "f": np.linspace(0, 1, 5),
+@pytest.mark.parametrize("protocol", [0, 2, 3, 4, 5])
+def test_restricted_load_reads_integer_arrays_lists_dicts(tmp_path, protocol):
+    obj = {b"data": np.arange(12, dtype=np.uint8).reshape(3, 4), "l": np.array([1, -2], dtype=">i4"),
            "labels": [1, 2, 3], "nested": ({"a": 1.5}, "text", b"bytes", None, True)}
-    import io
-
-    out = RestrictedUnpickler(io.BytesIO(pickle.dumps(obj, protocol=protocol)), encoding="bytes").load()
+    path = tmp_path / "p"
+    path.write_bytes(pickle.dumps(obj, protocol=protocol))
+    out = restricted_load(path)
     np.testing.assert_array_equal(out[b"data"], obj[b"data"])
-    assert out[b"data"].dtype == np.uint8
-    np.testing.assert_array_equal(out["f"], obj["f"])
+    assert out[b"data"].dtype == np.uint8 and out[b"data"].flags.c_contiguous
+    np.testing.assert_array_equal(out["l"], obj["l"])
     assert out["labels"] == [1, 2, 3] and out["nested"] == obj["nested"]
+    # float, object and structured arrays are not CIFAR's: refused
+    for bad in (np.linspace(0, 1, 5), np.array([None]), np.zeros(2, dtype=[("a", "u1")])):
+        path.write_bytes(pickle.dumps({"x": bad}, protocol=protocol))
+        with pytest.raises(ValueError, match="not a valid dataset pickle"):
+            restricted_load(path)
 
 
 def test_restricted_unpickler_refuses_other_numpy_and_builtin_globals():
     import io
 
+    assert issubclass(RestrictedUnpickler, pickle.Unpickler)
     for blob in (pickle.dumps(np.random.default_rng(0)), pickle.dumps(slice(1, 2)),
                  pickle.dumps({1}, protocol=2), pickle.dumps(pickle.Unpickler, protocol=4)):
         with pytest.raises(pickle.UnpicklingError):
@@ -317,7 +339,8 @@ def test_random_crop_flip_properties():
         random_crop_flip(images, torch.Generator(), fill=(1.0, 2.0))
 
 
-def test_cifar_augmentation_pads_with_black(tmp_path, rng):
+def test_cifar_augmentation_pads_with_black(tmp_path, rng, monkeypatch):
+    _records(monkeypatch, "cifar10", 2, 2)
     x = np.zeros((2, 3, 32, 32), np.uint8)  # black images: padded pixels must equal image pixels
     for i in range(1, 6):
         _write_bin(tmp_path / f"data_batch_{i}.bin", x, [np.array([0, 1])])

@@ -209,7 +209,7 @@ def test_resume_refuses_changed_settings_and_extends_epochs(tmp_path):
     config.epochs = 2
     log = train(again, train_set, test_set, config, out_dir=tmp_path, resume=True)
     assert log["epoch"].tolist() == [1, 2]
-    with pytest.raises(ValueError, match="does not fit"):
+    with pytest.raises(ValueError, match="masks, model differ"):
         train(_mlp(), train_set, test_set, TrainConfig(**{**config.__dict__, "epochs": 3}), out_dir=tmp_path,
               resume=True)
 
