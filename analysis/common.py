@@ -37,6 +37,7 @@ __all__ = [
     "tiny_vgg",
     "vgg16_cifar",
     "vgg19_cifar",
+    "vgg19_reference",
 ]
 
 #: Config fields that decide how a driver runs, not what it computes (excluded from the hash).
@@ -135,6 +136,25 @@ def vgg19_cifar(num_classes: int = 10):
     from n2ngraph.models import vgg19
 
     return vgg19(num_classes, head="cifar")
+
+
+def vgg19_reference(num_classes: int = 10):
+    """VGG19 as the N2NSkip authors' reference code builds it for CIFAR: the batch-normalised
+    VGG19 conv body, global pooling, and a 512-512-``num_classes`` classifier (Linear, ReLU,
+    Linear); 20.3M weights at 10 classes. Table 3 uses it (``docs/recipes.md`` says why).
+    Initialisation as :class:`n2ngraph.models.VGG` (Kaiming fan-out convs, ``N(0, 0.01)``
+    linears)."""
+    from torch import nn
+
+    from n2ngraph.models import vgg19
+
+    model = vgg19(num_classes, head="cifar")
+    model.classifier = nn.Sequential(nn.Linear(512, 512), nn.ReLU(True), nn.Linear(512, num_classes))
+    for m in model.classifier.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)
+    return model
 
 
 def tiny_vgg(num_classes: int = 10):

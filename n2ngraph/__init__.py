@@ -10,7 +10,9 @@ Map of the public API (DESIGN.md, "The one data flow")::
 - ``n2ngraph.trace``: ``to_graph(model, masks)`` / ``trace``, a PyTorch model traced with torch.fx.
 - ``n2ngraph.models``: reference architectures (``paper_mlp``, ``lenet300``, ``vgg19``, ...).
 - ``n2ngraph.pruning``: ``prune(model, method, density)`` at initialization.
-- ``n2ngraph.n2nskip``: ``add_n2nskip``, ``add_resskip``, ``variant`` (the paper's recipe).
+- ``n2ngraph.recipes``: ``RECIPES``, ``Recipe``, ``get_recipe`` (how a variant is built).
+- ``n2ngraph.pipeline``: ``variant(model, method, density, recipe=...)`` (prune, trace, skips).
+- ``n2ngraph.n2nskip``: ``add_n2nskip``, ``add_resskip``, ``skip_initial_weights`` (graph edits).
 - ``n2ngraph.metrics``: components, dead units, effective density, layer collapse.
 - ``n2ngraph.diffusion``: ``heat_signature``, ``connectivity_distance``, ``scree``,
   ``saturation_time``, ``algebraic_connectivity``.
@@ -58,7 +60,12 @@ _LAZY = {
     "evaluate": "n2ngraph.training",
     "add_n2nskip": "n2ngraph.n2nskip",
     "add_resskip": "n2ngraph.n2nskip",
-    "variant": "n2ngraph.n2nskip",
+    "skip_initial_weights": "n2ngraph.n2nskip",
+    "variant": "n2ngraph.pipeline",
+    "dense_layer_names": "n2ngraph.pipeline",
+    "RECIPES": "n2ngraph.recipes",
+    "Recipe": "n2ngraph.recipes",
+    "get_recipe": "n2ngraph.recipes",
     "to_model": "n2ngraph.bridge",
     "trace": "n2ngraph.trace",
     "CompareConfig": "n2ngraph.compare",

@@ -6,8 +6,8 @@ pre-activation of a later, non-consecutive group ``l + k`` (``k >= 2``)::
     a_{l+k} = g(z_{l+k} + g(skip(a_l)))
 
 A ResSkip (the paper's ResNet-style comparison) is the parameter-free ``a_{l+k} = g(z_{l+k} + a_l)``.
-This module only edits graphs (no torch import at module level); :mod:`n2ngraph.bridge` turns the
-added blocks into modules and :func:`variant` runs the paper's whole recipe.
+This module only edits graphs (no torch import): :mod:`n2ngraph.bridge` turns the added blocks
+into modules and :func:`n2ngraph.pipeline.variant` runs a whole recipe (prune, trace, add skips).
 
 The chain of weight layers
 --------------------------
@@ -19,18 +19,31 @@ runs through every group: a bottleneck adds three layers (``conv1``, ``conv2`` a
 ``conv3`` merges into), the identity shortcut adds none and a downsample conv is a parallel
 one-layer block into the sum, so the sum sits three layers deeper than the block's input.
 
-A pair is a *candidate* for a skip when ``src`` precedes ``dst``, the span is at least 2 (and at
-most ``max_span``), no ``sequential`` block already joins the two groups (so a ResNet downsample
-pair is excluded although its span is 3) and a map exists (a neuron group cannot feed a channel
-group). Skips from the input group and into the output group are allowed: the paper MLP
-3072-512-256-128-64-10 has 6 groups and 5 layers, so ``C(6, 2) - 5 = 10`` candidate pairs, the
-10 skip blocks of the paper's reference code, which wired every layer to every later
-non-consecutive layer. That is the default here (``max_span=None``).
+Wirings (where skips go)
+------------------------
+``"all-pairs"`` (or an integer maximum span): every pair ``(src, dst)`` with ``src`` before
+``dst``, span >= 2 (and at most the maximum), not already joined by a ``sequential`` block (so a
+ResNet downsample pair is excluded although its span is 3) and with a map from ``src`` to ``dst``
+(a neuron group cannot feed a channel group). The paper MLP 3072-512-256-128-64-10 has 6 groups and
+5 layers, so ``C(6, 2) - 5 = 10`` pairs: the 10 skip blocks of the paper's reference code.
+
+``"blocks"`` (:func:`block_pairs`): one skip per block, read off the traced graph:
+
+- *residual nets* (the graph has sum groups: a group fed by two or more traced blocks, not a
+  concatenation): one skip per sum, from the shallowest group feeding the sum (the residual
+  block's input) to the sum. ResNet50: 16 skips, ResNet18: 8. Where a downsample conv already
+  joins that pair, the skip runs beside it (a 3x3 sparse conv next to the dense 1x1 shortcut).
+- *plain conv chains* (VGG): the groups made by convs form *stages*, maximal runs (in graph
+  order) of one spatial size; each stage's input (the group its first conv reads) feeds the first
+  conv of the next stage. VGG16 and VGG19 have 5 stages, so 4 skips, as the reference code.
+- *no conv layer* (MLPs): every non-consecutive pair, as ``"all-pairs"``.
 """
 
 from __future__ import annotations
 
 import math
+import numbers
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -38,11 +51,17 @@ import numpy as np
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph
 
-__all__ = ["add_n2nskip", "add_resskip", "variant", "chain_depths", "skip_candidates", "ADDED_BY"]
+__all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "block_pairs",
+           "chain_depths", "skip_candidates", "skip_initial_weights", "skip_pairs"]
 
 #: ``spec["added_by"]`` of the blocks this module adds; the bridge builds a module for each of
 #: them, while residual blocks without it are shortcuts the reference model already has.
 ADDED_BY = {"n2nskip": "add_n2nskip", "resskip": "add_resskip"}
+#: Named wirings; an integer >= 2 means all pairs up to that span.
+WIRINGS = ("all-pairs", "blocks")
+#: Op orders of a conv skip (see :func:`add_n2nskip`).
+SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
+_GRANULARITIES = ("weight", "channel")
 
 
 # ------------------------------------------------------------------------ chain
@@ -87,15 +106,24 @@ def _group_kinds(graph: NetworkGraph) -> dict[str, str]:
     return kinds
 
 
+def _traced(graph: NetworkGraph) -> list[EdgeBlock]:
+    """The blocks of the reference model (not added by this module)."""
+    return [b for b in graph.blocks if not b.spec.get("added_by")]
+
+
+def _check_span(max_span: Any) -> None:
+    if max_span is not None:
+        if isinstance(max_span, bool) or not isinstance(max_span, numbers.Integral) or max_span < 2:
+            raise ValueError(f"max_span must be None or an integer >= 2, got {max_span!r}")
+
+
 def skip_candidates(graph: NetworkGraph, *, max_span: int | None = None) -> list[tuple[str, str, int]]:
-    """Candidate ``(src, dst, span)`` pairs for skips, in (dst, src) graph order.
+    """All-pairs candidates ``(src, dst, span)`` for skips, in (dst, src) graph order.
 
     See the module docstring for the rule (span >= 2, at most ``max_span``, not already joined by
     a sequential block, a map from ``src`` to ``dst`` exists).
     """
-    if max_span is not None:
-        if isinstance(max_span, bool) or not isinstance(max_span, (int, np.integer)) or max_span < 2:
-            raise ValueError(f"max_span must be None or an integer >= 2, got {max_span!r}")
+    _check_span(max_span)
     depth = chain_depths(graph)
     kinds = _group_kinds(graph)
     joined = {(b.src, b.dst) for b in graph.blocks if b.kind == "sequential"}
@@ -112,36 +140,138 @@ def skip_candidates(graph: NetworkGraph, *, max_span: int | None = None) -> list
     return out
 
 
+def _sum_groups(graph: NetworkGraph) -> list[str]:
+    """Groups fed by two or more traced blocks, none of them a concatenation: residual sums."""
+    incoming: dict[str, list[EdgeBlock]] = {}
+    for b in _traced(graph):
+        incoming.setdefault(b.dst, []).append(b)
+    return [g.name for g in graph.groups
+            if len(incoming.get(g.name, ())) >= 2
+            and not any(b.spec.get("type") == "concat" for b in incoming[g.name])]
+
+
+def _conv_groups(graph: NetworkGraph) -> list[str]:
+    """Groups made by a conv (the destination of a 4-D ``sequential`` mask), in graph order."""
+    made = {b.dst for b in _traced(graph) if b.kind == "sequential" and b.mask.ndim == 4}
+    return [g.name for g in graph.groups if g.name in made]
+
+
+def block_pairs(graph: NetworkGraph) -> list[tuple[str, str, int]]:
+    """``(src, dst, span)`` of the ``"blocks"`` wiring (module docstring), in graph order of ``dst``.
+
+    Pairs of span < 2 or without a map from ``src`` to ``dst`` are left out.
+
+    Raises
+    ------
+    ValueError
+        A plain conv chain whose conv groups have no traced spatial size (stages cannot be found).
+    """
+    depth = chain_depths(graph)
+    kinds = _group_kinds(graph)
+    order = {g.name: i for i, g in enumerate(graph.groups)}
+    traced = _traced(graph)
+    sums = _sum_groups(graph)
+    pairs: list[tuple[str, str]] = []
+    if sums:
+        for s in sums:
+            sources = {b.src for b in traced if b.dst == s}
+            pairs.append((min(sources, key=lambda n: (depth[n], order[n])), s))
+    elif _conv_groups(graph):
+        convs = _conv_groups(graph)
+        missing = [c for c in convs if not graph.group(c).spatial]
+        if missing:
+            raise ValueError(f"'blocks' wiring needs the traced spatial size of conv groups {missing[:3]}; "
+                             "trace the model (n2ngraph.trace.to_graph) to record shapes")
+        stages: list[list[str]] = []
+        for c in convs:
+            if stages and graph.group(stages[-1][-1]).spatial == graph.group(c).spatial:
+                stages[-1].append(c)
+            else:
+                stages.append([c])
+        first_in = {}
+        for b in traced:
+            if b.kind == "sequential" and b.dst in {st[0] for st in stages}:
+                prev = first_in.get(b.dst)
+                if prev is None or (depth[b.src], order[b.src]) < (depth[prev], order[prev]):
+                    first_in[b.dst] = b.src
+        for here, nxt in zip(stages[:-1], stages[1:]):
+            pairs.append((first_in[here[0]], nxt[0]))
+    else:
+        return skip_candidates(graph)
+    out = []
+    for src, dst in dict.fromkeys(pairs):
+        span = depth[dst] - depth[src]
+        if span >= 2 and not (kinds[src] == "feature" and kinds[dst] == "conv"):
+            out.append((src, dst, span))
+    return sorted(out, key=lambda p: (order[p[1]], order[p[0]]))
+
+
+def skip_pairs(graph: NetworkGraph, wiring: str | int = "all-pairs") -> list[tuple[str, str, int]]:
+    """``(src, dst, span)`` of every skip the wiring allows (module docstring), in graph order.
+
+    ``wiring``: ``"all-pairs"``, ``"blocks"`` or an integer >= 2 (all pairs up to that span).
+    """
+    if wiring == "all-pairs":
+        return skip_candidates(graph)
+    if wiring == "blocks":
+        return block_pairs(graph)
+    if isinstance(wiring, bool) or not isinstance(wiring, numbers.Integral) or wiring < 2:
+        raise ValueError(f"wiring must be one of {WIRINGS} or an integer >= 2 (a maximum span), "
+                         f"got {wiring!r}")
+    return skip_candidates(graph, max_span=int(wiring))
+
+
+def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
+    """Largest kernel (odd) of the sequential convs on the paths from ``src`` to ``dst``; 1 if none."""
+    traced = _traced(graph)
+    fwd: dict[str, list[str]] = {}
+    bwd: dict[str, list[str]] = {}
+    for b in traced:
+        fwd.setdefault(b.src, []).append(b.dst)
+        bwd.setdefault(b.dst, []).append(b.src)
+
+    def reach(start: str, edges: dict[str, list[str]]) -> set[str]:
+        seen, todo = {start}, [start]
+        while todo:
+            for n in edges.get(todo.pop(), ()):
+                if n not in seen:
+                    seen.add(n)
+                    todo.append(n)
+        return seen
+
+    inside = reach(src, fwd) & reach(dst, bwd)
+    kernels = [max(b.mask.shape[2:]) for b in traced
+               if b.kind == "sequential" and b.mask.ndim == 4 and b.src in inside and b.dst in inside]
+    f = max(kernels, default=1)
+    return f if f % 2 else f + 1
+
+
 # ------------------------------------------------------------------- skip blocks
 def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, kinds: Mapping[str, str],
-                   kernel_size: int) -> tuple[tuple[int, ...], dict[str, Any]]:
-    """Mask shape and spec of the skip ``src -> dst``.
-
-    conv -> conv: a ``kernel_size`` x ``kernel_size`` convolution, stride 1, 'same' padding, after
-    an adaptive average pooling of ``a_src`` to ``dst``'s spatial size when the sizes differ.
-    conv -> neurons: global average pooling, then a Linear ``(dst, C_src)``.
-    neurons -> neurons: a Linear ``(dst, src)``.
-    """
+                   kernel_size: int, order: str) -> tuple[tuple[int, ...], dict[str, Any]]:
+    """Mask shape and spec of the skip ``src -> dst`` (see :func:`add_n2nskip`, Notes)."""
     s, d = graph.group(src), graph.group(dst)
-    spec: dict[str, Any] = {"added_by": ADDED_BY["n2nskip"], "span": int(span)}
+    spec: dict[str, Any] = {"added_by": ADDED_BY["n2nskip"], "span": int(span), "order": order}
     if kinds[dst] == "conv":
         f = kernel_size
         spec.update(type="Conv2d", kernel_size=[f, f], stride=[1, 1], padding=[f // 2, f // 2],
                     dilation=[1, 1])
-        if s.spatial and d.spatial and s.spatial == d.spatial:
-            spec.update(pool=None, output_size=list(d.spatial))
+        same = bool(s.spatial and d.spatial and s.spatial == d.spatial)
+        out_size = list(d.spatial) if d.spatial else None
+        if order == "conv-bn-act-pool":
+            spec.update(norm="batch", pool=None if same else "adaptive_max", output_size=out_size)
         else:
-            spec.update(pool="adaptive_avg", output_size=list(d.spatial) if d.spatial else None)
+            spec.update(norm=None, pool=None if same else "adaptive_avg", output_size=out_size)
         if s.spatial:
             spec["input_size"] = list(s.spatial)
         return (d.size, s.size, f, f), spec
-    spec["type"] = "Linear"
+    spec.update(type="Linear", norm=None)
     if kinds[src] == "conv":
         spec.update(pool="global_avg", output_size=[1, 1])
         if s.spatial:
             spec["input_size"] = list(s.spatial)
     else:
-        spec["pool"] = None
+        spec.update(pool=None, output_size=None)
     return (d.size, s.size), spec
 
 
@@ -196,50 +326,158 @@ def _check_graph(graph: Any) -> None:
         )
 
 
-def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed, max_span, kernel_size,
-                       provenance: Mapping[str, Any]) -> NetworkGraph:
+# ------------------------------------------------------------------ initial weights
+def _kept_initial(mask: np.ndarray, name: str, init_seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (C-order) indices of the kept entries and their initial weights (float32)."""
+    flat = np.flatnonzero(mask)
+    fan_in = math.prod(mask.shape[1:])
+    rng = np.random.default_rng([int(init_seed), zlib.crc32(name.encode())])
+    w = rng.standard_normal(flat.size) * math.sqrt(2.0 / fan_in)
+    return flat, w.astype(np.float32)
+
+
+def skip_initial_weights(block: EdgeBlock) -> np.ndarray:
+    """The initial weights ``w0`` of an N2NSkip block, mask-shaped, float32, exactly 0 off-mask.
+
+    Kaiming normal with the block's *dense* fan-in, ``w0 ~ N(0, 2 / fan_in)`` with
+    ``fan_in = C_src * f * f`` (conv) or ``n_src`` (Linear) (He et al. 2015, arXiv:1502.01852),
+    drawn only for the kept entries, in C order, from
+    ``np.random.default_rng([block.spec["init_seed"], zlib.crc32(block.name)])``: the same block
+    gives the same weights on every machine. ``block.pair_weight`` holds ``sum |w0|`` over the
+    kept taps of each channel pair, and the bridge starts the skip module from these weights
+    (``to_model(init="dense")``), so the weighted adjacency of a variant is that of its model at
+    initialization.
+
+    Raises
+    ------
+    ValueError
+        ``block`` is not an n2nskip block made by :func:`add_n2nskip` (no ``init_seed``).
+    """
+    if not isinstance(block, EdgeBlock) or block.kind != "n2nskip" or "init_seed" not in block.spec:
+        raise ValueError("skip_initial_weights needs an n2nskip block made by add_n2nskip "
+                         f"(with spec['init_seed']), got {getattr(block, 'name', block)!r}")
+    flat, w = _kept_initial(block.mask, block.name, block.spec["init_seed"])
+    out = np.zeros(block.mask.shape, dtype=np.float32)
+    out.reshape(-1)[flat] = w
+    return out
+
+
+def _pair_weight(mask: np.ndarray, name: str, init_seed: int) -> np.ndarray:
+    """``sum |w0|`` over the kept taps of each ``(out, in)`` pair, float32 ``(out, in)``."""
+    flat, w = _kept_initial(mask, name, init_seed)
+    taps = math.prod(mask.shape[2:])
+    sums = np.bincount(flat // taps, weights=np.abs(w).astype(np.float64),
+                       minlength=mask.shape[0] * mask.shape[1])
+    return sums.astype(np.float32).reshape(mask.shape[0], mask.shape[1])
+
+
+# ------------------------------------------------------------------------- masks
+def _draw_uniform(rng: np.random.Generator, sizes: np.ndarray, k: int) -> list[np.ndarray]:
+    """``k`` entries uniformly without replacement over the concatenated blocks; flat indices
+    per block."""
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    flat = np.sort(rng.choice(int(bounds[-1]), size=int(k), replace=False))
+    which = np.searchsorted(bounds, flat, side="right") - 1
+    return [flat[which == j] - bounds[j] for j in range(len(sizes))]
+
+
+def _draw_channels(rng: np.random.Generator, shape: tuple[int, ...], k: int) -> np.ndarray:
+    """``k`` entries of a conv mask as whole kernels: ``k // taps`` random channel pairs keep all
+    taps and, when ``taps`` does not divide ``k``, one more random pair keeps ``k % taps`` random
+    taps (so the count is exact). Flat indices."""
+    taps = math.prod(shape[2:])
+    pairs = shape[0] * shape[1]
+    whole, rest = divmod(int(k), taps)
+    chosen = rng.choice(pairs, size=whole + (rest > 0), replace=False)
+    idx = (chosen[:whole, None] * taps + np.arange(taps)).ravel()
+    if rest:
+        part = chosen[whole] * taps + np.sort(rng.choice(taps, size=rest, replace=False))
+        idx = np.concatenate([idx, part])
+    return np.sort(idx)
+
+
+def _check_options(wiring, skip_kernel, skip_order, granularity) -> None:
+    if not (wiring in WIRINGS or (not isinstance(wiring, (bool, str))
+                                  and isinstance(wiring, numbers.Integral) and wiring >= 2)):
+        raise ValueError(f"wiring must be one of {WIRINGS} or an integer >= 2 (a maximum span), "
+                         f"got {wiring!r}")
+    if skip_kernel != "same" and (isinstance(skip_kernel, (bool, str))
+                                  or not isinstance(skip_kernel, numbers.Integral)
+                                  or skip_kernel < 1 or skip_kernel % 2 == 0):
+        raise ValueError(f"skip_kernel must be 'same' or an odd integer >= 1, got {skip_kernel!r}")
+    if skip_order not in SKIP_ORDERS:
+        raise ValueError(f"skip_order must be one of {SKIP_ORDERS}, got {skip_order!r}")
+    if granularity not in _GRANULARITIES:
+        raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
+
+
+def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0,
+                       wiring: str | int = "all-pairs", skip_kernel: str | int = 1,
+                       skip_order: str = "pool-conv-act", granularity: str = "weight",
+                       provenance: Mapping[str, Any] | None = None) -> NetworkGraph:
+    """:func:`add_n2nskip` with the number of kept skip weights given (``n_skip``) instead of a
+    density: the pipeline's entry point."""
+    _check_graph(graph)
+    _check_options(wiring, skip_kernel, skip_order, granularity)
+    n_skip = int(n_skip)
+    if n_skip < 0:
+        raise ValueError(f"the skip budget must be >= 0 weights, got {n_skip}")
     kinds = _group_kinds(graph)
-    cands = skip_candidates(graph, max_span=max_span)
-    templates = [_skip_template(graph, s, d, k, kinds, kernel_size) for s, d, k in cands]
+    cands = skip_pairs(graph, wiring)
+    kernels = [(_span_kernel(graph, s, d) if skip_kernel == "same" else int(skip_kernel))
+               for s, d, _ in cands]
+    templates = [_skip_template(graph, s, d, k, kinds, f, skip_order)
+                 for (s, d, k), f in zip(cands, kernels)]
     sizes = np.array([math.prod(shape) for shape, _ in templates], dtype=np.int64)
     capacity = int(sizes.sum())
     if n_skip > capacity:
         raise ValueError(
-            f"{n_skip} skip weights requested but the {len(cands)} candidate skip blocks hold only "
-            f"{capacity} (max_span={max_span}); lower the skip density or raise max_span"
+            f"{n_skip} skip weights requested but the {len(cands)} candidate skip blocks of wiring "
+            f"{wiring!r} hold only {capacity}; lower the skip density or choose a wider wiring"
         )
     # targets: destination groups with candidates, weighted by their sequential size
     targets = list(dict.fromkeys(d for _, d, _ in cands))
     seq_size = {t: sum(b.dense_params for b in graph.blocks if b.dst == t and b.kind == "sequential")
                 for t in targets}
     cap = np.array([sizes[[i for i, c in enumerate(cands) if c[1] == t]].sum() for t in targets])
-    per_target = _hamilton(n_skip, np.array([seq_size[t] for t in targets], float), cap) if targets \
-        else np.zeros(0, np.int64)
+    per_target = _hamilton(n_skip, np.array([seq_size[t] for t in targets], float), cap) \
+        if targets else np.zeros(0, np.int64)
     rng = np.random.default_rng(seed)
+    init_seed = int(seed) if isinstance(seed, numbers.Integral) else int(rng.integers(2**31))
     new_blocks = []
     for t, k_t in zip(targets, per_target):
         idx = [i for i, c in enumerate(cands) if c[1] == t]
         if k_t == 0:
             continue
-        bounds = np.concatenate([[0], np.cumsum(sizes[idx])])
-        flat = np.sort(rng.choice(int(bounds[-1]), size=int(k_t), replace=False))
-        which = np.searchsorted(bounds, flat, side="right") - 1
-        for j, i in enumerate(idx):
-            pick = flat[which == j] - bounds[j]
+        conv = len(templates[idx[0]][0]) == 4
+        if granularity == "channel" and conv:
+            shares = _hamilton(int(k_t), sizes[idx].astype(float), sizes[idx])
+            picks = [_draw_channels(rng, templates[i][0], int(k)) if k else np.zeros(0, np.int64)
+                     for i, k in zip(idx, shares)]
+        else:
+            picks = _draw_uniform(rng, sizes[idx], int(k_t))
+        for i, pick in zip(idx, picks):
             if pick.size == 0:
                 continue  # a block without kept weights is left out
             shape, spec = templates[i]
             mask = np.zeros(int(sizes[i]), dtype=bool)
             mask[pick] = True
+            mask = mask.reshape(shape)
             src, dst, _ = cands[i]
-            new_blocks.append(EdgeBlock(f"n2nskip:{src}->{dst}", src, dst, "n2nskip",
-                                        mask.reshape(shape), spec=spec))
-    prov = {**graph.provenance, **provenance}
+            name = f"n2nskip:{src}->{dst}"
+            new_blocks.append(EdgeBlock(name, src, dst, "n2nskip", mask,
+                                        pair_weight=_pair_weight(mask, name, init_seed),
+                                        spec={**spec, "init_seed": init_seed}))
+    prov = {**graph.provenance, "n2nskip_params": n_skip, "n2nskip_seed": seed,
+            "n2nskip_wiring": wiring, "n2nskip_skip_kernel": skip_kernel,
+            "n2nskip_skip_order": skip_order, "n2nskip_granularity": granularity,
+            **(provenance or {})}
     return graph.replace(blocks=_insert_blocks(graph, new_blocks), provenance=prov)
 
 
 def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
-                max_span: int | None = None, kernel_size: int = 1) -> NetworkGraph:
+                wiring: str | int = "all-pairs", skip_kernel: str | int = 1,
+                skip_order: str = "pool-conv-act", granularity: str = "weight") -> NetworkGraph:
     """Add random sparse N2NSkip blocks holding ``density`` x the dense reference budget.
 
     Parameters
@@ -250,34 +488,49 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
         Skip weights as a fraction of ``graph.dense_params``: exactly
         ``round(density * graph.dense_params)`` kept skip weights are added (Python's ``round``).
     seed : int or None
-        Seed of the ``np.random.default_rng`` drawing the kept positions.
-    max_span : int, optional
-        Largest span (in weight layers) of a skip; ``None`` wires every group to every later
-        non-consecutive group, as the paper's reference code did.
-    kernel_size : int
-        Odd kernel size ``f`` of conv skips (weight ``C_dst x C_src x f x f``). Default 1: the
-        cheapest map between channel sets; the spatial map is done by pooling.
+        Seed of the ``np.random.default_rng`` drawing the kept positions; also the blocks'
+        ``spec["init_seed"]`` (:func:`skip_initial_weights`).
+    wiring : {"all-pairs", "blocks"} or int >= 2
+        Which pairs get a skip (module docstring): every non-consecutive pair (the reference
+        code's MLP), one per block (the paper's conv nets), or every pair up to a span.
+    skip_kernel : "same" or odd int
+        Kernel ``f`` of conv skips (weight ``C_dst x C_src x f x f``). ``"same"``: the largest
+        kernel of the sequential convs on the paths the skip spans (3 in VGG and ResNet blocks).
+    skip_order : {"pool-conv-act", "conv-bn-act-pool"}
+        Ops of a conv skip (Notes).
+    granularity : {"weight", "channel"}
+        ``"channel"``: conv skip masks keep whole kernels (``k // f^2`` random channel pairs, plus
+        one pair with the remaining ``k % f^2`` taps so the count is exact), as the paper's
+        reference code; ``"weight"``: taps drawn one by one. Linear skips are the same under both.
 
     Returns
     -------
     NetworkGraph
         A new graph with one ``n2nskip`` block per candidate pair that received at least one
         weight (named ``"n2nskip:<src>-><dst>"``), inserted after the blocks of its destination.
+        Each block has ``pair_weight`` (``sum |w0|`` over its kept taps, :func:`skip_initial_weights`),
+        so ``adjacency(weighted=True)`` works on the variant.
 
     Notes
     -----
-    Budget: the total is split over destination groups in proportion to the dense size of their
-    sequential blocks (largest-remainder rounding; a group whose candidates are full passes its
-    excess on). Within a destination the kept weights are drawn uniformly without replacement
-    from the entries of all its candidate blocks, i.e. every candidate block has the same
-    expected density.
+    *Budget.* The total is split over destination groups in proportion to the dense size of
+    their sequential blocks (largest-remainder rounding; a group whose candidates are full passes
+    its excess on). With ``granularity="weight"`` the kept weights of a destination are drawn
+    uniformly without replacement from the entries of all its candidate blocks (every candidate
+    has the same expected density); with ``"channel"`` the destination's share is first split
+    over its conv candidates in proportion to their size.
 
-    Spatial map (``block.spec``): a conv skip between groups of different spatial size first
-    average-pools ``a_src`` to ``dst``'s traced size (``pool="adaptive_avg"``, ``output_size``;
-    for the usual integer ratios this is ``avg_pool2d`` with kernel = stride = ratio) and then
-    applies the stride-1 ``f x f`` convolution with padding ``f // 2``. A skip from a channel
-    group into a neuron group pools globally and is a Linear ``(dst, C_src)``; neuron to neuron
-    skips are Linear masks ``(dst, src)``.
+    *Ops* (``block.spec``; the bridge builds them). ``"pool-conv-act"``: a conv skip between
+    groups of different spatial size average-pools ``a_src`` to ``dst``'s traced size
+    (``pool="adaptive_avg"``), then applies the stride-1 ``f x f`` conv with padding ``f // 2``
+    and ``g``; no normalisation. ``"conv-bn-act-pool"`` (the paper's): the conv at the source
+    resolution, ``BatchNorm2d(C_dst)`` (``norm="batch"``), ``g``, then adaptive max-pooling to
+    ``output_size`` when the sizes differ (``pool="adaptive_max"``). Under both orders a skip
+    from a channel group into a neuron group pools globally first (``pool="global_avg"``) and
+    is a Linear ``(dst, C_src)`` without normalisation; neuron to neuron skips are Linear
+    ``(dst, src)`` masks. ``g`` is the target's own non-linearity, the identity for the output
+    group: a skip into the logits is linear, as in Eq. 2 of the paper (the reference MLP code
+    applied ReLU there; see ``docs/recipes.md``).
 
     Examples
     --------
@@ -286,19 +539,13 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
     True
     """
     _check_graph(graph)
-    if isinstance(density, bool) or not isinstance(density, (int, float, np.floating, np.integer)) \
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) \
             or not math.isfinite(density) or density < 0:
         raise ValueError(f"density must be a finite number >= 0, got {density!r}")
-    if isinstance(kernel_size, bool) or not isinstance(kernel_size, (int, np.integer)) \
-            or kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
     n_skip = round(float(density) * graph.dense_params)
-    return _add_n2nskip_count(
-        graph, n_skip, seed=seed, max_span=max_span, kernel_size=int(kernel_size),
-        provenance={"n2nskip_density": float(density), "n2nskip_params": int(n_skip),
-                    "n2nskip_seed": seed, "n2nskip_max_span": max_span,
-                    "n2nskip_kernel_size": int(kernel_size)},
-    )
+    return _add_n2nskip_count(graph, n_skip, seed=seed, wiring=wiring, skip_kernel=skip_kernel,
+                              skip_order=skip_order, granularity=granularity,
+                              provenance={"n2nskip_density": float(density)})
 
 
 def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> NetworkGraph:
@@ -359,68 +606,3 @@ def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> Networ
     prov = {**graph.provenance, "resskip_span": int(span), "resskip_start": int(start),
             "resskip_left_out": left_out}
     return graph.replace(blocks=_insert_blocks(graph, new), provenance=prov)
-
-
-# ----------------------------------------------------------------------- variant
-def variant(model, method: str, density: float, *, n2nskip_fraction: float = 0.5, data=None,
-            seed: int = 0, scope: str = "layerwise", max_span: int | None = None,
-            kernel_size: int = 1, example_input=None) -> NetworkGraph:
-    """The paper's recipe in one call: prune to ``density * (1 - f)``, trace, add N2NSkip.
-
-    Parameters
-    ----------
-    model : nn.Module
-        The dense reference (not modified).
-    method, scope, data, seed
-        Passed to :func:`n2ngraph.pruning.prune`.
-    density : float in (0, 1]
-        Total kept fraction of the reference budget.
-    n2nskip_fraction : float in [0, 1)
-        ``f``, the share of the budget given to N2NSkip connections; 0 gives the plain pruned
-        graph at ``density``.
-    max_span, kernel_size
-        Passed to :func:`add_n2nskip`.
-    example_input : Tensor, optional
-        Passed to :func:`n2ngraph.trace.trace`.
-
-    Returns
-    -------
-    NetworkGraph
-        ``num_params`` equals exactly that of the plain network pruned by ``method`` at
-        ``density`` (same seed and scope): pruning budgets are exact, so that count ``P`` is
-        known without pruning (:func:`n2ngraph.pruning.kept_count`), and the skips get
-        ``P - P_seq`` weights, ``P_seq`` being the count kept at ``density * (1 - f)``. Provenance records model, method, density, seed, scope and
-        fraction.
-    """
-    from n2ngraph.pruning import kept_count, prune
-    from n2ngraph.trace import trace
-
-    if isinstance(density, bool) or not isinstance(density, (int, float, np.floating)) \
-            or not 0 < density <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
-    f = n2nskip_fraction
-    if isinstance(f, bool) or not isinstance(f, (int, float, np.floating)) or not 0 <= f < 1:
-        raise ValueError(f"n2nskip_fraction must be in [0, 1), got {f!r}")
-    target = kept_count(model, float(density), scope=scope)
-    masks = prune(model, method, float(density) * (1 - f), data=data, scope=scope, seed=seed)
-    tr = trace(model, masks, example_input=example_input)
-    graph = tr.graph
-    prov = {"model": graph.provenance.get("model", type(model).__name__), "method": method,
-            "density": float(density), "seed": seed, "scope": scope,
-            "n2nskip_fraction": float(f), "sequential_params": graph.num_params,
-            "sequential_density": float(density) * (1 - f)}
-    if f == 0:
-        return graph.replace(provenance={**graph.provenance, **prov, "variant": method})
-    n_skip = target - graph.num_params
-    if n_skip < 0:
-        raise ValueError(
-            f"pruning at {density * (1 - f):.4g} kept {graph.num_params} weights, more than the "
-            f"{target} kept at {density}; the method's rounding makes the budget infeasible"
-        )
-    if kernel_size < 1 or kernel_size % 2 == 0:
-        raise ValueError(f"kernel_size must be an odd integer >= 1, got {kernel_size!r}")
-    return _add_n2nskip_count(
-        graph, n_skip, seed=seed, max_span=max_span, kernel_size=int(kernel_size),
-        provenance={**prov, "variant": f"n2nskip-{method}", "n2nskip_params": int(n_skip),
-                    "n2nskip_max_span": max_span, "n2nskip_kernel_size": int(kernel_size)},
-    )

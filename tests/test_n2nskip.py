@@ -1,4 +1,4 @@
-"""N2NSkip / ResSkip graph variants: candidate pairs, exact budgets, spatial maps, variant()."""
+"""N2NSkip / ResSkip graph edits: wirings, exact budgets, spatial maps, initial skip weights."""
 
 import itertools
 
@@ -6,7 +6,16 @@ import numpy as np
 import pytest
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
-from n2ngraph.n2nskip import add_n2nskip, add_resskip, chain_depths, skip_candidates, variant
+from n2ngraph.n2nskip import (
+    _add_n2nskip_count,
+    add_n2nskip,
+    add_resskip,
+    block_pairs,
+    chain_depths,
+    skip_candidates,
+    skip_initial_weights,
+    skip_pairs,
+)
 
 
 def _mlp_graph(sizes, density=1.0, seed=0):
@@ -83,7 +92,7 @@ def test_capacity_overflow_is_passed_on_and_too_much_is_refused():
     cap = 16 + 400 + 400
     g2 = add_n2nskip(g, cap / g.dense_params, seed=0)
     assert all(b.mask.all() for b in g2.blocks_of_kind("n2nskip"))
-    with pytest.raises(ValueError, match="candidate skip blocks hold only"):
+    with pytest.raises(ValueError, match="hold only"):
         add_n2nskip(g, (cap + 1) / g.dense_params)
 
 
@@ -95,15 +104,17 @@ def test_same_seed_same_skips_other_seed_other_skips():
 
 def test_max_span_limits_pairs():
     g = _mlp_graph([50, 40, 30, 20, 10])
-    spans = {b.spec["span"] for b in add_n2nskip(g, 0.05, max_span=2).blocks_of_kind("n2nskip")}
+    spans = {b.spec["span"] for b in add_n2nskip(g, 0.05, wiring=2).blocks_of_kind("n2nskip")}
     assert spans == {2}
+    with pytest.raises(ValueError, match="wiring"):
+        add_n2nskip(g, 0.05, wiring=1)
     with pytest.raises(ValueError, match="max_span"):
-        add_n2nskip(g, 0.05, max_span=1)
+        skip_candidates(g, max_span=1)
 
 
 def test_conv_skips_record_spatial_map():
     g = _conv_graph()
-    g2 = add_n2nskip(g, 0.05, seed=0, kernel_size=3)
+    g2 = add_n2nskip(g, 0.05, seed=0, skip_kernel=3)
     by = {(b.src, b.dst): b for b in g2.blocks_of_kind("n2nskip")}
     # pairs: input->c2, input->c3, c1->c3, input->fc, c1->fc, c2->fc
     assert set(by) == {("input", "c2"), ("input", "c3"), ("c1", "c3"), ("input", "fc"),
@@ -149,42 +160,151 @@ def test_bad_input():
     for bad in (-0.1, float("nan"), "0.1"):
         with pytest.raises(ValueError, match="density"):
             add_n2nskip(g, bad)
-    with pytest.raises(ValueError, match="kernel_size"):
-        add_n2nskip(g, 0.01, kernel_size=2)
+    with pytest.raises(ValueError, match="skip_kernel"):
+        add_n2nskip(g, 0.01, skip_kernel=2)
+    with pytest.raises(ValueError, match="skip_order"):
+        add_n2nskip(g, 0.01, skip_order="act-conv")
+    with pytest.raises(ValueError, match="granularity"):
+        add_n2nskip(g, 0.01, granularity="kernel")
     with pytest.raises(TypeError):
         add_n2nskip("graph", 0.1)
     with pytest.raises(ValueError, match="already has added skip"):
         add_n2nskip(add_n2nskip(g, 0.05), 0.05)
 
 
-# ------------------------------------------------------------------------- variant
-torch = pytest.importorskip("torch")
+# ----------------------------------------------------------------- blocks wiring
+def _groups(shapes):
+    groups, start = [], 0
+    for name, shape in shapes.items():
+        groups.append(NodeGroup(name, start, shape[0], shape))
+        start += shape[0]
+    return groups
 
 
-@pytest.mark.parametrize("method", ["random", "expander", "magnitude"])
-@pytest.mark.parametrize("density", [0.1, 0.02])
-def test_variant_matches_plain_budget_exactly(method, density):
-    from n2ngraph import models
-    from n2ngraph.pruning import prune
+def _residual_graph():
+    """A hand-made residual net (shapes as the tracer records them)::
 
-    model = models.build_model("lenet300", seed=0)
-    plain = prune(model, method, density, seed=0)
-    target = sum(int(m.sum()) for m in plain.values())
-    g = variant(model, method, density, n2nskip_fraction=0.5, seed=0)
-    assert g.num_params == target
-    assert g.provenance["method"] == method and g.provenance["n2nskip_fraction"] == 0.5
-    assert g.provenance["density"] == density and g.provenance["seed"] == 0
-    skips = g.blocks_of_kind("n2nskip")
-    assert skips and sum(b.num_params for b in skips) == target - g.provenance["sequential_params"]
-    g0 = variant(model, method, density, n2nskip_fraction=0.0, seed=0)
-    assert not g0.blocks_of_kind("n2nskip") and g0.num_params == target
+        input(3, 8x8) -stem 3x3-> stem(4, 8x8)
+        block 1: stem -a 3x3-> a(4) -b 3x3-> s1 (sum), stem -(identity)-> s1
+        block 2: s1 -c 5x5, stride 2-> c(8, 4x4) -d 3x3-> s2 (sum), s1 -ds 1x1, stride 2-> s2
+        s2 -fc (fold 16)-> fc(10)
+    """
+    groups = _groups({"input": (3, 8, 8), "stem": (4, 8, 8), "a": (4, 8, 8), "s1": (4, 8, 8),
+                      "c": (8, 4, 4), "s2": (8, 4, 4), "fc": (10,)})
+    ones = lambda *s: np.ones(s, bool)  # noqa: E731
+    conv = lambda name, src, dst, shape: EdgeBlock(  # noqa: E731
+        name, src, dst, "sequential", ones(*shape), spec={"type": "Conv2d", "module": name})
+    blocks = [
+        conv("stem", "input", "stem", (4, 3, 3, 3)),
+        conv("a", "stem", "a", (4, 4, 3, 3)),
+        conv("b", "a", "s1", (4, 4, 3, 3)),
+        EdgeBlock("s1.residual1", "stem", "s1", "residual", spec={"type": "add"}),
+        conv("c", "s1", "c", (8, 4, 5, 5)),
+        conv("d", "c", "s2", (8, 8, 3, 3)),
+        conv("ds", "s1", "s2", (8, 4, 1, 1)),
+        EdgeBlock("fc", "s2", "fc", "sequential", ones(10, 128), fold=16,
+                  spec={"type": "Linear", "module": "fc"}),
+    ]
+    return NetworkGraph(groups, blocks)
 
 
-def test_variant_bad_input():
-    from n2ngraph import models
+def _vgg_graph():
+    """A hand-made VGG: stages [c1, c2] (16x16), [c3, c4] (8x8), [c5] (4x4), then a Linear."""
+    groups = _groups({"input": (3, 16, 16), "c1": (4, 16, 16), "c2": (4, 16, 16), "c3": (8, 8, 8),
+                      "c4": (8, 8, 8), "c5": (16, 4, 4), "fc": (10,)})
+    chain = ["input", "c1", "c2", "c3", "c4", "c5"]
+    blocks = [EdgeBlock(d, s, d, "sequential", np.ones((groups[i + 1].size, groups[i].size, 3, 3), bool))
+              for i, (s, d) in enumerate(zip(chain[:-1], chain[1:]))]
+    blocks.append(EdgeBlock("fc", "c5", "fc", "sequential", np.ones((10, 16), bool)))
+    return NetworkGraph(groups, blocks)
 
-    model = models.lenet300()
-    with pytest.raises(ValueError, match="n2nskip_fraction"):
-        variant(model, "random", 0.1, n2nskip_fraction=1.0)
-    with pytest.raises(ValueError, match="density"):
-        variant(model, "random", 1.5)
+
+def test_blocks_wiring_of_a_residual_net():
+    g = _residual_graph()
+    # one skip per sum, from the shallowest group feeding it: stem (depth 1) -> s1 (depth 3);
+    # s1 (3) -> s2 (5), beside the 1x1 downsample that already joins the pair
+    assert block_pairs(g) == [("stem", "s1", 2), ("s1", "s2", 2)]
+    g2 = add_n2nskip(g, 0.05, seed=0, wiring="blocks", skip_kernel="same",
+                     skip_order="conv-bn-act-pool")
+    by = {(b.src, b.dst): b for b in g2.blocks_of_kind("n2nskip")}
+    assert set(by) == {("stem", "s1"), ("s1", "s2")}
+    # "same": the largest kernel of the convs inside the span (b: 3; c: 5, d: 3, ds: 1)
+    assert by[("stem", "s1")].mask.shape == (4, 4, 3, 3)
+    assert by[("s1", "s2")].mask.shape == (8, 4, 5, 5)
+    s = by[("s1", "s2")].spec
+    assert (s["order"], s["norm"], s["pool"], s["output_size"], s["input_size"], s["padding"]) == \
+        ("conv-bn-act-pool", "batch", "adaptive_max", [4, 4], [8, 8], [2, 2])
+    s = by[("stem", "s1")].spec
+    assert s["pool"] is None and s["output_size"] == [8, 8] and s["stride"] == [1, 1]
+    assert g2.num_params - g.num_params == round(0.05 * g.dense_params)
+
+
+def test_blocks_wiring_of_a_plain_conv_chain():
+    g = _vgg_graph()
+    # stages [c1, c2], [c3, c4], [c5]: input -> c3 (span 3), c2 -> c5 (span 3); none into fc
+    assert block_pairs(g) == [("input", "c3", 3), ("c2", "c5", 3)]
+    assert skip_pairs(g, "blocks") == block_pairs(g)
+    g2 = add_n2nskip(g, 0.02, wiring="blocks", skip_kernel="same")
+    assert {(b.src, b.dst) for b in g2.blocks_of_kind("n2nskip")} <= {("input", "c3"), ("c2", "c5")}
+
+
+def test_blocks_wiring_of_an_mlp_is_all_pairs():
+    g = _mlp_graph([3072, 512, 256, 128, 64, 10], density=0.05)
+    assert block_pairs(g) == skip_candidates(g) and len(block_pairs(g)) == 10
+    a = add_n2nskip(g, 0.02, seed=3, wiring="blocks", skip_kernel="same",
+                    skip_order="conv-bn-act-pool", granularity="channel")
+    b = add_n2nskip(g, 0.02, seed=3)
+    assert [x.name for x in a.blocks] == [x.name for x in b.blocks]
+    assert all(x.same_topology(y) for x, y in zip(a.blocks, b.blocks))
+    assert all(x.spec["norm"] is None and x.spec["type"] == "Linear" for x in a.blocks_of_kind("n2nskip"))
+
+
+def test_channel_granularity_keeps_whole_kernels_and_exact_count():
+    g = _vgg_graph()
+    for n in (9 * 7, 9 * 7 + 4, 200):
+        g2 = _add_n2nskip_count(g, n, seed=1, wiring="blocks", skip_kernel=3, granularity="channel")
+        skips = g2.blocks_of_kind("n2nskip")
+        assert sum(b.num_params for b in skips) == n
+        for b in skips:
+            taps = b.mask.reshape(*b.mask.shape[:2], -1).sum(axis=2)
+            partial = np.count_nonzero((taps > 0) & (taps < 9))
+            assert partial <= 1  # whole kernels, but for one pair holding the remainder
+
+
+def test_skip_initial_weights_and_pair_weight():
+    g = _residual_graph()
+    g2 = add_n2nskip(g, 0.1, seed=5, wiring="blocks", skip_kernel="same")
+    g3 = add_n2nskip(g, 0.1, seed=5, wiring="blocks", skip_kernel="same")
+    for b, b3 in zip(g2.blocks_of_kind("n2nskip"), g3.blocks_of_kind("n2nskip")):
+        assert b.spec["init_seed"] == 5
+        w = skip_initial_weights(b)
+        assert w.dtype == np.float32 and w.shape == b.mask.shape
+        assert np.array_equal(w, skip_initial_weights(b3))  # deterministic
+        assert np.all(w[~b.mask] == 0) and np.all(w[b.mask] != 0)
+        expected = np.abs(w).reshape(*b.mask.shape[:2], -1).sum(axis=2)
+        np.testing.assert_allclose(b.pair_weight, expected, rtol=1e-6)
+    other = add_n2nskip(g, 0.1, seed=6, wiring="blocks", skip_kernel="same")
+    assert not np.array_equal(skip_initial_weights(other.blocks_of_kind("n2nskip")[0]),
+                              skip_initial_weights(g2.blocks_of_kind("n2nskip")[0]))
+    with pytest.raises(ValueError, match="init_seed"):
+        skip_initial_weights(g.blocks[0])
+
+
+def test_skip_initial_weights_are_kaiming_with_the_dense_fan_in():
+    g = _mlp_graph([400, 300, 200, 100])
+    g2 = add_n2nskip(g, 0.3, seed=0)
+    b = max(g2.blocks_of_kind("n2nskip"), key=lambda b: b.num_params)
+    w = skip_initial_weights(b)[b.mask]
+    assert abs(w.std() / np.sqrt(2 / b.mask.shape[1]) - 1) < 0.05 and abs(w.mean()) < 0.01
+
+
+def test_weighted_adjacency_of_a_variant_uses_the_skip_pair_weights():
+    g = _mlp_graph([20, 16, 12, 8])
+    g = g.replace(blocks=[EdgeBlock(b.name, b.src, b.dst, b.kind, b.mask,
+                                    pair_weight=np.ones(b.mask.shape, np.float32)) for b in g.blocks])
+    g2 = add_n2nskip(g, 0.2, seed=0)
+    A = g2.adjacency(weighted=True).tocsr()
+    b = g2.blocks_of_kind("n2nskip")[0]
+    s, d = g2.group(b.src), g2.group(b.dst)
+    o, i = np.nonzero(b.pair_mask())
+    np.testing.assert_allclose(A[d.start + o, s.start + i], b.pair_weight[o, i], rtol=1e-6)

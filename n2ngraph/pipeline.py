@@ -1,0 +1,212 @@
+"""The whole recipe in one call: prune a model, trace it, add N2NSkip connections.
+
+:func:`variant` builds the graph a table row stands for, plain (``skips=False``: the RP / CSP
+baseline) or with N2NSkip connections at the same total budget (``skips=True``), under one named
+:class:`~n2ngraph.recipes.Recipe` (``docs/recipes.md``). :func:`dense_layer_names` finds the
+layers a recipe keeps dense by their role in the traced graph, and :func:`calibration_batch`
+draws the batch that data-driven pruners (SNIP, GraSP) score on.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Iterable
+from typing import Any
+
+from n2ngraph.graph import NetworkGraph
+from n2ngraph.recipes import DENSE_ROLES, Recipe, get_recipe
+
+__all__ = ["RANDOM_METHODS", "calibration_batch", "dense_layer_names", "variant"]
+
+#: Methods whose masks are random (no score): always pruned layerwise, and the ones a recipe's
+#: ``granularity`` applies to.
+RANDOM_METHODS = ("random", "expander")
+
+
+def _role_blocks(graph: NetworkGraph, role: str) -> list:
+    """The sequential blocks that play ``role`` in ``graph`` (see :func:`dense_layer_names`)."""
+    from n2ngraph.n2nskip import _sum_groups, chain_depths
+
+    seq = [b for b in graph.blocks if b.kind == "sequential" and not b.spec.get("added_by")]
+    if role == "stem":
+        convs = [b for b in seq if b.mask.ndim == 4]
+        return convs[:1]
+    if role == "classifier":
+        out = graph.groups[-1].name
+        return [b for b in seq if b.dst == out]
+    depth = chain_depths(graph)
+    found = []
+    for s in _sum_groups(graph):
+        into = [b for b in graph.blocks if b.dst == s and not b.spec.get("added_by")]
+        deepest = max(depth[b.src] for b in into)
+        found += [b for b in into if b.kind == "sequential" and depth[b.src] < deepest]
+    return found
+
+
+def dense_layer_names(model_or_graph: Any, roles: Iterable[str]) -> tuple[str, ...]:
+    """Module paths of the layers that play ``roles`` in a conv net, found on its traced graph.
+
+    Roles (names never matter, only the graph):
+
+    - ``"stem"``: the first conv (the first ``sequential`` block with a 4-D mask);
+    - ``"classifier"``: the weight layer(s) into the output group (the logits);
+    - ``"downsample"``: a ``sequential`` block into a residual sum that runs parallel to a deeper
+      path into the same sum (a ResNet 1x1 projection shortcut).
+
+    Parameters
+    ----------
+    model_or_graph : nn.Module or NetworkGraph
+        A model is traced dense (:func:`n2ngraph.trace.to_graph`).
+    roles : iterable of {"stem", "downsample", "classifier"}
+
+    Returns
+    -------
+    tuple of str
+        Module paths (``block.spec["module"]``) in graph order, each once. Empty for a network
+        without conv layers: recipes keep layers dense on conv nets only.
+
+    Raises
+    ------
+    ValueError
+        An unknown role (the valid ones are listed).
+    """
+    roles = tuple(roles) if not isinstance(roles, str) else (roles,)
+    bad = [r for r in roles if r not in DENSE_ROLES]
+    if bad:
+        raise ValueError(f"unknown layer role(s) {bad}; valid roles are {list(DENSE_ROLES)}")
+    if isinstance(model_or_graph, NetworkGraph):
+        graph = model_or_graph
+    else:
+        from n2ngraph.trace import to_graph
+
+        graph = to_graph(model_or_graph)
+    if not roles or not any(b.kind == "sequential" and b.mask.ndim == 4 for b in graph.blocks):
+        return ()
+    picked = {id(b) for r in roles for b in _role_blocks(graph, r)}
+    return tuple(dict.fromkeys(b.spec.get("module", b.name) for b in graph.blocks if id(b) in picked))
+
+
+def _density(density: Any) -> float:
+    if isinstance(density, bool) or not isinstance(density, numbers.Real) \
+            or not 0 < float(density) <= 1:
+        raise ValueError(f"density must be in (0, 1], got {density!r}")
+    return float(density)
+
+
+def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper",
+            skips: bool = True, seed: int = 0, data=None, example_input=None) -> NetworkGraph:
+    """The graph of ``model`` pruned by ``method`` at ``density`` under ``recipe``, with or without
+    N2NSkip connections at the same total budget.
+
+    Parameters
+    ----------
+    model : nn.Module
+        The dense reference (not modified).
+    method : str
+        A pruning method (:data:`n2ngraph.pruning.METHODS`); the paper's RP is ``"expander"``,
+        its CSP ``"snip"``.
+    density : float in (0, 1]
+        Total kept fraction of the reference's weights (sequential + skips).
+    recipe : str or Recipe
+        A name in :data:`n2ngraph.recipes.RECIPES` (``"paper"``, ``"all-pairs"``) or a Recipe.
+    skips : bool
+        ``False``: the plain pruned graph at ``density`` (the baseline row). ``True``: prune at
+        ``density * (1 - f)`` (``f = recipe.n2nskip_fraction``) and add N2NSkip connections
+        holding exactly the difference, so both rows keep the same number of weights.
+    seed : int
+        Seed of the pruning and of the skip positions and initial weights.
+    data : (inputs, targets) or iterable of batches, optional
+        For data-driven methods (``snip``, ``grasp``); see :func:`calibration_batch`.
+    example_input : Tensor, optional
+        Passed to :func:`n2ngraph.trace.trace`.
+
+    Returns
+    -------
+    NetworkGraph
+        ``num_params`` equals the plain graph's at ``density`` (same method, seed and recipe):
+        budgets are exact, so that count ``P`` is known without pruning
+        (:func:`n2ngraph.pruning.kept_count`) and the skips get ``P - P_seq`` weights.
+        Provenance records ``recipe`` (name), ``recipe_fields``, ``model``, ``method``,
+        ``density``, ``seed``, ``scope``, ``granularity``, ``dense_layers`` (module paths),
+        ``sequential_params``, ``sequential_density`` and ``variant`` (``method`` or
+        ``"n2nskip-<method>"``).
+
+    Notes
+    -----
+    How the recipe acts: random methods (``random``, ``expander``) prune layerwise with the
+    recipe's ``granularity``; score-based methods use the recipe's ``scope`` at weight
+    granularity. On conv nets the layers of ``recipe.dense_layers``
+    (:func:`dense_layer_names`) are kept whole and paid from the budget; the skips follow
+    ``wiring``, ``skip_kernel``, ``skip_order`` and, for conv skips, ``granularity``
+    (:func:`n2ngraph.n2nskip.add_n2nskip`).
+
+    Raises
+    ------
+    ValueError
+        Unknown recipe or method, density outside (0, 1], dense layers larger than the budget,
+        or a skip budget the wiring cannot hold.
+    """
+    from n2ngraph.n2nskip import _add_n2nskip_count
+    from n2ngraph.pruning import kept_count, prune
+    from n2ngraph.trace import trace
+
+    r = get_recipe(recipe)
+    density = _density(density)
+    is_random = method in RANDOM_METHODS
+    scope = "layerwise" if is_random else r.scope
+    granularity = r.granularity if is_random else "weight"
+    dense = dense_layer_names(model, r.dense_layers) if r.dense_layers else ()
+    opts = {"scope": scope, "granularity": granularity, "dense": dense}
+    f = r.n2nskip_fraction if skips else 0.0
+    seq_density = density * (1 - f)
+    masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
+    graph = trace(model, masks, example_input=example_input).graph
+    prov = {"model": graph.provenance.get("model", type(model).__name__), "method": method,
+            "density": density, "seed": seed, "scope": scope, "granularity": granularity,
+            "dense_layers": list(dense), "recipe": r.name, "recipe_fields": r.to_json(),
+            "sequential_params": graph.num_params, "sequential_density": seq_density,
+            "n2nskip_fraction": f}
+    if not skips:
+        return graph.replace(provenance={**graph.provenance, **prov, "variant": method})
+    target = kept_count(model, density, **opts)
+    n_skip = target - graph.num_params
+    if n_skip < 0:
+        raise ValueError(
+            f"pruning at {seq_density:.4g} kept {graph.num_params} weights, more than the "
+            f"{target} kept at {density}; the method's rounding makes the budget infeasible"
+        )
+    return _add_n2nskip_count(
+        graph, n_skip, seed=seed, wiring=r.wiring, skip_kernel=r.skip_kernel,
+        skip_order=r.skip_order, granularity=r.granularity,
+        provenance={**prov, "variant": f"n2nskip-{method}"},
+    )
+
+
+def calibration_batch(model, dataset: str, batch_size: int, seed: int):
+    """A ``(inputs, targets)`` batch from ``dataset`` shaped for ``model``.
+
+    Images are drawn without replacement with a seeded generator. When the model expects
+    ``3 x 32 x 32`` images (CIFAR-shaped, e.g. the paper MLP's 3072 inputs) and the dataset has
+    ``1 x 28 x 28`` digits (MNIST), each digit is zero-padded to 32 x 32 and repeated over three
+    channels; any other mismatch raises ``ValueError``.
+    """
+    import torch
+
+    from n2ngraph.data import load_dataset
+    from n2ngraph.models import example_input
+
+    data = load_dataset(dataset, train=True, augment=False)
+    images, labels = data.tensors
+    gen = torch.Generator().manual_seed(int(seed))
+    index = torch.randperm(len(labels), generator=gen)[:batch_size]
+    x, y = images[index], labels[index]
+    want = tuple(example_input(model).shape[1:])
+    have = tuple(x.shape[1:])
+    if want == have or (len(want) == 1 and math.prod(have) == want[0]):
+        return x, y
+    if have == (1, 28, 28) and (want == (3, 32, 32) or want == (3072,)):
+        x = torch.nn.functional.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
+        return x, y
+    raise ValueError(f"dataset {dataset!r} gives images of shape {have}, but the model expects "
+                     f"inputs of shape {want}; choose a matching --dataset")

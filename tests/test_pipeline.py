@@ -1,0 +1,175 @@
+"""pipeline.variant under the recipes, dense layer roles, and the two documented decisions."""
+
+import dataclasses
+import hashlib
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+
+from n2ngraph import models  # noqa: E402
+from n2ngraph.pipeline import calibration_batch, dense_layer_names, variant  # noqa: E402
+from n2ngraph.recipes import RECIPES  # noqa: E402
+
+
+def _digest(graph) -> str:
+    h = hashlib.sha1()
+    for b in graph.blocks:
+        h.update(b.name.encode())
+        if b.mask is not None:
+            h.update(np.packbits(b.mask).tobytes())
+    return h.hexdigest()[:16]
+
+
+def _tiny_vgg():
+    return models.VGG([16, 16, "M", 32, "M", 32, "M"], 10, head="cifar")
+
+
+# ----------------------------------------------------------------- must-show checks
+def test_paper_resnet50_has_one_3x3_skip_per_block_at_equal_budget():
+    model = models.resnet50(num_classes=10)
+    g = variant(model, "expander", 0.02, recipe="paper")
+    skips = g.blocks_of_kind("n2nskip")
+    assert 10 <= len(skips) <= 20
+    assert all(b.mask.shape[2:] == (3, 3) and b.spec["kernel_size"] == [3, 3] for b in skips)
+    plain = variant(model, "expander", 0.02, recipe="paper", skips=False)
+    assert g.num_params == plain.num_params and not plain.blocks_of_kind("n2nskip")
+    assert g.provenance["recipe"] == "paper" and plain.provenance["recipe"] == "paper"
+    assert g.provenance["recipe_fields"] == RECIPES["paper"].to_json()
+    assert g.provenance["sequential_params"] + sum(b.num_params for b in skips) == g.num_params
+
+
+def test_paper_vgg19_rp_is_channel_level_with_a_dense_stem():
+    from analysis.common import vgg19_reference
+
+    g = variant(vgg19_reference(), "expander", 0.02, recipe="paper", skips=False)
+    convs = [b for b in g.blocks if b.kind == "sequential" and b.mask.ndim == 4]
+    assert len(convs) == 16 and convs[0].mask.all()  # the stem is dense
+    for b in convs[1:]:
+        pairs = b.pair_mask()
+        assert 0.01 <= pairs.mean() <= 0.04, (b.name, pairs.mean())
+        taps = b.mask.reshape(*pairs.shape, -1)
+        assert np.array_equal(taps.all(axis=2), pairs)  # a kept pair keeps all its taps
+    assert g.blocks[-1].mask.all()  # the classifier (layer into the logits) is dense
+    assert g.provenance["dense_layers"] == ["features.0", "classifier.2"]
+
+
+# ------------------------------------------------------------------ all-pairs recipe
+# Digests of the graphs that n2ngraph built before recipes existed (n2nskip.variant with its
+# defaults: layerwise scope, per-weight masks, all-pairs 1x1 skips, pool-conv-act), seed 1.
+_BEFORE_RECIPES = {
+    ("paper_mlp", 0.1): ("ad3e1ec14e5c504f", "bc4e143211fa5351"),
+    ("paper_mlp", 0.02): ("6d795c9c4054caf3", "20e08c82c9b54076"),
+    ("tiny_vgg", 0.1): ("f847eae0eb545709", "0b62e004d16ec847"),
+    ("tiny_vgg", 0.02): ("9d2da425cbfef799", "8e991443b3bf7887"),
+}
+
+
+@pytest.mark.parametrize("name, density", list(_BEFORE_RECIPES))
+def test_all_pairs_recipe_reproduces_the_graphs_built_before_recipes(name, density):
+    model = models.paper_mlp() if name == "paper_mlp" else _tiny_vgg()
+    g = variant(model, "expander", density, recipe="all-pairs", seed=1)
+    plain = variant(model, "expander", density, recipe="all-pairs", seed=1, skips=False)
+    assert (_digest(g), _digest(plain)) == _BEFORE_RECIPES[(name, density)]
+    if name == "paper_mlp":
+        assert len(g.blocks_of_kind("n2nskip")) == 10
+
+
+def test_paper_recipe_on_an_mlp_wires_every_non_consecutive_pair():
+    model = models.paper_mlp()
+    a = variant(model, "expander", 0.05, recipe="paper", seed=0)
+    b = variant(model, "expander", 0.05, recipe="all-pairs", seed=0)
+    pairs = lambda g: [(x.src, x.dst) for x in g.blocks_of_kind("n2nskip")]  # noqa: E731
+    assert pairs(a) == pairs(b) and len(pairs(a)) == 10
+    assert a.provenance["dense_layers"] == [] and a.num_params == b.num_params
+
+
+@pytest.mark.parametrize("method", ["random", "expander", "magnitude"])
+@pytest.mark.parametrize("recipe", ["paper", "all-pairs"])
+def test_variant_matches_plain_budget_exactly(method, recipe):
+    model = _tiny_vgg()
+    plain = variant(model, method, 0.1, recipe=recipe, seed=0, skips=False)
+    g = variant(model, method, 0.1, recipe=recipe, seed=0)
+    assert g.num_params == plain.num_params
+    skips = g.blocks_of_kind("n2nskip")
+    assert skips and sum(b.num_params for b in skips) == g.num_params - g.provenance["sequential_params"]
+    assert g.provenance["variant"] == f"n2nskip-{method}" and plain.provenance["variant"] == method
+    expected_scope = "layerwise" if method != "magnitude" else RECIPES[recipe].scope
+    assert g.provenance["scope"] == expected_scope
+
+
+def test_a_recipe_object_and_its_fraction():
+    model = models.lenet300()
+    r = dataclasses.replace(RECIPES["all-pairs"], n2nskip_fraction=0.25, name="all-pairs-f0.25")
+    g = variant(model, "random", 0.1, recipe=r, seed=0)
+    assert g.provenance["recipe"] == "all-pairs-f0.25" and g.provenance["n2nskip_fraction"] == 0.25
+    assert g.provenance["sequential_density"] == pytest.approx(0.075)
+
+
+def test_variant_bad_input():
+    model = models.lenet300()
+    with pytest.raises(ValueError, match="unknown recipe"):
+        variant(model, "random", 0.1, recipe="nope")
+    with pytest.raises(ValueError, match="density"):
+        variant(model, "random", 1.5)
+    with pytest.raises(ValueError, match="density"):
+        variant(model, "random", 0)
+
+
+def test_dense_downsample_convs_that_exceed_the_budget_are_refused():
+    r = dataclasses.replace(RECIPES["paper"], dense_layers=("stem", "downsample", "classifier"),
+                            name="paper-dense-downsample")
+    model = models.resnet18()
+    with pytest.raises(ValueError, match="dense"):
+        variant(model, "expander", 0.02, recipe=r)
+    g = variant(model, "expander", 0.5, recipe=r)
+    assert "layer2.0.downsample.0" in g.provenance["dense_layers"]
+
+
+# -------------------------------------------------------------------------- roles
+def test_dense_layer_names_from_the_traced_graph():
+    from n2ngraph.trace import to_graph
+
+    model = to_graph(models.resnet18())
+    assert dense_layer_names(model, ("stem",)) == ("conv1",)
+    assert dense_layer_names(model, ("classifier",)) == ("fc",)
+    assert dense_layer_names(model, ("downsample",)) == tuple(
+        f"layer{i}.0.downsample.0" for i in (2, 3, 4))
+    graph = to_graph(models.VGG([8, "M", 8, "M"], head="torchvision"))  # a 3-Linear head
+    assert dense_layer_names(graph, ("stem", "downsample", "classifier")) == ("features.0", "classifier.6")
+    assert dense_layer_names(models.paper_mlp(), ("stem", "classifier")) == ()  # not a conv net
+    with pytest.raises(ValueError, match="valid roles"):
+        dense_layer_names(model, ("head",))
+
+
+def test_roles_do_not_depend_on_module_names():
+    from torch import nn
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.p = nn.Conv2d(3, 8, 3, padding=1)
+            self.q = nn.Conv2d(8, 8, 3, padding=1)
+            self.r = nn.Conv2d(8, 16, 3, stride=2, padding=1)
+            self.u = nn.Conv2d(16, 16, 3, padding=1)
+            self.s = nn.Conv2d(8, 16, 1, stride=2)
+            self.t = nn.Linear(16, 4)
+
+        def forward(self, x):
+            x = torch.relu(self.p(x))
+            x = torch.relu(self.q(x))
+            y = torch.relu(self.u(torch.relu(self.r(x))) + self.s(x))
+            return self.t(y.mean(dim=(2, 3)))
+
+    names = dense_layer_names(Net(), ("stem", "downsample", "classifier"))
+    assert names == ("p", "s", "t")
+
+
+# --------------------------------------------------------------------------- data
+@pytest.mark.slow
+def test_calibration_batch_pads_digits_for_cifar_shaped_models():
+    x, y = calibration_batch(models.paper_mlp(), "mnist5k", 8, seed=0)
+    assert x.shape == (8, 3, 32, 32) and y.shape == (8,)
+    x2, _ = calibration_batch(models.paper_mlp(), "mnist5k", 8, seed=0)
+    assert torch.equal(x, x2)
