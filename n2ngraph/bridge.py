@@ -38,6 +38,7 @@ import copy
 import math
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import fx, nn
@@ -47,7 +48,7 @@ from n2ngraph.graph import EdgeBlock, NetworkGraph
 from n2ngraph.masks import PRUNABLE_TYPES
 from n2ngraph.trace import record_shapes
 
-__all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "INITS"]
+__all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "INITS", "SKIP_ORDERS"]
 
 #: Initialisations of :func:`to_model`.
 INITS = ("dense", "sparse")
@@ -76,12 +77,28 @@ _ACT_METHODS = {"relu": "relu", "relu_": "relu", "tanh": "tanh", "tanh_": "tanh"
                 "sigmoid": "sigmoid", "sigmoid_": "sigmoid"}
 
 
-class MaskParametrization(nn.Module):
-    """``weight = original * mask`` (a ``torch.nn.utils.parametrize`` parametrization).
+class MaskError(ValueError):
+    """A ``state_dict`` whose masks differ from the module's (loading it could revive weights)."""
 
-    The mask is a bool buffer (saved in the ``state_dict``, moved by ``.to()``); the masked
-    entries of ``original`` are zeroed when the mask is put on, so they get zero gradient, zero
-    momentum / Adam moments and stay exactly zero under weight decay: pruned weights stay zero.
+
+def _layer_name(prefix: str) -> str:
+    """``"features.0"`` from a parametrization's state_dict prefix ``"features.0.parametrizations.weight.0."``."""
+    name = prefix.split(".parametrizations.")[0] if ".parametrizations." in prefix else prefix.rstrip(".")
+    return name or "<root>"
+
+
+class MaskParametrization(nn.Module):
+    """``weight = where(mask, original, 0)`` (a ``torch.nn.utils.parametrize`` parametrization).
+
+    The mask is a bool buffer (saved in the ``state_dict``, moved by ``.to()``). Pruned entries
+    are selected away, not multiplied by zero, so whatever ``original`` holds there (even NaN or
+    inf, e.g. after an fp16 optimizer step) the effective weight is exactly zero and their
+    gradient is exactly zero. They are also zeroed when the mask is put on, so momentum,
+    Adam moments and weight decay leave them at zero: pruned weights never come back.
+
+    Loading a ``state_dict`` whose mask differs from this one raises :class:`MaskError`
+    (a ``ValueError``) naming the layer: a model cannot be given another topology, or revived
+    pruned weights, by loading a checkpoint.
     """
 
     def __init__(self, mask: torch.Tensor) -> None:
@@ -89,7 +106,48 @@ class MaskParametrization(nn.Module):
         self.register_buffer("mask", torch.as_tensor(mask, dtype=torch.bool).clone())
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        return weight * self.mask
+        return torch.where(self.mask, weight, 0)
+
+    def mask_mismatch(self, state_dict: Mapping[str, torch.Tensor], prefix: str) -> str | None:
+        """Why ``state_dict`` (at ``prefix``) cannot be loaded here, or None."""
+        key = prefix + "mask"
+        if key not in state_dict:
+            return None
+        other = state_dict[key]
+        same = isinstance(other, torch.Tensor) and tuple(other.shape) == tuple(self.mask.shape) \
+            and torch.equal(other.to(self.mask.device) != 0, self.mask)
+        if same:
+            return None
+        return (f"refusing to load a state_dict into layer {_layer_name(prefix)!r}: its mask "
+                f"({key!r}) differs from the model's; build the model from the graph the "
+                "checkpoint was trained with (loading it would change the pruned topology)")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        why = self.mask_mismatch(state_dict, prefix)
+        if why:
+            raise MaskError(why)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+def _refuse_other_masks(module, state_dict, prefix, *args, **kwargs) -> None:
+    """``load_state_dict`` pre-hook of a :func:`to_model` result: checks every mask and skip
+    position of ``state_dict`` before anything is loaded, so a refused load changes nothing."""
+    for path, sub in module.named_modules():
+        if isinstance(sub, (MaskParametrization, N2NSkip)):
+            why = sub.mask_mismatch(state_dict, f"{prefix}{path}." if path else prefix)
+            if why:
+                raise MaskError(why)
+
+
+def _guard_loads(model: nn.Module) -> nn.Module:
+    hook = getattr(model, "register_load_state_dict_pre_hook", None)
+    if hook is not None:
+        hook(_refuse_other_masks)
+    else:  # older torch
+        model._register_load_state_dict_pre_hook(_refuse_other_masks, with_module=True)
+    return model
 
 
 class _Skip(nn.Module):
@@ -118,12 +176,42 @@ class _Skip(nn.Module):
         return f"{self.n2ngraph_src!r} -> {self.n2ngraph_dst!r}"
 
 
-class N2NSkip(_Skip):
-    """A sparse learnable skip ``z_dst <- z_dst + g(skip(a_src))`` (arXiv:2208.03662).
+#: Orders of the ops inside an N2NSkip module (``spec["order"]``; absent means "pool-conv-act").
+SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
 
-    ``skip`` is a Linear ``(dst, src)`` or a stride-1 convolution ``(C_dst, C_src, f, f)`` with
-    padding ``f // 2`` after adaptive average pooling to the target's spatial size (global for a
-    channel source and a neuron target); the weight is ``weight * mask``, no bias.
+
+def _pair(v, default: int) -> tuple[int, int]:
+    if v is None:
+        return (default, default)
+    if isinstance(v, (list, tuple)):
+        return (int(v[0]), int(v[-1]))
+    return (int(v), int(v))
+
+
+class N2NSkip(_Skip):
+    """A sparse learnable skip ``z_dst <- z_dst + g(skip(a_src))`` (arXiv:2208.03662, Eq. 2).
+
+    ``skip`` is a sparse Linear ``(dst, src)`` or a sparse convolution ``(C_dst, C_src, f, f)``
+    (no bias) stored by its *kept channel pairs* only: pair ``k`` maps source channel
+    ``src_index[k]`` to destination channel ``dst_index[k]`` with the ``f x f`` kernel
+    ``weight[k, 0]`` (a Linear pair: the scalar ``weight[k]``); a pair that keeps only some taps
+    has the bool buffer ``tap_mask[k, 0]`` (``None`` when every pair keeps its whole kernel).
+    The convolution gathers the source channel of every kept pair, runs one depthwise
+    (``groups = K``) convolution over the ``K`` pairs and ``index_add``s the results into their
+    destination channels; a Linear gathers, scales and ``index_add``s. Time and memory are
+    ``O(K f^2 N H W)`` and ``O(K N H W)``, not ``O(C_dst C_src f^2 N H W)``; nothing of the
+    dense shape is stored.
+
+    Orders (``spec["order"]``):
+
+    - ``"pool-conv-act"``: adaptive average pooling of ``a_src`` to the target's spatial size
+      (global for a neuron target), the stride-1 ``f x f`` map with padding ``f // 2``, then g;
+    - ``"conv-bn-act-pool"`` (the paper's conv nets): the map at the source's resolution,
+      ``BatchNorm2d(C_dst)`` (``spec["norm"] == "batch"``), g, then adaptive max-pooling to the
+      target's size when the sizes differ. A conv source into a neuron target is pooled globally
+      first and has no BatchNorm.
+
+    ``g`` is the target's non-linearity, the identity at the output group.
     """
 
     n2ngraph_kind = "n2nskip"
@@ -132,20 +220,151 @@ class N2NSkip(_Skip):
         super().__init__(block)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {sorted(_ACTIVATIONS)}")
-        mask = torch.from_numpy(block.mask.copy())
-        self.register_buffer("mask", mask)
-        self.weight = nn.Parameter(torch.zeros(mask.shape))
-        self.is_conv = mask.dim() == 4
-        pad = block.spec.get("padding", [mask.shape[-1] // 2] * 2) if self.is_conv else [0, 0]
-        self.padding = tuple(int(p) for p in pad)
+        spec = block.spec
+        self.order = spec.get("order") or "pool-conv-act"
+        if self.order not in SKIP_ORDERS:
+            raise ValueError(f"skip {block.name!r}: order {self.order!r} is not one of {SKIP_ORDERS}")
+        mask = np.asarray(block.mask, dtype=bool)
+        self.mask_shape = tuple(int(s) for s in mask.shape)
+        self.is_conv = mask.ndim == 4
+        pairs = mask.reshape(mask.shape[0], mask.shape[1], -1).any(axis=2)
+        dst, src = np.nonzero(pairs)
+        self.register_buffer("dst_index", torch.from_numpy(dst.astype(np.int64)))
+        self.register_buffer("src_index", torch.from_numpy(src.astype(np.int64)))
+        k = len(dst)
+        if self.is_conv:
+            taps = mask[dst, src]  # (K, f, f)
+            self.register_buffer("tap_mask", None if taps.all() else torch.from_numpy(taps[:, None].copy()))
+            self.weight = nn.Parameter(torch.zeros(k, 1, *mask.shape[2:]))
+            f = mask.shape[-1]
+            self.stride = _pair(spec.get("stride"), 1)
+            self.padding = _pair(spec.get("padding"), f // 2)
+            self.dilation = _pair(spec.get("dilation"), 1)
+        else:
+            self.register_buffer("tap_mask", None)
+            self.weight = nn.Parameter(torch.zeros(k))
+        norm = spec.get("norm")
+        if norm not in (None, "batch"):
+            raise ValueError(f"skip {block.name!r}: norm {norm!r} is not None or 'batch'")
+        self.norm = nn.BatchNorm2d(mask.shape[0]) if norm == "batch" and self.is_conv else None
         self.activation = activation
         self.activation_param = float(activation_param)
 
+    # -------------------------------------------------------------- the sparse map
+    def kernel(self) -> torch.Tensor:
+        """The kept weights as used: ``weight`` with pruned taps selected away (exact zeros)."""
+        if self.tap_mask is None:
+            return self.weight
+        return torch.where(self.tap_mask, self.weight, 0)
+
+    def sparse_map(self, x: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
+        """``into + skip(x)`` (``into`` defaults to zeros): the masked Linear / conv of the
+        block, computed over the kept pairs only."""
+        w = self.kernel()
+        k = w.shape[0]
+        if self.is_conv:
+            if k == 0:
+                size = [(n + 2 * p - d * (f - 1) - 1) // s + 1 for n, p, d, f, s in zip(
+                    x.shape[2:], self.padding, self.dilation, w.shape[2:], self.stride)]
+                y = x.new_zeros((x.shape[0], 0, *size))
+            else:
+                xg = x.index_select(1, self.src_index)
+                if w.shape[-2:] == (1, 1) and self.stride == (1, 1) and self.padding == (0, 0):
+                    y = xg * w.reshape(1, k, 1, 1)
+                else:
+                    y = F.conv2d(xg, w, None, self.stride, self.padding, self.dilation, groups=k)
+        else:
+            y = x.index_select(1, self.src_index) * w
+        if into is None:
+            into = y.new_zeros((y.shape[0], self.mask_shape[0], *y.shape[2:]))
+        return into.index_add(1, self.dst_index, y.to(into.dtype)) if k else into
+
     def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        g = _ACTIVATIONS[self.activation]
+        if self.order == "conv-bn-act-pool" and not (a.dim() == 4 and z.dim() == 2):
+            y = self.sparse_map(a)
+            if self.norm is not None:
+                y = self.norm(y)
+            y = g(y, self.activation_param)
+            if y.dim() == 4 and self.output_size is not None and tuple(y.shape[-2:]) != self.output_size:
+                y = F.adaptive_max_pool2d(y, self.output_size)
+            return z + y
         x = self._pool(a, z.dim())
-        w = self.weight * self.mask
-        y = F.conv2d(x, w, None, 1, self.padding) if self.is_conv else F.linear(x, w)
-        return z + _ACTIVATIONS[self.activation](y, self.activation_param)
+        if self.activation == "identity":
+            return self.sparse_map(x, into=z)
+        return z + g(self.sparse_map(x), self.activation_param)
+
+    # -------------------------------------------------------- graph read-back
+    def n2ngraph_mask(self) -> np.ndarray:
+        """The block's dense weight-shaped bool mask, rebuilt from the kept pairs (tracing only)."""
+        mask = np.zeros(self.mask_shape, dtype=bool)
+        dst, src = self.dst_index.cpu().numpy(), self.src_index.cpu().numpy()
+        mask[dst, src] = True if self.tap_mask is None else self.tap_mask[:, 0].cpu().numpy()
+        return mask
+
+    def n2ngraph_pair_weight(self) -> np.ndarray:
+        """``sum |w|`` over the kept taps of every channel pair, float32 ``(out, in)``."""
+        pair = np.zeros(self.mask_shape[:2], dtype=np.float32)
+        w = self.kernel().detach().abs()
+        vals = w.reshape(w.shape[0], -1).sum(dim=1, dtype=torch.float32) if w.dim() > 1 else w.float()
+        pair[self.dst_index.cpu().numpy(), self.src_index.cpu().numpy()] = vals.cpu().numpy()
+        return pair
+
+    def dense_weight(self) -> torch.Tensor:
+        """The equivalent dense weight ``(out, in[, f, f])`` with zeros outside the mask. For
+        inspection and tests only: it costs the dense shape, which the forward never builds."""
+        w = self.kernel()
+        dense = w.new_zeros(self.mask_shape)
+        return dense.index_put((self.dst_index, self.src_index), w.reshape(w.shape[0], *self.mask_shape[2:]))
+
+    def set_dense_weight(self, dense: torch.Tensor | np.ndarray) -> None:
+        """Set the kept weights from a weight-shaped array (entries outside the mask ignored)."""
+        dense = torch.as_tensor(np.asarray(dense) if not isinstance(dense, torch.Tensor) else dense)
+        if tuple(dense.shape) != self.mask_shape:
+            raise ValueError(f"skip {self.n2ngraph_block_name!r}: weight shape {tuple(dense.shape)} "
+                             f"!= mask shape {self.mask_shape}")
+        kept = dense[self.dst_index.cpu(), self.src_index.cpu()]
+        with torch.no_grad():
+            self.weight.copy_(kept.reshape(self.weight.shape).to(self.weight.dtype))
+            if self.tap_mask is not None:
+                self.weight.masked_fill_(~self.tap_mask, 0)
+
+    def mask_mismatch(self, state_dict: Mapping[str, torch.Tensor], prefix: str) -> str | None:
+        """Why ``state_dict`` (at ``prefix``) cannot be loaded here (other kept positions), or None."""
+        problems = []
+        for name in ("dst_index", "src_index"):
+            other = state_dict.get(prefix + name)
+            mine = getattr(self, name)
+            if other is not None and not (isinstance(other, torch.Tensor) and other.shape == mine.shape
+                                          and torch.equal(other.to(mine.device), mine)):
+                problems.append(name)
+        if prefix + "tap_mask" in state_dict or (self.tap_mask is not None and prefix + "dst_index" in state_dict):
+            other = state_dict.get(prefix + "tap_mask")
+            full = torch.ones(self.weight.shape, dtype=torch.bool)
+            mine = full if self.tap_mask is None else self.tap_mask.cpu()
+            theirs = full if other is None else other
+            if not (isinstance(theirs, torch.Tensor) and theirs.shape == mine.shape
+                    and torch.equal(theirs.cpu() != 0, mine)):
+                problems.append("tap_mask")
+        if prefix + "mask" in state_dict:  # a dense mask from an older format
+            other = state_dict[prefix + "mask"]
+            if not (isinstance(other, torch.Tensor) and tuple(other.shape) == self.mask_shape
+                    and np.array_equal(other.cpu().numpy() != 0, self.n2ngraph_mask())):
+                problems.append("mask")
+        if not problems:
+            return None
+        return (f"refusing to load a state_dict into skip {self.n2ngraph_block_name!r} "
+                f"({prefix.rstrip('.') or '<root>'}): its kept positions ({', '.join(problems)}) "
+                "differ from the model's; build the model from the graph the checkpoint was "
+                "trained with")
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        why = self.mask_mismatch(state_dict, prefix)
+        if why:
+            raise MaskError(why)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
 
 
 class ResSkip(_Skip):
@@ -177,7 +396,7 @@ def _strip_masks(module: nn.Module) -> None:
 def _apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
     _strip_masks(module)
     with torch.no_grad():
-        module.weight.mul_(mask.to(module.weight.device))
+        module.weight.masked_fill_(~mask.to(module.weight.device), 0)
     parametrize.register_parametrization(module, "weight", MaskParametrization(mask.to(module.weight.device)))
 
 
@@ -253,6 +472,29 @@ def _fan_in(graph: NetworkGraph) -> dict[str, torch.Tensor]:
         rows = torch.as_tensor(b.mask.reshape(b.mask.shape[0], -1).sum(axis=1), dtype=torch.float64)
         fan[b.dst] = fan.get(b.dst, torch.zeros_like(rows)) + rows
     return fan
+
+
+def _init_skip(module: N2NSkip, block: EdgeBlock, fan: dict[str, torch.Tensor], gen: torch.Generator) -> None:
+    """Initial kept weights of a skip: ``init="sparse"`` (``fan`` given) draws ``N(0, 2 / n_u)``
+    with the destination unit's kept fan-in ``n_u``, only for the kept entries; ``init="dense"``
+    takes :func:`n2ngraph.n2nskip.skip_initial_weights` (Kaiming normal with the dense fan-in),
+    so the graph's pair weights are the model's initial ones."""
+    if fan:
+        std = math.sqrt(2.0) / fan[block.dst].clamp(min=1).sqrt()
+        w = torch.randn(module.weight.shape, generator=gen, dtype=torch.float64)
+        w = w * std[module.dst_index.cpu()].reshape(-1, *[1] * (w.dim() - 1))
+        with torch.no_grad():
+            module.weight.copy_(w.float())
+            if module.tap_mask is not None:
+                module.weight.masked_fill_(~module.tap_mask, 0)
+        return
+    try:
+        from n2ngraph.n2nskip import skip_initial_weights
+    except ImportError:  # older graph code: Kaiming normal with the dense fan-in, from ``gen``
+        dense_fan = torch.full((block.mask.shape[0],), float(math.prod(block.mask.shape[1:])))
+        module.set_dense_weight(_kaiming(tuple(block.mask.shape), dense_fan, gen))
+        return
+    module.set_dense_weight(np.asarray(skip_initial_weights(block), dtype=np.float32))
 
 
 def _kaiming(shape, fan: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -342,8 +584,8 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
             f"(traced {tr.graph!r}, graph without added skips {base!r})"
         )
     if not added:
-        return model
-    return _with_skips(model, tr, graph, added, example_input, fan, gen)
+        return _guard_loads(model)
+    return _guard_loads(_with_skips(model, tr, graph, added, example_input, fan, gen))
 
 
 def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphModule:
@@ -368,13 +610,7 @@ def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphMod
         z0, z, g_node, act = state[b.dst]
         if b.kind == "n2nskip":
             module = N2NSkip(b, *act)
-            if fan:
-                w = _kaiming(tuple(b.mask.shape), fan[b.dst], gen)
-            else:
-                dense_fan = torch.full((b.mask.shape[0],), float(math.prod(b.mask.shape[1:])))
-                w = _kaiming(tuple(b.mask.shape), dense_fan, gen)
-            with torch.no_grad():
-                module.weight.copy_(w * module.mask)
+            _init_skip(module, b, fan, gen)
         else:
             module = ResSkip(b)
         if module.output_size is None and len(z0.meta["_n2n_shape"]) == 4:
@@ -393,7 +629,7 @@ def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphMod
             g_node.replace_input_with(z0, z)
         else:
             new_nodes = {n for n in gm.graph.nodes if n.op == "call_module" and str(n.target).startswith("n2nskips.")}
-            z0.replace_all_uses_with(z, delete_user_cb=lambda user: user not in new_nodes)
+            z0.replace_all_uses_with(z, delete_user_cb=lambda user, new=new_nodes: user not in new)
     for n in gm.graph.nodes:
         n.meta.pop("_n2n_shape", None)
     gm.graph.lint()

@@ -40,8 +40,10 @@ __all__ = ["Trace", "trace", "to_graph", "record_shapes", "SKIP_MARKER"]
 
 #: Attribute of a skip module (``n2ngraph.bridge``) traced as a ready-made edge block: called as
 #: ``skip(a_src, z_dst)`` it has ``n2ngraph_kind`` ("n2nskip" or "residual"),
-#: ``n2ngraph_block_name``, ``n2ngraph_offset``, ``n2ngraph_spec`` and (n2nskip) ``weight`` and
-#: the bool buffer ``mask``.
+#: ``n2ngraph_block_name``, ``n2ngraph_offset``, ``n2ngraph_spec`` and (n2nskip) either the
+#: methods ``n2ngraph_mask()`` (the dense weight-shaped bool mask, rebuilt from a compact store)
+#: and ``n2ngraph_pair_weight()`` (float32 ``(out, in)`` sums of ``|w|`` over kept taps), or a
+#: dense ``weight`` with a bool buffer ``mask``.
 SKIP_MARKER = "n2ngraph_kind"
 
 #: Modules that keep the channel set of their input (DESIGN.md: they alias the group).
@@ -392,8 +394,13 @@ class _Walker:
         kind = getattr(module, SKIP_MARKER)
         mask = pair = None
         if kind != "residual":
-            mask = _numpy_mask(module.mask, tuple(module.weight.shape))
-            pair = _pair_weight(module.weight, module.mask.to(torch.bool), 1)
+            if callable(getattr(module, "n2ngraph_mask", None)):  # compact (kept pairs only)
+                mask = np.array(module.n2ngraph_mask(), dtype=bool)
+                pair = np.array(module.n2ngraph_pair_weight(), dtype=np.float32)
+                mask.flags.writeable = pair.flags.writeable = False
+            else:  # a dense ``weight`` with a bool ``mask`` buffer
+                mask = _numpy_mask(module.mask, tuple(module.weight.shape))
+                pair = _pair_weight(module.weight, module.mask.to(torch.bool), 1)
         block = EdgeBlock(self._block_name(module.n2ngraph_block_name), "", "", kind, mask, pair,
                           offset=int(getattr(module, "n2ngraph_offset", 0)),
                           spec=dict(getattr(module, "n2ngraph_spec", {})))

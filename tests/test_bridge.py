@@ -9,7 +9,8 @@ torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from n2ngraph.bridge import N2NSkip, ResSkip, to_model  # noqa: E402
+from n2ngraph.bridge import MaskError, N2NSkip, ResSkip, to_model  # noqa: E402
+from n2ngraph.graph import EdgeBlock  # noqa: E402
 from n2ngraph.n2nskip import add_n2nskip, add_resskip  # noqa: E402
 from n2ngraph.pruning import prune  # noqa: E402
 from n2ngraph.trace import to_graph  # noqa: E402
@@ -44,14 +45,15 @@ def _masked_weights(model):
             mask = m.parametrizations["weight"][0].mask
             out.append((m.weight, m.parametrizations["weight"].original, mask))
         elif isinstance(m, N2NSkip):
-            out.append((m.weight * m.mask, m.weight, m.mask))
+            taps = torch.ones_like(m.weight, dtype=torch.bool) if m.tap_mask is None else m.tap_mask
+            out.append((m.kernel(), m.weight, taps))
     return out
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam", "adamw", "amp"])
 def test_masks_survive_training(opt):
     ref = _conv_net()
-    model = to_model(_pruned_graph(ref, X_CONV, kernel_size=3), ref, example_input=X_CONV[:1])
+    model = to_model(_pruned_graph(ref, X_CONV, skip_kernel=3), ref, example_input=X_CONV[:1])
     assert any(isinstance(m, N2NSkip) for m in model.modules())
     params = list(model.parameters())
     if opt == "sgd" or opt == "amp":
@@ -92,11 +94,11 @@ def test_mlp_skip_forward_rule_by_hand():
     ref = _mlp()
     x = torch.randn(3, 20)
     g = to_graph(ref, example_input=x)
-    g2 = add_n2nskip(g, 0.05, seed=0, max_span=2)
+    g2 = add_n2nskip(g, 0.05, seed=0, wiring=2)
     model = to_model(g2, ref, example_input=x)
     skips = {(m.n2ngraph_src, m.n2ngraph_dst): m for m in model.modules() if isinstance(m, N2NSkip)}
     assert set(skips) == {("input", "2"), ("0", "4")}
-    ws = {k: (m.weight * m.mask).detach() for k, m in skips.items()}
+    ws = {k: m.dense_weight().detach() for k, m in skips.items()}
     l0, l2, l4 = ref[0], ref[2], ref[4]
     a0 = x
     a1 = F.relu(l0(a0))
@@ -107,7 +109,7 @@ def test_mlp_skip_forward_rule_by_hand():
 
 def test_conv_skip_across_pooling_has_target_shape():
     ref = _conv_net()
-    g = _pruned_graph(ref, X_CONV, kernel_size=3)
+    g = _pruned_graph(ref, X_CONV, skip_kernel=3)
     model = to_model(g, ref, example_input=X_CONV[:1])
     skip = next(m for m in model.modules() if isinstance(m, N2NSkip)
                 and (m.n2ngraph_src, m.n2ngraph_dst) == ("input", "4"))
@@ -117,7 +119,7 @@ def test_conv_skip_across_pooling_has_target_shape():
     handle.remove()
     assert seen["a"].shape == (4, 3, 16, 16) and seen["out"].shape == seen["z"].shape == (4, 16, 8, 8)
     # independent reference: average-pool 16x16 -> 8x8, then the masked 3x3 conv, then ReLU
-    w = (skip.weight * skip.mask).detach()
+    w = skip.dense_weight().detach()
     expected = seen["z"] + F.relu(F.conv2d(F.avg_pool2d(seen["a"], 2), w, padding=1))
     torch.testing.assert_close(seen["out"], expected)
 
@@ -167,8 +169,8 @@ def test_sparse_init_uses_kept_fan_in_including_skips():
     assert abs(float(z.std()) - 1.0) < 0.05 and abs(float(z.mean())) < 0.05
     assert fan["2"].max() > 30  # the skip into "2" adds to the fan-in: 0.1 * 300 = 30 sequential
     skip = next(m for m in model.modules() if isinstance(m, N2NSkip) and m.n2ngraph_dst == "2")
-    zs = (skip.weight.detach() * torch.as_tensor(np.sqrt(fan["2"] / 2.0), dtype=torch.float32)[:, None])
-    assert abs(float(zs[skip.mask].std()) - 1.0) < 0.15
+    zs = (skip.dense_weight().detach() * torch.as_tensor(np.sqrt(fan["2"] / 2.0), dtype=torch.float32)[:, None])
+    assert abs(float(zs[torch.from_numpy(skip.n2ngraph_mask())].std()) - 1.0) < 0.15
     dense = to_model(g, ref, init="dense", example_input=x)
     torch.testing.assert_close(dense.get_submodule("2").weight, ref[2].weight * kept)
 
@@ -186,9 +188,14 @@ def test_round_trip_with_skips(kind):
         g = _pruned_graph(ref, x)
     else:
         ref, x = _conv_net(), X_CONV
-        g = _pruned_graph(ref, x, kernel_size=3) if kind == "conv" else \
+        g = _pruned_graph(ref, x, skip_kernel=3) if kind == "conv" else \
             add_resskip(_pruned_graph(ref, x, skip=0), start=0)
-    assert to_graph(to_model(g, ref, example_input=x[:1]), example_input=x) == g
+    back = to_graph(to_model(g, ref, example_input=x[:1]), example_input=x)
+    assert back == g
+    for b, b2 in zip(g.blocks, back.blocks):
+        assert dict(b.spec) == dict(b2.spec)
+        if b.kind == "n2nskip":  # init="dense" starts from the graph's pair weights
+            np.testing.assert_allclose(b2.pair_weight, b.pair_weight, rtol=1e-6)
 
 
 def test_bad_input():
@@ -215,11 +222,293 @@ def test_torch_compile_runs():
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda():
+@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
+def test_cuda(order):
     ref = _conv_net().cuda()
     x = X_CONV.cuda()
-    model = to_model(_pruned_graph(ref, x), ref, example_input=x[:1])
+    model = to_model(_pruned_graph(ref, x, skip_kernel=3, skip_order=order), ref, example_input=x[:1])
     loss = model(x).sum()
     loss.backward()
-    for w, raw, mask in _masked_weights(model):
+    for w, _raw, mask in _masked_weights(model):
         assert w.is_cuda and torch.count_nonzero(w.detach()[~mask]) == 0
+    cpu = to_model(_pruned_graph(ref.cpu(), X_CONV, skip_kernel=3, skip_order=order), ref.cpu(),
+                   example_input=X_CONV[:1])
+    cpu.load_state_dict({k: v.cpu() for k, v in model.state_dict().items()})
+    torch.testing.assert_close(model.eval()(x).cpu(), cpu.eval()(X_CONV), rtol=1e-3, atol=1e-3)
+
+
+# ------------------------------------------------------------- sparse skip modules
+def _skip_block(mask, *, order="pool-conv-act", src_hw=None, dst_hw=None):
+    """An n2nskip EdgeBlock with the spec :func:`add_n2nskip` writes (Contract D)."""
+    spec = {"added_by": "add_n2nskip", "span": 2, "order": order, "init_seed": 0}
+    if mask.ndim == 4:
+        f = mask.shape[-1]
+        same = src_hw == dst_hw
+        spec.update(type="Conv2d", kernel_size=[f, f], stride=[1, 1], padding=[f // 2, f // 2],
+                    dilation=[1, 1], input_size=list(src_hw), output_size=list(dst_hw))
+        if order == "conv-bn-act-pool":
+            spec.update(norm="batch", pool=None if same else "adaptive_max")
+        else:
+            spec.update(norm=None, pool=None if same else "adaptive_avg")
+    else:
+        spec.update(type="Linear", norm=None, pool="global_avg" if src_hw else None,
+                    output_size=[1, 1] if src_hw else None)
+        if src_hw:
+            spec["input_size"] = list(src_hw)
+    return EdgeBlock("n2nskip:a->b", "a", "b", "n2nskip", mask, spec=spec)
+
+
+def _random_mask(shape, density, per_tap, seed):
+    rng = np.random.default_rng(seed)
+    if per_tap or len(shape) == 2:
+        return rng.random(shape) < density
+    pairs = rng.random(shape[:2]) < density
+    return np.broadcast_to(pairs[:, :, None, None], shape).copy()
+
+
+def _dense_reference(skip, a, z, w_dense, order, act):
+    """The skip's output from the dense masked weight with plain torch ops."""
+    g = {"relu": F.relu, "identity": lambda t: t}[act]
+    if a.dim() == 4 and z.dim() == 2:
+        return z + g(F.linear(F.adaptive_avg_pool2d(a, 1).flatten(1), w_dense))
+    if w_dense.dim() == 2:
+        return z + g(F.linear(a, w_dense))
+    pad = w_dense.shape[-1] // 2
+    if order == "pool-conv-act":
+        x = F.adaptive_avg_pool2d(a, z.shape[-2:]) if a.shape[-2:] != z.shape[-2:] else a
+        return z + g(F.conv2d(x, w_dense, padding=pad))
+    y = F.conv2d(a, w_dense, padding=pad)
+    y = F.batch_norm(y, None, None, skip.norm.weight, skip.norm.bias, training=True, eps=skip.norm.eps)
+    y = g(y)
+    if y.shape[-2:] != z.shape[-2:]:
+        y = F.adaptive_max_pool2d(y, z.shape[-2:])
+    return z + y
+
+
+@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
+@pytest.mark.parametrize("case", [
+    # (C_dst, C_src, f, src hw, dst hw, per-tap mask, density, activation)
+    (6, 4, 3, (8, 8), (8, 8), False, 0.3, "relu"),
+    (6, 4, 3, (8, 8), (4, 4), True, 0.2, "relu"),
+    (5, 7, 1, (9, 9), (3, 3), True, 0.25, "relu"),
+    (3, 2, 5, (7, 7), (7, 7), True, 0.5, "identity"),
+    (16, 8, 3, (6, 6), (3, 3), False, 0.05, "relu"),
+    (4, 3, 3, (4, 4), (4, 4), False, 0.0, "relu"),  # no kept pair
+])
+def test_sparse_conv_skip_matches_dense_masked_reference(order, case):
+    c_dst, c_src, f, src_hw, dst_hw, per_tap, density, act = case
+    mask = _random_mask((c_dst, c_src, f, f), density, per_tap, seed=c_dst * f)
+    skip = N2NSkip(_skip_block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw), act).double()
+    gen = torch.Generator().manual_seed(3)
+    skip.set_dense_weight(torch.randn(mask.shape, generator=gen, dtype=torch.float64))
+    if skip.norm is not None:
+        with torch.no_grad():
+            skip.norm.weight.uniform_(0.5, 1.5, generator=gen)
+            skip.norm.bias.uniform_(-0.5, 0.5, generator=gen)
+    # the module stores only the kept pairs
+    n_pairs = int(mask.any(axis=(2, 3)).sum())
+    assert skip.weight.numel() == n_pairs * f * f
+    assert (skip.tap_mask is None) == (not per_tap or mask[mask.any(axis=(2, 3))].all())
+    assert np.array_equal(skip.n2ngraph_mask(), mask)
+
+    a = torch.randn(3, c_src, *src_hw, generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(3, c_dst, *dst_hw, generator=gen, dtype=torch.float64, requires_grad=True)
+    w_dense = skip.dense_weight().detach().clone().requires_grad_(True)
+    m = torch.from_numpy(mask)
+    out = skip(a, z)
+    ref = _dense_reference(skip, a, z, w_dense * m, order, act)
+    torch.testing.assert_close(out, ref)
+    upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+    ga, gz, gw = torch.autograd.grad((out * upstream).sum(), (a, z, skip.weight), allow_unused=True)
+    ra, rz, rw = torch.autograd.grad((ref * upstream).sum(), (a, z, w_dense))
+    torch.testing.assert_close(torch.zeros_like(a) if ga is None else ga, ra)  # None: no kept pair
+    torch.testing.assert_close(gz, rz)
+    if n_pairs:
+        dense_grad = torch.zeros(mask.shape, dtype=torch.float64).index_put(
+            (skip.dst_index, skip.src_index), gw.reshape(n_pairs, f, f))
+        torch.testing.assert_close(dense_grad, rw * m)  # zero on pruned taps
+
+
+@pytest.mark.parametrize("case", [((7, 11), None, "relu"), ((5, 9), None, "identity"),
+                                  ((6, 4), (5, 5), "relu")])
+def test_sparse_linear_skip_matches_dense_masked_reference(case):
+    shape, src_hw, act = case
+    mask = _random_mask(shape, 0.3, True, seed=1)
+    skip = N2NSkip(_skip_block(mask, src_hw=src_hw), act).double()
+    gen = torch.Generator().manual_seed(4)
+    skip.set_dense_weight(torch.randn(shape, generator=gen, dtype=torch.float64))
+    assert skip.weight.numel() == mask.sum()
+    a = torch.randn(4, shape[1], *(src_hw or ()), generator=gen, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(4, shape[0], generator=gen, dtype=torch.float64, requires_grad=True)
+    w_dense = skip.dense_weight().detach().clone().requires_grad_(True)
+    out = skip(a, z)
+    ref = _dense_reference(skip, a, z, w_dense * torch.from_numpy(mask), "pool-conv-act", act)
+    torch.testing.assert_close(out, ref)
+    ga, gz, gw = torch.autograd.grad(out.square().sum(), (a, z, skip.weight))
+    ra, rz, rw = torch.autograd.grad(ref.square().sum(), (a, z, w_dense))
+    torch.testing.assert_close(ga, ra)
+    torch.testing.assert_close(gz, rz)
+    torch.testing.assert_close(gw, rw[skip.dst_index, skip.src_index])
+
+
+def test_skip_memory_grows_with_kept_weights():
+    """A 512 x 512 x 3 x 3 skip at 1% channel pairs stores ~1% of the dense shape."""
+    mask = _random_mask((512, 512, 3, 3), 0.01, False, seed=0)
+    skip = N2NSkip(_skip_block(mask, src_hw=(4, 4), dst_hw=(4, 4)))
+    stored = sum(t.numel() for t in [*skip.parameters(recurse=False), *skip.buffers(recurse=False)])
+    n_pairs = int(mask.any(axis=(2, 3)).sum())
+    assert stored == n_pairs * (9 + 2) and stored < 0.02 * mask.size
+
+
+# ------------------------------------------------------------- models with both skip orders
+@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
+def test_round_trip_conv_skips_both_orders(order):
+    ref, x = _conv_net(), X_CONV
+    g = _pruned_graph(ref, x, skip_kernel=3, skip_order=order)
+    model = to_model(g, ref, example_input=x[:1])
+    skips = [m for m in model.modules() if isinstance(m, N2NSkip)]
+    assert skips and all(m.order == order for m in skips)
+    assert all((m.norm is not None) == (order == "conv-bn-act-pool" and m.is_conv) for m in skips)
+    back = to_graph(model, example_input=x)
+    assert back == g
+    for b, b2 in zip(g.blocks, back.blocks):
+        assert dict(b.spec) == dict(b2.spec)
+        if b.kind == "n2nskip":  # init="dense": the model starts from the graph's pair weights
+            np.testing.assert_allclose(b2.pair_weight, b.pair_weight, rtol=1e-6)
+    # after a step the read-back pair weights follow the current weights
+    loss = model(x).square().mean()
+    loss.backward()
+    with torch.no_grad():
+        for s in skips:
+            s.weight.add_(1.0)
+    again = to_graph(model, example_input=x)
+    for s in skips:
+        block = again.block(s.n2ngraph_block_name)
+        expected = s.dense_weight().abs().sum(dim=(2, 3)) if s.is_conv else s.dense_weight().abs()
+        np.testing.assert_allclose(block.pair_weight, expected.detach().numpy(), rtol=1e-6)
+
+
+def test_paper_order_forward_by_hand():
+    """conv at the source resolution -> BatchNorm -> ReLU -> max-pool, added to z."""
+    ref = _conv_net()
+    g = _pruned_graph(ref, X_CONV, skip_kernel=3, skip_order="conv-bn-act-pool")
+    model = to_model(g, ref, example_input=X_CONV[:1])
+    skip = next(m for m in model.modules() if isinstance(m, N2NSkip)
+                and (m.n2ngraph_src, m.n2ngraph_dst) == ("input", "4"))
+    seen = {}
+    handle = skip.register_forward_hook(lambda mod, args, out: seen.update(a=args[0], z=args[1], out=out))
+    model.train()(X_CONV)
+    handle.remove()
+    y = F.conv2d(seen["a"], skip.dense_weight().detach(), padding=1)
+    y = F.relu(F.batch_norm(y, None, None, training=True))
+    expected = seen["z"] + F.adaptive_max_pool2d(y, seen["z"].shape[-2:])
+    torch.testing.assert_close(seen["out"], expected)
+
+
+@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
+def test_torch_compile_conv_skips(order):
+    ref = _conv_net()
+    model = to_model(_pruned_graph(ref, X_CONV, skip_kernel=3, skip_order=order), ref,
+                     example_input=X_CONV[:1]).eval()
+    compiled = torch.compile(model, backend="aot_eager")
+    x = X_CONV.clone().requires_grad_(True)
+    out = compiled(x)
+    torch.testing.assert_close(out, model(X_CONV))
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    x2 = X_CONV.clone().requires_grad_(True)
+    (gx2,) = torch.autograd.grad(model(x2).sum(), x2)
+    torch.testing.assert_close(gx, gx2)
+
+
+# ------------------------------------------------------------- hard faults (stored values, loads)
+def _parametrized(model):
+    return [m for m in model.modules() if hasattr(m, "parametrizations") and "weight" in m.parametrizations]
+
+
+def test_non_finite_values_in_pruned_storage_do_not_leak():
+    ref = _conv_net().eval()
+    g = _pruned_graph(ref, X_CONV, skip_kernel=3, density=0.3)
+    g = g.replace(blocks=[b for b in g.blocks])
+    model = to_model(g, ref, example_input=X_CONV[:1]).eval()
+    clean = model(X_CONV).detach()
+    with torch.no_grad():
+        for i, layer in enumerate(_parametrized(model)):
+            orig = layer.parametrizations["weight"].original
+            orig[~layer.parametrizations["weight"][0].mask] = float("nan") if i % 2 else float("inf")
+    for layer in _parametrized(model):
+        w = layer.weight
+        assert torch.count_nonzero(w[~layer.parametrizations["weight"][0].mask]) == 0
+    torch.testing.assert_close(model(X_CONV), clean)
+
+
+def test_pruned_taps_of_a_skip_ignore_stored_values():
+    mask = _random_mask((4, 3, 3, 3), 0.4, True, seed=2)
+    skip = N2NSkip(_skip_block(mask, src_hw=(5, 5), dst_hw=(5, 5)))
+    assert skip.tap_mask is not None
+    a, z = torch.randn(2, 3, 5, 5), torch.zeros(2, 4, 5, 5)
+    clean = skip(a, z)
+    with torch.no_grad():
+        skip.weight[~skip.tap_mask] = float("nan")
+    torch.testing.assert_close(skip(a, z), clean)
+
+
+def test_fp16_rmsprop_step_keeps_pruned_weights_zero():
+    """RMSprop in fp16: eps underflows, 0 / 0 puts NaN in the pruned storage; the effective
+    weight must stay exactly zero there (multiplying by the mask gave NaN)."""
+    ref = _mlp()
+    x = torch.randn(8, 20)
+    model = to_model(_pruned_graph(ref, x, density=0.3, skip=0), ref, example_input=x[:1]).half()
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-3)
+    y = torch.randint(0, 5, (8,), generator=torch.Generator().manual_seed(0))
+    for _ in range(2):
+        opt.zero_grad()
+        F.cross_entropy(model(x.half()).float(), y).backward()
+        opt.step()
+    for layer in _parametrized(model):
+        mask = layer.parametrizations["weight"][0].mask
+        assert torch.count_nonzero(layer.weight.detach()[~mask]) == 0  # NaN counts as nonzero
+
+
+def test_overflowing_gradients_never_reach_pruned_storage():
+    """fp16 gradients overflow to inf; a pruned entry's gradient stays exactly 0 (inf * 0 is NaN
+    when masking multiplies), so SGD with momentum and weight decay leaves it at 0."""
+    ref = _mlp()
+    x = torch.randn(8, 20) * 100
+    model = to_model(_pruned_graph(ref, x, density=0.3, skip=0.05), ref, example_input=x[:1]).half()
+    opt = torch.optim.SGD(model.parameters(), lr=1.0, momentum=0.9, weight_decay=5e-4)
+    for _ in range(2):
+        opt.zero_grad()
+        (model(x.half()).square().sum() * 1e4).backward()
+        opt.step()
+    assert any(not torch.isfinite(layer.parametrizations["weight"].original).all()
+               for layer in _parametrized(model))  # the kept weights did overflow
+    for layer in _parametrized(model):
+        mask = layer.parametrizations["weight"][0].mask
+        assert torch.count_nonzero(layer.parametrizations["weight"].original.detach()[~mask]) == 0
+        assert torch.count_nonzero(layer.weight.detach()[~mask]) == 0
+
+
+def test_loading_another_topology_is_refused():
+    ref = _conv_net()
+    pruned = to_model(_pruned_graph(ref, X_CONV, skip=0), ref, example_input=X_CONV[:1])
+    dense = to_model(to_graph(ref, {n: torch.ones_like(p.weight, dtype=torch.bool) for n, p in
+                                    [("0.weight", ref[0])]}, example_input=X_CONV), ref,
+                     example_input=X_CONV[:1])
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    with pytest.raises(MaskError, match="layer '0'"):
+        pruned.load_state_dict(dense.state_dict())
+    with pytest.raises(ValueError, match="mask"):
+        pruned.load_state_dict(dense.state_dict(), strict=False)
+    with pytest.raises(MaskError):
+        copy.deepcopy(pruned).load_state_dict(dense.state_dict())
+    for k, v in pruned.state_dict().items():  # nothing was half-loaded into the refused layer
+        if k.startswith("0."):
+            assert torch.equal(v, before[k])
+    # skips: another draw of the skip positions is another topology
+    g1 = _pruned_graph(ref, X_CONV, skip_kernel=3)
+    g2 = add_n2nskip(_pruned_graph(ref, X_CONV, skip=0), 0.05, seed=1, skip_kernel=3)
+    m1 = to_model(g1, ref, example_input=X_CONV[:1])
+    m2 = to_model(g2, ref, example_input=X_CONV[:1])
+    with pytest.raises(MaskError, match="skip 'n2nskip:"):
+        m1.load_state_dict(m2.state_dict())
+    m1.load_state_dict(to_model(g1, ref, example_input=X_CONV[:1], seed=3).state_dict())  # same topology
