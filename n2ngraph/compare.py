@@ -1,25 +1,71 @@
 """Compare pruning methods end to end: one sweep of independent, idempotent cells.
 
-A *cell* is one (model, method, density, seed, variant) combination. Running it builds the
-seeded model, prunes it (with a calibration batch from the bundled dataset for data-driven
-methods), traces it, adds N2NSkip connections for the ``n2nskip`` variant (same total budget,
-``n2ngraph.n2nskip.variant``), and measures:
+A *cell* is one (model, recipe, method, density, seed, variant) combination. Running it builds
+the seeded model, prunes it under the sweep's recipe (``n2ngraph.recipes``; a calibration batch
+from the dataset for data-driven methods), traces it, adds N2NSkip connections for the
+``n2nskip`` variant at the same total budget (``n2ngraph.pipeline.variant``), and measures:
 
-- heat diffusion against the dense reference: ``F(t) = ||S_ref(t) - S(t)||_2`` at the sweep's
-  stated times and at ``t = inf``, the saturation time, ``lambda_2`` (``n2ngraph.diffusion``);
+- heat diffusion against the dense reference: ``F(t) = ||S_ref(t) - S(t)||_2`` at the stated
+  times and at ``t = inf``; ``lambda_2`` and ``lambda_2/ref`` (the variant's algebraic
+  connectivity over the reference's); the signed escaped-heat difference
+  ``escaped-ref(t) = heat_escaped(g, t) - heat_escaped(reference, t)`` (the fraction of the
+  initial heat that has left the input nodes by ``t``: ``> 0`` spreads faster than the
+  reference, ``< 0`` slower), which tells apart the two ways of being far from the reference
+  that ``F`` alone cannot; the saturation time (``n2ngraph.diffusion``);
 - structure: connected components, isolated and dead units, effective density, collapsed
   layers (``n2ngraph.metrics``).
 
-Each finished cell is written atomically to ``cells/<cell id>.json`` in the output folder, so a
-sweep killed at any point resumes without recomputing or duplicating a cell. Cells run on a Dask
-distributed cluster: a ``LocalCluster`` on this machine by default, or any scheduler address.
-
 Times
 -----
-Unless ``times`` is given, ``F`` is stated at ``t = c / lambda_2(reference)`` for each ``c`` in
-``t_lambda2`` (default 1 and 3: ``docs/diffusion.md`` found that RP and N2NSkip-RP separate best
-around ``t * lambda_2 ~ 1.3-3.4``). The absolute times are resolved once, written to the config
-and named in every column (``F(t=0.1234)``).
+Unless absolute ``times`` are given, times are stated in units of the reference's relaxation
+time: ``t = c / lambda_2(reference)`` for each ``c`` in ``t_lambda2`` (default 1, 3 and 100;
+``docs/diffusion.md`` found that RP and N2NSkip-RP separate best around ``t * lambda_2 ~ 1.3-3.4``,
+and at 100 the reference has saturated, so ``F`` there measures what the variant still lacks).
+Columns are named by the stated unit (``F(t=3/l2)``); the absolute times and ``lambda_2`` of the
+reference are in every config file, in the Markdown tables' header and in ``table.attrs``. With
+absolute ``times`` the columns say ``F(t=0.5)``.
+
+A cell is its whole config
+--------------------------
+A cell's identity is a digest (SHA-256, first 20 hex digits) of its *cell config*, everything
+that changes its numbers: the model name and factory arguments, the recipe's name and fields
+(wiring, skip kernel and order, granularity, dense layers, scope, skip fraction), method, exact
+density (JSON writes the float's ``repr``, so 0.1 and 0.10000001 differ), seed, variant,
+``weighted``, the absolute times and their labels, the reference's seed, the calibration batch
+(dataset, batch size and a SHA-256 of its contents, data-driven methods only), the saturation
+tolerance and :data:`CELL_FORMAT`. Two configs never share a cell unless every one of these
+agrees, and then the cell's numbers are the same.
+
+Output folder
+-------------
+::
+
+    OUT/
+      cells/<cell digest>.json      {"format", "id", "config": cell config, "row": results row}
+      configs/<config digest>/      one folder per config ever run into OUT:
+          config.json               the config, its recipe, times, lambda_2 of the reference,
+                                    the ids of its cells
+          results.csv|md            one row per cell of this config only
+          summary.csv|md            mean and std over seeds
+      config.json, results.*, summary.*, compare.png   the latest run (same files as its
+                                    configs/<digest>/; ``config.json`` is removed before the
+                                    tables are rewritten and written last, so it never
+                                    describes tables it did not produce)
+
+A rerun computes the cells its config lacks and builds its tables from its own cells only. A
+cell file that cannot be read, is truncated, or lacks anything its config needs (``{}``, another
+format, a row without some column) is recomputed, with a warning naming the file.
+
+Running cells
+-------------
+Cells run on a Dask distributed cluster: a ``LocalCluster`` on this machine by default, or any
+scheduler address. Everything a cell needs travels with the task (its config, the reference
+graph with its signature, the calibration batch), and each worker returns the cell's row; the
+client writes every file, atomically, as results arrive. Paths are resolved on the client,
+workers never touch the output folder, so workers need no shared file system and can be started
+in any directory. A sweep killed at any point resumes without recomputing or losing a finished
+cell. Torch and BLAS thread counts are set once per worker by a worker plugin (``threads``);
+``inline=True`` runs cells in the calling process and changes none of its settings.
 """
 
 from __future__ import annotations
@@ -28,44 +74,83 @@ import dataclasses
 import hashlib
 import json
 import math
+import numbers
 import os
 import time
+import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 __all__ = [
+    "CELL_FORMAT",
+    "MAX_TIME",
     "CompareConfig",
     "Cell",
     "VARIANTS",
     "cells_of",
+    "cell_config",
+    "cell_digest",
+    "caption",
     "run_cell",
     "run_sweep",
     "load_cells",
     "summarize",
-    "calibration_batch",
     "reference_graph",
     "resolve_times",
     "stated_times",
+    "time_labels",
 ]
 
-#: Graph variants of a pruned network: plain pruning, or the paper's recipe (half the budget
-#: pruned by the method, half as random N2NSkip connections).
+#: Graph variants of a pruned network: plain pruning, or the recipe's N2NSkip variant (part of
+#: the budget pruned by the method, the rest as random N2NSkip connections).
 VARIANTS = ("plain", "n2nskip")
 
 DEFAULT_METHODS = ("random", "expander", "snip", "grasp", "synflow", "magnitude")
 
+#: Version of the cell file layout and of what a row holds; part of every cell's identity, so a
+#: new version recomputes old cells instead of mixing them in.
+CELL_FORMAT = 2
+
+#: Largest accepted diffusion time (absolute, or in units of 1/lambda_2). Beyond it every graph
+#: this package traces has saturated to double precision (lambda_2 of a connected graph of n
+#: unit-weight nodes is at least 4 / n^2), so ``F(t=inf)``, always reported, says the same; and
+#: ``t * ||L||`` stays far from overflow.
+MAX_TIME = 1e12
+
+
+def _check_times(values, what: str) -> tuple[float, ...]:
+    out = []
+    for v in values:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{what} must be numbers, got {v!r}")
+        v = float(v)
+        if not (math.isfinite(v) and 0 < v <= MAX_TIME):
+            raise ValueError(f"{what} must be finite numbers in (0, {MAX_TIME:g}] (F(t=inf) is always "
+                             f"reported), got {v!r}")
+        out.append(v)
+    if not out:
+        raise ValueError(f"{what} must hold at least one number")
+    if len(set(out)) != len(out):
+        raise ValueError(f"{what} holds a repeated value: {out}")
+    return tuple(out)
+
 
 @dataclass(frozen=True)
 class CompareConfig:
-    """Everything a sweep depends on (saved as ``config.json`` beside the results).
+    """Everything a sweep depends on (saved in ``configs/<digest>/config.json``).
 
     Attributes
     ----------
     model : str
         Registered model name or ``package.module:factory``.
+    model_kwargs : dict
+        Keyword arguments of the model factory (JSON values), e.g. ``{"num_classes": 100}``.
+    recipe : str
+        Name in ``n2ngraph.recipes.RECIPES`` (default ``"paper"``): how plain and N2NSkip graphs
+        are built. ``n2nskip_fraction`` and ``scope`` derive a renamed recipe from it.
     methods : tuple of str
         Pruning methods (``n2ngraph.pruning.METHODS``).
     densities : tuple of float
@@ -75,66 +160,124 @@ class CompareConfig:
         pruning and the skips.
     variants : tuple of str
         Subset of :data:`VARIANTS`.
-    n2nskip_fraction : float
-        Share of the budget given to N2NSkip connections in the ``n2nskip`` variant.
+    n2nskip_fraction : float or None
+        Share of the budget given to N2NSkip connections; None keeps the recipe's. Another
+        value uses the recipe renamed ``"<name>-f<fraction>"``.
     times : tuple of float or None
-        Absolute diffusion times for ``F``; ``None`` resolves ``t_lambda2 / lambda_2(reference)``.
+        Absolute diffusion times; ``None`` states times as ``t_lambda2 / lambda_2(reference)``.
     t_lambda2 : tuple of float
         Times in units of ``1 / lambda_2`` of the reference, used when ``times`` is None.
     weighted : bool
-        Weighted adjacency (``|w|`` sums) instead of binary.
+        Weighted adjacency (``|w|`` sums over kept taps; N2NSkip blocks carry the pair weights
+        of their initial draw) instead of binary. The reference is then the dense model of each
+        cell's seed.
     dataset : str
-        Dataset spec (``n2ngraph.data``) for the calibration batch of snip and grasp.
+        Dataset spec (``n2ngraph.data``) for the calibration batch of data-driven methods.
     batch_size : int
         Calibration batch size.
-    scope : str
-        Pruning scope, ``layerwise`` or ``global``.
+    scope : str or None
+        Scope of score-based pruners; None keeps the recipe's, another value uses the recipe
+        renamed ``"<name>-<scope>"``.
     saturation_rtol : float
         Saturation time is the smallest ``t`` with ``||S(t) - S(inf)|| <= saturation_rtol * ||A||``.
     """
 
     model: str = "paper_mlp"
+    model_kwargs: dict = field(default_factory=dict)
+    recipe: str = "paper"
     methods: tuple[str, ...] = DEFAULT_METHODS
     densities: tuple[float, ...] = (0.1, 0.05, 0.02)
     seeds: int = 3
     variants: tuple[str, ...] = VARIANTS
-    n2nskip_fraction: float = 0.5
+    n2nskip_fraction: float | None = None
     times: tuple[float, ...] | None = None
-    t_lambda2: tuple[float, ...] = (1.0, 3.0)
+    t_lambda2: tuple[float, ...] = (1.0, 3.0, 100.0)
     weighted: bool = False
     dataset: str = "mnist5k"
     batch_size: int = 128
-    scope: str = "layerwise"
+    scope: str | None = None
     saturation_rtol: float = 1e-3
 
     def __post_init__(self) -> None:
-        from n2ngraph.pruning import METHODS, SCOPES
+        from n2ngraph.data import parse_spec
+        from n2ngraph.pruning import METHODS
 
         for name in ("methods", "densities", "variants", "t_lambda2"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if self.times is not None:
-            object.__setattr__(self, "times", tuple(float(t) for t in self.times))
+            value = getattr(self, name)
+            if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+                raise ValueError(f"{name} must be a sequence, got {value!r}")
+            object.__setattr__(self, name, tuple(value))
+        if not isinstance(self.model, str) or not self.model:
+            raise ValueError(f"model must be a non-empty string, got {self.model!r}")
+        if not isinstance(self.model_kwargs, dict) or not all(isinstance(k, str) for k in self.model_kwargs):
+            raise ValueError(f"model_kwargs must be a dict with string keys, got {self.model_kwargs!r}")
+        try:
+            json.dumps(self.model_kwargs, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"model_kwargs must hold JSON values: {exc}") from None
         unknown = [m for m in self.methods if m not in METHODS]
         if unknown or not self.methods:
             raise ValueError(f"unknown pruning method(s) {unknown}; valid methods are {sorted(METHODS)}")
-        bad = [d for d in self.densities if not (isinstance(d, (int, float)) and 0 < d <= 1)]
+        if len(set(self.methods)) != len(self.methods):
+            raise ValueError(f"methods holds a repeated name: {list(self.methods)}")
+        bad = [d for d in self.densities if isinstance(d, bool) or not isinstance(d, numbers.Real)
+               or not 0 < d <= 1]
         if bad or not self.densities:
             raise ValueError(f"densities must lie in (0, 1], got {list(self.densities)}")
+        object.__setattr__(self, "densities", tuple(float(d) for d in self.densities))
+        if len(set(self.densities)) != len(self.densities):
+            raise ValueError(f"densities holds a repeated value: {list(self.densities)}")
         wrong = [v for v in self.variants if v not in VARIANTS]
-        if wrong or not self.variants:
-            raise ValueError(f"unknown variant(s) {wrong}; valid variants are {list(VARIANTS)}")
-        if self.scope not in SCOPES:
-            raise ValueError(f"unknown scope {self.scope!r}; valid scopes are {list(SCOPES)}")
-        if not isinstance(self.seeds, int) or self.seeds < 1:
+        if wrong or not self.variants or len(set(self.variants)) != len(self.variants):
+            raise ValueError(f"variants must be distinct names from {list(VARIANTS)}, got {list(self.variants)}")
+        if isinstance(self.seeds, bool) or not isinstance(self.seeds, numbers.Integral) or self.seeds < 1:
             raise ValueError(f"seeds must be a positive integer, got {self.seeds!r}")
-        if not 0 < self.n2nskip_fraction < 1:
-            raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {self.n2nskip_fraction}")
-        ts = self.times if self.times is not None else self.t_lambda2
-        if not ts or any(not (t > 0) or math.isnan(t) for t in ts):
-            raise ValueError(f"diffusion times must be positive numbers, got {list(ts)}")
+        object.__setattr__(self, "seeds", int(self.seeds))
+        if isinstance(self.batch_size, bool) or not isinstance(self.batch_size, numbers.Integral) \
+                or self.batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {self.batch_size!r}")
+        object.__setattr__(self, "batch_size", int(self.batch_size))
+        if self.times is not None:
+            object.__setattr__(self, "times", _check_times(tuple(self.times), "diffusion times"))
+        object.__setattr__(self, "t_lambda2", _check_times(self.t_lambda2, "t_lambda2 (times in units of 1/lambda_2)"))
+        if not isinstance(self.weighted, bool):
+            raise ValueError(f"weighted must be True or False, got {self.weighted!r}")
+        r = self.saturation_rtol
+        if isinstance(r, bool) or not isinstance(r, numbers.Real) or not 0 < r < 1:
+            raise ValueError(f"saturation_rtol must lie in (0, 1), got {r!r}")
+        parse_spec(self.dataset)
+        self.resolved_recipe  # noqa: B018 - validates recipe, n2nskip_fraction and scope
+
+    @property
+    def resolved_recipe(self):
+        """The :class:`~n2ngraph.recipes.Recipe` the cells use: ``recipe`` with this config's
+        ``n2nskip_fraction`` and ``scope`` when they differ from its own (renamed)."""
+        from n2ngraph.recipes import get_recipe
+
+        recipe = get_recipe(self.recipe)
+        f = self.n2nskip_fraction
+        if f is not None:
+            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
+                raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {f!r}")
+            if float(f) != recipe.n2nskip_fraction:
+                recipe = dataclasses.replace(recipe, n2nskip_fraction=float(f),
+                                             name=f"{recipe.name}-f{float(f):g}")
+        if self.scope is not None and self.scope != recipe.scope:
+            from n2ngraph.pruning import SCOPES
+
+            if self.scope not in SCOPES:
+                raise ValueError(f"unknown scope {self.scope!r}; valid scopes are {list(SCOPES)}")
+            recipe = dataclasses.replace(recipe, scope=self.scope, name=f"{recipe.name}-{self.scope}")
+        return recipe
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
+
+    @property
+    def digest(self) -> str:
+        """SHA-256 (first 12 hex digits) of the whole config."""
+        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:
@@ -145,7 +288,7 @@ class CompareConfig:
 
 @dataclass(frozen=True)
 class Cell:
-    """One independent unit of a sweep."""
+    """One independent unit of a sweep (its identity is :func:`cell_digest` of :func:`cell_config`)."""
 
     method: str
     density: float
@@ -153,8 +296,9 @@ class Cell:
     variant: str
 
     @property
-    def cell_id(self) -> str:
-        return f"{self.method}-d{self.density:g}-s{self.seed}-{self.variant}"
+    def label(self) -> str:
+        """A readable name (not unique across configs)."""
+        return f"{self.method}-d{self.density!r}-s{self.seed}-{self.variant}"
 
 
 def cells_of(config: CompareConfig) -> list[Cell]:
@@ -163,40 +307,58 @@ def cells_of(config: CompareConfig) -> list[Cell]:
             for s in range(config.seeds) for v in config.variants]
 
 
-# ------------------------------------------------------------------------------ building
-def calibration_batch(model, dataset: str, batch_size: int, seed: int):
-    """A ``(inputs, targets)`` batch from ``dataset`` shaped for ``model``.
+def time_labels(times: Sequence[float], t_lambda2: Sequence[float] | None = None) -> tuple[str, ...]:
+    """Column labels of the stated times: ``"3/l2"`` for times in units of ``1/lambda_2``
+    (``t_lambda2`` given), else the absolute time (``"0.5"``), written so that distinct times get
+    distinct labels."""
+    def short(v: float) -> str:
+        text = f"{v:g}"
+        return text if float(text) == v else repr(float(v))
 
-    Images are drawn without replacement with a seeded generator. When the model expects
-    ``3 x 32 x 32`` images (CIFAR-shaped, e.g. the paper MLP's 3072 inputs) and the dataset has
-    ``1 x 28 x 28`` digits (MNIST), each digit is zero-padded to 32 x 32 and repeated over three
-    channels; any other mismatch raises ``ValueError``.
+    if t_lambda2 is not None:
+        return tuple(f"{short(c)}/l2" for c in t_lambda2)
+    return tuple(short(float(t)) for t in times)
+
+
+def cell_config(config: CompareConfig, cell: Cell, times: Sequence[float], labels: Sequence[str],
+                calibration: dict | None = None) -> dict:
+    """The cell config: everything that changes the cell's numbers (see the module docstring).
+
+    ``calibration`` is ``{"dataset", "batch_size", "sha256"}`` of the cell seed's calibration
+    batch, for data-driven methods (ignored for the others).
     """
-    import torch
+    from n2ngraph.pruning import METHODS
 
-    from n2ngraph.data import load_dataset
-    from n2ngraph.models import example_input
+    needs_data = METHODS[cell.method].needs_data
+    return {
+        "format": CELL_FORMAT,
+        "model": config.model,
+        "model_kwargs": dict(config.model_kwargs),
+        "recipe": config.resolved_recipe.to_json(),
+        "method": cell.method,
+        "density": float(cell.density),
+        "seed": int(cell.seed),
+        "variant": cell.variant,
+        "weighted": bool(config.weighted),
+        "times": [float(t) for t in times],
+        "time_labels": list(labels),
+        "reference_seed": int(cell.seed) if config.weighted else 0,
+        "calibration": dict(calibration) if needs_data else None,
+        "saturation_rtol": float(config.saturation_rtol),
+    }
 
-    data = load_dataset(dataset, train=True, augment=False)
-    images, labels = data.tensors
-    gen = torch.Generator().manual_seed(int(seed))
-    index = torch.randperm(len(labels), generator=gen)[:batch_size]
-    x, y = images[index], labels[index]
-    want = tuple(example_input(model).shape[1:])
-    have = tuple(x.shape[1:])
-    if want == have or (len(want) == 1 and math.prod(have) == want[0]):
-        return x, y
-    if have == (1, 28, 28) and (want == (3, 32, 32) or want == (3072,)):
-        x = torch.nn.functional.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
-        return x, y
-    raise ValueError(f"dataset {dataset!r} gives images of shape {have}, but the model expects "
-                     f"inputs of shape {want}; choose a matching --dataset")
+
+def cell_digest(spec: dict) -> str:
+    """The cell's id: SHA-256 (first 20 hex digits) of its cell config as canonical JSON."""
+    text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
 
 
-def _model(config: CompareConfig, seed: int):
+# ------------------------------------------------------------------------------ building
+def _model(model: str, model_kwargs: dict, seed: int):
     from n2ngraph.models import resolve_model
 
-    return resolve_model(config.model, seed=seed)
+    return resolve_model(model, seed=seed, **model_kwargs)
 
 
 def reference_graph(config: CompareConfig, seed: int = 0):
@@ -204,14 +366,14 @@ def reference_graph(config: CompareConfig, seed: int = 0):
     ``config.weighted``)."""
     from n2ngraph.trace import to_graph
 
-    return to_graph(_model(config, seed), name=config.model)
+    return to_graph(_model(config.model, config.model_kwargs, seed), name=config.model)
 
 
 def stated_times(reference, times, t_lambda2, *, weighted: bool = False) -> tuple[tuple[float, ...], float]:
     """Absolute diffusion times and ``lambda_2`` of the ``reference`` graph.
 
     ``times`` (absolute) wins when given; otherwise ``t = c / lambda_2(reference)`` for each
-    ``c`` in ``t_lambda2``, rounded to 6 significant digits so the column names stay short.
+    ``c`` in ``t_lambda2``, rounded to 6 significant digits so the values stay readable.
     """
     from n2ngraph.diffusion import algebraic_connectivity
 
@@ -230,122 +392,280 @@ def resolve_times(config: CompareConfig) -> tuple[float, ...]:
     return stated_times(reference_graph(config), None, config.t_lambda2, weighted=config.weighted)[0]
 
 
-_REFERENCE_CACHE: dict = {}
+def _heat_escaped(g, times, weighted: bool) -> np.ndarray:
+    """``heat_escaped(g, t)`` for each ``t`` in ``times``: ``1 - sum_{i in sources} S_i(t) / sum(A)``."""
+    from n2ngraph import diffusion
+
+    times = np.asarray(times, dtype=float)
+    if hasattr(diffusion, "heat_escaped"):
+        return np.atleast_1d(np.asarray(diffusion.heat_escaped(g, times, weighted=weighted), dtype=float))
+    # TEMPORARY until diffusion.heat_escaped lands
+    S = diffusion.heat_signature(g, times, weighted=weighted)
+    A = np.zeros(g.num_nodes)
+    A[g.input_nodes] = 1.0
+    return 1.0 - S[:, g.input_nodes].sum(axis=1) / A.sum()
 
 
-def _reference_signature(config: CompareConfig, seed: int, times: tuple[float, ...]):
-    """``S_ref`` at ``times`` (and inf), cached per worker process."""
-    from n2ngraph.diffusion import heat_signature
+def _reference_data(config: CompareConfig, seed: int, times: Sequence[float], lam2=None,
+                    ref=None) -> dict:
+    """What every cell compares against: the dense reference graph of ``seed``, its signature at
+    ``times`` and ``inf``, ``lambda_2`` and the escaped heat at ``times``."""
+    from n2ngraph.diffusion import algebraic_connectivity, heat_signature
 
-    key = (json.dumps(config.to_json(), sort_keys=True), seed if config.weighted else 0, times)
-    if key not in _REFERENCE_CACHE:
-        ref = reference_graph(config, seed if config.weighted else 0)
-        grid = np.array(list(times) + [np.inf])
-        _REFERENCE_CACHE.clear()
-        _REFERENCE_CACHE[key] = (ref, heat_signature(ref, grid, weighted=config.weighted))
-    return _REFERENCE_CACHE[key]
-
-
-def _graph_of(config: CompareConfig, cell: Cell):
-    """The cell's graph: plain pruning at the density, or the N2NSkip recipe at the same budget."""
-    from n2ngraph.n2nskip import variant
-
-    model = _model(config, cell.seed)
-    data = None
-    from n2ngraph.pruning import METHODS
-
-    if METHODS[cell.method].needs_data:
-        data = calibration_batch(model, config.dataset, config.batch_size, cell.seed)
-    fraction = config.n2nskip_fraction if cell.variant == "n2nskip" else 0.0
-    graph = variant(model, cell.method, cell.density, n2nskip_fraction=fraction, data=data,
-                    seed=cell.seed, scope=config.scope)
-    return graph.replace(provenance={**graph.provenance, "model": config.model,
-                                     "variant": cell.variant})
+    if ref is None:
+        ref = reference_graph(config, seed)
+    grid = np.array([*times, np.inf])
+    if lam2 is None:
+        lam2 = float(algebraic_connectivity(ref, weighted=config.weighted))
+    return {
+        "graph": ref,
+        "signature": heat_signature(ref, grid, weighted=config.weighted),
+        "escaped": _heat_escaped(ref, times, config.weighted),
+        "lambda_2": float(lam2),
+    }
 
 
-def run_cell(config: CompareConfig | dict, cell: Cell | dict, times: Sequence[float],
-             out_dir: str | os.PathLike | None = None) -> dict:
-    """Compute one cell's row; when ``out_dir`` is given, also write ``cells/<id>.json``
-    atomically (an existing file is returned as is, never recomputed)."""
-    import torch
+def _calibration(config: CompareConfig, seed: int):
+    """The seed's calibration batch as numpy arrays and the record that identifies it."""
+    from n2ngraph.pipeline import calibration_batch
 
+    model = _model(config.model, config.model_kwargs, 0)  # only its input shape is used
+    x, y = calibration_batch(model, config.dataset, config.batch_size, seed)
+    x = np.ascontiguousarray(x.detach().cpu().numpy())
+    y = np.ascontiguousarray(y.detach().cpu().numpy())
+    h = hashlib.sha256()
+    for a in (x, y):
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.tobytes())
+    record = {"dataset": config.dataset, "batch_size": config.batch_size, "sha256": h.hexdigest()}
+    return (x, y), record
+
+
+def _graph_of(spec: dict, data):
+    """The cell's graph: plain pruning at the density, or the recipe's N2NSkip variant at the
+    same budget."""
+    from n2ngraph.pipeline import variant
+    from n2ngraph.recipes import Recipe
+
+    recipe = dict(spec["recipe"])
+    recipe["dense_layers"] = tuple(recipe["dense_layers"])
+    model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
+    if data is not None:
+        import torch
+
+        data = (torch.from_numpy(np.array(data[0])), torch.from_numpy(np.array(data[1])))
+    graph = variant(model, spec["method"], spec["density"], recipe=Recipe(**recipe),
+                    skips=spec["variant"] == "n2nskip", seed=spec["seed"], data=data)
+    return graph.replace(provenance={**graph.provenance, "model": spec["model"],
+                                     "variant": spec["variant"]})
+
+
+def _row_columns(labels: Sequence[str]) -> list[str]:
+    """Columns every complete row has."""
+    return ["cell_id", "model", "recipe", "recipe_fields", "method", "variant", "density", "seed",
+            "params", "dense_params", "actual_density", "skip_params",
+            *[f"F(t={lab})" for lab in labels], "F(t=inf)",
+            *[f"escaped-ref(t={lab})" for lab in labels],
+            "lambda_2", "lambda_2/ref", "lambda_2_ref", "saturation_time", "seconds"]
+
+
+def run_cell(spec: dict, reference: dict, data=None) -> dict:
+    """Compute one cell and return its results row (nothing is written).
+
+    Parameters
+    ----------
+    spec : dict
+        The cell config (:func:`cell_config`).
+    reference : dict
+        The dense reference of ``spec["reference_seed"]``: ``graph``, ``signature`` (array
+        ``(T + 1, n)``, ``S_ref`` at ``spec["times"]`` and ``inf``), ``escaped`` (``(T,)``) and
+        ``lambda_2``, as the sweep's client computes them once.
+    data : tuple of arrays, optional
+        ``(inputs, targets)`` calibration batch for data-driven methods.
+
+    Returns
+    -------
+    dict
+        One row: identity columns, budgets, ``F(t=<label>)``, ``F(t=inf)``,
+        ``escaped-ref(t=<label>)``, ``lambda_2``, ``lambda_2/ref``, ``lambda_2_ref``,
+        ``saturation_time``, the structural metrics of ``n2ngraph.metrics.summary``, ``seconds``.
+    """
     from n2ngraph import metrics
-    from n2ngraph.diffusion import algebraic_connectivity, heat_signature, saturation_time
+    from n2ngraph.diffusion import algebraic_connectivity, saturation_time
 
-    config = config if isinstance(config, CompareConfig) else CompareConfig(**config)
-    cell = cell if isinstance(cell, Cell) else Cell(**cell)
-    times = tuple(float(t) for t in times)
-    path = None
-    if out_dir is not None:
-        path = Path(out_dir) / "cells" / f"{cell.cell_id}.json"
-        if path.exists():
-            return json.loads(path.read_text())
-    torch.set_num_threads(1)
     start = time.perf_counter()
-    ref, s_ref = _reference_signature(config, cell.seed, times)
-    graph = _graph_of(config, cell)
-    grid = np.array(list(times) + [np.inf])
-    s = heat_signature(graph, grid, weighted=config.weighted)
-    distance = np.linalg.norm(s_ref - s, axis=1)
+    weighted = spec["weighted"]
+    times, labels = spec["times"], spec["time_labels"]
+    graph = _graph_of(spec, data)
+    grid = np.array([*times, np.inf])
+    distance = _distance(reference, graph, grid, weighted)
+    escaped = _heat_escaped(graph, times, weighted) - np.asarray(reference["escaped"])
     sources = np.zeros(graph.num_nodes)
     sources[graph.input_nodes] = 1.0
-    eps = config.saturation_rtol * float(np.linalg.norm(sources))
+    eps = spec["saturation_rtol"] * float(np.linalg.norm(sources))
+    lam2 = float(algebraic_connectivity(graph, weighted=weighted))
+    lam2_ref = float(reference["lambda_2"])
+    recipe = spec["recipe"]
     row = {
-        "model": config.model, "method": cell.method, "variant": cell.variant,
-        "density": cell.density, "seed": cell.seed,
+        "cell_id": cell_digest(spec), "model": spec["model"], "recipe": recipe["name"],
+        "recipe_fields": json.dumps({k: v for k, v in recipe.items() if k != "name"},
+                                    sort_keys=True, separators=(",", ":")),
+        "method": spec["method"], "variant": spec["variant"],
+        "density": spec["density"], "seed": spec["seed"],
         "params": graph.num_params, "dense_params": graph.dense_params,
         "actual_density": graph.density,
         "skip_params": sum(b.num_params for b in graph.blocks_of_kind("n2nskip")),
     }
-    for t, f in zip(times, distance[:-1]):
-        row[f"F(t={t:g})"] = float(f)
+    for lab, f in zip(labels, distance[:-1]):
+        row[f"F(t={lab})"] = float(f)
     row["F(t=inf)"] = float(distance[-1])
-    row["saturation_time"] = float(saturation_time(graph, eps, weighted=config.weighted))
-    row["lambda_2"] = float(algebraic_connectivity(graph, weighted=config.weighted))
+    for lab, e in zip(labels, escaped):
+        row[f"escaped-ref(t={lab})"] = float(e)
+    row["lambda_2"] = lam2
+    row["lambda_2/ref"] = lam2 / lam2_ref if lam2_ref > 0 else float("nan")
+    row["lambda_2_ref"] = lam2_ref
+    row["saturation_time"] = float(saturation_time(graph, eps, weighted=weighted))
     structure = metrics.summary(graph)
     for key in ("params", "dense_params", "density"):  # already in the row, under clearer names
         structure.pop(key)
     row.update(structure)
     row["seconds"] = round(time.perf_counter() - start, 3)
-    row["cell_id"] = cell.cell_id
-    if path is not None:
-        from n2ngraph.io import atomic_write
-
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = json.dumps(row, sort_keys=False)
-        atomic_write(path, lambda tmp: Path(tmp).write_text(text))
     return row
 
 
-def load_cells(out_dir: str | os.PathLike):
-    """All finished cells of a sweep folder as a DataFrame (one row per cell, sorted)."""
+def _distance(reference: dict, graph, grid, weighted: bool) -> np.ndarray:
+    """``F`` on ``grid`` against the precomputed reference signature."""
+    import inspect
+
+    from n2ngraph.diffusion import connectivity_distance, heat_signature
+
+    if "reference_signature" not in inspect.signature(connectivity_distance).parameters:
+        # TEMPORARY until connectivity_distance(reference_signature=...) lands
+        return np.linalg.norm(reference["signature"] - heat_signature(graph, grid, weighted=weighted), axis=1)
+    return np.asarray(connectivity_distance(reference["graph"], graph, grid, weighted=weighted,
+                                            reference_signature=reference["signature"]))
+
+
+# ----------------------------------------------------------------------------- cell files
+def _cell_path(out: Path, digest: str) -> Path:
+    return out / "cells" / f"{digest}.json"
+
+
+def _read_cell(path: Path, spec: dict, digest: str) -> dict | None:
+    """The row of a complete cell file for ``spec``; None (with a warning naming the file) when
+    the file is unreadable, truncated or incomplete, None silently when it does not exist."""
+    if not path.exists():
+        return None
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = f"unreadable ({type(exc).__name__}: {exc})"
+    else:
+        reason = _incomplete(doc, spec, digest)
+        if reason is None:
+            return doc["row"]
+    warnings.warn(f"cell file {path} is {reason}; recomputing it", stacklevel=3)
+    return None
+
+
+def _incomplete(doc, spec: dict, digest: str) -> str | None:
+    if not isinstance(doc, dict) or not doc:
+        return "empty or not a JSON object"
+    if doc.get("format") != CELL_FORMAT:
+        return f"of format {doc.get('format')!r}, not {CELL_FORMAT}"
+    if doc.get("id") != digest or doc.get("config") != spec:
+        return "for another cell config"
+    row = doc.get("row")
+    if not isinstance(row, dict):
+        return "without a results row"
+    missing = [c for c in _row_columns(spec["time_labels"]) if c not in row]
+    if missing:
+        return f"incomplete (no {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})"
+    if row["cell_id"] != digest:
+        return "for another cell"
+    numbers_ = [c for c in _row_columns(spec["time_labels"]) if c.startswith(("F(", "escaped-"))]
+    if not all(isinstance(row[c], (int, float)) and not isinstance(row[c], bool) for c in numbers_):
+        return "incomplete (non-numeric distances)"
+    return None
+
+
+def _write_cell(out: Path, digest: str, spec: dict, row: dict) -> None:
+    from n2ngraph.io import atomic_write
+
+    text = json.dumps({"format": CELL_FORMAT, "id": digest, "config": spec, "row": row})
+    atomic_write(_cell_path(out, digest), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
+
+
+def load_cells(out_dir: str | os.PathLike, ids: Sequence[str] | None = None):
+    """Finished cells of a sweep folder as a DataFrame (one row per cell, sorted).
+
+    ``ids``: only these cells (a config's, see ``configs/<digest>/config.json``); default every
+    complete cell file in ``cells/``. Unreadable files are skipped with a warning.
+    """
     import pandas as pd
 
+    folder = Path(out_dir) / "cells"
+    paths = [folder / f"{i}.json" for i in ids] if ids is not None else sorted(folder.glob("*.json"))
     rows = []
-    for path in sorted((Path(out_dir) / "cells").glob("*.json")):
-        rows.append(json.loads(path.read_text()))
-    table = pd.DataFrame(rows)
+    for path in paths:
+        try:
+            doc = json.loads(path.read_text(encoding="utf-8"))
+            rows.append(doc["row"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            warnings.warn(f"skipping cell file {path}: {type(exc).__name__}: {exc}", stacklevel=2)
+    return _sorted_table(pd.DataFrame(rows))
+
+
+def _sorted_table(table):
     if not table.empty:
-        table = table.sort_values(["method", "variant", "density", "seed"], ascending=[True, False, False, True])
+        table = table.sort_values(["method", "variant", "density", "seed"],
+                                  ascending=[True, False, False, True], kind="stable")
         table = table.reset_index(drop=True)
     return table
 
 
 def summarize(table):
-    """Mean and standard deviation over seeds per method x variant x density."""
-    keys = ["method", "variant", "density"]
-    numeric = [c for c in table.columns if c not in keys + ["model", "seed", "cell_id"]
-               and np.issubdtype(table[c].dtype, np.number)]
+    """Mean and standard deviation over seeds per (model, recipe,) method x variant x density."""
+    keys = [k for k in ("model", "recipe") if k in table.columns] + ["method", "variant", "density"]
+    from pandas.api.types import is_bool_dtype, is_numeric_dtype
+
+    numeric = [c for c in table.columns if c not in keys + ["seed", "cell_id"]
+               and is_numeric_dtype(table[c]) and not is_bool_dtype(table[c])]
     grouped = table.groupby(keys, sort=False)[numeric]
     mean, std = grouped.mean(), grouped.std(ddof=1)
     out = mean.copy()
     for c in numeric:
         out[f"{c}_std"] = std[c]
     out.insert(0, "seeds", grouped.size())
-    return out.reset_index()
+    out = out.reset_index()
+    out.attrs = dict(table.attrs)
+    return out
 
 
 # --------------------------------------------------------------------------------- sweep
+def _thread_plugin(threads: int):
+    """A Dask worker plugin that sets torch and BLAS threads once per worker process."""
+    from distributed.diagnostics.plugin import WorkerPlugin
+
+    class ThreadLimits(WorkerPlugin):
+        name = "n2ngraph-thread-limits"
+
+        def __init__(self, n: int):
+            self.n = n
+
+        def setup(self, worker):
+            import torch
+
+            torch.set_num_threads(self.n)
+            try:
+                from threadpoolctl import threadpool_limits
+            except ImportError:  # pragma: no cover - BLAS keeps the worker's environment
+                return
+            threadpool_limits(limits=self.n)
+
+    return ThreadLimits(threads)
+
+
 def _connect(scheduler: str | None, workers: int):
     """A Dask client: to ``scheduler`` or to a new LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
@@ -360,53 +680,144 @@ def _connect(scheduler: str | None, workers: int):
     return Client(cluster), cluster
 
 
-def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: str | None = None,
-              workers: int = 2, progress: bool = True, inline: bool = False,
-              times: Sequence[float] | None = None):
-    """Run every unfinished cell of ``config`` and return ``(table, summary)`` DataFrames.
+def _positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+        raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
+    return int(value)
 
-    ``out_dir`` receives ``config.json``, ``cells/*.json``, ``results.csv|md`` and
-    ``summary.csv|md``. ``inline=True`` runs cells in this process (no Dask), for debugging.
+
+def caption(meta: dict) -> str:
+    """Markdown header of a sweep table: model, recipe, lambda_2 of the reference, times."""
+    ts = ", ".join(f"{lab} = {t:.6g}" for lab, t in zip(meta["time_labels"], meta["times"]))
+    lam = meta["lambda_2_reference"]
+    return (f"{meta['config']['model']}, recipe {meta['recipe']['name']}, "
+            f"{'weighted' if meta['config']['weighted'] else 'binary'}: lambda_2(reference) = "
+            f"{lam:.6g}; t: {ts}. escaped-ref(t) > 0: heat leaves the inputs faster than in the "
+            "reference.")
+
+
+def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: str | None = None,
+              workers: int = 2, threads: int = 1, progress: bool = True, inline: bool = False,
+              times: Sequence[float] | None = None):
+    """Run every cell of ``config`` that ``out_dir`` lacks; build this config's tables.
+
+    Parameters
+    ----------
+    config : CompareConfig
+    out_dir : path
+        The output folder (layout in the module docstring), resolved here, on the client.
+    scheduler : str, optional
+        Dask scheduler address; default a LocalCluster of ``workers`` processes.
+    workers : int >= 1
+        LocalCluster workers.
+    threads : int >= 1
+        Torch and BLAS threads of each Dask worker (set by a worker plugin).
+    inline : bool
+        Run cells in this process, no Dask (debugging); the caller's thread settings stay.
+    times : sequence of float, optional
+        Absolute times overriding the config's (columns ``F(t=<t>)``).
+
+    Returns
+    -------
+    table, summary : DataFrame
+        One row per cell of this config; mean and std over seeds. ``attrs`` holds the config
+        file's content (times, labels, ``lambda_2`` of the reference, recipe).
+    times : tuple of float
+        The absolute times the sweep used.
     """
     from tqdm.auto import tqdm
 
     from n2ngraph.io import atomic_write
+    from n2ngraph.pruning import METHODS
     from n2ngraph.tables import write_table
 
-    out = Path(out_dir)
-    times = resolve_times(config) if times is None else tuple(float(t) for t in times)
-    todo = [c for c in cells_of(config) if not (out / "cells" / f"{c.cell_id}.json").exists()]
+    workers = _positive_int(workers, "workers")
+    threads = _positive_int(threads, "threads")
+    out = Path(out_dir).resolve()
+    if times is not None:
+        times = _check_times(tuple(times), "diffusion times")
+    given = times if times is not None else config.times
+    ref0 = reference_graph(config, 0)
+    times, lam2 = stated_times(ref0, given, config.t_lambda2, weighted=config.weighted)
+    labels = time_labels(times, None if given is not None else config.t_lambda2)
+    recipe = config.resolved_recipe
+
+    cells = cells_of(config)
+    calib, records = {}, {}
+    if any(METHODS[m].needs_data for m in config.methods):
+        for s in range(config.seeds):
+            calib[s], records[s] = _calibration(config, s)
+    specs = [cell_config(config, c, times, labels, records.get(c.seed)) for c in cells]
+    ids = [cell_digest(s) for s in specs]
+    rows: dict[str, dict] = {}
+    for spec, digest in zip(specs, ids):
+        row = _read_cell(_cell_path(out, digest), spec, digest)
+        if row is not None:
+            rows[digest] = row
+    todo = [(s, d) for s, d in zip(specs, ids) if d not in rows]
     client = cluster = None
-    if todo and not inline:
+    if todo and not inline:  # an unreachable scheduler fails here, before any file is written
         client, cluster = _connect(scheduler, workers)
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    meta = {"config": config.to_json(), "times": list(times)}
-    atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(meta, indent=2)))
-    bar = tqdm(total=len(cells_of(config)), initial=len(cells_of(config)) - len(todo),
-               desc="cells", disable=not progress, unit="cell")
+    bar = None
     try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells",
+                   disable=not progress, unit="cell")
+        references = {s: _reference_data(config, s, times, *((lam2, ref0) if s == 0 else ()))
+                      for s in sorted({spec["reference_seed"] for spec, _ in todo})}
+
+        def finish(digest, spec, row):
+            _write_cell(out, digest, spec, row)
+            rows[digest] = row
+            bar.update()
+
         if inline:
-            for cell in todo:
-                run_cell(config, cell, times, out)
-                bar.update()
+            for spec, digest in todo:
+                finish(digest, spec, run_cell(spec, references[spec["reference_seed"]],
+                                              calib.get(spec["seed"])))
         elif todo:
             from distributed import as_completed
 
-            cfg = config.to_json()
-            futures = [client.submit(run_cell, cfg, dataclasses.asdict(c), times, str(out),
-                                     key=f"n2ngraph-{config.label}-{c.cell_id}", pure=False)
-                       for c in todo]
-            for future in as_completed(futures):
-                future.result()
-                bar.update()
+            client.register_plugin(_thread_plugin(threads))
+            ref_futures = {s: client.scatter([r], hash=False)[0] for s, r in references.items()}
+            data_futures = {s: client.scatter([d], hash=False)[0] for s, d in calib.items()}
+            futures = {}
+            for spec, digest in todo:
+                fut = client.submit(run_cell, spec, ref_futures[spec["reference_seed"]],
+                                    data_futures.get(spec["seed"]) if spec["calibration"] else None,
+                                    key=f"n2ngraph-cell-{digest}", pure=False)
+                futures[fut] = (spec, digest)
+            for fut in as_completed(futures):
+                spec, digest = futures[fut]
+                finish(digest, spec, fut.result())
     finally:
-        bar.close()
+        if bar is not None:
+            bar.close()
         if client is not None:
             client.close()
         if cluster is not None:
             cluster.close()
-    table = load_cells(out)
+
+    import pandas as pd
+
+    meta = {
+        "config": config.to_json(), "config_id": config.digest, "recipe": recipe.to_json(),
+        "times": list(times), "time_labels": list(labels),
+        "times_in_units_of_1/lambda_2": given is None,
+        "lambda_2_reference": lam2, "weighted": config.weighted, "cell_format": CELL_FORMAT,
+        "cells": ids,
+    }
+    table = _sorted_table(pd.DataFrame([rows[d] for d in ids]))
+    table.attrs = {k: v for k, v in meta.items() if k != "cells"}
     summary = summarize(table)
-    write_table(table, out / "results")
-    write_table(summary, out / "summary")
-    return table, summary
+    title = caption(meta)
+    meta_text = json.dumps(meta, indent=2)
+    own = out / "configs" / config.digest
+    own.mkdir(parents=True, exist_ok=True)
+    for folder in (own, out):
+        if folder == out:
+            (out / "config.json").unlink(missing_ok=True)
+        write_table(table, folder / "results", title=title)
+        write_table(summary, folder / "summary", title=title)
+        atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(meta_text))
+    return table, summary, tuple(times)

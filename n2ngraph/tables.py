@@ -47,8 +47,13 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str = "%.6g") -> list:
-    """Write ``table`` as CSV and Markdown (``.csv``, ``.md``) atomically; returns the paths."""
+def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str = "%.6g",
+                title: str | None = None) -> list:
+    """Write ``table`` as CSV and Markdown (``.csv``, ``.md``) atomically; returns the paths.
+
+    ``title``: a paragraph above the Markdown table (what the CSV cannot say: the model, the
+    recipe, the reference's ``lambda_2``, the stated times).
+    """
     from pathlib import Path
 
     from n2ngraph.io import atomic_write
@@ -57,6 +62,8 @@ def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str =
     csv_path = atomic_write(base.with_name(base.name + ".csv"),
                             lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
     md = _markdown(table, float_format)
+    if title:
+        md = f"{title.strip()}\n\n{md}"
     md_path = atomic_write(base.with_name(base.name + ".md"),
                            lambda tmp: Path(tmp).write_text(md, encoding="utf-8"))
     return [csv_path, md_path]

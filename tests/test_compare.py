@@ -1,4 +1,5 @@
-"""The compare sweep: rows, equal budgets, resume without recomputation, Dask, kills, bad input."""
+"""The compare sweep: rows, equal budgets, cell identity, resume, Dask (local and external),
+kills, bad input, weighted runs."""
 
 import json
 import os
@@ -6,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -13,55 +15,237 @@ import pandas as pd
 import pytest
 
 from n2ngraph.cli import main
-from n2ngraph.compare import CompareConfig, cells_of, run_sweep
+from n2ngraph.compare import (
+    CELL_FORMAT,
+    Cell,
+    CompareConfig,
+    cell_config,
+    cell_digest,
+    cells_of,
+    run_sweep,
+)
 
 SMALL = dict(model="lenet300", methods=("random", "snip"), densities=(0.05,), seeds=1, times=(0.5, 5.0))
+TWO = dict(model="lenet300", methods=("random", "expander"), densities=(0.1,), seeds=1)
+SWEEP = ["--model", "lenet300", "--methods", "random,expander", "--densities", "0.1", "--seeds", "1",
+         "--no-progress"]
 
 
 def _cells(out):
     return {p.name: p.read_text() for p in sorted((Path(out) / "cells").glob("*.json"))}
 
 
+def _mtimes(out):
+    return {p.name: p.stat().st_mtime_ns for p in (Path(out) / "cells").glob("*.json")}
+
+
 def test_inline_sweep_rows_and_budgets(tmp_path):
-    table, summary = run_sweep(CompareConfig(**SMALL), tmp_path, inline=True, progress=False)
+    table, summary, times = run_sweep(CompareConfig(**SMALL), tmp_path, inline=True, progress=False)
+    assert times == (0.5, 5.0)
     assert len(table) == 4 and set(table["variant"]) == {"plain", "n2nskip"}
-    for method, part in table.groupby("method"):
+    for _, part in table.groupby("method"):
         plain = part[part.variant == "plain"].iloc[0]
         skip = part[part.variant == "n2nskip"].iloc[0]
         assert plain["params"] == skip["params"]  # same budget
         assert plain["skip_params"] == 0 and skip["skip_params"] > 0
-    for column in ("F(t=0.5)", "F(t=5)", "F(t=inf)", "saturation_time", "lambda_2", "n_components",
-                   "dead_units", "effective_density"):
+    for column in ("F(t=0.5)", "F(t=5)", "F(t=inf)", "escaped-ref(t=0.5)", "escaped-ref(t=5)",
+                   "lambda_2/ref", "lambda_2_ref", "saturation_time", "lambda_2", "n_components",
+                   "dead_units", "effective_density", "recipe", "recipe_fields"):
         assert column in table.columns and table[column].notna().all(), column
-    assert (table["F(t=0.5)"] > 0).all()
-    assert len(summary) == 4 and (summary["seeds"] == 1).all()
+    assert (table["F(t=0.5)"] > 0).all() and (table["recipe"] == "paper").all()
+    assert json.loads(table["recipe_fields"][0])["wiring"] == "blocks"
+    np.testing.assert_allclose(table["lambda_2/ref"], table["lambda_2"] / table["lambda_2_ref"])
+    assert len(summary) == 4 and (summary["seeds"] == 1).all() and (summary["recipe"] == "paper").all()
     for name in ("results.csv", "results.md", "summary.csv", "summary.md", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
-    assert json.loads((tmp_path / "config.json").read_text())["times"] == [0.5, 5.0]
+    meta = json.loads((tmp_path / "config.json").read_text())
+    assert meta["times"] == [0.5, 5.0] and meta["recipe"]["name"] == "paper"
+    assert meta["lambda_2_reference"] == pytest.approx(table["lambda_2_ref"][0])
+    assert sorted(meta["cells"]) == sorted(p.stem for p in (tmp_path / "cells").glob("*.json"))
+    cell = json.loads(next((tmp_path / "cells").glob("*.json")).read_text())
+    assert cell["format"] == CELL_FORMAT and cell_digest(cell["config"]) == cell["id"] == cell["row"]["cell_id"]
+
+
+def test_times_in_units_of_lambda2_signed_measure_and_large_t(tmp_path):
+    config = CompareConfig(**{**TWO, "methods": ("expander",)})
+    table, _, times = run_sweep(config, tmp_path, inline=True, progress=False)
+    lam2 = table["lambda_2_ref"][0]
+    assert times == pytest.approx((1 / lam2, 3 / lam2, 100 / lam2), rel=1e-5)
+    for label in ("1/l2", "3/l2", "100/l2"):
+        assert f"F(t={label})" in table.columns and f"escaped-ref(t={label})" in table.columns
+    # heat can only leave the inputs: the signed measure is a difference of fractions in [0, 1]
+    esc = table[[c for c in table.columns if c.startswith("escaped-ref")]].to_numpy()
+    assert np.all(np.abs(esc) <= 1)
+    # at 100 / lambda_2 the reference has saturated: F is far below its value at 1 / lambda_2
+    assert (table["F(t=100/l2)"] < 1e-2 * table["F(t=1/l2)"]).all()
+    header = (tmp_path / "results.md").read_text().splitlines()[0]
+    assert "lambda_2(reference) = " in header and "1/l2 = " in header
+    assert table.attrs["lambda_2_reference"] == pytest.approx(lam2)
+
+
+def test_cell_identity_covers_the_whole_config():
+    config = CompareConfig(**TWO)
+    times, labels = (0.5,), ("0.5",)
+    base = cell_config(config, Cell("random", 0.1, 0, "plain"), times, labels)
+    same = cell_config(CompareConfig(**TWO), Cell("random", 0.1, 0, "plain"), times, labels)
+    assert cell_digest(base) == cell_digest(same)
+    others = [
+        cell_config(config, Cell("random", 0.10000001, 0, "plain"), times, labels),
+        cell_config(config, Cell("random", 0.1, 1, "plain"), times, labels),
+        cell_config(config, Cell("random", 0.1, 0, "n2nskip"), times, labels),
+        cell_config(config, Cell("expander", 0.1, 0, "plain"), times, labels),
+        cell_config(config, Cell("random", 0.1, 0, "plain"), (0.6,), ("0.6",)),
+        cell_config(CompareConfig(**{**TWO, "model": "paper_mlp"}), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, model_kwargs={"num_classes": 5}), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, recipe="all-pairs"), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, n2nskip_fraction=0.25), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, scope="layerwise"), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, weighted=True), Cell("random", 0.1, 0, "plain"), times, labels),
+        cell_config(CompareConfig(**TWO, saturation_rtol=1e-4), Cell("random", 0.1, 0, "plain"), times, labels),
+    ]
+    digests = {cell_digest(c) for c in others} | {cell_digest(base)}
+    assert len(digests) == len(others) + 1
+    fraction = CompareConfig(**TWO, n2nskip_fraction=0.25).resolved_recipe
+    assert fraction.name == "paper-f0.25" and fraction.n2nskip_fraction == 0.25
+    # calibration data enter the identity of data-driven cells only
+    calib = {"dataset": "mnist5k", "batch_size": 128, "sha256": "0" * 64}
+    assert cell_config(config, Cell("random", 0.1, 0, "plain"), times, labels, calib)["calibration"] is None
+    snip = CompareConfig(**{**TWO, "methods": ("snip",)})
+    a = cell_config(snip, Cell("snip", 0.1, 0, "plain"), times, labels, calib)
+    b = cell_config(snip, Cell("snip", 0.1, 0, "plain"), times, labels, {**calib, "sha256": "1" * 64})
+    assert cell_digest(a) != cell_digest(b)
 
 
 def test_rerun_recomputes_only_missing_cells(tmp_path):
     config = CompareConfig(**SMALL)
     run_sweep(config, tmp_path, inline=True, progress=False)
     before = _cells(tmp_path)
-    mtimes = {p.name: p.stat().st_mtime_ns for p in (tmp_path / "cells").iterdir()}
+    mtimes = _mtimes(tmp_path)
     victim = sorted(before)[0]
     (tmp_path / "cells" / victim).unlink()
-    table, _ = run_sweep(config, tmp_path, inline=True, progress=False)
+    table, _, _ = run_sweep(config, tmp_path, inline=True, progress=False)
     after = _cells(tmp_path)
     assert set(after) == set(before) and len(table) == len(before)
     for name, p in ((n, tmp_path / "cells" / n) for n in after if n != victim):
         assert p.stat().st_mtime_ns == mtimes[name], f"{name} was recomputed"
-    recomputed, original = json.loads(after[victim]), json.loads(before[victim])
+    recomputed, original = json.loads(after[victim])["row"], json.loads(before[victim])["row"]
     assert recomputed["F(t=0.5)"] == pytest.approx(original["F(t=0.5)"], rel=1e-9)  # deterministic
+
+
+def test_two_configs_in_one_folder_get_their_own_tables(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["compare", *SWEEP, "--times", "1", "--out", str(out), "--inline"]) == 0
+    first = pd.read_csv(out / "results.csv")
+    assert "F(t=1)" in first.columns
+    mtimes = _mtimes(out)
+    assert main(["compare", *SWEEP, "--times", "2", "--out", str(out), "--inline"]) == 0
+    second = pd.read_csv(out / "results.csv")
+    assert "F(t=2)" in second.columns and "F(t=1)" not in second.columns and len(second) == 4
+    assert json.loads((out / "config.json").read_text())["times"] == [2.0]
+    assert len(_cells(out)) == 8 and set(first["cell_id"]).isdisjoint(second["cell_id"])
+    tables = {}
+    for folder in (out / "configs").iterdir():
+        meta = json.loads((folder / "config.json").read_text())
+        table = pd.read_csv(folder / "results.csv")
+        assert sorted(table["cell_id"]) == sorted(meta["cells"])
+        tables[tuple(meta["times"])] = table
+    assert set(tables) == {(1.0,), (2.0,)}
+    pd.testing.assert_frame_equal(tables[(1.0,)], first)
+    # the first config again: nothing is recomputed, its table is its own again
+    assert main(["compare", *SWEEP, "--times", "1", "--out", str(out), "--inline"]) == 0
+    assert {n: t for n, t in _mtimes(out).items() if n in mtimes} == mtimes
+    pd.testing.assert_frame_equal(pd.read_csv(out / "results.csv"), first)
+    # another recipe in the same folder: new cells, the recipe named in every row
+    assert main(["compare", *SWEEP, "--times", "1", "--recipe", "all-pairs", "--out", str(out),
+                 "--inline"]) == 0
+    third = pd.read_csv(out / "results.csv")
+    assert (third["recipe"] == "all-pairs").all() and len(_cells(out)) == 12
+    assert "recipe all-pairs" in capsys.readouterr().out
+
+
+def test_truncated_and_empty_cells_are_recomputed_with_a_warning(tmp_path):
+    config = CompareConfig(**TWO)
+    run_sweep(config, tmp_path, inline=True, progress=False)
+    before = _cells(tmp_path)
+    truncated, emptied, other, kept = sorted(before)
+    (tmp_path / "cells" / truncated).write_text(before[truncated][: len(before[truncated]) // 2])
+    (tmp_path / "cells" / emptied).write_text("{}")
+    doc = json.loads(before[other])
+    del doc["row"]["F(t=inf)"]
+    (tmp_path / "cells" / other).write_text(json.dumps(doc))
+    mtime = (tmp_path / "cells" / kept).stat().st_mtime_ns
+    with pytest.warns(UserWarning) as record:
+        table, _, _ = run_sweep(config, tmp_path, inline=True, progress=False)
+    messages = "\n".join(str(w.message) for w in record)
+    for name in (truncated, emptied, other):
+        assert str(tmp_path / "cells" / name) in messages
+    assert kept not in messages and (tmp_path / "cells" / kept).stat().st_mtime_ns == mtime
+    assert table["F(t=1/l2)"].notna().all() and len(table) == 4
+    for name in (truncated, emptied, other):
+        fresh, old = json.loads((tmp_path / "cells" / name).read_text()), json.loads(before[name])
+        assert fresh["row"]["F(t=1/l2)"] == pytest.approx(old["row"]["F(t=1/l2)"], rel=1e-9)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        run_sweep(config, tmp_path, inline=True, progress=False)
+
+
+def test_inline_run_leaves_thread_settings_alone(tmp_path):
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        run_sweep(CompareConfig(**{**TWO, "methods": ("random",), "variants": ("plain",)}), tmp_path,
+                  inline=True, progress=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_local_dask_cluster_of_two_workers(tmp_path):
     config = CompareConfig(**{**SMALL, "methods": ("random", "expander")})
-    table, _ = run_sweep(config, tmp_path, workers=2, progress=False)
-    inline, _ = run_sweep(config, tmp_path / "inline", inline=True, progress=False)
+    table, _, _ = run_sweep(config, tmp_path, workers=2, progress=False)
+    inline, _, _ = run_sweep(config, tmp_path / "inline", inline=True, progress=False)
     assert len(table) == len(cells_of(config)) == 4
     np.testing.assert_allclose(table["F(t=5)"], inline["F(t=5)"], rtol=1e-9)
+
+
+def _start(args, cwd):
+    return subprocess.Popen([sys.executable, "-m", *args], cwd=cwd, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+def test_external_scheduler_and_worker_in_another_directory(tmp_path, monkeypatch):
+    elsewhere, here = tmp_path / "worker-cwd", tmp_path / "client-cwd"
+    elsewhere.mkdir()
+    here.mkdir()
+    scheduler_file = tmp_path / "scheduler.json"
+    scheduler = _start(["distributed.cli.dask_scheduler", "--scheduler-file", str(scheduler_file),
+                        "--port", "0", "--no-dashboard"], elsewhere)
+    worker = None
+    try:
+        deadline = time.time() + 60
+        while not scheduler_file.exists() and time.time() < deadline:
+            time.sleep(0.2)
+        address = json.loads(scheduler_file.read_text())["address"]
+        worker = _start(["distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
+                         "--nworkers", "1", "--nthreads", "1", "--no-dashboard"], elsewhere)
+        monkeypatch.chdir(here)
+        assert main(["compare", *SWEEP, "--scheduler", address, "--out", "rel/out"]) == 0
+        assert main(["compare", *SWEEP, "--out", "inline", "--inline"]) == 0
+    finally:
+        for proc in (worker, scheduler):
+            if proc is not None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(timeout=30)
+    assert len(_cells(here / "rel" / "out")) == 4
+    assert not [p for p in elsewhere.rglob("*.json") if "cells" in p.parts]
+    assert not (elsewhere / "rel").exists()
+    dask_table = pd.read_csv(here / "rel" / "out" / "results.csv")
+    inline = pd.read_csv(here / "inline" / "results.csv")
+    numbers = [c for c in inline.columns if c.startswith(("F(", "escaped-ref(", "lambda_2"))]
+    assert list(dask_table["cell_id"]) == list(inline["cell_id"])
+    np.testing.assert_array_equal(dask_table[numbers].to_numpy(), inline[numbers].to_numpy())
 
 
 def test_killed_sweep_resumes_without_loss_or_repeats(tmp_path):
@@ -78,7 +262,7 @@ def test_killed_sweep_resumes_without_loss_or_repeats(tmp_path):
     proc.wait()
     survived = _cells(out)
     assert 3 <= len(survived) < 24, "the kill should land mid-sweep"
-    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "cells").glob("*.json")}
+    mtimes = _mtimes(out)
     assert main(args[3:]) == 0
     final = _cells(out)
     assert len(final) == 24
@@ -88,6 +272,15 @@ def test_killed_sweep_resumes_without_loss_or_repeats(tmp_path):
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 24 and table["cell_id"].is_unique
     assert not [p for p in (out / "cells").iterdir() if not p.name.endswith(".json")]
+
+
+def test_weighted_sweep_on_every_variant(tmp_path):
+    config = CompareConfig(**{**TWO, "methods": ("random",), "weighted": True})
+    table, _, _ = run_sweep(config, tmp_path, inline=True, progress=False)
+    assert set(table["variant"]) == {"plain", "n2nskip"}
+    for column in ("F(t=1/l2)", "F(t=3/l2)", "escaped-ref(t=1/l2)", "lambda_2/ref"):
+        assert np.isfinite(table[column]).all(), column
+    assert json.loads((tmp_path / "config.json").read_text())["weighted"] is True
 
 
 def _one_error_line(capsys):
@@ -115,3 +308,45 @@ def test_bad_input_gives_one_line_exit_2_and_no_files(tmp_path, capsys, monkeypa
     assert main(["compare", "--model", "lenet300", "--methods", "random", "--densities", "0.1",
                  "--seeds", "1", "--times", "1", "--scheduler", "tcp://127.0.0.1:9", "--out", str(out)]) == 2
     assert "Dask scheduler" in _one_error_line(capsys) and not out.exists()
+
+
+@pytest.mark.parametrize("flags, words", [
+    (["--workers", "0"], "--workers"),
+    (["--workers", "-3"], "--workers"),
+    (["--threads", "0"], "--threads"),
+    (["--seeds", "0"], "--seeds"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--times", "1e308"], "finite numbers in (0, 1e+12]"),
+    (["--times", "inf"], "finite numbers"),
+    (["--times", "nan"], "finite numbers"),
+    (["--times", "1,1"], "repeated"),
+    (["--times", "-1"], "finite numbers"),
+    (["--t-lambda2", "1e300"], "t_lambda2"),
+    (["--densities", "nan"], "(0, 1]"),
+    (["--densities", "0.1,0.1"], "repeated"),
+    (["--n2nskip-fraction", "1.5"], "n2nskip-fraction"),
+    (["--n2nskip-fraction", "nan"], "n2nskip-fraction"),
+    (["--recipe", "bogus"], "paper"),
+    (["--scope", "sideways"], "scope"),
+    (["--variants", "plain,resnet"], "variants"),
+    (["--dataset", "imagenet"], "valid datasets"),
+    (["--model-arg", "novalue"], "KEY=VALUE"),
+    (["--model-arg", "num_classes=3", "--model-arg", "num_classes=4"], "twice"),
+])
+def test_bad_flags_exit_2_at_once_with_one_line(tmp_path, capsys, flags, words):
+    out = tmp_path / "out"
+    start = time.perf_counter()
+    try:
+        code = main(["compare", "--model", "lenet300", *flags, "--out", str(out), "--no-progress"])
+    except SystemExit as exc:  # argparse: a value that is not a number
+        code = exc.code
+    assert code == 2
+    assert time.perf_counter() - start < 20
+    assert words in _one_error_line(capsys) and not out.exists()
+
+
+def test_unparsable_number_gives_one_line(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["compare", "--seeds", "three"])
+    assert exc.value.code == 2
+    assert "--seeds" in _one_error_line(capsys)
