@@ -1,4 +1,8 @@
-"""Figures (matplotlib, headless Agg). The only module of the library that imports matplotlib.
+"""Figures (matplotlib, headless). The only module of the library that imports matplotlib.
+
+Every function draws on its own :class:`matplotlib.figure.Figure` (no ``pyplot`` state, no global
+backend switch: importing n2ngraph never changes the backend a user or a notebook has chosen) and
+returns it; with ``path`` it also writes PNG and PDF atomically.
 
 Adjacency figures never densify the n x n matrix: edges are binned into a ``bins x bins`` image
 straight from the sparse coordinates, so a 1M-node graph draws in the memory of its edge list.
@@ -8,38 +12,87 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
-import matplotlib.ticker
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.colors import ListedColormap
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Rectangle
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.colors import ListedColormap  # noqa: E402
+from n2ngraph.graph import EdgeBlock, NetworkGraph
 
-from n2ngraph.graph import BLOCK_KINDS, NetworkGraph  # noqa: E402
-
-__all__ = ["KIND_COLORS", "adjacency_image", "plot_accuracy", "plot_adjacency", "plot_compare", "plot_scree",
+__all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "paired_delta",
+           "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_scree",
            "save_figure"]
 
-#: Colour of each block kind in adjacency figures.
-KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f"}
+#: Kinds drawn in adjacency figures: the graph's block kinds, with the channel-to-channel joins
+#: of a concatenation (``residual`` blocks whose spec type is ``concat``) shown apart from
+#: identity shortcuts.
+DISPLAY_KINDS = ("sequential", "n2nskip", "residual", "concat")
+
+#: Colour of each display kind in adjacency figures.
+KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f",
+               "concat": "#9e6ac8"}
+
+_KIND_LABELS = {"sequential": "weight layer", "n2nskip": "N2NSkip", "residual": "residual shortcut",
+                "concat": "concatenation"}
+
+#: Above this many node groups an adjacency figure labels stages (runs of groups of one spatial
+#: size) instead of every group, so deep nets stay readable.
+_MAX_LABELLED_GROUPS = 16
+
+_F_COLUMN = re.compile(r"^F\(t=(.+)\)$")
 
 
+def display_kind(block: EdgeBlock) -> str:
+    """The :data:`DISPLAY_KINDS` entry of ``block``: its kind, or ``"concat"`` for the joins of
+    a concatenation."""
+    if block.kind == "residual" and dict(block.spec).get("type") == "concat":
+        return "concat"
+    return block.kind
+
+
+def _tick_text(value: float, _pos=None) -> str:
+    return f"{value:g}"
+
+
+def _readable_log_axis(axis) -> None:
+    """Decade ticks labelled as plain numbers (``0.01``, ``1``, ``100``), no minor labels."""
+    axis.set_major_locator(LogLocator(base=10))
+    axis.set_major_formatter(FuncFormatter(_tick_text))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def _suptitle(fig: Figure, title: str | None) -> float:
+    """Put ``title`` above the panels; returns the top of the panel area (figure fraction)."""
+    if not title:
+        return 1.0
+    lines = title.count("\n") + 1
+    fig.suptitle(title, fontsize=9)
+    return 1.0 - (0.17 * lines + 0.08) / fig.get_figheight()  # about 0.17 inch per 9-pt line
+
+
+# ------------------------------------------------------------------------------- adjacency
 def adjacency_image(graph: NetworkGraph, kind: str | None = None, *, bins: int = 600) -> np.ndarray:
     """Edge counts of ``graph`` binned into a ``(b, b)`` image, ``b = min(bins, n)``.
 
     Pixel ``(r, c)`` counts the directed-and-mirrored edges whose endpoints fall in node ranges
-    ``r`` and ``c`` (node order as in the graph); ``kind`` restricts to one block kind.
+    ``r`` and ``c`` (node order as in the graph); ``kind`` restricts to one entry of
+    :data:`DISPLAY_KINDS` (``"residual"`` then excludes concatenation joins).
     """
+    if kind is not None and kind not in DISPLAY_KINDS:
+        raise ValueError(f"kind {kind!r} is not one of {DISPLAY_KINDS}")
     n = graph.num_nodes
     b = max(1, min(int(bins), n))
     image = np.zeros((b, b), dtype=np.float64)
     scale = b / n
     for block in graph.blocks:
-        if kind is not None and block.kind != kind:
+        if kind is not None and display_kind(block) != kind:
             continue
         src_group, dst_group = graph.group(block.src), graph.group(block.dst)
         r, c, _ = block.local_pairs(src_group.size)
@@ -50,14 +103,45 @@ def adjacency_image(graph: NetworkGraph, kind: str | None = None, *, bins: int =
     return image
 
 
+def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]]]:
+    """Boundary positions and ``(centre, label)`` ticks for the axes of an adjacency figure.
+
+    Up to :data:`_MAX_LABELLED_GROUPS` groups: every group is bounded and labelled with its
+    name. Deeper nets: groups are gathered into stages (consecutive groups with the same traced
+    spatial size, and the neuron groups after them), each labelled by its first group's name.
+    """
+    groups = graph.groups
+    if len(groups) <= _MAX_LABELLED_GROUPS:
+        bounds = [g.start for g in groups[1:]]
+        ticks = [(g.start + g.size / 2, g.name) for g in groups]
+        return bounds, ticks
+    stages: list[list] = []
+    for g in groups:
+        key = g.spatial if g.spatial else "features"
+        if stages and stages[-1][0] == key:
+            stages[-1][1].append(g)
+        else:
+            stages.append([key, [g]])
+    bounds = [members[0].start for _, members in stages[1:]]
+    ticks = []
+    for key, members in stages:
+        start, stop = members[0].start, members[-1].stop
+        where = "x".join(map(str, key)) if key != "features" else "neurons"
+        ticks.append(((start + stop) / 2, f"{members[0].name} ({where})"))
+    return bounds, ticks
+
+
 def plot_adjacency(graphs: NetworkGraph | Sequence[NetworkGraph], titles: Sequence[str] | None = None,
-                   *, bins: int = 600, panel_size: float = 4.0, path: str | os.PathLike | None = None):
+                   *, bins: int = 600, panel_size: float = 4.5, path: str | os.PathLike | None = None,
+                   title: str | None = None) -> Figure:
     """Adjacency of one or more graphs side by side (the paper's Figure 3).
 
-    Each panel shows the binned adjacency (nodes in topological order, input top-left), one
-    colour per block kind (:data:`KIND_COLORS`), shade = log edge count per pixel, and thin
-    lines at group boundaries. Returns the matplotlib Figure; saves PNG and PDF when ``path``
-    is given (see :func:`save_figure`).
+    Each panel shows the binned adjacency (nodes in topological order, the input top-left), one
+    colour per kind of connection (:data:`KIND_COLORS`; the legend lists only kinds present),
+    shade = log edge count per pixel. Axes are labelled with the layers (node groups) the nodes
+    belong to; nets with more than 16 groups are labelled and bounded by stage (groups of one
+    spatial size). ``title`` goes above all panels; ``titles`` name the panels (default: the
+    graph's provenance). Returns the Figure; saves PNG and PDF when ``path`` is given.
     """
     if isinstance(graphs, NetworkGraph):
         graphs = [graphs]
@@ -66,38 +150,48 @@ def plot_adjacency(graphs: NetworkGraph | Sequence[NetworkGraph], titles: Sequen
         raise ValueError("plot_adjacency needs at least one graph")
     if titles is not None and len(titles) != len(graphs):
         raise ValueError(f"{len(titles)} titles for {len(graphs)} graphs")
-    fig, axes = plt.subplots(1, len(graphs), figsize=(panel_size * len(graphs), panel_size + 0.4),
-                             squeeze=False)
-    for k, (ax, graph) in enumerate(zip(axes[0], graphs)):
+    fig = Figure(figsize=(panel_size * len(graphs) + 1.2, panel_size + 1.6))
+    axes = fig.subplots(1, len(graphs), squeeze=False)[0]
+    present: list[str] = []
+    for k, (ax, graph) in enumerate(zip(axes, graphs)):
         n = graph.num_nodes
-        for kind in BLOCK_KINDS:
+        for kind in DISPLAY_KINDS:
             image = adjacency_image(graph, kind, bins=bins)
             if not image.any():
                 continue
+            if kind not in present:
+                present.append(kind)
             shade = np.ma.masked_equal(np.log1p(image), 0)
-            cmap = ListedColormap([KIND_COLORS[kind]])
-            ax.imshow(shade, cmap=cmap, interpolation="nearest", extent=(0, n, n, 0),
-                      alpha=0.85, label=kind)
-        for g in graph.groups[1:]:
-            ax.axhline(g.start, color="0.8", lw=0.4)
-            ax.axvline(g.start, color="0.8", lw=0.4)
+            ax.imshow(shade, cmap=ListedColormap([KIND_COLORS[kind]]), interpolation="nearest",
+                      extent=(0, n, n, 0), alpha=0.85)
+        bounds, ticks = _layer_marks(graph)
+        for b in bounds:
+            ax.axhline(b, color="0.75", lw=0.4)
+            ax.axvline(b, color="0.75", lw=0.4)
         ax.set_xlim(0, n)
         ax.set_ylim(n, 0)
-        title = titles[k] if titles else graph.provenance.get("label", graph.provenance.get("model", ""))
-        ax.set_title(f"{title}\n{graph.num_params:,} weights, density {graph.density:.3g}", fontsize=9)
-        ax.set_xlabel("node")
-        ax.set_ylabel("node")
-    handles = [plt.Rectangle((0, 0), 1, 1, color=KIND_COLORS[kind]) for kind in BLOCK_KINDS]
-    fig.legend(handles, BLOCK_KINDS, loc="lower center", ncol=3, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06, 1, 1))
+        positions, labels = zip(*ticks)
+        ax.set_xticks(positions, labels, rotation=90, fontsize=5)
+        ax.set_yticks(positions, labels, fontsize=5)
+        ax.tick_params(length=0)
+        prov = graph.provenance
+        name = titles[k] if titles else prov.get("label", prov.get("model", ""))
+        ax.set_title(f"{name}\n{graph.num_params:,} weights, density {graph.density:.3g}", fontsize=8)
+        ax.set_xlabel("source layer (nodes in topological order)", fontsize=7)
+        if k == 0:
+            ax.set_ylabel("target layer", fontsize=7)
+    handles = [Rectangle((0, 0), 1, 1, color=KIND_COLORS[kind]) for kind in present]
+    fig.legend(handles, [_KIND_LABELS[kind] for kind in present], loc="lower center",
+               ncol=max(1, len(present)), fontsize=7, frameon=False)
+    fig.tight_layout(rect=(0, 0.05, 1, _suptitle(fig, title)))
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def save_figure(fig, path: str | os.PathLike, *, formats: Sequence[str] = ("png", "pdf"),
+def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] = ("png", "pdf"),
                 dpi: int = 150) -> list[Path]:
-    """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomically) and close it."""
+    """Save ``fig`` as ``path`` with each suffix in ``formats`` (atomically); returns the paths."""
     from n2ngraph.io import atomic_write
 
     base = Path(path)
@@ -108,65 +202,212 @@ def save_figure(fig, path: str | os.PathLike, *, formats: Sequence[str] = ("png"
         target = base.with_name(f"{base.name}.{fmt}")
         atomic_write(target, lambda tmp, fmt=fmt: fig.savefig(tmp, format=fmt, dpi=dpi))
         written.append(target)
-    plt.close(fig)
     return written
 
 
+# --------------------------------------------------------------------------------- sweeps
+def _column_label(column: str) -> str:
+    """y-axis label of a sweep column."""
+    match = _F_COLUMN.match(column)
+    if match:
+        return f"F at t = {match.group(1)}   (||S_ref - S||_2)"
+    return {"n_components": "connected components", "dead_units": "dead units",
+            "effective_density": "effective density", "lambda_2": "lambda_2"}.get(
+        column, column.replace("_", " "))
+
+
+def _sweep_title(table, title: str | None) -> str | None:
+    """``title``, or one line naming the model and recipe found in ``table``."""
+    if title is not None:
+        return title
+    parts = []
+    for key in ("model", "recipe"):
+        if key in getattr(table, "columns", ()):
+            values = list(dict.fromkeys(str(v) for v in table[key]))
+            if values:
+                parts.append(f"{key} {', '.join(values)}")
+    return ", ".join(parts) or None
+
+
+def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
+    palette = colormaps["tab10"]
+    return {m: palette(k % 10) for k, m in enumerate(methods)}
+
+
+def _variant_legend(fig: Figure, methods: Sequence[str], colors: dict, *, styles: bool = True) -> int:
+    """One legend: a colour per method, then the line style of each variant."""
+    handles = [Line2D([], [], color=colors[m], lw=2) for m in methods]
+    labels = list(methods)
+    if styles:
+        handles += [Line2D([], [], color="0.2", ls="-", marker="o", ms=3),
+                    Line2D([], [], color="0.2", ls="--", marker="s", ms=3)]
+        labels += ["plain pruning (solid)", "+ N2NSkip, same budget (dashed)"]
+    ncol = min(8, len(labels))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    return math.ceil(len(labels) / ncol)
+
+
 def plot_compare(summary, *, columns: Sequence[str] | None = None,
-                 path: str | os.PathLike | None = None, log: bool = True):
+                 path: str | os.PathLike | None = None, log: bool = True,
+                 title: str | None = None) -> Figure:
     """Sweep summary (``n2ngraph.compare.summarize``) against density, one panel per column.
 
     One colour per pruning method; solid lines for plain pruning, dashed for the N2NSkip
-    variant at the same budget; error bars are the standard deviation over seeds. By default the
-    panels are every ``F(t=...)`` column and the number of connected components.
+    variant at the same budget (both shown in the legend); error bars are the standard deviation
+    over seeds (``<column>_std``). By default the panels are every ``F(t=...)`` column and the
+    number of connected components. A sweep at a single density is drawn per method instead of
+    against density. A column is drawn on a log axis (decade ticks) when ``log`` and its values
+    are positive and span more than a factor of 10.
     """
     if columns is None:
-        columns = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
+        columns = [c for c in summary.columns if _F_COLUMN.match(c) and not c.endswith("_std")]
         columns.append("n_components")
     columns = [c for c in columns if c in summary.columns]
     if not columns:
         raise ValueError("plot_compare: the summary has none of the requested columns")
     methods = list(dict.fromkeys(summary["method"]))
-    colors = plt.get_cmap("tab10")
-    fig, axes = plt.subplots(1, len(columns), figsize=(3.6 * len(columns), 3.4), squeeze=False)
-    for ax, column in zip(axes[0], columns):
+    colors = _method_colors(methods)
+    densities = sorted(set(float(d) for d in summary["density"]))
+    single = len(densities) == 1
+    ncols = min(4, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    for ax, column in zip(axes, columns):
         for k, method in enumerate(methods):
-            for variant, style in (("plain", "-"), ("n2nskip", "--")):
+            for variant, style, marker, shift in (("plain", "-", "o", -0.12), ("n2nskip", "--", "s", 0.12)):
                 part = summary[(summary["method"] == method) & (summary["variant"] == variant)]
                 if part.empty:
                     continue
                 part = part.sort_values("density")
-                err = part.get(f"{column}_std")
-                ax.errorbar(part["density"], part[column], yerr=None if err is None else err.fillna(0),
-                            color=colors(k % 10), ls=style, marker="o", ms=3, capsize=2,
-                            label=f"{method}{' + N2NSkip' if variant == 'n2nskip' else ''}")
-        ax.set_xscale("log")
-        densities = sorted(set(summary["density"]))
-        ax.set_xticks(densities, [f"{d:g}" for d in densities])
-        ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
-        if log and (summary[column] > 0).all():
+                std = part.get(f"{column}_std")
+                err = None if std is None else np.nan_to_num(np.asarray(std, float))
+                x = np.full(len(part), k + shift) if single else np.asarray(part["density"], float)
+                ax.errorbar(x, np.asarray(part[column], float), yerr=err, color=colors[method],
+                            ls="none" if single else style, marker=marker, ms=4, capsize=2, lw=1.2)
+        if single:
+            ax.set_xticks(range(len(methods)), methods, rotation=30, fontsize=7)
+            ax.set_xlabel(f"method (density {densities[0]:g})", fontsize=8)
+        else:
+            ax.set_xscale("log")
+            ax.set_xticks(densities, [f"{d:g}" for d in densities])
+            ax.xaxis.set_minor_locator(NullLocator())
+            ax.set_xlabel("density (kept fraction)", fontsize=8)
+        values = np.asarray(summary[column], float)
+        values = values[np.isfinite(values)]
+        if log and values.size and (values > 0).all() and values.max() > 10 * values.min():
             ax.set_yscale("log")
-        ax.set_xlabel("density (kept fraction)")
+            _readable_log_axis(ax.yaxis)
+        ax.set_ylabel(_column_label(column), fontsize=8)
         ax.set_title(column, fontsize=9)
         ax.grid(alpha=0.3)
-    handles, labels = axes[0][0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(6, len(labels)), fontsize=7,
-               frameon=False)
-    rows = math.ceil(len(labels) / min(6, max(1, len(labels))))
-    fig.tight_layout(rect=(0, 0.05 + 0.04 * rows, 1, 1))
+    rows = _variant_legend(fig, methods, colors, styles=True)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, _suptitle(fig, _sweep_title(summary, title))))
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = True):
+def paired_delta(table, column: str, *, confidence: float = 0.95) -> list[dict]:
+    """``F(X) - F(N2NSkip-X)`` per method and density, paired by seed.
+
+    For every (method, density) with both variants at a seed, ``delta_s = plain_s - n2nskip_s``;
+    returns one record per (method, density) with ``mean``, ``n`` (paired seeds), ``low`` and
+    ``high``, the two-sided Student-t interval ``mean -+ t_{(1+c)/2, n-1} sd / sqrt(n)`` at
+    ``confidence`` ``c`` (NaN with a single seed). Positive means N2NSkip is closer to the
+    reference.
+    """
+    from scipy import stats
+
+    if not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1), got {confidence!r}")
+    values: dict[tuple, dict[str, float]] = {}
+    for method, variant, density, seed, value in zip(table["method"], table["variant"],
+                                                     table["density"], table["seed"], table[column]):
+        values.setdefault((method, float(density), seed), {})[variant] = float(value)
+    deltas: dict[tuple, list[float]] = {}
+    for (method, density, _), pair in values.items():
+        if "plain" in pair and "n2nskip" in pair:
+            deltas.setdefault((method, density), []).append(pair["plain"] - pair["n2nskip"])
+    out = []
+    for (method, density), d in deltas.items():
+        d = np.asarray(d)
+        mean = float(d.mean())
+        if d.size > 1:
+            half = float(stats.t.ppf((1 + confidence) / 2, d.size - 1) * d.std(ddof=1) / math.sqrt(d.size))
+        else:
+            half = math.nan
+        out.append({"method": method, "density": density, "mean": mean, "n": int(d.size),
+                    "low": mean - half, "high": mean + half})
+    return out
+
+
+def plot_delta_f(table, *, columns: Sequence[str] | None = None, confidence: float = 0.95,
+                 path: str | os.PathLike | None = None, title: str | None = None) -> Figure:
+    """The paper's claim at a glance: ``F(X) - F(N2NSkip-X)`` per method and density.
+
+    ``table`` has one row per cell (``results.csv`` of a sweep: ``method``, ``variant``,
+    ``density``, ``seed`` and the ``F(t=...)`` columns). One panel per ``F`` column; per density a
+    group of points, one per method, each the mean paired difference over seeds with its
+    ``confidence`` interval (:func:`paired_delta`); the zero line is drawn. Points above zero:
+    N2NSkip is closer to the reference at the same budget.
+    """
+    if columns is None:
+        columns = [c for c in table.columns if _F_COLUMN.match(c) and not c.endswith("_std")]
+    columns = [c for c in columns if c in table.columns]
+    if not columns:
+        raise ValueError("plot_delta_f: the table has no F(t=...) columns")
+    methods = list(dict.fromkeys(table["method"]))
+    colors = _method_colors(methods)
+    densities = sorted(set(float(d) for d in table["density"]), reverse=True)
+    ncols = min(4, len(columns))
+    nrows = math.ceil(len(columns) / ncols)
+    fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[len(columns):]:
+        ax.set_visible(False)
+    width = 0.8 / max(1, len(methods))
+    seeds = 0
+    for ax, column in zip(axes, columns):
+        records = paired_delta(table, column, confidence=confidence)
+        for r in records:
+            i, k = densities.index(r["density"]), methods.index(r["method"])
+            x = i - 0.4 + width * (k + 0.5)
+            err = None
+            if np.isfinite(r["low"]):
+                err = [[r["mean"] - r["low"]], [r["high"] - r["mean"]]]
+            ax.errorbar([x], [r["mean"]], yerr=err, color=colors[r["method"]], marker="o", ms=4,
+                        capsize=2, ls="none")
+            seeds = max(seeds, r["n"])
+        ax.axhline(0.0, color="0.2", lw=0.8)
+        ax.set_xticks(range(len(densities)), [f"{d:g}" for d in densities])
+        ax.set_xlabel("density (kept fraction)", fontsize=8)
+        ax.set_ylabel("F(plain) - F(N2NSkip)\n> 0: N2NSkip closer to reference", fontsize=7)
+        ax.set_title(column, fontsize=9)
+        ax.grid(alpha=0.3, axis="y")
+    rows = _variant_legend(fig, methods, colors, styles=False)
+    heading = _sweep_title(table, title)
+    interval = f"mean over {seeds} paired seeds, {confidence:.0%} t-interval" if seeds > 1 \
+        else "one seed: no interval"
+    heading = f"{heading}\n{interval}" if heading else interval
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, _suptitle(fig, heading)))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# ----------------------------------------------------------------------- scree, accuracy
+def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = True,
+               title: str | None = None) -> Figure:
     """Scree diagrams ``alpha(K, t)`` against ``K`` (% of the n eigenvalues), one panel per ``t``
     (the paper's Figure 4).
 
     ``curves`` is a long table (DataFrame) with columns ``graph``, ``t``, ``K_percent`` and
     ``alpha``; one line per graph (in order of appearance), the dense reference first by
     convention. Panel titles state ``t`` (and ``t * lambda_2`` of the reference when a
-    ``t_lambda2`` column is present). Returns the Figure; saves PNG and PDF when ``path`` is given.
+    ``t_lambda2`` column is present); ``title`` goes above the panels. Returns the Figure; saves PNG and PDF when ``path`` is given.
     """
     needed = {"graph", "t", "K_percent", "alpha"}
     missing = needed - set(curves.columns)
@@ -176,9 +417,10 @@ def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = T
     graphs = list(dict.fromkeys(curves["graph"]))
     if not times:
         raise ValueError("plot_scree: no curves to draw")
-    colors = plt.get_cmap("tab10")
+    colors = colormaps["tab10"]
     styles = ["-", "--", "-.", ":"]
-    fig, axes = plt.subplots(1, len(times), figsize=(3.8 * len(times), 3.5), squeeze=False)
+    fig = Figure(figsize=(3.8 * len(times), 3.5 + (0.3 if title else 0)))
+    axes = fig.subplots(1, len(times), squeeze=False)
     for ax, t in zip(axes[0], times):
         at_t = curves[curves["t"] == t]
         for k, name in enumerate(graphs):
@@ -200,13 +442,14 @@ def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = T
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="lower center", ncol=min(4, max(1, len(labels))), fontsize=8,
                frameon=False)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.1, 1, _suptitle(fig, title)))
     if path is not None:
         save_figure(fig, path)
     return fig
 
 
-def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str = "test_acc"):
+def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str = "test_acc",
+                  title: str | None = None) -> Figure:
     """Accuracy against density, plain pruning vs N2NSkip at the same budget (the paper's
     Figure 5).
 
@@ -214,7 +457,8 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
     (``plain`` / ``n2nskip``; ``dense`` rows are drawn as a horizontal band), ``density``,
     ``label``, ``<metric>_mean`` and ``<metric>_std``, and optionally ``init``. One panel per base
     method (and init, when there are several); solid line plain, dashed N2NSkip; error bars are
-    the standard deviation over seeds. Returns the Figure; saves PNG and PDF when ``path`` is given.
+    the standard deviation over seeds. ``title`` (the dataset, the epochs, the recipe) goes
+    above the panels. Returns the Figure; saves PNG and PDF when ``path`` is given.
     """
     mean, std = f"{metric}_mean", f"{metric}_std"
     needed = {"method", "variant", "density", "label", mean, std}
@@ -227,8 +471,8 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
         raise ValueError("plot_accuracy: no pruned runs to draw")
     inits = list(dict.fromkeys(sparse["init"])) if "init" in sparse.columns else [None]
     methods = list(dict.fromkeys(sparse["method"]))
-    fig, axes = plt.subplots(len(inits), len(methods), figsize=(4.0 * len(methods), 3.4 * len(inits)),
-                             squeeze=False)
+    fig = Figure(figsize=(4.0 * len(methods), 3.4 * len(inits) + (0.4 if title else 0)))
+    axes = fig.subplots(len(inits), len(methods), squeeze=False)
     colors = {"plain": "#1f4e9c", "n2nskip": "#d7301f"}
     densities = sorted(set(sparse["density"]))
     for r, init in enumerate(inits):
@@ -251,14 +495,14 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
                     ax.axhspan(d[mean] - d[std], d[mean] + d[std], color="0.5", alpha=0.15, lw=0)
             ax.set_xscale("log")
             ax.set_xticks(densities, [f"{x:g}" for x in densities])
-            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+            ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("density (kept fraction)")
             ax.set_ylabel(metric.replace("_", " "))
             title = str(method) if init is None else f"{method}, init={init}"
             ax.set_title(title, fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, _suptitle(fig, title)))
     if path is not None:
         save_figure(fig, path)
     return fig
