@@ -205,7 +205,13 @@ _PICKLE_MAX_NDIM = 2
 
 
 class _NDArrayMarker:
-    """Stands in for ``numpy.ndarray``: only valid as the first argument of ``_reconstruct``."""
+    """Stands in for ``numpy.ndarray``: only valid as the first argument of ``_reconstruct``.
+    Calling it (numpy's ``ndarray(shape, dtype, buffer, offset, strides)``, a view of memory the
+    file chooses) is refused."""
+
+    def __new__(cls, *args: Any, **kwargs: Any) -> Any:
+        raise pickle.UnpicklingError("refusing numpy.ndarray(shape, dtype, buffer, offset, strides): arrays "
+                                     "are only built from their own bytes")
 
     def __setstate__(self, state: Any) -> None:
         raise pickle.UnpicklingError("refusing to set state on numpy.ndarray")

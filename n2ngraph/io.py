@@ -148,8 +148,8 @@ class _GraphArchive:
         try:
             self.zip = zipfile.ZipFile(path)
             infos = self.zip.infolist()
-        except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-            raise FileFormatError(path, f"not a readable .npz graph file ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - zipfile raises several types on a corrupt archive
+            raise FileFormatError(path, f"not a readable .npz graph file ({type(exc).__name__}: {exc})") from None
         self.members: dict[str, zipfile.ZipInfo] = {}
         self.duplicates: set[str] = set()
         for info in infos:
@@ -225,8 +225,8 @@ class _GraphArchive:
                                                      f"expected {nbytes}")
         except FileFormatError:
             raise
-        except (zipfile.BadZipFile, OSError, EOFError, ValueError, RuntimeError, NotImplementedError) as exc:
-            raise FileFormatError(self.path, f"member {name!r} cannot be read ({exc})") from None
+        except Exception as exc:  # noqa: BLE001 - corrupt data: zlib, CRC, struct, encryption errors
+            raise FileFormatError(self.path, f"member {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
         return np.frombuffer(raw, dtype=dtype).reshape(got_shape)
 
 

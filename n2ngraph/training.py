@@ -319,8 +319,9 @@ def _check_archive(path: Path) -> None:
     try:
         with zipfile.ZipFile(path) as zf:
             infos = zf.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, ValueError, EOFError) as exc:
-        raise FileFormatError(path, f"not a checkpoint written by n2ngraph (not a zip archive: {exc})") from None
+    except Exception as exc:  # noqa: BLE001 - zipfile raises several types on a corrupt archive
+        raise FileFormatError(path, f"not a checkpoint written by n2ngraph (not a readable zip archive: "
+                                    f"{type(exc).__name__}: {exc})") from None
     if len(infos) > _MAX_ARCHIVE_MEMBERS:
         raise FileFormatError(path, f"{len(infos)} archive members; a checkpoint has far fewer")
     total = 0
