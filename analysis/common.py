@@ -31,6 +31,8 @@ __all__ = [
     "config_dict",
     "config_hash",
     "paper_label",
+    "recipe_columns",
+    "resolve_recipe",
     "results_dir",
     "save_config",
     "tiny_mlp",
@@ -104,6 +106,27 @@ def paper_label(method: str, variant: str) -> str:
     return f"N2NSkip-{method}" if variant == "n2nskip" else method
 
 
+def resolve_recipe(recipe: str, n2nskip_fraction: float | None = None):
+    """The :class:`~n2ngraph.recipes.Recipe` named ``recipe``; a ``n2nskip_fraction`` that
+    differs from the recipe's gives a copy named ``"<name>-f<fraction>"`` (as ``n2ngraph
+    compare --n2nskip-fraction`` does)."""
+    from n2ngraph.recipes import get_recipe
+
+    r = get_recipe(recipe)
+    if n2nskip_fraction is not None and float(n2nskip_fraction) != r.n2nskip_fraction:
+        f = float(n2nskip_fraction)
+        r = dataclasses.replace(r, n2nskip_fraction=f, name=f"{r.name}-f{f:g}")
+    return r
+
+
+def recipe_columns(recipe) -> dict:
+    """Table columns naming a recipe: ``recipe`` (its name) and ``recipe_fields`` (its other
+    fields as compact JSON), the columns of ``n2ngraph compare``'s tables."""
+    fields = {k: v for k, v in recipe.to_json().items() if k != "name"}
+    return {"recipe": recipe.name,
+            "recipe_fields": json.dumps(fields, sort_keys=True, separators=(",", ":"))}
+
+
 def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ...]) -> Any:
     """``config`` with every option in ``names`` that was given on the command line (not None),
     plus ``inline=True`` when ``--inline`` was passed."""
@@ -113,13 +136,20 @@ def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ..
     return dataclasses.replace(config, **changes)
 
 
-def base_parser(description: str) -> argparse.ArgumentParser:
-    """The options every driver shares: ``--small`` and ``--results-root``."""
+def base_parser(description: str, *, recipe: bool = True) -> argparse.ArgumentParser:
+    """The options every driver shares: ``--small``, ``--results-root`` and (``recipe=True``)
+    ``--recipe``."""
+    from n2ngraph.recipes import RECIPES
+
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--small", action="store_true",
                         help="the driver's small config (runs in well under a minute on a CPU)")
     parser.add_argument("--results-root", default=None,
                         help="parent folder of the results folder (default: results)")
+    if recipe:
+        parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
+                            help="how plain and N2NSkip graphs are built (default: paper; "
+                            "docs/recipes.md)")
     return parser
 
 

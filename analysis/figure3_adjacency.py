@@ -2,8 +2,8 @@
 
 The dense reference, the network pruned at initialization to ``density`` by ``method``, and the
 N2NSkip variant at the same total budget (pruned to ``density * (1 - f)``, plus random N2NSkip
-connections holding ``f`` of the budget; ``n2ngraph.n2nskip.variant``) are traced and drawn side
-by side (``n2ngraph.plotting.plot_adjacency``: nodes in topological order, sequential edges blue,
+connections holding ``f`` of the budget; ``n2ngraph.pipeline.variant`` under the config's recipe)
+are traced and drawn side by side (``n2ngraph.plotting.plot_adjacency``: nodes in topological order, sequential edges blue,
 N2NSkip edges red). A table gives each panel's structure (``n2ngraph.metrics.summary``).
 
 Run (from the repository root)::
@@ -23,7 +23,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, config_from_args, paper_label, results_dir, save_config
+from analysis.common import (
+    base_parser,
+    config_from_args,
+    paper_label,
+    recipe_columns,
+    resolve_recipe,
+    results_dir,
+    save_config,
+)
 
 __all__ = ["SMALL", "Config", "build_graphs", "main"]
 
@@ -42,8 +50,11 @@ class Config:
         Pruning method (``n2ngraph.pruning.METHODS``); the paper's Figure 3 uses RP (``expander``).
     density : float
         Total kept fraction of the dense weights, in (0, 1].
-    n2nskip_fraction : float
-        Share ``f`` of the budget given to N2NSkip connections in the third panel.
+    recipe : str
+        How the pruned and N2NSkip panels are built (``n2ngraph.recipes.RECIPES``).
+    n2nskip_fraction : float or None
+        Share ``f`` of the budget given to N2NSkip connections in the third panel; None keeps
+        the recipe's (0.5).
     seed : int
         Seeds the model init, the pruning and the skips.
     dataset, batch_size : str, int
@@ -55,7 +66,8 @@ class Config:
     model: str = "paper_mlp"
     method: str = "expander"
     density: float = 0.1
-    n2nskip_fraction: float = 0.5
+    recipe: str = "paper"
+    n2nskip_fraction: float | None = None
     seed: int = 0
     dataset: str = "mnist5k"
     batch_size: int = 128
@@ -69,9 +81,8 @@ SMALL = Config(model="lenet300", density=0.1, bins=300)
 
 def build_graphs(config: Config):
     """``[(label, graph)]`` for the reference, the pruned network and its N2NSkip variant."""
-    from n2ngraph.compare import calibration_batch
     from n2ngraph.models import resolve_model
-    from n2ngraph.n2nskip import variant
+    from n2ngraph.pipeline import calibration_batch, variant
     from n2ngraph.pruning import METHODS
     from n2ngraph.trace import to_graph
 
@@ -82,10 +93,10 @@ def build_graphs(config: Config):
     if METHODS[config.method].needs_data:
         data = calibration_batch(model, config.dataset, config.batch_size, config.seed)
     reference = to_graph(model, name=config.model)
-    kw = {"data": data, "seed": config.seed}
-    pruned = variant(model, config.method, config.density, n2nskip_fraction=0.0, **kw)
-    skipped = variant(model, config.method, config.density,
-                      n2nskip_fraction=config.n2nskip_fraction, **kw)
+    kw = {"data": data, "seed": config.seed,
+          "recipe": resolve_recipe(config.recipe, config.n2nskip_fraction)}
+    pruned = variant(model, config.method, config.density, skips=False, **kw)
+    skipped = variant(model, config.method, config.density, skips=True, **kw)
     return [("reference (dense)", reference),
             (f"{paper_label(config.method, 'plain')} {config.density:g}", pruned),
             (f"{paper_label(config.method, 'n2nskip')} {config.density:g}", skipped)]
@@ -101,9 +112,10 @@ def main(config: Config = Config()) -> Path:
 
     out = results_dir(ARTIFACT, config)
     panels = build_graphs(config)
+    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
     rows = []
     for label, graph in panels:
-        row = {"panel": label, **metrics.summary(graph)}
+        row = {"panel": label, **recipe, **metrics.summary(graph)}
         row["n2nskip_params"] = sum(b.num_params for b in graph.blocks_of_kind("n2nskip"))
         rows.append(row)
     write_table(pd.DataFrame(rows), out / "graphs")
@@ -120,7 +132,8 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--density", type=float)
     parser.add_argument("--seed", type=int)
     args = parser.parse_args(argv)
-    return config_from_args(SMALL if args.small else Config(), args, ('model', 'method', 'density', 'seed', 'results_root'))
+    return config_from_args(SMALL if args.small else Config(), args,
+                            ("model", "method", "density", "seed", "recipe", "results_root"))
 
 
 if __name__ == "__main__":

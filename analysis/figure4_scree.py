@@ -32,7 +32,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, config_from_args, results_dir, save_config
+from analysis.common import (
+    base_parser,
+    config_from_args,
+    recipe_columns,
+    resolve_recipe,
+    results_dir,
+    save_config,
+)
 
 __all__ = ["K_PERCENT", "SMALL", "Config", "main", "scree_curves"]
 
@@ -49,7 +56,7 @@ class Config:
 
     Attributes
     ----------
-    model, method, density, n2nskip_fraction, seed, dataset, batch_size
+    model, method, density, recipe, n2nskip_fraction, seed, dataset, batch_size
         As in ``analysis.figure3_adjacency.Config``.
     k_percent : tuple of float
         ``K`` grid in % of ``n``; ``K = round(p / 100 * n)`` clipped to ``[1, n - 1]``.
@@ -64,7 +71,8 @@ class Config:
     model: str = "paper_mlp"
     method: str = "expander"
     density: float = 0.02
-    n2nskip_fraction: float = 0.5
+    recipe: str = "paper"
+    n2nskip_fraction: float | None = None
     seed: int = 0
     dataset: str = "mnist5k"
     batch_size: int = 128
@@ -153,8 +161,9 @@ def main(config: Config = Config()) -> Path:
                           t_lambda2=t_lambda2)
     lam2s = {label: lam2_ref if k == 0 else float(algebraic_connectivity(g))
              for k, (label, g) in enumerate(graphs)}
-    write_table(curves, out / "scree")
-    write_table(_summary(curves, graphs, lam2s), out / "scree_summary")
+    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
+    write_table(curves.assign(**recipe), out / "scree")
+    write_table(_summary(curves, graphs, lam2s).assign(**recipe), out / "scree_summary")
     plot_scree(curves, path=out / ARTIFACT)
     save_config(out, ARTIFACT, config, times=list(times), lambda_2_reference=lam2_ref)
     return out
@@ -168,7 +177,8 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--times", type=lambda s: tuple(float(v) for v in s.split(",")),
                         help="absolute diffusion times, comma-separated")
     args = parser.parse_args(argv)
-    return config_from_args(SMALL if args.small else Config(), args, ('model', 'method', 'density', 'times', 'results_root'))
+    return config_from_args(SMALL if args.small else Config(), args,
+                            ("model", "method", "density", "times", "recipe", "results_root"))
 
 
 if __name__ == "__main__":

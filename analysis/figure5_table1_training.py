@@ -33,13 +33,22 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config
+from analysis.common import (
+    base_parser,
+    paper_label,
+    recipe_columns,
+    resolve_recipe,
+    results_dir,
+    save_config,
+)
 
 __all__ = ["Config", "DemoConfig", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
 
 ARTIFACT = "figure5"
 RUN_META = "run.json"
 _REQUIRED = ("method", "variant", "density", "seed")
+#: The ``recipe`` of runs whose metadata does not name one.
+UNRECORDED = "(unrecorded)"
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ class DemoConfig:
     methods: tuple[str, ...] = ("expander", "snip")
     epochs: int = 3
     dataset: str = "digits"
-    n2nskip_fraction: float = 0.5
+    recipe: str = "paper"
+    n2nskip_fraction: float | None = None
     init: str = "dense"
     dense_baseline: bool = True
 
@@ -113,28 +123,29 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
             "label": meta.get("label") or paper_label(meta["method"], meta["variant"]),
             "method": meta["method"], "variant": meta["variant"], "density": float(meta["density"]),
             "init": meta.get("init", "dense"), "seed": int(meta["seed"]),
+            "recipe": meta.get("recipe", UNRECORDED), "recipe_fields": meta.get("recipe_fields", ""),
             "epochs": int(frame["epoch"].iloc[-1]), metric: value,
             "run": str(run.relative_to(root)),
         })
     if not rows:
         raise ValueError(f"no training runs (folders with a log.csv) under {str(root)!r}")
     table = pd.DataFrame(rows)
-    return table.sort_values(["init", "variant", "method", "density", "seed"],
-                             ascending=[True, True, True, False, True]).reset_index(drop=True)
+    return table.sort_values(["recipe", "init", "variant", "method", "density", "seed"],
+                             ascending=[True, True, True, True, False, True]).reset_index(drop=True)
 
 
 def summarize_runs(runs, metric: str = "test_acc"):
     """Mean, sample std (ddof=1; NaN for one seed) and count of ``metric`` per
-    init x method x variant x density (and label)."""
-    keys = ["init", "method", "variant", "density", "label"]
+    recipe x init x method x variant x density (and label)."""
+    keys = ["recipe", "init", "method", "variant", "density", "label"]
     grouped = runs.groupby(keys, sort=False)[metric]
     out = grouped.agg(["mean", "std", "size"]).reset_index()
     return out.rename(columns={"mean": f"{metric}_mean", "std": f"{metric}_std", "size": "n"})
 
 
 def table1(summary, metric: str = "test_acc"):
-    """The paper's Table 1 layout: one row per init x label, one column per density, each cell
-    ``mean ± std`` (1 decimal; the dense baseline in its own row, under its density 1)."""
+    """The paper's Table 1 layout: one row per recipe x init x label, one column per density, each
+    cell ``mean ± std`` (1 decimal; the dense baseline in its own row, under its density 1)."""
     import numpy as np
     import pandas as pd
 
@@ -142,12 +153,14 @@ def table1(summary, metric: str = "test_acc"):
     densities = sorted(set(summary["density"]), reverse=True)
     order = {"RP": 0, "N2NSkip-RP": 1, "CSP": 2, "N2NSkip-CSP": 3}
     rows = []
-    keys = summary[["init", "label"]].drop_duplicates()
+    keys = summary[["recipe", "init", "label"]].drop_duplicates()
     keys = keys.assign(o=[(lab != "dense", order.get(lab, 9), lab) for lab in keys["label"]])
-    for init, label in keys.sort_values(["init", "o"])[["init", "label"]].itertuples(index=False):
-        part = summary[(summary["init"] == init) & (summary["label"] == label)]
+    for recipe, init, label in keys.sort_values(["recipe", "init", "o"])[
+            ["recipe", "init", "label"]].itertuples(index=False):
+        part = summary[(summary["recipe"] == recipe) & (summary["init"] == init)
+                       & (summary["label"] == label)]
         by = {r["density"]: r for r in part.to_dict("records")}
-        row = {"init": init, "method": label}
+        row = {"recipe": recipe, "init": init, "method": label}
         for d in densities:
             if d in by:
                 s = by[d][std]
@@ -169,7 +182,7 @@ def make_demo_logs(folder: str | Path, config: DemoConfig = DemoConfig()) -> Pat
     from n2ngraph.data import load_dataset
     from n2ngraph.io import atomic_write
     from n2ngraph.models import build_model
-    from n2ngraph.n2nskip import variant
+    from n2ngraph.pipeline import variant
     from n2ngraph.training import TrainConfig, train
 
     folder = Path(folder)
@@ -181,6 +194,7 @@ def make_demo_logs(folder: str | Path, config: DemoConfig = DemoConfig()) -> Pat
     if config.dense_baseline:
         cells += [("none", "dense", 1.0, s) for s in config.seeds]
     train_config = TrainConfig(epochs=config.epochs, device="cpu", progress=False)
+    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
     for method, kind, density, seed in cells:
         run = folder / f"{method}_{kind}_d{density:g}_s{seed}"
         if (run / RUN_META).exists():
@@ -191,15 +205,14 @@ def make_demo_logs(folder: str | Path, config: DemoConfig = DemoConfig()) -> Pat
             model = reference
         else:
             index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:128]
-            fraction = config.n2nskip_fraction if kind == "n2nskip" else 0.0
-            graph = variant(reference, method, density, n2nskip_fraction=fraction, seed=seed,
-                            data=(train_set.images[index], train_set.labels[index]))
+            graph = variant(reference, method, density, recipe=recipe, skips=kind == "n2nskip",
+                            seed=seed, data=(train_set.images[index], train_set.labels[index]))
             model = to_model(graph, reference, init=config.init, seed=seed)
         train(model, train_set, test_set, train_config, out_dir=run, seed=seed)
         (run / "checkpoint.pt").unlink(missing_ok=True)
         meta = {"method": method, "variant": kind, "density": density, "seed": seed,
                 "init": config.init, "label": paper_label(method, kind),
-                "dataset": config.dataset, "epochs": config.epochs}
+                "dataset": config.dataset, "epochs": config.epochs, **recipe_columns(recipe)}
         atomic_write(run / RUN_META, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=2)))
     return folder
 
@@ -221,7 +234,7 @@ def main(config: Config = Config()) -> Path:
 
 
 def _parse(argv=None) -> Config:
-    parser = base_parser(__doc__.split("\n\n")[0])
+    parser = base_parser(__doc__.split("\n\n")[0], recipe=False)
     parser.add_argument("--logs", help="folder of training runs (searched recursively)")
     parser.add_argument("--metric", help="log column to report (default test_acc)")
     args = parser.parse_args(argv)

@@ -44,20 +44,22 @@ METRICS = ("n_components", "isolated", "dead_units", "dead_fraction", "effective
 
 @dataclass(frozen=True)
 class Config:
-    """Settings of the comparison (fields as in ``n2ngraph.compare.CompareConfig``, plus how
-    cells run: ``inline``, ``workers``, ``scheduler``, which do not change the results)."""
+    """Settings of the comparison (fields as in ``n2ngraph.compare.CompareConfig``: ``recipe``
+    names how graphs are built, ``n2nskip_fraction`` and ``scope`` None keep the recipe's; plus
+    how cells run: ``inline``, ``workers``, ``scheduler``, which do not change the results)."""
 
     model: str = "paper_mlp"
     methods: tuple[str, ...] = ("random", "expander", "magnitude", "snip", "grasp", "synflow")
     densities: tuple[float, ...] = (0.1, 0.05, 0.02)
     seeds: int = 3
-    n2nskip_fraction: float = 0.5
+    recipe: str = "paper"
+    n2nskip_fraction: float | None = None
     times: tuple[float, ...] | None = None
     t_lambda2: tuple[float, ...] = (1.0, 3.0)
     dataset: str = "mnist5k"
     batch_size: int = 128
     weighted: bool = False
-    scope: str = "layerwise"
+    scope: str | None = None
     inline: bool = False
     workers: int = 2
     scheduler: str | None = None
@@ -71,16 +73,17 @@ SMALL = Config(model="lenet300", densities=(0.02,), seeds=1, batch_size=32, inli
 def _compare_config(config: Config):
     from n2ngraph.compare import CompareConfig
 
-    return CompareConfig(model=config.model, methods=config.methods, densities=config.densities,
-                         seeds=config.seeds, n2nskip_fraction=config.n2nskip_fraction,
+    return CompareConfig(model=config.model, recipe=config.recipe, methods=config.methods,
+                         densities=config.densities, seeds=config.seeds,
+                         n2nskip_fraction=config.n2nskip_fraction,
                          times=config.times, t_lambda2=config.t_lambda2, weighted=config.weighted,
                          dataset=config.dataset, batch_size=config.batch_size, scope=config.scope)
 
 
 def methods_table(summary):
-    """One row per method x variant x density: the F columns (``t`` in their names) and
-    :data:`METRICS`, each as mean and std over seeds, plus the paper's label."""
-    keep = ["method", "variant", "density", "seeds"]
+    """One row per (recipe x) method x variant x density: the F columns (``t`` in their names)
+    and :data:`METRICS`, each as mean and std over seeds, plus the paper's label."""
+    keep = [c for c in ("recipe",) if c in summary.columns] + ["method", "variant", "density", "seeds"]
     values = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
     values += [c for c in METRICS if c in summary.columns]
     cols = keep + [c for v in values for c in (v, f"{v}_std") if c in summary.columns]
@@ -97,17 +100,18 @@ def main(config: Config = Config()) -> Path:
 
     out = results_dir(ARTIFACT, config)
     cc = _compare_config(config)
-    table, summary = run_sweep(cc, out / "sweep", scheduler=config.scheduler,
-                               workers=config.workers, progress=False, inline=config.inline)
-    import json
-
-    times = json.loads((out / "sweep" / "config.json").read_text())["times"]
+    table, summary, times = run_sweep(cc, out / "sweep", scheduler=config.scheduler,
+                                      workers=config.workers, progress=False, inline=config.inline)
     write_table(table, out / "cells")
-    write_table(methods_table(summary), out / ARTIFACT)
+    methods = methods_table(summary)
+    if "recipe_fields" in table.columns:
+        methods.insert(list(methods.columns).index("recipe") + 1 if "recipe" in methods.columns
+                       else 0, "recipe_fields", table["recipe_fields"].iloc[0])
+    write_table(methods, out / ARTIFACT)
     f_cols = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
     plot_compare(summary, columns=[*f_cols, "n_components", "dead_fraction", "effective_density",
                                    "collapsed_layers"], path=out / ARTIFACT)
-    save_config(out, ARTIFACT, config, times=times)
+    save_config(out, ARTIFACT, config, times=list(times))
     return out
 
 
@@ -119,7 +123,8 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
-    return config_from_args(SMALL if args.small else Config(), args, ('model', 'methods', 'densities', 'seeds', 'results_root'))
+    return config_from_args(SMALL if args.small else Config(), args,
+                            ("model", "methods", "densities", "seeds", "recipe", "results_root"))
 
 
 if __name__ == "__main__":

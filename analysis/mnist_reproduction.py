@@ -14,7 +14,8 @@ optimizer (SGD momentum 0.9, lr 0.05, wd 5e-4, batch 128; lr halved every 30 epo
 over the short runs used here) for ``epochs`` epochs; no augmentation. SNIP scores one training
 batch of ``snip_batch`` images drawn with the run's seed. N2NSkip variants: prune to
 ``d * (1 - f)`` and add random skips so the total kept count equals plain pruning at ``d``
-(``n2ngraph.n2nskip.variant``). Reported: the test accuracy after the last epoch (no selection
+(``n2ngraph.pipeline.variant`` under the config's recipe, default ``"paper"``: on this MLP it
+wires every non-consecutive pair of layers and scores SNIP with one global threshold). Reported: the test accuracy after the last epoch (no selection
 on the test set), mean and sample standard deviation (ddof=1) over seeds.
 
 Run::
@@ -45,12 +46,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
 
-from analysis.common import PAPER_LABELS
+from analysis.common import PAPER_LABELS, recipe_columns, resolve_recipe
 from n2ngraph.bridge import to_model
 from n2ngraph.data import load_dataset
 from n2ngraph.metrics import connected_components
 from n2ngraph.models import build_model
-from n2ngraph.n2nskip import variant
+from n2ngraph.pipeline import variant
 from n2ngraph.training import TrainConfig, train
 
 COLUMN_ORDER = ["RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP"]
@@ -64,7 +65,8 @@ class Config:
     seeds: tuple[int, ...] = (0, 1, 2)
     inits: tuple[str, ...] = ("dense", "sparse")
     methods: tuple[str, ...] = ("expander", "snip")
-    n2nskip_fraction: float = 0.5
+    recipe: str = "paper"
+    n2nskip_fraction: float | None = None
     epochs: int = 10
     batch_size: int = 128
     lr: float = 0.05
@@ -122,8 +124,9 @@ def run_cell(cell: dict, config: Config, train_set, test_set, run_dir: Path) -> 
     else:
         rng = np.random.default_rng([seed, 17])
         idx = torch.as_tensor(rng.choice(len(train_set), config.snip_batch, replace=False))
-        fraction = config.n2nskip_fraction if cell["variant"] == "n2nskip" else 0.0
-        graph = variant(reference, cell["method"], cell["density"], n2nskip_fraction=fraction,
+        graph = variant(reference, cell["method"], cell["density"],
+                        recipe=resolve_recipe(config.recipe, config.n2nskip_fraction),
+                        skips=cell["variant"] == "n2nskip",
                         data=(train_set.images[idx], train_set.labels[idx]), seed=seed)
         components = connected_components(graph)["n_components"]
         params, density = graph.num_params, graph.density
@@ -139,7 +142,8 @@ def run_cell(cell: dict, config: Config, train_set, test_set, run_dir: Path) -> 
     log = train(model, train_set, test_set, train_config, out_dir=run_dir, seed=seed, resume=True)
     (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the log is what this study keeps
     last = log.iloc[-1]
-    return {**cell, "label": PAPER_LABELS[(cell["method"], cell["variant"])], "params": int(params),
+    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
+    return {**cell, **recipe, "label": PAPER_LABELS[(cell["method"], cell["variant"])], "params": int(params),
             "graph_density": float(density), "components": int(components),
             "init_logit_std": init_logit_std, "test_acc": 100 * float(last["test_acc"]),
             "train_acc": 100 * float(last["train_acc"]), "train_loss": float(last["train_loss"]),
@@ -149,7 +153,9 @@ def run_cell(cell: dict, config: Config, train_set, test_set, run_dir: Path) -> 
 def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     """Mean, sample std (ddof=1) and count of test accuracy per (density, init, label), with
     the mean component count and initial logit std."""
-    grouped = cells.groupby(["density", "init", "label"], sort=False)
+    keys = ["recipe", "density", "init", "label"] if "recipe" in cells.columns else \
+        ["density", "init", "label"]
+    grouped = cells.groupby(keys, sort=False)
     out = grouped.agg(test_acc_mean=("test_acc", "mean"), test_acc_std=("test_acc", "std"),
                       n=("test_acc", "size"), components=("components", "mean"),
                       init_logit_std=("init_logit_std", "mean")).reset_index()
@@ -162,10 +168,12 @@ def _markdown(summary: pd.DataFrame, config: Config) -> str:
         return f"{row.test_acc_mean:.1f} ± {std}"
 
     labels = [c for c in COLUMN_ORDER if c in set(summary["label"])]
+    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
     lines = [f"# MNIST-5k, MLP 784-512-256-128-64-10: test accuracy (%) after {config.epochs} epochs",
              "", (f"Mean ± sample std over seeds {list(config.seeds)}; equal parameter budget per "
-             f"density (N2NSkip: {config.n2nskip_fraction:g} of it on skips). RP = expander "
-             "random pruning, CSP = SNIP."), ""]
+             f"density (N2NSkip: {recipe.n2nskip_fraction:g} of it on skips). RP = expander "
+             "random pruning, CSP = SNIP."),
+             "", f"Recipe `{recipe.name}`: {recipe_columns(recipe)['recipe_fields']}", ""]
     dense = summary[summary["label"] == "dense"]
     if len(dense):
         lines += [f"Dense reference: {fmt(dense.iloc[0])}", ""]
@@ -247,6 +255,7 @@ def _parse(argv: list[str] | None) -> Config:
     p.add_argument("--epochs", type=int)
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--densities", type=float, nargs="+")
+    p.add_argument("--recipe", default=None, help="recipe name (default: paper; docs/recipes.md)")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: 1; "
                    "0: torch's choice)")
     p.add_argument("--workers", type=int, default=2, help="cells run in this many processes (default: 2)")
@@ -261,6 +270,8 @@ def _parse(argv: list[str] | None) -> Config:
         kw["seeds"] = tuple(a.seeds)
     if a.densities:
         kw["densities"] = tuple(a.densities)
+    if a.recipe:
+        kw["recipe"] = a.recipe
     return Config(**kw)
 
 

@@ -1,23 +1,34 @@
 """Table 3 of the N2NSkip paper (arXiv 2208.03662): connectivity distance F per method x density.
 
 For each model (the paper: VGG19 and ResNet50, at channel level), each method (RP = ``expander``,
-CSP = ``snip``) with and without N2NSkip (same total budget, half of it on random N2NSkip
-connections), and each density, the heat-diffusion distance to the dense reference
+CSP = ``snip``) with and without N2NSkip (same total budget, the recipe's share of it on random
+N2NSkip connections), and each density, the heat-diffusion distance to the dense reference
 ``F(t) = ||S_ref(t) - S(t)||_2`` (PAPER.md) is computed by the sweep engine
-``n2ngraph.compare`` (one idempotent cell per model x method x density x seed x variant). The
-paper does not state ``t``; here every F comes with its ``t``, both absolute and as
-``t * lambda_2(reference)`` (default ``t = 1 / lambda_2`` and ``3 / lambda_2``), and with
-``F(t = inf)`` (heat trapped by disconnection) and the number of connected components beside it.
+``n2ngraph.compare`` (one idempotent cell per model x method x density x seed x variant). Every
+graph is built by ``n2ngraph.pipeline.variant`` under one recipe (``--recipe``, default
+``paper``; ``docs/recipes.md``), and every table names the recipe and its fields.
+
+The paper does not state ``t``; here every F comes with its ``t``, both absolute and as
+``t * lambda_2(reference)`` (default ``t = 1, 3, 100 / lambda_2``; the last is the saturated
+regime the paper's Table 3 describes), with ``F(t = inf)`` (heat trapped by disconnection), the
+number of connected components, ``lambda_2`` relative to the reference and the signed share of
+heat that has left the inputs relative to the reference (> 0: spreads faster). The paper's
+F values were measured on trained networks; these are at initialization.
+
+VGG19 is the authors' CIFAR VGG19 (``analysis.common:vgg19_reference``: a 512-512-10
+classifier, 20.3M weights), not torchvision's 4096-unit ImageNet head (``vgg19``, 139.6M at 10
+classes) whose count the paper quotes: ``docs/recipes.md`` explains the choice.
 
 Run (from the repository root)::
 
-    python -m analysis.table3_distance           # VGG19 (torchvision head, 143M) + ResNet50; heavy
-    python -m analysis.table3_distance --small   # VGG16 (CIFAR head) + ResNet18, 2 densities, ~1 min
+    python -m analysis.table3_distance                       # VGG19 + ResNet50, paper recipe; heavy
+    python -m analysis.table3_distance --recipe all-pairs    # the same under the all-pairs recipe
+    python -m analysis.table3_distance --small               # VGG16 (CIFAR head) + ResNet18, ~1 min
 
 Writes ``results/table3-<hash>/``: ``table3.csv|md`` (wide: one row per model x t x method, one
 column per density, ``mean ± std`` over seeds), ``distance.csv|md`` (long: every number),
 ``table3_<model>.png|pdf`` (F and components against density), ``sweeps/<model>/`` (the cells),
-and ``config.json`` (with the resolved times per model).
+and ``config.json`` (with the recipe and the resolved times per model).
 """
 
 from __future__ import annotations
@@ -33,6 +44,8 @@ from analysis.common import (
     base_parser,
     config_from_args,
     paper_label,
+    recipe_columns,
+    resolve_recipe,
     results_dir,
     save_config,
 )
@@ -49,16 +62,18 @@ class Config:
     Attributes
     ----------
     models : tuple of str
-        Model specs (``n2ngraph.models.resolve_model``); the paper's are ``vgg19`` (torchvision
-        head, 143M weights) and ``resnet50``.
+        Model specs (``n2ngraph.models.resolve_model``): the paper's VGG19 as its authors' code
+        builds it (``analysis.common:vgg19_reference``) and ``resnet50``.
+    recipe : str
+        How plain and N2NSkip graphs are built (``n2ngraph.recipes.RECIPES``).
     methods : tuple of str
         Pruning methods; the paper's RP and CSP are ``expander`` and ``snip``.
     densities : tuple of float
         Total kept fractions (the paper: 50%, 10%, 5%, 2%).
     seeds : int
         Seeds 0 .. seeds-1 per cell.
-    n2nskip_fraction : float
-        Share of the budget on N2NSkip connections in the N2NSkip rows.
+    n2nskip_fraction : float or None
+        Share of the budget on N2NSkip connections in the N2NSkip rows; None keeps the recipe's.
     times, t_lambda2 : tuple of float
         Absolute times, or (when ``times`` is None) multiples of ``1 / lambda_2(reference)``.
     dataset, batch_size : str, int
@@ -69,13 +84,14 @@ class Config:
         How cells run (``n2ngraph.compare.run_sweep``); not part of the results' identity.
     """
 
-    models: tuple[str, ...] = ("vgg19", "resnet50")
+    models: tuple[str, ...] = ("analysis.common:vgg19_reference", "resnet50")
+    recipe: str = "paper"
     methods: tuple[str, ...] = ("expander", "snip")
     densities: tuple[float, ...] = (0.5, 0.1, 0.05, 0.02)
     seeds: int = 1
-    n2nskip_fraction: float = 0.5
+    n2nskip_fraction: float | None = None
     times: tuple[float, ...] | None = None
-    t_lambda2: tuple[float, ...] = (1.0, 3.0)
+    t_lambda2: tuple[float, ...] = (1.0, 3.0, 100.0)
     dataset: str = "mnist5k"
     batch_size: int = 128
     weighted: bool = False
@@ -93,8 +109,9 @@ SMALL = Config(models=("analysis.common:vgg16_cifar", "resnet18"), densities=(0.
 def _compare_config(config: Config, model: str):
     from n2ngraph.compare import CompareConfig
 
-    return CompareConfig(model=model, methods=config.methods, densities=config.densities,
-                         seeds=config.seeds, n2nskip_fraction=config.n2nskip_fraction,
+    return CompareConfig(model=model, recipe=config.recipe, methods=config.methods,
+                         densities=config.densities, seeds=config.seeds,
+                         n2nskip_fraction=config.n2nskip_fraction,
                          times=config.times, t_lambda2=config.t_lambda2, weighted=config.weighted,
                          dataset=config.dataset, batch_size=config.batch_size)
 
@@ -103,29 +120,34 @@ def _model_name(spec: str) -> str:
     return spec.rpartition(":")[2] if ":" in spec else spec
 
 
-def distance_table(summary, model: str, times, lam2: float):
+def distance_table(summary, model: str, times, labels, lam2: float, recipe: dict):
     """Long table from a sweep summary (``n2ngraph.compare.summarize``): one row per
-    method x variant x density x t, with ``t``, ``t * lambda_2``, F mean and std over seeds,
-    ``F(t=inf)`` and the mean number of connected components."""
+    method x variant x density x t, with the recipe (``recipe``: its table columns), ``t``,
+    ``t * lambda_2``, F mean and std over seeds, the signed escaped-heat difference to the
+    reference (> 0: heat leaves the inputs faster), ``lambda_2`` relative to the reference and
+    the mean number of connected components; ``t = inf`` rows carry ``F(t=inf)``."""
     import pandas as pd
 
     rows = []
     for r in summary.to_dict("records"):
-        for t in [*times, float("inf")]:
-            col = f"F(t={t:g})" if t != float("inf") else "F(t=inf)"
+        for t, lab in [*zip(times, labels), (float("inf"), "inf")]:
+            col = f"F(t={lab})"
             rows.append({
-                "model": model, "label": paper_label(r["method"], r["variant"]),
+                **recipe, "model": model, "label": paper_label(r["method"], r["variant"]),
                 "method": r["method"], "variant": r["variant"], "density": r["density"],
                 "seeds": r["seeds"], "t": t, "t_lambda2": t * lam2, "F_mean": r[col],
                 "F_std": r.get(f"{col}_std", float("nan")),
+                "escaped-ref": r.get(f"escaped-ref(t={lab})", float("nan")),
+                "lambda_2/ref": r.get("lambda_2/ref", float("nan")),
                 "n_components": r["n_components"], "lambda_2": r["lambda_2"],
             })
     return pd.DataFrame(rows)
 
 
 def wide_table(long):
-    """The paper's layout: one row per model x t x method label, one column per density, each
-    cell ``mean ± std`` over seeds (``mean`` alone for one seed), 2 significant digits."""
+    """The paper's layout: one row per recipe x model x t x method label, one column per density,
+    each cell ``mean ± std`` over seeds (``mean`` alone for one seed), 2 significant digits; the
+    recipe's fields in the last column."""
     import numpy as np
     import pandas as pd
 
@@ -134,12 +156,13 @@ def wide_table(long):
 
     densities = sorted(set(long["density"]), reverse=True)
     rows = []
-    for (model, t, label), part in long.groupby(["model", "t", "label"], sort=False):
-        row = {"model": model, "t": f"{t:.4g}", "t*lambda_2": f"{part['t_lambda2'].iloc[0]:.3g}",
-               "method": label}
+    for (recipe, model, t, label), part in long.groupby(["recipe", "model", "t", "label"], sort=False):
+        row = {"recipe": recipe, "model": model, "t": f"{t:.4g}",
+               "t*lambda_2": f"{part['t_lambda2'].iloc[0]:.3g}", "method": label}
         by = {r["density"]: r for r in part.to_dict("records")}
         for d in densities:
             row[f"{d:g}"] = fmt(by[d]["F_mean"], by[d]["F_std"]) if d in by else ""
+        row["recipe_fields"] = part["recipe_fields"].iloc[0]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -148,27 +171,29 @@ def main(config: Config = Config()) -> Path:
     """Run the sweeps (resuming finished cells) and write Table 3; returns the results folder."""
     import pandas as pd
 
-    from n2ngraph.compare import reference_graph, run_sweep, stated_times
+    from n2ngraph.compare import run_sweep, time_labels
     from n2ngraph.plotting import plot_compare
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
+    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
+    columns = recipe_columns(recipe)
     longs, stated = [], {}
     for spec in config.models:
         cc = _compare_config(config, spec)
-        times, lam2 = stated_times(reference_graph(cc), config.times, config.t_lambda2,
-                                   weighted=cc.weighted)
         name = _model_name(spec)
-        stated[name] = {"times": list(times), "lambda_2_reference": lam2}
-        _, summary = run_sweep(cc, out / "sweeps" / name, scheduler=config.scheduler,
-                               workers=config.workers, progress=False, inline=config.inline,
-                               times=times)
-        longs.append(distance_table(summary, name, times, lam2))
+        table, summary, times = run_sweep(cc, out / "sweeps" / name, scheduler=config.scheduler,
+                                          workers=config.workers, progress=False,
+                                          inline=config.inline)
+        labels = time_labels(times, None if config.times is not None else config.t_lambda2)
+        lam2 = float(table["lambda_2_ref"].iloc[0])
+        stated[name] = {"times": list(times), "labels": list(labels), "lambda_2_reference": lam2}
+        longs.append(distance_table(summary, name, times, labels, lam2, columns))
         plot_compare(summary, path=out / f"{ARTIFACT}_{name}")
     long = pd.concat(longs, ignore_index=True)
     write_table(long, out / "distance")
     write_table(wide_table(long), out / ARTIFACT)
-    save_config(out, ARTIFACT, config, stated_times=stated)
+    save_config(out, ARTIFACT, config, recipe=recipe.to_json(), stated_times=stated)
     return out
 
 
@@ -177,9 +202,11 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--models", type=lambda s: tuple(s.split(",")))
     parser.add_argument("--densities", type=lambda s: tuple(float(v) for v in s.split(",")))
     parser.add_argument("--seeds", type=int)
+    parser.add_argument("--workers", type=int, help="Dask worker processes (default 2)")
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
-    return config_from_args(SMALL if args.small else Config(), args, ('models', 'densities', 'seeds', 'results_root'))
+    return config_from_args(SMALL if args.small else Config(), args,
+                            ("models", "densities", "seeds", "recipe", "workers", "results_root"))
 
 
 if __name__ == "__main__":

@@ -327,9 +327,12 @@ def _check_graph(graph: Any) -> None:
 
 
 # ------------------------------------------------------------------ initial weights
-def _kept_initial(mask: np.ndarray, name: str, init_seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Flat (C-order) indices of the kept entries and their initial weights (float32)."""
-    flat = np.flatnonzero(mask)
+def _kept_initial(mask: np.ndarray, name: str, init_seed: int,
+                  flat: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Flat (C-order) indices of the kept entries (``flat``, when the caller has them sorted)
+    and their initial weights (float32)."""
+    if flat is None:
+        flat = np.flatnonzero(mask)
     fan_in = math.prod(mask.shape[1:])
     rng = np.random.default_rng([int(init_seed), zlib.crc32(name.encode())])
     w = rng.standard_normal(flat.size) * math.sqrt(2.0 / fan_in)
@@ -362,10 +365,16 @@ def skip_initial_weights(block: EdgeBlock) -> np.ndarray:
     return out
 
 
-def _pair_weight(mask: np.ndarray, name: str, init_seed: int) -> np.ndarray:
-    """``sum |w0|`` over the kept taps of each ``(out, in)`` pair, float32 ``(out, in)``."""
-    flat, w = _kept_initial(mask, name, init_seed)
+def _pair_weight(mask: np.ndarray, name: str, init_seed: int,
+                 flat: np.ndarray | None = None) -> np.ndarray:
+    """``sum |w0|`` over the kept taps of each ``(out, in)`` pair, float32 ``(out, in)``;
+    ``flat``: the sorted flat indices of the kept entries, when known."""
+    flat, w = _kept_initial(mask, name, init_seed, flat)
     taps = math.prod(mask.shape[2:])
+    if taps == 1:
+        out = np.zeros(mask.shape[0] * mask.shape[1], dtype=np.float32)
+        out[flat] = np.abs(w)
+        return out.reshape(mask.shape[0], mask.shape[1])
     sums = np.bincount(flat // taps, weights=np.abs(w).astype(np.float64),
                        minlength=mask.shape[0] * mask.shape[1])
     return sums.astype(np.float32).reshape(mask.shape[0], mask.shape[1])
@@ -466,7 +475,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
             src, dst, _ = cands[i]
             name = f"n2nskip:{src}->{dst}"
             new_blocks.append(EdgeBlock(name, src, dst, "n2nskip", mask,
-                                        pair_weight=_pair_weight(mask, name, init_seed),
+                                        pair_weight=_pair_weight(mask, name, init_seed, pick),
                                         spec={**spec, "init_seed": init_seed}))
     prov = {**graph.provenance, "n2nskip_params": n_skip, "n2nskip_seed": seed,
             "n2nskip_wiring": wiring, "n2nskip_skip_kernel": skip_kernel,

@@ -16,6 +16,7 @@ from analysis import (
     methods_comparison,
     table3_distance,
 )
+from n2ngraph.recipes import RECIPES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 TINY = "analysis.common:tiny_mlp"
@@ -83,6 +84,7 @@ def test_figure3(tmp_path):
     # equal budget: the N2NSkip panel keeps exactly as many weights as the pruned one
     assert table["params"][0] == dense and table["params"][1] == table["params"][2]
     assert table["n2nskip_params"][1] == 0 < table["n2nskip_params"][2]
+    assert set(table["recipe"]) == {"paper"} and json.loads(table["recipe_fields"][0])["wiring"] == "blocks"
 
 
 def test_figure4(tmp_path):
@@ -120,8 +122,9 @@ def test_figure4_scree_curve_matches_dense_eigenvalues(tmp_path):
 
 
 def test_table3(tmp_path):
+    # tiny_vgg's dense stem and classifier (752 weights) need a sequential density above 4.5%
     config = table3_distance.Config(models=("analysis.common:tiny_vgg",), methods=("expander",),
-                                    densities=(0.2, 0.05), inline=True, results_root=str(tmp_path))
+                                    densities=(0.5, 0.2), inline=True, results_root=str(tmp_path))
     out = table3_distance.main(config)
     check_figure(out / "table3_tiny_vgg")
     long = check_table(out / "distance")
@@ -129,15 +132,21 @@ def test_table3(tmp_path):
     meta = check_config(out, "table3", config)
     stated = meta["stated_times"]["tiny_vgg"]
     lam2 = stated["lambda_2_reference"]
-    assert stated["times"] == pytest.approx([1 / lam2, 3 / lam2], rel=1e-5)
-    # every F is stated with its t: 2 labels x 2 densities x (2 times + inf)
-    assert len(long) == 2 * 2 * 3 and set(long["label"]) == {"RP", "N2NSkip-RP"}
+    assert stated["times"] == pytest.approx([1 / lam2, 3 / lam2, 100 / lam2], rel=1e-5)
+    assert meta["recipe"] == RECIPES["paper"].to_json()
+    # every F is stated with its t: 2 labels x 2 densities x (3 times + inf)
+    assert len(long) == 2 * 2 * 4 and set(long["label"]) == {"RP", "N2NSkip-RP"}
     assert np.isinf(long["t"]).sum() == 4
     assert (long["F_mean"] >= 0).all()
-    assert list(wide.columns) == ["model", "t", "t*lambda_2", "method", "0.2", "0.05"]
+    assert list(wide.columns) == ["recipe", "model", "t", "t*lambda_2", "method", "0.5", "0.2",
+                                  "recipe_fields"]
+    # every table names the recipe and its fields
+    fields = json.loads(wide["recipe_fields"].iloc[0])
+    assert set(wide["recipe"]) == set(long["recipe"]) == {"paper"}
+    assert fields == {k: v for k, v in RECIPES["paper"].to_json().items() if k != "name"}
     # the wide table shows the long table's numbers
-    row = long[(long["label"] == "RP") & (long["density"] == 0.05) & np.isinf(long["t"])].iloc[0]
-    cell = wide[(wide["method"] == "RP") & (wide["t"].astype(str) == "inf")]["0.05"].iloc[0]
+    row = long[(long["label"] == "RP") & (long["density"] == 0.2) & np.isinf(long["t"])].iloc[0]
+    cell = wide[(wide["method"] == "RP") & (wide["t"].astype(str) == "inf")]["0.2"].iloc[0]
     assert float(cell) == pytest.approx(row["F_mean"], rel=0.05, abs=1e-12)
     # resuming reuses the stored cells and gives the same tables
     again = table3_distance.main(config)
@@ -155,7 +164,9 @@ def test_methods_comparison(tmp_path):
     meta = check_config(out, "methods", config)
     assert len(cells) == 2 * 2 * 2 and len(table) == 2 * 2
     f_cols = [c for c in table.columns if c.startswith("F(t=") and not c.endswith("_std")]
-    assert f_cols == [f"F(t={t:g})" for t in meta["times"]] + ["F(t=inf)"]
+    assert f_cols == [f"F(t={c:g}/l2)" for c in config.t_lambda2] + ["F(t=inf)"]
+    assert len(meta["times"]) == len(config.t_lambda2)
+    assert set(table["recipe"]) == {"paper"} and "recipe_fields" in table.columns
     for column in methods_comparison.METRICS:
         assert column in table.columns and f"{column}_std" in table.columns
     # the summary is the mean over seeds of the cells
@@ -238,8 +249,29 @@ def test_make_demo_logs_trains_real_runs(tmp_path):
     assert [p.stat().st_mtime_ns for p in sorted(logs.rglob("log.csv"))] == mtimes
 
 
+def test_table3_uses_the_reference_codes_vgg19():
+    """Decision (docs/recipes.md): Table 3's VGG19 is the authors' CIFAR VGG19 (512-512-10 head)."""
+    from torch import nn
+
+    from n2ngraph.masks import prunable_weights
+    from n2ngraph.models import resolve_model
+
+    spec = table3_distance.Config().models[0]
+    assert spec == "analysis.common:vgg19_reference"
+    model = resolve_model(spec)
+    linears = [m for m in model.classifier.modules() if isinstance(m, nn.Linear)]
+    assert [(m.in_features, m.out_features) for m in linears] == [(512, 512), (512, 10)]
+    convs = [m for m in model.features if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 16 and all(m.kernel_size == (3, 3) for m in convs)
+    n = sum(m.weight.numel() for m in prunable_weights(model).values())
+    assert n == 20_018_880 + 512 * 512 + 512 * 10  # VGG19 convs + the two Linears
+
+
 def test_cli_parsers_small():
     assert figure3_adjacency._parse(["--small"]) == figure3_adjacency.SMALL
     assert figure4_scree._parse(["--small", "--density", "0.05"]).density == 0.05
     assert table3_distance._parse(["--small"]) == table3_distance.SMALL
+    assert table3_distance._parse(["--recipe", "all-pairs"]).recipe == "all-pairs"
+    with pytest.raises(SystemExit):
+        table3_distance._parse(["--recipe", "nope"])
     assert methods_comparison._parse(["--small", "--seeds", "2"]).seeds == 2
