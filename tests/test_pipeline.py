@@ -173,3 +173,36 @@ def test_calibration_batch_pads_digits_for_cifar_shaped_models():
     assert x.shape == (8, 3, 32, 32) and y.shape == (8,)
     x2, _ = calibration_batch(models.paper_mlp(), "mnist5k", 8, seed=0)
     assert torch.equal(x, x2)
+
+
+# ------------------------------------------------------------------ g at the logits
+def test_skips_into_the_logits_are_linear():
+    """Decision (docs/recipes.md): g is the target's own non-linearity, the identity at the
+    logits (Eq. 2 of the paper), so a skip into the output adds ``S a_src`` unrectified."""
+    from n2ngraph.bridge import to_model
+    from n2ngraph.n2nskip import add_n2nskip, skip_initial_weights
+    from n2ngraph.trace import to_graph
+
+    torch.manual_seed(0)
+    model = models.mlp([6, 5, 4, 3])
+    graph = add_n2nskip(to_graph(model), 0.4, seed=0)
+    skips = {(b.src, b.dst): torch.from_numpy(skip_initial_weights(b)).double()
+             for b in graph.blocks_of_kind("n2nskip")}
+    assert ("input", "5") in skips  # a skip from the input into the logits
+    net = to_model(graph, model, init="dense").double().eval()
+    x = torch.randn(16, 6, dtype=torch.float64)
+    lin = [m.double() for m in model if isinstance(m, torch.nn.Linear)]
+    names = [g.name for g in graph.groups]  # input, 1, 3, 5
+    a = {names[0]: x}
+    for layer, src, dst in zip(lin, names[:-1], names[1:]):
+        z = layer(a[src])
+        for (s, d), w in skips.items():
+            if d == dst:
+                y = a[s] @ w.T
+                z = z + (y if dst == names[-1] else torch.relu(y))
+        a[dst] = z if dst == names[-1] else torch.relu(z)
+    with torch.no_grad():
+        got = net(x)
+    torch.testing.assert_close(got, a[names[-1]])
+    y = a["input"] @ skips[("input", "5")].T
+    assert (y < 0).any()  # the skip's negative part reaches the logits: no ReLU there
