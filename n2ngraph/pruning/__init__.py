@@ -23,6 +23,7 @@ Scopes (``SCOPES``): ``"layerwise"`` keeps ``round(density * n_l)`` weights of e
 
 from __future__ import annotations
 
+import inspect
 import math
 import numbers
 from collections.abc import Callable, Mapping
@@ -47,9 +48,9 @@ from n2ngraph.pruning._scorers import (
 from n2ngraph.pruning._threshold import (
     _largest_remainder,
     budget,
+    select_alive,
     select_channels,
     select_per_unit,
-    select_top,
 )
 
 __all__ = [
@@ -112,11 +113,11 @@ class PruningMethod:
 
     def options(self) -> tuple[str, ...]:
         """Names of the method's keyword options (besides ``rounds``)."""
-        import inspect
-
         params = inspect.signature(self.score).parameters.values()
         return tuple(
-            p.name for p in params if p.kind is p.KEYWORD_ONLY and p.name not in ("data", "rng")
+            p.name
+            for p in params
+            if p.kind is p.KEYWORD_ONLY and p.name not in ("data", "rng", "alive")
         )
 
 
@@ -179,20 +180,28 @@ def _modules(model: Any) -> dict[str, nn.Module]:
     return modules
 
 
-def _options(name: str, spec: PruningMethod, options: dict) -> tuple[int, dict]:
+#: How an iterative round treats scores tied at zero at its threshold (see :func:`prune`).
+ZERO_TIES = ("drop", "random")
+
+
+def _options(name: str, spec: PruningMethod, options: dict) -> tuple[int, str, dict]:
     options = dict(options)
     rounds = options.pop("rounds", spec.rounds)
     if isinstance(rounds, bool) or not isinstance(rounds, numbers.Integral) or rounds < 1:
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if spec.per_unit and rounds != 1:
         raise ValueError(f"method {name!r} is one-shot; rounds must be 1, got {rounds}")
+    zero_ties = options.pop("zero_ties", "drop")
+    if zero_ties not in ZERO_TIES:
+        raise ValueError(f"zero_ties must be one of {list(ZERO_TIES)}, got {zero_ties!r}")
     valid = spec.options()
     unknown = sorted(set(options) - set(valid))
     if unknown:
+        generic = ["rounds"] if spec.per_unit else ["rounds", "zero_ties"]
         raise TypeError(
-            f"method {name!r} got unknown options {unknown}; its options are {['rounds', *valid]}"
+            f"method {name!r} got unknown options {unknown}; its options are {[*generic, *valid]}"
         )
-    return int(rounds), options
+    return int(rounds), zero_ties, options
 
 
 class _Scoring:
@@ -225,6 +234,33 @@ class _Scoring:
 
     def score(self, rng: np.random.Generator, options: dict) -> dict[str, torch.Tensor]:
         return self.spec.score(self.model, self.weights, data=self.data, rng=rng, **options)
+
+    def alive_scores(
+        self,
+        rng: np.random.Generator,
+        options: dict,
+        alive: Mapping[str, torch.Tensor | None],
+    ) -> dict[str, torch.Tensor]:
+        """1-D keep-scores of the weights still alive (``alive[name]``: increasing flat
+        indices, ``None`` for all), for the layers named in ``alive`` only."""
+        if "alive" in inspect.signature(self.spec.score).parameters:
+            return self.spec.score(
+                self.model, self.weights, data=self.data, rng=rng, alive=alive, **options
+            )
+        scores = self.score(rng, options)
+        return {
+            n: scores[n].detach().flatten() if idx is None else scores[n].detach().flatten()[idx]
+            for n, idx in alive.items()
+        }
+
+    def prune(self, pruned: Mapping[str, torch.Tensor]) -> None:
+        """Zero the weights at the flat indices ``pruned[name]`` of the private copy."""
+        if not self.spec.uses_model:
+            return
+        with torch.no_grad():
+            for name, idx in pruned.items():
+                if idx.numel():
+                    self.weights[name].view(-1).index_fill_(0, idx, 0)
 
 
 def _check_data(name: str, spec: PruningMethod, data: Any) -> None:
@@ -509,7 +545,7 @@ def prune(
         )
     density = _density(density)
     modules = _modules(model)
-    rounds, options = _options(method, spec, options)
+    rounds, zero_ties, options = _options(method, spec, options)
     if granularity == "channel" and rounds != 1:
         raise ValueError(f"granularity='channel' is one-shot; rounds must be 1, got {rounds}")
     _check_data(method, spec, data)
@@ -522,65 +558,112 @@ def prune(
     else:
         plan = _plan(modules, density, scope, granularity, dense)
         masks = {n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.dense}
-        masks.update(_prune_free(model, spec, plan, rounds, data, rng, options, granularity))
+        if granularity == "channel":
+            masks.update(_prune_channels(spec, plan, rng))
+        elif spec.per_unit:
+            masks.update(_prune_per_unit(plan, rng))
+        else:
+            masks.update(_prune_scored(model, spec, plan, rounds, zero_ties, data, rng, options))
     return {
         name: masks[name].to(device=w.device, dtype=torch.bool).contiguous()
         for name, w in targets.items()
     }
 
 
-def _prune_free(
+def _prune_per_unit(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Tensor]:
+    """Expander masks (equal fan-in) of the free layers."""
+    shapes = {n: plan.shapes[n] for n in plan.free}
+    if plan.scope == "layerwise":
+        budgets = plan.layers
+    else:
+        sizes = [math.prod(s) for s in shapes.values()]
+        budgets = dict(zip(shapes, _largest_remainder(plan.total, sizes, rng)))
+    return select_per_unit(shapes, budgets, rng)
+
+
+def _prune_scored(
     model: nn.Module,
     spec: PruningMethod,
     plan: _Plan,
     rounds: int,
+    zero_ties: str,
     data: Any,
     rng: np.random.Generator,
     options: dict,
-    granularity: str,
 ) -> dict[str, torch.Tensor]:
-    """Masks of the layers of ``plan.free`` (the ones not kept dense)."""
+    """Masks of the free layers by a scored method, in ``rounds`` rounds.
+
+    Each layer's alive weights are held as increasing flat indices; a round scores and
+    thresholds only those (the dead ones would score zero, or ``-inf`` in a full array, and are
+    never kept again) and zeroes in the scoring copy only the weights it prunes.
+    """
     free = plan.free
-    shapes = {n: plan.shapes[n] for n in free}
-    if granularity == "channel":
-        return _prune_channels(spec, plan, shapes, rng)
-    if spec.per_unit:
-        if plan.scope == "layerwise":
-            budgets = plan.layers
-        else:
-            sizes = [math.prod(shapes[n]) for n in free]
-            budgets = dict(zip(free, _largest_remainder(plan.total, sizes, rng)))
-        return select_per_unit(shapes, budgets, rng)
     device = weight_of(next(iter(prunable_weights(model).values()))).device
     scoring = _Scoring(model, spec, data, device)
-    masks = None
+    final = plan.total if plan.scope == "global" else plan.layers
+    alive: dict[str, torch.Tensor | None] = dict.fromkeys(free)
+    sizes = {n: math.prod(plan.shapes[n]) for n in free}
     for r in range(1, rounds + 1):
-        if masks is not None:
-            scoring.apply(masks)
-        scores = scoring.score(rng, options)
-        scores = {n: scores[n] for n in free}
-        masks = select_top(scores, _round_budgets(plan, r, rounds), rng, current=masks)
+        values = scoring.alive_scores(rng, options, alive)
+        budgets = _round_budgets(plan, r, rounds)
+        # Synaptic-Flow prunes every score <= its threshold in a round that prunes at all;
+        # zeros (no flow) sit at the threshold whenever fewer weights score above it than kept.
+        drop: bool | dict[str, bool]
+        if zero_ties != "drop" or r == rounds:
+            drop = False
+        elif plan.scope == "global":
+            drop = budgets < sum(sizes.values())
+        else:
+            drop = {n: budgets[n] < sizes[n] for n in free}
+        keep = select_alive(values, budgets, rng, drop_zero_ties=drop, at_least=final)
+        del values
+        pruned = {}
+        for name in free:
+            idx, kept = alive[name], keep[name]
+            if idx is None:
+                pruned[name] = torch.nonzero(~kept).flatten()
+                alive[name] = torch.nonzero(kept).flatten()
+            else:
+                pruned[name] = idx[~kept]
+                alive[name] = idx[kept]
+        if r < rounds:
+            scoring.prune(pruned)
     del scoring
+    masks = {}
+    for name in free:
+        flat = torch.zeros(math.prod(plan.shapes[name]), dtype=torch.bool, device=alive[name].device)
+        flat[alive[name]] = True
+        masks[name] = flat.reshape(plan.shapes[name])
     return masks
 
 
 def _round_budgets(plan: _Plan, r: int, rounds: int) -> int | dict[str, int]:
-    """Budgets of round ``r`` of ``rounds``: ``density ** (r / rounds)`` of the free layers
-    (the exponential schedule), the plan's exact budgets in the last round."""
+    """Budgets of round ``r`` of ``rounds`` under the exponential schedule.
+
+    Before the last round, ``n - int((1 - d ** (r / rounds)) * n)`` of ``n`` free weights (a
+    layer's, or all of them under ``global`` scope), ``d`` the free layers' density: Synaptic-
+    Flow's rule (it counts the weights to remove, truncated). The last round keeps the plan's
+    exact budgets (``round(d * n)``).
+    """
     if r == rounds:
         return plan.total if plan.scope == "global" else plan.layers
     d = plan.density ** (r / rounds)
+
+    def keep(n: int) -> int:
+        return n - int((1.0 - d) * n)
+
     if plan.scope == "global":
-        return budget(sum(math.prod(plan.shapes[n]) for n in plan.free), d)
-    return {n: budget(math.prod(plan.shapes[n]), d) for n in plan.free}
+        return keep(sum(math.prod(plan.shapes[n]) for n in plan.free))
+    return {n: keep(math.prod(plan.shapes[n])) for n in plan.free}
 
 
 def _prune_channels(
-    spec: PruningMethod, plan: _Plan, shapes: Mapping[str, torch.Size], rng: np.random.Generator
+    spec: PruningMethod, plan: _Plan, rng: np.random.Generator
 ) -> dict[str, torch.Tensor]:
     """Random (or expander) masks whose conv layers keep whole kernels (``plan.pairs``)."""
     masks: dict[str, torch.Tensor] = {}
-    for name, shape in shapes.items():
+    for name in plan.free:
+        shape = plan.shapes[name]
         if name in plan.pairs:
             equal = None
             if spec.per_unit:
@@ -627,7 +710,7 @@ def score(
     modules = _modules(model)
     if "rounds" in options:
         raise TypeError("score computes one round; 'rounds' is an option of prune")
-    _, options = _options(method, spec, options)
+    _, _, options = _options(method, spec, options)
     _check_data(method, spec, data)
     device = weight_of(next(iter(modules.values()))).device
     scoring = _Scoring(model, spec, data, device)

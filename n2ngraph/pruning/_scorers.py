@@ -212,6 +212,20 @@ def score_grasp(
     ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     params = list(weights.values())
+    if len(data) == 1:
+        # One batch: the gradient of the double-backward pass is g itself (no separate pass).
+        (x, y), hg = data[0], None
+        with torch.enable_grad():
+            value = loss_fn(model(x) / temperature, y)
+            grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
+            z = sum(
+                (gi * gi.detach()).sum() for gi in grads if gi is not None and gi.requires_grad
+            )
+            if isinstance(z, torch.Tensor) and z.requires_grad:
+                hg = _grads(z, params)
+        if hg is None:  # the loss is linear in the weights: H g = 0
+            hg = [torch.zeros_like(p) for p in params]
+        return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
     g = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
         for x, y in data:
@@ -259,7 +273,13 @@ def prepare_synflow(model: nn.Module) -> None:
 
 
 def score_synflow(
-    model, weights, *, data, rng, input_shape: tuple[int, ...] | None = None
+    model,
+    weights,
+    *,
+    data,
+    rng,
+    input_shape: tuple[int, ...] | None = None,
+    alive: dict[str, torch.Tensor | None] | None = None,
 ) -> dict[str, torch.Tensor]:
     """SynFlow score ``|w * dR/dw|`` with ``R`` the linearised network's output summed for an
     all-ones input (Tanaka et al. 2020, arXiv:2006.05467, Algorithm 1). Data-free.
@@ -267,6 +287,8 @@ def score_synflow(
     ``input_shape`` is the per-sample input shape; by default that of the first batch of
     ``data`` when given, else the model's :func:`n2ngraph.models.example_input` (a 32 x 32
     image for a conv net). ``model`` must have gone through :func:`prepare_synflow`.
+    ``alive`` (used by iterative pruning): ``{name: increasing flat indices or None}``; the
+    scores of those weights only are returned, 1-D, for the layers it names.
     """
     from n2ngraph.models import example_input
 
@@ -286,6 +308,15 @@ def score_synflow(
             "is too deep for an unnormalised path sum"
         )
     grads = _grads(r, params)
+    if alive is not None:
+        out = {}
+        for (name, w), g in zip(weights.items(), grads):
+            if name not in alive:
+                continue
+            idx = alive[name]
+            w, g = w.detach().reshape(-1), g.reshape(-1)
+            out[name] = (g * w if idx is None else g[idx] * w[idx]).abs_()
+        return out
     # in place where autograd handed back a plain dense gradient (saves a float64 copy)
     return {
         name: (g.mul_(w.detach()) if g.is_contiguous() else g * w.detach()).abs_()

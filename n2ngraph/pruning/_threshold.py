@@ -15,7 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-__all__ = ["budget", "select_channels", "select_per_unit", "select_top"]
+__all__ = ["budget", "select_alive", "select_channels", "select_per_unit", "select_top"]
 
 
 def budget(n: int, density: float) -> int:
@@ -82,24 +82,42 @@ def _kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
     return torch.kthvalue(flat.detach(), flat.numel() - k + 1).values
 
 
-def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> torch.Tensor:
+def _top_k(
+    flat: torch.Tensor,
+    k: int,
+    rng: np.random.Generator,
+    what: str,
+    *,
+    drop_zero_ties: bool = False,
+    at_least: int = 0,
+) -> torch.Tensor:
     """Boolean mask of exactly ``k`` entries of ``flat`` holding its highest values.
 
-    Entries equal to the ``k``-th largest value are taken in a seeded random order.
+    Entries equal to the ``k``-th largest value are taken in a seeded random order. With
+    ``drop_zero_ties``, when that value is zero (or ``k >= n``: the threshold then lies among
+    the already-pruned weights, which score zero) the entries ``<= 0`` are all dropped instead
+    (fewer than ``k`` kept), but at least ``at_least`` entries are kept (zeros at random).
     """
     n = flat.numel()
     if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
         flat = flat.float()
     if torch.isnan(flat.sum()) and torch.isnan(flat).any():  # the sum: one pass, no allocation
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
-    if k >= n:
+    if k >= n and not drop_zero_ties:
         return torch.ones(n, dtype=torch.bool, device=flat.device)
     keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
     if k <= 0:
         return keep
-    threshold = _kth_largest(flat, k).to(flat.device)
+    if k >= n:
+        threshold = torch.zeros((), dtype=flat.dtype, device=flat.device)
+        k = n
+    else:
+        threshold = _kth_largest(flat, k).to(flat.device)
     keep = flat > threshold
-    need = k - int(torch.count_nonzero(keep))
+    above = int(torch.count_nonzero(keep))
+    if drop_zero_ties and threshold == 0:
+        k = min(k, max(above, at_least))
+    need = k - above
     if need > 0:
         ties = torch.nonzero(flat == threshold).flatten()
         pick = rng.choice(ties.numel(), size=need, replace=False, shuffle=False)
@@ -107,67 +125,76 @@ def _top_k(flat: torch.Tensor, k: int, rng: np.random.Generator, what: str) -> t
     return keep
 
 
-def _candidates(
-    scores: Mapping[str, torch.Tensor], current: Mapping[str, torch.Tensor] | None
-) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
-    """Flattened scores, with the weights pruned in ``current`` scored ``-inf`` (chosen last),
-    and the number of candidates (weights still kept) of each."""
-    flat, alive = {}, {}
-    for name, s in scores.items():
-        s = s.detach().flatten()
-        if current is None:
-            flat[name], alive[name] = s, s.numel()
-        else:
-            keep = current[name].flatten().to(s.device)
-            flat[name] = s.masked_fill(~keep, -math.inf)  # not in place: s may alias a weight
-            alive[name] = int(torch.count_nonzero(keep))
-    return flat, alive
+def select_alive(
+    values: Mapping[str, torch.Tensor],
+    budgets: int | Mapping[str, int],
+    rng: np.random.Generator,
+    *,
+    drop_zero_ties: bool | Mapping[str, bool] = False,
+    at_least: int | Mapping[str, int] = 0,
+) -> dict[str, torch.Tensor]:
+    """Keep the highest of the scores of the weights still alive.
+
+    Parameters
+    ----------
+    values : mapping name -> 1-D tensor
+        Keep-scores of each layer's alive weights, in increasing order of their flat index
+        (so that ties are met in the same order as in the full weight).
+    budgets : int or mapping name -> int
+        Kept weights per layer (``layerwise``) or in total under one threshold (``global``);
+        a budget above the alive count keeps them all.
+    rng : numpy.random.Generator
+        Breaks ties at the threshold.
+    drop_zero_ties, at_least
+        See :func:`_top_k` (per layer, or for the whole model under one threshold).
+
+    Returns
+    -------
+    dict name -> 1-D bool tensor over the alive weights (``True`` = still kept).
+    """
+    if not isinstance(budgets, int):
+        floors = at_least if isinstance(at_least, Mapping) else dict.fromkeys(values, at_least)
+        drops = (
+            drop_zero_ties
+            if isinstance(drop_zero_ties, Mapping)
+            else dict.fromkeys(values, drop_zero_ties)
+        )
+        return {
+            name: _top_k(
+                v, budgets[name], rng, f"layer {name!r}",
+                drop_zero_ties=drops[name], at_least=floors[name],
+            )
+            for name, v in values.items()
+        }
+    devices = {v.device for v in values.values()}
+    device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+    dtype = functools.reduce(torch.promote_types, [v.dtype for v in values.values()])
+    parts = [v.to(device=device, dtype=dtype) for v in values.values()]
+    flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+    del parts
+    keep_all = _top_k(
+        flat, budgets, rng, "the model", drop_zero_ties=drop_zero_ties, at_least=int(at_least)
+    )
+    out: dict[str, torch.Tensor] = {}
+    start = 0
+    for name, v in values.items():
+        out[name] = keep_all[start : start + v.numel()].to(v.device)
+        start += v.numel()
+    return out
 
 
 def select_top(
     scores: Mapping[str, torch.Tensor],
     budgets: int | Mapping[str, int],
     rng: np.random.Generator,
-    current: Mapping[str, torch.Tensor] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Keep the highest scores: ``budgets[name]`` weights of each layer, or ``budgets`` in all.
 
-    Parameters
-    ----------
-    scores : mapping name -> tensor
-        Keep-scores (higher = kept), one per weight, of the weight's shape.
-    budgets : int or mapping name -> int
-        Kept weights per layer (layerwise: one budget per layer), or in total under one
-        threshold over all layers (global: an int).
-    rng : numpy.random.Generator
-        Breaks ties at the threshold.
-    current : mapping name -> bool tensor, optional
-        Masks of an earlier round: only weights kept there may be kept again (pruning never
-        revives a weight); a budget above what they keep is cut to it.
-
-    Returns
-    -------
-    dict name -> bool tensor of the weight's shape, on the scores' device.
+    One-shot :func:`select_alive` on whole weights: ``scores`` maps names to keep-scores of
+    the weights' shapes; returns bool masks of those shapes, on the scores' devices.
     """
-    flat, alive = _candidates(scores, current)
-    out: dict[str, torch.Tensor] = {}
-    if not isinstance(budgets, int):
-        for name, s in flat.items():
-            k = min(budgets[name], alive[name])
-            out[name] = _top_k(s, k, rng, f"layer {name!r}").reshape(scores[name].shape)
-        return out
-    devices = {s.device for s in flat.values()}
-    device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
-    dtype = functools.reduce(torch.promote_types, [s.dtype for s in flat.values()])
-    parts = [s.to(device=device, dtype=dtype) for s in flat.values()]
-    k = min(budgets, sum(alive.values()))
-    keep_all = _top_k(torch.cat(parts), k, rng, "the model")
-    start = 0
-    for name, s in flat.items():
-        keep = keep_all[start : start + s.numel()].to(s.device)
-        start += s.numel()
-        out[name] = keep.reshape(scores[name].shape)
-    return out
+    keep = select_alive({n: s.detach().flatten() for n, s in scores.items()}, budgets, rng)
+    return {n: keep[n].reshape(s.shape) for n, s in scores.items()}
 
 
 def _largest_remainder(total: int, weights: list[int], rng: np.random.Generator) -> list[int]:
