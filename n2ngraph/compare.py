@@ -42,7 +42,8 @@ Output folder
 
     OUT/
       cells/<cell digest>.json      {"format", "id", "config": cell config, "row": results row}
-      configs/<config digest>/      one folder per config ever run into OUT:
+      configs/<config digest>/      one folder per config ever run into OUT (digest of the
+                                    config's fields and its cell ids):
           config.json               the config, its recipe, times, lambda_2 of the reference,
                                     the ids of its cells
           results.csv|md            one row per cell of this config only
@@ -272,12 +273,6 @@ class CompareConfig:
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
-
-    @property
-    def digest(self) -> str:
-        """SHA-256 (first 12 hex digits) of the whole config."""
-        text = json.dumps(self.to_json(), sort_keys=True, separators=(",", ":"))
-        return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     @property
     def label(self) -> str:
@@ -800,8 +795,11 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
 
     import pandas as pd
 
+    # a config's identity: its fields and its cells (which hold the times and calibration data)
+    config_id = hashlib.sha256(json.dumps({"config": config.to_json(), "cells": ids},
+                                          sort_keys=True).encode()).hexdigest()[:12]
     meta = {
-        "config": config.to_json(), "config_id": config.digest, "recipe": recipe.to_json(),
+        "config": config.to_json(), "config_id": config_id, "recipe": recipe.to_json(),
         "times": list(times), "time_labels": list(labels),
         "times_in_units_of_1/lambda_2": given is None,
         "lambda_2_reference": lam2, "weighted": config.weighted, "cell_format": CELL_FORMAT,
@@ -812,7 +810,7 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     summary = summarize(table)
     title = caption(meta)
     meta_text = json.dumps(meta, indent=2)
-    own = out / "configs" / config.digest
+    own = out / "configs" / config_id
     own.mkdir(parents=True, exist_ok=True)
     for folder in (own, out):
         if folder == out:

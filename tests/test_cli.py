@@ -46,3 +46,12 @@ def test_graph_command_unwritable_output(tmp_path, capsys):
     assert main(["graph", "lenet300", "--out", str(blocker / "out")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "not writable" in err[0]
+
+
+def test_compare_help_names_recipe_times_and_workers():
+    result = subprocess.run([sys.executable, "-m", "n2ngraph", "compare", "--help"], capture_output=True,
+                            text=True)
+    assert result.returncode == 0
+    for flag in ("--recipe", "--t-lambda2", "--times", "--workers", "--threads", "--scheduler",
+                 "--model-arg", "--weighted"):
+        assert flag in result.stdout, flag
