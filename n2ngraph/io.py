@@ -126,9 +126,13 @@ class FileFormatError(ValueError):
 
 
 #: Limits :func:`load_graph` applies before allocating anything (see docs/security.md).
-MAX_HEADER_BYTES = 16 << 20
-MAX_GROUPS = 1 << 16
-MAX_BLOCKS = 1 << 16
+#: (ResNet50's header is 24 KB with 51 groups and 66 blocks; these are two orders above any
+#: real network and keep the parsed header under ~100 MB of Python objects.)
+MAX_HEADER_BYTES = 4 << 20
+MAX_HEADER_CONTAINERS = 100_000
+MAX_HEADER_VALUES = 500_000
+MAX_GROUPS = 1 << 14
+MAX_BLOCKS = 1 << 14
 MAX_NODES = 1 << 26
 #: Default ``max_weights`` of :func:`load_graph`: total mask entries (one byte each once loaded);
 #: VGG19 with torchvision's head has 143M weights.
@@ -264,8 +268,16 @@ def _is_int(value: Any, low: int = 0, high: int | None = None) -> bool:
 
 
 def _parse_header(path: Path, raw: np.ndarray) -> dict:
+    text = raw.tobytes()
+    # JSON makes one Python object per value: bound their number before parsing (a 4 MB header of
+    # tiny objects would otherwise become ~1 GB of dicts)
+    containers = text.count(b"{") + text.count(b"[")
+    values = text.count(b",") + text.count(b":")
+    if containers > MAX_HEADER_CONTAINERS or values > MAX_HEADER_VALUES:
+        raise FileFormatError(path, f"header has {containers} objects/lists and {values} separators; at most "
+                                    f"{MAX_HEADER_CONTAINERS} and {MAX_HEADER_VALUES} are accepted")
     try:
-        header = json.loads(raw.tobytes().decode("utf-8"))
+        header = json.loads(text.decode("utf-8"))
     except RecursionError:
         raise FileFormatError(path, "header JSON nests too deeply") from None
     except (UnicodeDecodeError, ValueError) as exc:
@@ -305,6 +317,28 @@ def _parse_header(path: Path, raw: np.ndarray) -> dict:
                                       and all(_is_int(d, 1, MAX_WEIGHTS) for d in shape)),
               f"header block {i} ({b['name']!r}): mask_shape must be null or a list of 2 to 8 ints >= 1")
     return header
+
+
+def _check_block_shapes(path: Path, groups: tuple[NodeGroup, ...], metas: list[dict]) -> None:
+    """Each block's declared mask shape must join its groups' sizes (as :class:`NetworkGraph`
+    will check), before any mask member is read: a header cannot make the loader inflate a mask
+    larger than the groups it claims to join."""
+    sizes = {g.name: g.size for g in groups}
+    for i, m in enumerate(metas):
+        name = m["name"]
+        if m["src"] not in sizes or m["dst"] not in sizes:
+            raise FileFormatError(path, f"block {i} ({name!r}) joins unknown groups {m['src']!r} -> {m['dst']!r}")
+        shape = m["mask_shape"]
+        if m["kind"] == "residual":
+            if shape is not None or m["has_pair_weight"]:
+                raise FileFormatError(path, f"residual block {i} ({name!r}) has a mask or pair weights")
+            continue
+        if shape is None:
+            raise FileFormatError(path, f"{m['kind']} block {i} ({name!r}) has no mask_shape")
+        src, dst = sizes[m["src"]], sizes[m["dst"]]
+        if shape[0] != dst or shape[1] % m["fold"] or shape[1] // m["fold"] * m["groups"] != src:
+            raise FileFormatError(path, f"block {i} ({name!r}): mask_shape {shape} (groups={m['groups']}, "
+                                        f"fold={m['fold']}) does not join groups of {src} -> {dst} nodes")
 
 
 def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> NetworkGraph:
@@ -350,6 +384,7 @@ def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> Ne
                            for g in header["groups"])
         except (TypeError, ValueError) as exc:
             raise FileFormatError(path, f"bad group: {exc}") from None
+        _check_block_shapes(path, groups, metas)
         blocks = []
         for i, meta in enumerate(metas):
             mask = pair = None
