@@ -48,7 +48,8 @@ from n2ngraph.graph import EdgeBlock, NetworkGraph
 from n2ngraph.masks import PRUNABLE_TYPES
 from n2ngraph.trace import record_shapes
 
-__all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "INITS", "SKIP_ORDERS"]
+__all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "INITS", "SKIP_ORDERS",
+           "SKIP_MODES", "DENSE_ABOVE"]
 
 #: Initialisations of :func:`to_model`.
 INITS = ("dense", "sparse")
@@ -179,6 +180,15 @@ class _Skip(nn.Module):
 #: Orders of the ops inside an N2NSkip module (``spec["order"]``; absent means "pool-conv-act").
 SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
 
+#: Kept fraction (of channel pairs for a conv skip, of weights for a Linear skip) above which
+#: ``N2NSkip(mode="auto")`` computes with a dense kernel assembled from the kept weights at each
+#: call: the crossover measured on CPU (one thread, batch 16-128) between the gathered depthwise
+#: conv / gathered Linear and one dense ``conv2d`` / ``linear``. Below it, the kept-pairs path
+#: is cheaper; above it the dense call is, and its cost is then at most ``1 / threshold`` times
+#: the kept weights'.
+DENSE_ABOVE = {"Conv2d": 0.07, "Linear": 0.02}
+SKIP_MODES = ("auto", "sparse", "dense")
+
 
 def _pair(v, default: int) -> tuple[int, int]:
     if v is None:
@@ -200,7 +210,11 @@ class N2NSkip(_Skip):
     (``groups = K``) convolution over the ``K`` pairs and ``index_add``s the results into their
     destination channels; a Linear gathers, scales and ``index_add``s. Time and memory are
     ``O(K f^2 N H W)`` and ``O(K N H W)``, not ``O(C_dst C_src f^2 N H W)``; nothing of the
-    dense shape is stored.
+    dense shape is stored. ``mode``: ``"sparse"`` always computes so; ``"dense"`` assembles the
+    dense kernel from the kept weights at each call (a temporary; the parameter stays the kept
+    weights) and makes one dense call; ``"auto"`` (default) takes ``"dense"`` when the kept
+    fraction exceeds :data:`DENSE_ABOVE`, where the dense call is the cheaper one. Results and
+    gradients are the same in both modes.
 
     Orders (``spec["order"]``):
 
@@ -216,10 +230,13 @@ class N2NSkip(_Skip):
 
     n2ngraph_kind = "n2nskip"
 
-    def __init__(self, block: EdgeBlock, activation: str = "relu", activation_param: float = 0.0) -> None:
+    def __init__(self, block: EdgeBlock, activation: str = "relu", activation_param: float = 0.0,
+                 mode: str = "auto") -> None:
         super().__init__(block)
         if activation not in _ACTIVATIONS:
             raise ValueError(f"activation {activation!r} is not one of {sorted(_ACTIVATIONS)}")
+        if mode not in SKIP_MODES:
+            raise ValueError(f"mode {mode!r} is not one of {SKIP_MODES}")
         spec = block.spec
         self.order = spec.get("order") or "pool-conv-act"
         if self.order not in SKIP_ORDERS:
@@ -249,6 +266,10 @@ class N2NSkip(_Skip):
         self.norm = nn.BatchNorm2d(mask.shape[0]) if norm == "batch" and self.is_conv else None
         self.activation = activation
         self.activation_param = float(activation_param)
+        if mode == "auto":
+            kept = k / max(1, mask.shape[0] * mask.shape[1])
+            mode = "dense" if kept > DENSE_ABOVE["Conv2d" if self.is_conv else "Linear"] else "sparse"
+        self.mode = mode
 
     # -------------------------------------------------------------- the sparse map
     def kernel(self) -> torch.Tensor:
@@ -262,6 +283,15 @@ class N2NSkip(_Skip):
         block, computed over the kept pairs only."""
         w = self.kernel()
         k = w.shape[0]
+        if self.mode == "dense" and k:
+            dense = w.new_zeros((self.mask_shape[0] * self.mask_shape[1], *self.mask_shape[2:]))
+            dense = dense.index_put((self.dst_index * self.mask_shape[1] + self.src_index,),
+                                    w.reshape(k, *self.mask_shape[2:])).reshape(self.mask_shape)
+            if self.is_conv:
+                y = F.conv2d(x, dense, None, self.stride, self.padding, self.dilation)
+            else:
+                y = F.linear(x, dense)
+            return y if into is None else into + y.to(into.dtype)
         if self.is_conv:
             if k == 0:
                 size = [(n + 2 * p - d * (f - 1) - 1) // s + 1 for n, p, d, f, s in zip(

@@ -285,6 +285,7 @@ def _dense_reference(skip, a, z, w_dense, order, act):
     return z + y
 
 
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
 @pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
 @pytest.mark.parametrize("case", [
     # (C_dst, C_src, f, src hw, dst hw, per-tap mask, density, activation)
@@ -295,10 +296,10 @@ def _dense_reference(skip, a, z, w_dense, order, act):
     (16, 8, 3, (6, 6), (3, 3), False, 0.05, "relu"),
     (4, 3, 3, (4, 4), (4, 4), False, 0.0, "relu"),  # no kept pair
 ])
-def test_sparse_conv_skip_matches_dense_masked_reference(order, case):
+def test_sparse_conv_skip_matches_dense_masked_reference(order, case, mode):
     c_dst, c_src, f, src_hw, dst_hw, per_tap, density, act = case
     mask = _random_mask((c_dst, c_src, f, f), density, per_tap, seed=c_dst * f)
-    skip = N2NSkip(_skip_block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw), act).double()
+    skip = N2NSkip(_skip_block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw), act, mode=mode).double()
     gen = torch.Generator().manual_seed(3)
     skip.set_dense_weight(torch.randn(mask.shape, generator=gen, dtype=torch.float64))
     if skip.norm is not None:
@@ -329,12 +330,13 @@ def test_sparse_conv_skip_matches_dense_masked_reference(order, case):
         torch.testing.assert_close(dense_grad, rw * m)  # zero on pruned taps
 
 
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
 @pytest.mark.parametrize("case", [((7, 11), None, "relu"), ((5, 9), None, "identity"),
                                   ((6, 4), (5, 5), "relu")])
-def test_sparse_linear_skip_matches_dense_masked_reference(case):
+def test_sparse_linear_skip_matches_dense_masked_reference(case, mode):
     shape, src_hw, act = case
     mask = _random_mask(shape, 0.3, True, seed=1)
-    skip = N2NSkip(_skip_block(mask, src_hw=src_hw), act).double()
+    skip = N2NSkip(_skip_block(mask, src_hw=src_hw), act, mode=mode).double()
     gen = torch.Generator().manual_seed(4)
     skip.set_dense_weight(torch.randn(shape, generator=gen, dtype=torch.float64))
     assert skip.weight.numel() == mask.sum()
@@ -355,9 +357,13 @@ def test_skip_memory_grows_with_kept_weights():
     """A 512 x 512 x 3 x 3 skip at 1% channel pairs stores ~1% of the dense shape."""
     mask = _random_mask((512, 512, 3, 3), 0.01, False, seed=0)
     skip = N2NSkip(_skip_block(mask, src_hw=(4, 4), dst_hw=(4, 4)))
+    assert skip.mode == "sparse"  # auto: 1% of the channel pairs
     stored = sum(t.numel() for t in [*skip.parameters(recurse=False), *skip.buffers(recurse=False)])
     n_pairs = int(mask.any(axis=(2, 3)).sum())
     assert stored == n_pairs * (9 + 2) and stored < 0.02 * mask.size
+    dense_ish = N2NSkip(_skip_block(_random_mask((8, 8, 3, 3), 0.5, False, seed=0), src_hw=(4, 4),
+                                    dst_hw=(4, 4)))
+    assert dense_ish.mode == "dense" and dense_ish.weight.dim() == 4  # kept pairs only, still
 
 
 # ------------------------------------------------------------- models with both skip orders
@@ -405,11 +411,14 @@ def test_paper_order_forward_by_hand():
     torch.testing.assert_close(seen["out"], expected)
 
 
-@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
-def test_torch_compile_conv_skips(order):
+@pytest.mark.parametrize(("order", "mode"), [("pool-conv-act", "dense"), ("conv-bn-act-pool", "sparse")])
+def test_torch_compile_conv_skips(order, mode):
     ref = _conv_net()
     model = to_model(_pruned_graph(ref, X_CONV, skip_kernel=3, skip_order=order), ref,
                      example_input=X_CONV[:1]).eval()
+    for m in model.modules():
+        if isinstance(m, N2NSkip):
+            m.mode = mode
     compiled = torch.compile(model, backend="aot_eager")
     x = X_CONV.clone().requires_grad_(True)
     out = compiled(x)
