@@ -300,11 +300,13 @@ def _torch_reason(exc: BaseException) -> str:
     """What went wrong in ``torch.load``, in one line and without torch's advice to turn
     ``weights_only`` off (which would unpickle arbitrary code from an untrusted file)."""
     text = " ".join(str(exc).split())
-    found = re.search(r"Unsupported global: GLOBAL [\w.]+|Unsupported operand \d+|"
-                      r"Unsupported class [\w.]+", text)
+    found = re.search(r"(?:unsupported|blocked|not allowed)[^.;]*?GLOBAL ([\w.]+)|GLOBAL ([\w.]+)|"
+                      r"Unsupported operand [^.;]+|Unsupported class [\w.]+", text, re.IGNORECASE)
     if found:
-        return (f"refused: it holds a Python object that is not a tensor or a plain container "
-                f"({found.group(0)}); checkpoints are read without unpickling code")
+        name = found.group(1) or found.group(2)
+        what = f"the global {name}" if name else found.group(0)
+        return (f"refused: it names {what}, which is not a tensor or a plain container; checkpoints are "
+                "read without unpickling code")
     if isinstance(exc, pickle.UnpicklingError) or "weights_only" in text or "pickle" in text.lower():
         return ("refused: its data is not a plain record of tensors and containers; checkpoints are "
                 "read without unpickling code")
