@@ -20,7 +20,25 @@ Where a skip acts (forward rule of N2NSkip, arXiv:2208.03662)
   as well. ResSkip adds ``a_l`` (pooled, zero-padded) without ``g`` and without weights.
 
 Several skips into one target are chained in graph order: ``z <- z + g(skip_1(a_1))``, then
-``z <- z + g(skip_2(a_2))``, ... and ``g`` is applied to the final ``z``.
+``z <- z + g(skip_2(a_2))``, ... and ``g`` is applied to the final ``z``. ``skip`` itself follows
+the block's ``spec["order"]``: ``"pool-conv-act"`` (pool ``a_l`` to the target's size, then the
+map) or the paper's ``"conv-bn-act-pool"`` (the map at the source's resolution, BatchNorm, ``g``,
+adaptive max-pooling to the target's size); see :class:`N2NSkip`.
+
+Cost of a skip
+--------------
+An :class:`N2NSkip` stores only its kept weights (per kept channel pair an ``f x f`` kernel, plus a
+per-tap mask when a pair keeps only some taps) and computes over the kept pairs: time and memory
+grow with the kept weights, not with the dense ``C_dst x C_src x f x f``. Where a block keeps so
+many pairs that one dense call is cheaper (:data:`DENSE_ABOVE`), the dense kernel is assembled
+from the kept weights for the call; nothing dense is stored.
+
+Masks that hold
+---------------
+Sequential layers are masked by :class:`MaskParametrization`, ``where(mask, w, 0)``: pruned
+entries are exactly zero whatever the stored values are (NaN and inf included) and get exactly zero
+gradient. A :func:`to_model` result refuses (:class:`MaskError`) a ``state_dict`` whose masks or
+skip positions differ from its own, before loading anything.
 
 Tracing contract (for :func:`n2ngraph.trace.trace`)
 ---------------------------------------------------
@@ -29,7 +47,9 @@ reference (the same submodule paths, so ``state_dict`` keys stay the reference's
 ``n2nskips.<i>.*``). Each skip module has the class attribute ``n2ngraph_kind`` (``"n2nskip"``
 or ``"residual"``) and is called as ``z_new = skip(a_src, z_dst)``; its attributes
 ``n2ngraph_block_name``, ``n2ngraph_src``, ``n2ngraph_dst``, ``n2ngraph_offset`` and
-``n2ngraph_spec`` and (N2NSkip) the bool buffer ``mask`` and parameter ``weight`` give the block.
+``n2ngraph_spec`` and (N2NSkip) the methods ``n2ngraph_mask()`` (the dense bool mask, rebuilt
+from the kept pairs) and ``n2ngraph_pair_weight()`` (``sum |w|`` per channel pair, from the current
+weights) give the block.
 """
 
 from __future__ import annotations
@@ -186,7 +206,7 @@ SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
 #: conv / gathered Linear and one dense ``conv2d`` / ``linear``. Below it, the kept-pairs path
 #: is cheaper; above it the dense call is, and its cost is then at most ``1 / threshold`` times
 #: the kept weights'.
-DENSE_ABOVE = {"Conv2d": 0.07, "Linear": 0.02}
+DENSE_ABOVE = {"Conv2d": 0.07, "Conv2d-1x1": 0.03, "Linear": 0.02}
 SKIP_MODES = ("auto", "sparse", "dense")
 
 
@@ -268,7 +288,8 @@ class N2NSkip(_Skip):
         self.activation_param = float(activation_param)
         if mode == "auto":
             kept = k / max(1, mask.shape[0] * mask.shape[1])
-            mode = "dense" if kept > DENSE_ABOVE["Conv2d" if self.is_conv else "Linear"] else "sparse"
+            kind = "Linear" if not self.is_conv else "Conv2d" if math.prod(mask.shape[2:]) > 1 else "Conv2d-1x1"
+            mode = "dense" if kept > DENSE_ABOVE[kind] else "sparse"
         self.mode = mode
 
     # -------------------------------------------------------------- the sparse map
@@ -547,14 +568,17 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
     reference_model : nn.Module
         The dense reference; it is deep-copied, never modified. Masks already on it are replaced.
     init : {"dense", "sparse"}
-        ``"dense"`` keeps the reference's weights (masked) and draws skip weights Kaiming-normal
-        with the skip block's dense fan-in, ``N(0, 2 / (C_src f^2))``. ``"sparse"`` redraws every
+        ``"dense"`` keeps the reference's weights (masked) and starts every skip from
+        :func:`n2ngraph.n2nskip.skip_initial_weights` (Kaiming normal with the skip block's dense
+        fan-in, ``N(0, 2 / (C_src f^2))``, drawn from the block's own seed), so the graph's pair
+        weights are the model's initial ones. ``"sparse"`` redraws every
         kept weight of every sequential and n2nskip block as ``N(0, 2 / n_u)`` with ``n_u`` the
         unit's *kept* fan-in: its kept weights over all blocks into its group, skips included
         (Kaiming on the mask: Lee et al. 2020, arXiv:1906.06307; Evci et al. 2022,
         arXiv:2010.03533). Biases and norm layers are left as they are.
     seed : int
-        Seed of the ``torch.Generator`` drawing the skip (and, for ``"sparse"``, all) weights.
+        Seed of the ``torch.Generator`` drawing the weights of ``init="sparse"`` (skips included);
+        ``init="dense"`` draws nothing.
     example_input : Tensor, optional
         One input batch for the shape pass; default zeros of the input group's traced shape.
 
@@ -563,9 +587,11 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
     nn.Module
         Without added blocks: the masked deep copy (same class). With skips: a
         ``torch.fx.GraphModule`` with the reference's submodule paths plus ``n2nskips``.
-        Masks are ``torch.nn.utils.parametrize`` parametrizations (:class:`MaskParametrization`)
-        whose masked entries start at zero, so they stay exactly zero through SGD with momentum,
-        weight decay, Adam/AdamW, AMP and gradient clipping.
+        Masks are ``torch.nn.utils.parametrize`` parametrizations (:class:`MaskParametrization`,
+        ``where(mask, w, 0)``) whose masked entries start at zero and get zero gradient, so they
+        stay exactly zero through SGD with momentum, weight decay, Adam/AdamW, AMP and gradient
+        clipping; the computed weight is zero there whatever is stored. ``load_state_dict`` of a
+        state with other masks or skip positions raises :class:`MaskError`.
 
     Raises
     ------
