@@ -85,7 +85,8 @@ class NodeGroup:
 def _frozen_array(array: np.ndarray | None, dtype) -> np.ndarray | None:
     if array is None:
         return None
-    out = np.asarray(array, dtype=dtype)
+    with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused by the caller
+        out = np.asarray(array, dtype=dtype)
     if out.flags.writeable:  # an array someone may still edit: keep a private copy
         out = out.copy()
         out.flags.writeable = False
@@ -184,9 +185,9 @@ class EdgeBlock:
         if self.pair_weight is not None:
             finite = np.isfinite(self.pair_weight)
             if not finite.all() or (self.pair_weight < 0).any():
-                bad = np.argwhere(~finite | ~(self.pair_weight >= 0))[0]
+                bad = tuple(int(i) for i in np.argwhere(~finite | ~(self.pair_weight >= 0))[0])
                 raise ValueError(
-                    f"block {self.name!r}: pair_weight{list(bad)} = {self.pair_weight[tuple(bad)]}; pair "
+                    f"block {self.name!r}: pair_weight{list(bad)} = {self.pair_weight[bad]}; pair "
                     "weights are sums of |w| and must be finite and >= 0 (as float32)"
                 )
 

@@ -1,5 +1,7 @@
 """NetworkGraph: validation, adjacency against hand-computed matrices, equality, immutability."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import scipy.sparse as sp
@@ -91,7 +93,7 @@ def test_graph_is_immutable(small_graph):
     mask = small_graph.blocks[0].mask
     with pytest.raises(ValueError):
         mask[0, 0] = False
-    with pytest.raises(Exception):
+    with pytest.raises(dataclasses.FrozenInstanceError):
         small_graph.groups = ()
     source = np.ones((1, 2), bool)
     block = EdgeBlock("b", "h", "out", "sequential", source)
@@ -127,3 +129,40 @@ def test_single_group_graph_has_no_edges():
     assert g.num_edges == 0
     assert g.adjacency().shape == (3, 3)
     assert g.density == 0.0
+
+
+@pytest.mark.parametrize("value, ok", [(0.0, True), (-0.0, True), (1e-45, True), (3e38, True), (-1e-30, False),
+                                       (np.nan, False), (np.inf, False), (-np.inf, False), (1e39, False)])
+def test_pair_weights_must_be_finite_and_non_negative(value, ok):
+    """Pair weights are sums of |w|: finite and >= 0 as float32 (1e39 overflows float32 to inf).
+    Zero is allowed (a kept weight may be 0); it drops out of the weighted adjacency."""
+    weights = np.ones((2, 3), np.float64)
+    weights[1, 2] = value
+    mask = np.ones((2, 3), bool)
+    if ok:
+        block = EdgeBlock("e", "a", "b", "sequential", mask, weights)
+        g = NetworkGraph((NodeGroup("a", 0, 3), NodeGroup("b", 3, 2)), (block,))
+        assert (g.adjacency(weighted=True).data >= 0).all()
+    else:
+        with pytest.raises(ValueError, match=r"pair_weight\[1, 2\].*finite and >= 0"):
+            EdgeBlock("e", "a", "b", "sequential", mask, weights)
+
+
+def test_pair_weight_shape_and_residual_weights_are_refused():
+    with pytest.raises(ValueError, match="pair_weight shape"):
+        EdgeBlock("e", "a", "b", "sequential", np.ones((2, 3), bool), np.ones((3, 2), np.float32))
+    with pytest.raises(ValueError, match="pair_weight=None"):
+        EdgeBlock("e", "a", "b", "residual", None, np.ones((1, 1), np.float32))
+
+
+def test_groups_and_blocks_check_their_field_types():
+    assert NodeGroup("a", np.int64(0), np.int32(3), (np.int64(3),)) == NodeGroup("a", 0, 3, (3,))
+    assert type(NodeGroup("a", np.int64(0), 3).start) is int
+    for bad in ({"size": 2.0}, {"size": True}, {"start": "0"}, {"name": 7}, {"shape": (1.5,)}, {"shape": (-1,)}):
+        kwargs = {"name": "a", "start": 0, "size": 2, "shape": (), **bad}
+        with pytest.raises(TypeError):
+            NodeGroup(**kwargs)
+    for bad in ({"groups": 1.0}, {"fold": True}, {"offset": "0"}, {"name": None}, {"src": 1}):
+        kwargs = {"name": "e", "src": "a", "dst": "b", "kind": "sequential", "mask": np.ones((1, 1), bool), **bad}
+        with pytest.raises(TypeError):
+            EdgeBlock(**kwargs)

@@ -76,3 +76,38 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_graph(to_graph(models.lenet300()), tmp_path / "no" / "such" / "dir.npz")
+
+
+def test_graph_digest_is_topology(tmp_path, small_graph):
+    from n2ngraph.io import graph_digest
+
+    loaded = load_graph(save_graph(small_graph, tmp_path / "g.npz"))
+    assert graph_digest(loaded) == graph_digest(small_graph)
+    reweighted = small_graph.replace(provenance={"model": "other"}, blocks=[
+        b.with_mask(b.mask, None if b.mask is None else np.ones(b.pair_mask().shape, np.float32))
+        if b.mask is not None else b for b in small_graph.blocks])
+    assert graph_digest(reweighted) == graph_digest(small_graph)  # pair weights and provenance left out
+    first = small_graph.blocks[0]
+    flipped = first.mask.copy()
+    flipped.flat[0] = not flipped.flat[0]
+    changed = small_graph.replace(blocks=[first.with_mask(flipped), *small_graph.blocks[1:]])
+    assert graph_digest(changed) != graph_digest(small_graph)
+
+
+def test_load_reads_only_the_members_it_needs(tmp_path, small_graph, monkeypatch):
+    """An extra member is never opened; a short packed mask is refused, not zero-padded."""
+    import zipfile
+
+    path = save_graph(small_graph, tmp_path / "g.npz")
+    with zipfile.ZipFile(path, "a") as zf:
+        zf.writestr("junk.npy", b"not an array at all")
+    opened = []
+    real_open = zipfile.ZipFile.open
+
+    def spy(self, name, *args, **kwargs):
+        opened.append(getattr(name, "filename", name))
+        return real_open(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "open", spy)
+    assert load_graph(path) == small_graph
+    assert "junk.npy" not in opened and "header.npy" in opened
