@@ -400,3 +400,41 @@ def test_cli_trains_a_graph_variant_end_to_end(tmp_path, capsys):
     assert cli_train.run(_parse(argv + ["--resume"])) == 0
     assert pd.read_csv(tmp_path / "run" / "log.csv")["epoch"].tolist() == [1, 2]
     assert cli_train.run(_parse(argv)) == 2  # an existing run without --resume is refused
+
+
+def test_resume_refuses_other_data_masks_or_identity_and_writes_nothing(tmp_path):
+    train_set, test_set, config, model = _resume_setup()
+    config.epochs = 1
+    train(model(), train_set, test_set, config, out_dir=tmp_path, seed=0, identity={"graph": "abc"})
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    config.epochs = 2
+    other = load_dataset("synthetic:n=160,classes=4,shape=1x6x6,noise=0.5,seed=1", train=True, augment=True)
+    with pytest.raises(ValueError, match=r"checkpoint.pt: this run's data differ"):
+        train(model(), other, test_set, config, out_dir=tmp_path, resume=True, identity={"graph": "abc"})
+    plain = load_dataset("synthetic:n=160,classes=4,shape=1x6x6,noise=0.5", train=True, augment=False)
+    with pytest.raises(ValueError, match="data differ"):  # augmentation on/off changes the run
+        train(model(), plain, test_set, config, out_dir=tmp_path, resume=True, identity={"graph": "abc"})
+    flipped = model()
+    with torch.no_grad():
+        flipped[1].weight_mask[0, 0] = 1 - flipped[1].weight_mask[0, 0]
+    with pytest.raises(ValueError, match="masks differ"):
+        train(flipped, train_set, test_set, config, out_dir=tmp_path, resume=True, identity={"graph": "abc"})
+    for identity in (None, {"graph": "abd"}, {"graph": "abc", "factory": {"init": "sparse"}}):
+        with pytest.raises(ValueError, match="differ from the checkpoint's"):
+            train(model(), train_set, test_set, config, out_dir=tmp_path, resume=True, identity=identity)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+    log = train(model(), train_set, test_set, config, out_dir=tmp_path, resume=True, identity={"graph": "abc"})
+    assert log["epoch"].tolist() == [1, 2]
+    state = load_checkpoint(tmp_path / CHECKPOINT_NAME)
+    assert set(state["identity"]) == {"model", "masks", "data", "graph"}
+
+
+def test_load_checkpoint_errors_name_the_file(tmp_path):
+    from n2ngraph.io import FileFormatError
+
+    with pytest.raises(FileNotFoundError):
+        load_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"PK\x03\x04 not really")
+    with pytest.raises(FileFormatError, match="bad.pt"):
+        load_checkpoint(bad)
