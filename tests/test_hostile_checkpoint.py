@@ -32,7 +32,7 @@ from torch.nn.utils import prune
 from n2ngraph.data import load_dataset
 from n2ngraph.training import CHECKPOINT_NAME, TrainConfig, check_resume, train
 
-HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True,
+HYPOTHESIS = settings(max_examples=int(os.environ.get("N2NGRAPH_HOSTILE_EXAMPLES", 25)), deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 SPEC = "synthetic:n=48,classes=3,shape=1x4x4,noise=0.5"
 CONFIG = dict(epochs=1, batch_size=16, device="cpu", progress=False, amp="off")

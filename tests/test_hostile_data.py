@@ -21,7 +21,7 @@ from n2ngraph import data as data_module
 from n2ngraph.data import load_dataset, restricted_load
 
 N = 2  # images per fake file (the official files hold 10,000; the tests shrink the expectation)
-HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True,
+HYPOTHESIS = settings(max_examples=int(os.environ.get("N2NGRAPH_HOSTILE_EXAMPLES", 25)), deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 

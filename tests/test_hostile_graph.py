@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import zipfile
 from functools import lru_cache
 
@@ -23,7 +24,7 @@ from torch import nn
 from n2ngraph.io import FileFormatError, graph_digest, load_graph, save_graph
 from n2ngraph.trace import to_graph
 
-HYPOTHESIS = settings(max_examples=25, deadline=None, derandomize=True,
+HYPOTHESIS = settings(max_examples=int(os.environ.get("N2NGRAPH_HOSTILE_EXAMPLES", 25)), deadline=None, derandomize=True,
                       suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 
 
