@@ -272,6 +272,35 @@ def prepare_synflow(model: nn.Module) -> None:
                     p.abs_()
 
 
+def _alive_products(weights, grads, alive) -> dict[str, torch.Tensor]:
+    """``g * w`` at the alive indices of the layers named in ``alive``, 1-D. On the CPU the
+    layers' products are consecutive views of one buffer (the global threshold then needs no
+    concatenation), gathered with numpy. ``g, w >= 0`` in the linearised network: no ``abs``.
+    """
+    items = [(n, w.detach().reshape(-1), g.reshape(-1)) for (n, w), g in zip(weights.items(), grads)]
+    items = [(n, w, g) for n, w, g in items if n in alive]
+    if items[0][1].device.type != "cpu":
+        return {
+            n: g * w if alive[n] is None else g[alive[n]] * w[alive[n]] for n, w, g in items
+        }
+    sizes = [w.numel() if alive[n] is None else alive[n].numel() for n, w, _ in items]
+    buf = np.empty(sum(sizes), dtype=torch.empty((), dtype=items[0][1].dtype).numpy().dtype)
+    whole = torch.from_numpy(buf)  # the layers' scores are views of one storage
+    out, start = {}, 0
+    for (name, w, g), size in zip(items, sizes):
+        seg = buf[start : start + size]
+        out[name] = whole[start : start + size]
+        start += size
+        idx = alive[name]
+        if idx is None:
+            np.multiply(g.numpy(), w.numpy(), out=seg)
+        else:
+            i = idx.numpy()
+            np.take(g.numpy(), i, out=seg)
+            seg *= np.take(w.numpy(), i)
+    return out
+
+
 def score_synflow(
     model,
     weights,
@@ -309,14 +338,7 @@ def score_synflow(
         )
     grads = _grads(r, params)
     if alive is not None:
-        out = {}
-        for (name, w), g in zip(weights.items(), grads):
-            if name not in alive:
-                continue
-            idx = alive[name]
-            w, g = w.detach().reshape(-1), g.reshape(-1)
-            out[name] = (g * w if idx is None else g[idx] * w[idx]).abs_()
-        return out
+        return _alive_products(weights, grads, alive)
     # in place where autograd handed back a plain dense gradient (saves a float64 copy)
     return {
         name: (g.mul_(w.detach()) if g.is_contiguous() else g * w.detach()).abs_()

@@ -40,13 +40,13 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
     the caller's random stream is not consumed.
     """
     floor = arr.min()
-    above_floor = arr > floor
-    if k > int(np.count_nonzero(above_floor)):
+    at_floor = int(np.count_nonzero(arr == floor))
+    if k > arr.size - at_floor:
         return floor
-    if not above_floor.all():
+    if at_floor > 1:
         # Many copies of one value (the -inf of already-pruned weights, zero scores) make
         # introselect 20-50x slower; the answer lies above the minimum, so drop its copies.
-        arr = arr[above_floor]
+        arr = arr[arr > floor]
     n = arr.size
     if n < _SAMPLED_SELECT_MIN:
         return np.partition(arr, n - k)[n - k]
@@ -101,6 +101,10 @@ def _top_k(
     n = flat.numel()
     if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
         flat = flat.float()
+    if flat.device.type == "cpu":
+        return torch.from_numpy(
+            _top_k_numpy(flat.detach().numpy(), k, rng, what, drop_zero_ties, at_least)
+        )
     if torch.isnan(flat.sum()) and torch.isnan(flat).any():  # the sum: one pass, no allocation
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
     if k >= n and not drop_zero_ties:
@@ -123,6 +127,58 @@ def _top_k(
         pick = rng.choice(ties.numel(), size=need, replace=False, shuffle=False)
         keep[ties[torch.from_numpy(np.sort(pick)).to(ties.device)]] = True
     return keep
+
+
+def _top_k_numpy(
+    arr: np.ndarray,
+    k: int,
+    rng: np.random.Generator,
+    what: str,
+    drop_zero_ties: bool,
+    at_least: int,
+) -> np.ndarray:
+    """:func:`_top_k` on the CPU, in numpy (same selection, same random draws): numpy's
+    comparisons and ``flatnonzero`` are several times faster than torch's there, and its
+    large arrays do not page-fault anew on every call."""
+    n = arr.size
+    if np.isnan(arr.sum()) and np.isnan(arr).any():
+        raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
+    if k >= n and not drop_zero_ties:
+        return np.ones(n, dtype=bool)
+    if k <= 0:
+        return np.zeros(n, dtype=bool)
+    if k >= n:
+        threshold = arr.dtype.type(0)
+        k = n
+    else:
+        threshold = _kth_largest_numpy(arr, k)
+    keep = arr > threshold
+    above = int(np.count_nonzero(keep))
+    if drop_zero_ties and threshold == 0:
+        k = min(k, max(above, at_least))
+    need = k - above
+    if need > 0:
+        ties = np.flatnonzero(arr == threshold)
+        pick = rng.choice(ties.size, size=need, replace=False, shuffle=False)
+        keep[ties[np.sort(pick)]] = True
+    return keep
+
+
+def _tiled(parts: list[torch.Tensor]) -> torch.Tensor | None:
+    """The 1-D tensor that ``parts`` tile end to end in one buffer (consecutive views of one
+    storage, as :func:`~n2ngraph.pruning._scorers.score_synflow` returns them), else None."""
+    first = parts[0]
+    if any(p.dim() != 1 or not p.is_contiguous() or p.dtype != first.dtype for p in parts):
+        return None
+    ptr, item = first.data_ptr(), first.element_size()
+    for p in parts:
+        if p.untyped_storage().data_ptr() != first.untyped_storage().data_ptr():
+            return None
+        if p.data_ptr() != ptr:
+            return None
+        ptr += p.numel() * item
+    total = sum(p.numel() for p in parts)
+    return first.as_strided((total,), (1,))
 
 
 def select_alive(
@@ -166,12 +222,14 @@ def select_alive(
             )
             for name, v in values.items()
         }
-    devices = {v.device for v in values.values()}
-    device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
-    dtype = functools.reduce(torch.promote_types, [v.dtype for v in values.values()])
-    parts = [v.to(device=device, dtype=dtype) for v in values.values()]
-    flat = parts[0] if len(parts) == 1 else torch.cat(parts)
-    del parts
+    flat = _tiled(list(values.values()))
+    if flat is None:
+        devices = {v.device for v in values.values()}
+        device = next(iter(devices)) if len(devices) == 1 else torch.device("cpu")
+        dtype = functools.reduce(torch.promote_types, [v.dtype for v in values.values()])
+        parts = [v.to(device=device, dtype=dtype) for v in values.values()]
+        flat = parts[0] if len(parts) == 1 else torch.cat(parts)
+        del parts
     keep_all = _top_k(
         flat, budgets, rng, "the model", drop_zero_ties=drop_zero_ties, at_least=int(at_least)
     )
