@@ -206,3 +206,17 @@ def test_skips_into_the_logits_are_linear():
     torch.testing.assert_close(got, a[names[-1]])
     y = a["input"] @ skips[("input", "5")].T
     assert (y < 0).any()  # the skip's negative part reaches the logits: no ReLU there
+
+
+@pytest.mark.parametrize("recipe", ["paper", "all-pairs"])
+def test_every_variant_has_a_weighted_adjacency(recipe):
+    """Skip blocks carry the pair weights of their initial draw, so weighted analysis works."""
+    from n2ngraph.n2nskip import skip_initial_weights
+
+    g = variant(_tiny_vgg(), "expander", 0.5, recipe=recipe, seed=0)
+    A = g.adjacency(weighted=True)
+    assert A.nnz == g.adjacency().nnz and np.isfinite(A.data).all() and (A.data > 0).all()
+    for b in g.blocks_of_kind("n2nskip"):
+        w = skip_initial_weights(b)
+        np.testing.assert_allclose(b.pair_weight, np.abs(w).reshape(*w.shape[:2], -1).sum(axis=2),
+                                   rtol=1e-6)
