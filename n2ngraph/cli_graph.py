@@ -1,7 +1,8 @@
 """``n2ngraph graph MODEL``: trace a model, write summary tables, the adjacency figure and the graph.
 
 Writes into ``--out`` (default ``results/graph-MODEL``): ``groups.csv|md``, ``blocks.csv|md``,
-``adjacency.png|pdf``, ``graph.npz`` and ``config.json``.
+``adjacency.png|pdf``, ``graph.npz`` and ``config.json``. A model that cannot be built or traced is
+a user error: one line on stderr, exit code 2 (through :func:`n2ngraph.cli.main`).
 """
 
 from __future__ import annotations
@@ -31,7 +32,13 @@ def run(args: argparse.Namespace) -> int:
     label = args.model.replace(":", "-").replace("/", "-")
     out = args.out or Path("results") / f"graph-{label}"
     model = resolve_model(args.model, seed=args.seed)
-    graph = to_graph(model, name=args.model)
+    try:
+        graph = to_graph(model, name=args.model)
+    except (ValueError, TypeError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's model cannot be traced: one line, exit 2
+        raise ValueError(f"cannot trace model {args.model!r}: {type(exc).__name__}: "
+                         f"{' '.join(str(exc).split())[:300]}") from None
     check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     groups, blocks = group_table(graph), block_table(graph)

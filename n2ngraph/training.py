@@ -608,8 +608,13 @@ def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
     problem = _check_optimizer_state(state["optimizer"], optimizer)
     if problem is None and not _same_kind(state["scheduler"], scheduler.state_dict()):
         problem = "scheduler state does not match the schedule"
+    device = resolve_device(config.device)
+    saved_cuda = state["rng"].get("cuda")
+    if problem is None and device.type == "cuda" and saved_cuda is not None \
+            and saved_cuda.shape != torch.cuda.get_rng_state(device).shape:
+        problem = "CUDA generator state has the wrong size"
     if problem is None:
-        amp_dtype = _amp_dtype(config.amp, resolve_device(config.device))
+        amp_dtype = _amp_dtype(config.amp, device)
         scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
         if not _same_kind(state["scaler"], scaler.state_dict()):
             problem = "GradScaler state does not match the amp setting"

@@ -5,6 +5,7 @@ import dataclasses
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
@@ -166,3 +167,29 @@ def test_groups_and_blocks_check_their_field_types():
         kwargs = {"name": "e", "src": "a", "dst": "b", "kind": "sequential", "mask": np.ones((1, 1), bool), **bad}
         with pytest.raises(TypeError):
             EdgeBlock(**kwargs)
+
+
+class _Untraceable(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 2)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow: torch.fx cannot trace it
+            return self.fc(x)
+        return -self.fc(x)
+
+
+def _untraceable():
+    return _Untraceable()
+
+
+@pytest.mark.parametrize("spec, words", [("test_graph:_untraceable", "cannot trace"),
+                                         ("os.path:join", "raised TypeError"),
+                                         ("no_such_module_xyz:f", "cannot import")])
+def test_graph_command_reports_bad_models_in_one_line(tmp_path, capsys, spec, words):
+    from n2ngraph import cli
+
+    assert cli.main(["graph", spec, "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("n2ngraph graph: error:") and words in err, err
