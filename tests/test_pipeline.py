@@ -213,7 +213,8 @@ def test_every_variant_has_a_weighted_adjacency(recipe):
     """Skip blocks carry the pair weights of their initial draw, so weighted analysis works."""
     from n2ngraph.n2nskip import skip_initial_weights
 
-    g = variant(_tiny_vgg(), "expander", 0.5, recipe=recipe, seed=0)
+    g = variant(_tiny_vgg(), "expander", 0.25, recipe=recipe, seed=0)
+    assert g.blocks_of_kind("n2nskip")
     A = g.adjacency(weighted=True)
     assert A.nnz == g.adjacency().nnz and np.isfinite(A.data).all() and (A.data > 0).all()
     for b in g.blocks_of_kind("n2nskip"):
