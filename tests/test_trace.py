@@ -238,3 +238,51 @@ def test_bad_masks_and_models(tiny_mlp):
         to_graph("vgg19")
     with pytest.raises(ValueError, match="example input"):
         to_graph(tiny_mlp, example_input=torch.zeros(1, 7))
+
+
+class _DenseSkip(nn.Module):
+    """A skip module of the tracing contract in its plain form: dense ``weight`` and bool ``mask``."""
+
+    n2ngraph_kind = "n2nskip"
+    n2ngraph_block_name = "n2nskip:input->1"
+    n2ngraph_offset = 0
+    n2ngraph_spec = {"added_by": "add_n2nskip", "type": "Linear", "order": "pool-conv-act"}
+
+    def __init__(self):
+        super().__init__()
+        self.weight = nn.Parameter(torch.tensor([[0.5, 0.0, -2.0, 0.0], [0.0, 0.0, 0.0, 1.5]]))
+        self.register_buffer("mask", torch.tensor([[1, 0, 1, 0], [0, 0, 0, 1]], dtype=torch.bool))
+
+    def forward(self, a, z):
+        return z + F.linear(a, self.weight * self.mask)
+
+
+class _CompactSkip(_DenseSkip):
+    """The same block stored as kept positions (as n2ngraph.bridge.N2NSkip does)."""
+
+    def n2ngraph_mask(self):
+        return self.mask.numpy().copy()
+
+    def n2ngraph_pair_weight(self):
+        return (self.weight * self.mask).abs().detach().numpy()
+
+
+@pytest.mark.parametrize("skip_cls", [_DenseSkip, _CompactSkip])
+def test_skip_modules_are_read_back_as_blocks(skip_cls):
+    class WithSkip(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc0 = nn.Linear(4, 3)
+            self.fc1 = nn.Linear(3, 2)
+            self.skip = skip_cls()
+
+        def forward(self, x):
+            return self.skip(x, self.fc1(F.relu(self.fc0(x))))
+
+    g = to_graph(WithSkip(), example_input=torch.zeros(1, 4))
+    assert [b.kind for b in g.blocks] == ["sequential", "sequential", "n2nskip"]
+    skip = g.blocks[-1]
+    assert (skip.name, skip.src, skip.dst) == ("n2nskip:input->1", "input", "fc1")
+    np.testing.assert_array_equal(skip.mask, [[1, 0, 1, 0], [0, 0, 0, 1]])
+    np.testing.assert_allclose(skip.pair_weight, [[0.5, 0, 2.0, 0], [0, 0, 0, 1.5]])
+    assert skip.spec["order"] == "pool-conv-act"
