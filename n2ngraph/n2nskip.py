@@ -52,7 +52,7 @@ import numpy as np
 from n2ngraph.graph import EdgeBlock, NetworkGraph
 
 __all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "block_pairs",
-           "chain_depths", "skip_candidates", "skip_initial_weights", "skip_pairs"]
+           "chain_depths", "skip_candidates", "skip_capacity", "skip_initial_weights", "skip_pairs"]
 
 #: ``spec["added_by"]`` of the blocks this module adds; the bridge builds a module for each of
 #: them, while residual blocks without it are shortcuts the reference model already has.
@@ -420,6 +420,26 @@ def _check_options(wiring, skip_kernel, skip_order, granularity) -> None:
         raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
 
 
+def _layout(graph: NetworkGraph, wiring, skip_kernel, skip_order):
+    """Candidate pairs ``(src, dst, span)`` of the wiring and each one's ``(mask shape, spec)``."""
+    kinds = _group_kinds(graph)
+    cands = skip_pairs(graph, wiring)
+    kernels = [(_span_kernel(graph, s, d) if skip_kernel == "same" else int(skip_kernel))
+               for s, d, _ in cands]
+    templates = [_skip_template(graph, s, d, k, kinds, f, skip_order)
+                 for (s, d, k), f in zip(cands, kernels)]
+    return cands, templates
+
+
+def skip_capacity(graph: NetworkGraph, *, wiring: str | int = "all-pairs",
+                  skip_kernel: str | int = 1, skip_order: str = "pool-conv-act") -> int:
+    """Weights that the skip blocks of ``wiring`` hold when dense: the most
+    :func:`add_n2nskip` can add to ``graph`` (arguments as there)."""
+    _check_options(wiring, skip_kernel, skip_order, "weight")
+    _, templates = _layout(graph, wiring, skip_kernel, skip_order)
+    return int(sum(math.prod(shape) for shape, _ in templates))
+
+
 def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0,
                        wiring: str | int = "all-pairs", skip_kernel: str | int = 1,
                        skip_order: str = "pool-conv-act", granularity: str = "weight",
@@ -431,12 +451,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
     n_skip = int(n_skip)
     if n_skip < 0:
         raise ValueError(f"the skip budget must be >= 0 weights, got {n_skip}")
-    kinds = _group_kinds(graph)
-    cands = skip_pairs(graph, wiring)
-    kernels = [(_span_kernel(graph, s, d) if skip_kernel == "same" else int(skip_kernel))
-               for s, d, _ in cands]
-    templates = [_skip_template(graph, s, d, k, kinds, f, skip_order)
-                 for (s, d, k), f in zip(cands, kernels)]
+    cands, templates = _layout(graph, wiring, skip_kernel, skip_order)
     sizes = np.array([math.prod(shape) for shape, _ in templates], dtype=np.int64)
     capacity = int(sizes.sum())
     if n_skip > capacity:

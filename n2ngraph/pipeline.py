@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import warnings
 from collections.abc import Iterable
 from typing import Any
 
@@ -113,7 +114,11 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     skips : bool
         ``False``: the plain pruned graph at ``density`` (the baseline row). ``True``: prune at
         ``density * (1 - f)`` (``f = recipe.n2nskip_fraction``) and add N2NSkip connections
-        holding exactly the difference, so both rows keep the same number of weights.
+        holding exactly the difference, so both rows keep the same number of weights. When
+        the recipe's skip blocks cannot hold that share even dense (e.g. VGG19's 4 stage skips
+        hold 9.5% of its weights, less than the 25% of a 50% variant), they are filled and the
+        network is pruned to the density that keeps the rest, with a warning; provenance
+        ``n2nskip_fraction_effective`` records the share the skips got.
     seed : int
         Seed of the pruning and of the skip positions and initial weights.
     data : (inputs, targets) or iterable of batches, optional
@@ -129,7 +134,8 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         (:func:`n2ngraph.pruning.kept_count`) and the skips get ``P - P_seq`` weights.
         Provenance records ``recipe`` (name), ``recipe_fields``, ``model``, ``method``,
         ``density``, ``seed``, ``scope``, ``granularity``, ``dense_layers`` (module paths),
-        ``sequential_params``, ``sequential_density`` and ``variant`` (``method`` or
+        ``sequential_params``, ``sequential_density``, ``n2nskip_fraction`` (requested),
+        ``n2nskip_fraction_effective`` (skips only) and ``variant`` (``method`` or
         ``"n2nskip-<method>"``).
 
     Notes
@@ -147,7 +153,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         Unknown recipe or method, density outside (0, 1], dense layers larger than the budget,
         or a skip budget the wiring cannot hold.
     """
-    from n2ngraph.n2nskip import _add_n2nskip_count
+    from n2ngraph.n2nskip import _add_n2nskip_count, skip_capacity
     from n2ngraph.pruning import kept_count, prune
     from n2ngraph.trace import trace
 
@@ -176,11 +182,42 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
             f"pruning at {seq_density:.4g} kept {graph.num_params} weights, more than the "
             f"{target} kept at {density}; the method's rounding makes the budget infeasible"
         )
+    layout = {"wiring": r.wiring, "skip_kernel": r.skip_kernel, "skip_order": r.skip_order}
+    capacity = skip_capacity(graph, **layout)
+    if n_skip > capacity:
+        if capacity == 0:
+            raise ValueError(f"wiring {r.wiring!r} finds no skip pairs in this model; use "
+                             "skips=False or another recipe")
+        seq_density = _fill_density(model, density, seq_density, target - capacity, opts)
+        warnings.warn(
+            f"recipe {r.name!r}: its skip blocks hold only {capacity:,} weights, less than "
+            f"{n_skip:,} ({f:g} of the budget at density {density:g}); the skips are filled and "
+            f"the network is pruned to {seq_density:.4g} instead of {density * (1 - f):.4g}, "
+            "so the total stays the plain network's", stacklevel=2)
+        masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
+        graph = trace(model, masks, example_input=example_input).graph
+        n_skip = target - graph.num_params
+        prov.update(sequential_params=graph.num_params, sequential_density=seq_density)
+    prov["n2nskip_fraction_effective"] = n_skip / target if target else 0.0
     return _add_n2nskip_count(
-        graph, n_skip, seed=seed, wiring=r.wiring, skip_kernel=r.skip_kernel,
-        skip_order=r.skip_order, granularity=r.granularity,
-        provenance={**prov, "variant": f"n2nskip-{method}"},
+        graph, n_skip, seed=seed, granularity=r.granularity,
+        provenance={**prov, "variant": f"n2nskip-{method}"}, **layout,
     )
+
+
+def _fill_density(model, density: float, low: float, at_least: int, opts: dict) -> float:
+    """The smallest sequential density in ``[low, density]`` (to 1e-12) at which pruning keeps
+    at least ``at_least`` weights (``kept_count`` is exact and non-decreasing in the density)."""
+    from n2ngraph.pruning import kept_count
+
+    lo, hi = low, density
+    while hi - lo > 1e-12:
+        mid = (lo + hi) / 2
+        if kept_count(model, mid, **opts) >= at_least:
+            hi = mid
+        else:
+            lo = mid
+    return hi
 
 
 def calibration_batch(model, dataset: str, batch_size: int, seed: int):

@@ -221,3 +221,19 @@ def test_every_variant_has_a_weighted_adjacency(recipe):
         w = skip_initial_weights(b)
         np.testing.assert_allclose(b.pair_weight, np.abs(w).reshape(*w.shape[:2], -1).sum(axis=2),
                                    rtol=1e-6)
+
+
+def test_skips_the_wiring_cannot_hold_are_given_back_to_the_network():
+    """tiny_vgg's 2 stage skips hold 5,472 weights; at 80% the skips' share would be 6,752."""
+    from n2ngraph.n2nskip import skip_capacity
+
+    model = _tiny_vgg()
+    plain = variant(model, "expander", 0.8, recipe="paper", skips=False)
+    with pytest.warns(UserWarning, match="skip blocks hold only"):
+        g = variant(model, "expander", 0.8, recipe="paper")
+    skips = g.blocks_of_kind("n2nskip")
+    cap = skip_capacity(plain, wiring="blocks", skip_kernel="same", skip_order="conv-bn-act-pool")
+    assert cap == 5472 and cap - 9 < sum(b.num_params for b in skips) <= cap
+    assert g.num_params == plain.num_params
+    assert 0.4 < g.provenance["sequential_density"] < 0.8
+    assert g.provenance["n2nskip_fraction_effective"] < 0.5 == g.provenance["n2nskip_fraction"]
