@@ -247,12 +247,14 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
                 t0 = time.perf_counter()
                 masks = prune(model, method, density, data=data, scope=args.scope, seed=0)
                 ours_t.append(time.perf_counter() - t0)
+                _progress(args, model_name, method, density, "ours", ours_t[-1])
                 ours_masks = ours_masks or masks
             else:
                 work = peer.masked_copy(model)
                 t0 = time.perf_counter()
                 masks = peer.run(work, method, density, data, args.scope, args.train_mode)
                 peer_t.append(time.perf_counter() - t0)
+                _progress(args, model_name, method, density, "peer", peer_t[-1])
                 peer_masks = peer_masks or masks
                 del work
     row = {
@@ -280,6 +282,13 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
         row["jaccard_ours_peer64"] = jaccard(ours_masks, masks64)
         row["kept_peer64"] = sum(int(m.sum()) for m in masks64.values())
     return row
+
+
+def _progress(args, model_name, method, density, side, seconds) -> None:
+    if args.verbose:
+        load = os.getloadavg()[0]
+        print(f"  {model_name} d={density:g} {method} {side}: {seconds:.2f} s (load {load:.2f})",
+              flush=True)
 
 
 def _format(row: dict) -> str:
@@ -375,6 +384,7 @@ def main(argv: list[str] | None = None) -> dict:
         "--peer-float64", action="store_true",
         help="with --peer: also run the reference's SynFlow in float64 (its own spread)",
     )
+    parser.add_argument("--verbose", action="store_true", help="with --peer: print every run")
     parser.add_argument("--out", help="write the results as JSON here (atomically)")
     args = parser.parse_args(argv)
     load_before = os.getloadavg()
