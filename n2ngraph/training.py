@@ -369,7 +369,12 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise FileFormatError(path, "refused: its data nests too deeply") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; report them all
         raise FileFormatError(path, _torch_reason(exc)) from None
-    _check_structure(path, state)
+    try:
+        _check_structure(path, state)
+    except FileFormatError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value the checks did not foresee: still one line
+        raise FileFormatError(path, f"malformed checkpoint ({type(exc).__name__}: {exc})") from None
     return state
 
 
@@ -396,13 +401,14 @@ def _check_structure(path: Path, state: Any) -> None:
             raise FileFormatError(path, what)
 
     want(isinstance(state, dict), f"not an n2ngraph checkpoint (a {type(state).__name__}, not a dict)")
-    if (state.get("format"), state.get("format_version")) != CHECKPOINT_FORMAT:
+    fmt, version = state.get("format"), state.get("format_version")
+    if not (type(fmt) is str and type(version) is int and (fmt, version) == CHECKPOINT_FORMAT):
         if "identity" not in state and {"epoch", "model", "config"} <= set(state):
             raise FileFormatError(path, "written by an older n2ngraph that did not record the graph, model and "
                                         "data it was trained on, so it cannot be checked; start a new run in "
                                         "another output folder")
-        raise FileFormatError(path, f"format {state.get('format')!r} version {state.get('format_version')!r}; "
-                                    f"this n2ngraph reads {CHECKPOINT_FORMAT[0]!r} version {CHECKPOINT_FORMAT[1]}")
+        raise FileFormatError(path, f"format {str(fmt)[:40]!r} version {str(version)[:40]!r}; this n2ngraph "
+                                    f"reads {CHECKPOINT_FORMAT[0]!r} version {CHECKPOINT_FORMAT[1]}")
     missing = sorted(_CHECKPOINT_KEYS - set(state))
     want(not missing, f"missing entries {missing}")
     try:
@@ -412,7 +418,9 @@ def _check_structure(path: Path, state: Any) -> None:
     epoch = state["epoch"]
     want(type(epoch) is int and 0 <= epoch <= 10**7, f"epoch {epoch!r} is not an int in [0, 10**7]")
     want(type(state["seed"]) is int and state["seed"] >= 0, f"seed {state['seed']!r} is not an int >= 0")
-    want(isinstance(state["config"], dict), "config is not a dict")
+    want(isinstance(state["config"], dict) and all(
+        isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str))) for k, v in state["config"].items()),
+        "config is not a dict of plain values")
     identity = state["identity"]
     want(isinstance(identity, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in identity.items()),
          "identity is not a dict of strings")
@@ -590,7 +598,19 @@ def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
         raise ValueError(f"{ckpt_path} exists; pass resume=True (--resume) to continue that run, "
                          "or choose another output folder")
     state = load_checkpoint(ckpt_path)
-    _check_resume_config(ckpt_path, state["config"], asdict(config), state["seed"], int(seed))
+    try:
+        _check_fits(ckpt_path, state, model, train_set, test_set, config, int(seed), identity)
+    except (FileFormatError, ValueError):
+        raise
+    except Exception as exc:  # noqa: BLE001 - a value the checks did not foresee: still one line
+        raise FileFormatError(ckpt_path, f"malformed checkpoint ({type(exc).__name__}: {exc})") from None
+    return state
+
+
+def _check_fits(ckpt_path: Path, state: dict, model: nn.Module, train_set: Dataset, test_set: Dataset | None,
+                config: TrainConfig, seed: int, identity: Mapping[str, Any] | None) -> None:
+    """The loaded checkpoint against this run: settings, identity, and every state's structure."""
+    _check_resume_config(ckpt_path, state["config"], asdict(config), state["seed"], seed)
     now = run_identity(model, train_set, test_set, identity)
     saved = state["identity"]
     differ = [k for k in sorted(set(now) | set(saved)) if now.get(k) != saved.get(k)]
@@ -620,7 +640,6 @@ def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
             problem = "GradScaler state does not match the amp setting"
     if problem is not None:
         raise FileFormatError(ckpt_path, problem)
-    return state
 
 
 def _forward_loss(forward: Callable, x: torch.Tensor, y: torch.Tensor, device: torch.device,

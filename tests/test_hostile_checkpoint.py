@@ -23,7 +23,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from test_hostile_support import check_outcome, isolated
 from torch import nn
@@ -135,6 +135,8 @@ HOSTILE = st.sampled_from([None, -1, 2**70, 1.5, float("nan"), "x", [], {}, [1] 
 @HYPOTHESIS
 @given(key=st.sampled_from(["format", "format_version", "epoch", "seed", "config", "identity", "model",
                             "optimizer", "scheduler", "scaler", "rng", "log", "extra"]), value=HOSTILE)
+@example(key="format_version", value=torch.zeros(2, 2))  # found by hypothesis: a tensor in a comparison
+@example(key="config", value={"lr": torch.zeros(2, 2)})
 def test_rewritten_checkpoint_entries(tmp_path_factory, key, value):
     state = _state()
     original = state.get(key)
