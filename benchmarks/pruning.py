@@ -9,8 +9,10 @@ reporting the median of the repeats and its ratio to ``random`` measured in the 
 for each model, density and method, n2ngraph's ``prune`` and the reference's ``prune_loop`` with
 its pruner run on the same model weights, the same batch, the same loss (cross-entropy), the same
 number of threads and the same schedule (exponential, 100 rounds for SynFlow, one otherwise),
-interleaved (``ours, peer, peer, ours, ...``), and the report gives the median times, their ratio
-(peer / ours: above 1 means n2ngraph is faster) and the Jaccard index of the two mask sets
+interleaved (``ours, peer, peer, ours, ...``), and the report gives the median wall times, their
+ratio (peer / ours: above 1 means n2ngraph is faster), the same for the process CPU times (with
+one thread, the CPU time is the robust figure on a shared, oversubscribed machine: it does not
+count the time spent waiting for a core) and the Jaccard index of the two mask sets
 (kept weights in both / kept in either, over all prunable weights) in the same run. With
 ``--peer-float64`` the reference's SynFlow also runs once in float64, and the Jaccard of its
 float32 and float64 masks (the reference's own numerical spread) is reported beside.
@@ -240,21 +242,24 @@ def run_peer(args: argparse.Namespace) -> dict:
 
 def _compare(peer, model, model_name, method, density, data, args) -> dict:
     ours_t, peer_t, ours_masks, peer_masks = [], [], None, None
+    ours_cpu, peer_cpu = [], []
     for rep in range(args.repeats):
         order = ("ours", "peer") if rep % 2 == 0 else ("peer", "ours")
         for side in order:
             if side == "ours":
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 masks = prune(model, method, density, data=data, scope=args.scope, seed=0)
                 ours_t.append(time.perf_counter() - t0)
-                _progress(args, model_name, method, density, "ours", ours_t[-1])
+                ours_cpu.append(time.process_time() - c0)
+                _progress(args, model_name, method, density, "ours", ours_t[-1], ours_cpu[-1])
                 ours_masks = ours_masks or masks
             else:
                 work = peer.masked_copy(model)
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 masks = peer.run(work, method, density, data, args.scope, args.train_mode)
                 peer_t.append(time.perf_counter() - t0)
-                _progress(args, model_name, method, density, "peer", peer_t[-1])
+                peer_cpu.append(time.process_time() - c0)
+                _progress(args, model_name, method, density, "peer", peer_t[-1], peer_cpu[-1])
                 peer_masks = peer_masks or masks
                 del work
     row = {
@@ -266,12 +271,17 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
         "peer_s": statistics.median(peer_t),
         "ours_times_s": ours_t,
         "peer_times_s": peer_t,
+        "ours_cpu_s": statistics.median(ours_cpu),
+        "peer_cpu_s": statistics.median(peer_cpu),
+        "ours_cpu_times_s": ours_cpu,
+        "peer_cpu_times_s": peer_cpu,
         "kept_ours": sum(int(m.sum()) for m in ours_masks.values()),
         "kept_peer": sum(int(m.sum()) for m in peer_masks.values()),
         "jaccard": jaccard(ours_masks, peer_masks),
         "loadavg": os.getloadavg(),
     }
     row["speedup"] = row["peer_s"] / row["ours_s"]
+    row["cpu_speedup"] = row["peer_cpu_s"] / row["ours_cpu_s"]
     if args.peer_float64 and method == "synflow":
         with _default_dtype(torch.float64):  # its all-ones input follows the default dtype
             masks64 = peer.run(
@@ -284,17 +294,21 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
     return row
 
 
-def _progress(args, model_name, method, density, side, seconds) -> None:
+def _progress(args, model_name, method, density, side, seconds, cpu) -> None:
     if args.verbose:
         load = os.getloadavg()[0]
-        print(f"  {model_name} d={density:g} {method} {side}: {seconds:.2f} s (load {load:.2f})",
-              flush=True)
+        print(
+            f"  {model_name} d={density:g} {method} {side}: {seconds:.2f} s, CPU {cpu:.2f} s"
+            f" (load {load:.2f})",
+            flush=True,
+        )
 
 
 def _format(row: dict) -> str:
     text = (
         f"{row['model']:>9} d={row['density']:<5g} {row['method']:>9}: ours {row['ours_s']:7.2f} s"
         f"  peer {row['peer_s']:7.2f} s  peer/ours {row['speedup']:5.2f}x"
+        f" (CPU time {row['ours_cpu_s']:.2f} vs {row['peer_cpu_s']:.2f} s: {row['cpu_speedup']:.2f}x)"
         f"  Jaccard {row['jaccard']:.4f}  kept {row['kept_ours']:,} vs {row['kept_peer']:,}"
     )
     if "jaccard_peer32_peer64" in row:
