@@ -35,12 +35,14 @@ import scipy.sparse as sp
 from n2ngraph.diffusion._chebyshev import chebyshev_engine, chebyshev_terms
 from n2ngraph.diffusion._expm import DENSE_MAX_NODES, dense_engine, expm_engine
 from n2ngraph.diffusion._krylov import (
+    DECAY_FLOOR,
     DEFAULT_BASIS_BYTES,
     Lanczos,
     NumpyBackend,
     _run_to_tolerance,
     basis_steps,
 )
+from n2ngraph.diffusion._legs import KRYLOV_LEG_DECAY, LEG_DECAY, chained
 from n2ngraph.diffusion._problem import (
     DiffusionAccuracyWarning,
     HeatProblem,
@@ -49,14 +51,18 @@ from n2ngraph.diffusion._problem import (
     as_times,
     build_problem,
     laplacian_matrix,
+    power_of_two_scale,
+    safe_norms,
 )
 from n2ngraph.diffusion._scree import algebraic_connectivity_of, scree_values
 
 __all__ = [
     "ENGINES",
     "DiffusionAccuracyWarning",
+    "HeatSignature",
     "algebraic_connectivity",
     "connectivity_distance",
+    "heat_escaped",
     "heat_signature",
     "laplacian",
     "saturation_time",
@@ -68,18 +74,39 @@ DEFAULT_RTOL = 1e-10
 
 
 # ------------------------------------------------------------------------------------- engines
+# Every engine computes the decaying part exp(-tL) v of a start vector v orthogonal to the null
+# space, for sorted positive finite times, to ``rtol`` relative to its own norm (v0_norm = 0) or
+# to ``rtol * sqrt(v0_norm^2 + ||exp(-tL) v||^2)`` when a null-space norm is given.
 def _krylov(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
-    lz = Lanczos(NumpyBackend(problem), v, basis_steps(problem.n, max_basis_bytes))
-    ok = _run_to_tolerance(lz, times, v0_norm, rtol)
-    return lz.evaluate(times), lz.bound(times), ok
+    steps = basis_steps(problem.n, max_basis_bytes)
+
+    def step(w, rel, scale):
+        lz = Lanczos(NumpyBackend(problem), w, steps)
+        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol)
+        return lz.evaluate(rel), lz.bound(rel), ok
+
+    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
 
 
-def _chebyshev(problem, v, times, *, rtol, v0_norm, **_):
-    return chebyshev_engine(problem, v, times, rtol=rtol, v0_norm=v0_norm)
+def _chebyshev(problem, v, times, *, rtol, **_):
+    def step(w, rel, scale):
+        # each leg to rtol relative to its own result: aimed at the decay a leg is cut for
+        # (w has norm 1), then, if the result is smaller, at the observed norms
+        D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
+                                       norm_floor=np.exp(-2.0 * LEG_DECAY))
+        norms = safe_norms(D)
+        if np.any(bound > rtol * norms):
+            D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
+                                           norm_floor=0.5 * norms)
+            norms = safe_norms(D)
+        return D, bound, bool(np.all(bound <= rtol * np.maximum(norms, DECAY_FLOOR)))
+
+    return chained(step, problem, v, times)
 
 
 def _expm(problem, v, times, **_):
-    return expm_engine(problem, v, times), None, True
+    return chained(lambda w, rel, scale: (expm_engine(problem, w, rel), None, True), problem, v,
+                   times, decay=KRYLOV_LEG_DECAY)
 
 
 def _dense(problem, v, times, **_):
@@ -90,9 +117,12 @@ def _torch(problem, v, times, *, rtol, v0_norm, device=None,
            max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
     from n2ngraph.diffusion._torch import torch_engine
 
-    S, lz, ok = torch_engine(problem, v, times, rtol=rtol, v0_norm=v0_norm, device=device,
-                             max_basis_bytes=max_basis_bytes)
-    return S, lz.bound(times), ok
+    def step(w, rel, scale):
+        S, lz, ok = torch_engine(problem, w, rel, rtol=rtol, v0_norm=v0_norm / scale,
+                                 device=device, max_basis_bytes=max_basis_bytes)
+        return S, lz.bound(rel), ok
+
+    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
 
 
 # Rough per-operation costs (nanoseconds on one core) for method='auto'; only their ratios matter.
@@ -104,12 +134,14 @@ _NS_PER_EIGH_FLOP = 0.1  # dense eigh with vectors, per n^3
 def _predicted_costs(problem: HeatProblem, times: np.ndarray, rtol: float) -> dict[str, float]:
     n, nnz, T = problem.n, problem.nnz, len(times)
     mv = _NS_PER_NNZ * nnz + _NS_PER_VEC_ENTRY * n
+    # the legs of chebyshev / expm_multiply stop once the decaying part is below DECAY_FLOOR
+    t_max = min(float(times[-1]), -np.log(DECAY_FLOOR) / max(problem.decay_lb, 1e-300))
     costs = {}
     costs["dense"] = _NS_PER_EIGH_FLOP * n**3 + _NS_PER_VEC_ENTRY * T * n * n if n <= DENSE_MAX_NODES else np.inf
-    K = chebyshev_terms(problem.lam_max, float(times[-1]), rtol)
+    K = chebyshev_terms(problem.lam_max, min(t_max, 1e12), rtol)
     costs["chebyshev"] = K * (mv + _NS_PER_VEC_ENTRY * T * n)
     # Al-Mohy & Higham: about 1.5 t ||A||_1 matvecs for double precision (||L||_1 <= lam_max)
-    costs["expm_multiply"] = (1.5 * float(times[-1]) * problem.lam_max + 10 * T) * mv
+    costs["expm_multiply"] = (1.5 * t_max * problem.lam_max + 10 * T) * mv
     return costs
 
 
@@ -129,14 +161,31 @@ def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYT
             return _torch(problem, v, times, rtol=rtol, v0_norm=v0_norm,
                           max_basis_bytes=max_basis_bytes)
     alt = min(costs, key=costs.get)
+    if alt == "dense" and costs["dense"] < 1e6:  # tiny problem: one eigh beats any iteration
+        return _dense(problem, v, times)
     mv = _NS_PER_NNZ * problem.nnz + 6 * _NS_PER_VEC_ENTRY * n
-    lz = Lanczos(NumpyBackend(problem), v, basis_steps(n, max_basis_bytes))
-    ok = _run_to_tolerance(lz, times, v0_norm, rtol, max_work=costs[alt],
-                           step_cost=(mv, 4 * _NS_PER_VEC_ENTRY * n))
-    if ok:
-        return lz.evaluate(times), lz.bound(times), True
-    del lz
-    return ENGINES[alt](problem, v, times, rtol=rtol, v0_norm=v0_norm)
+    steps = basis_steps(n, max_basis_bytes)
+
+    class _UseDense(Exception):
+        pass
+
+    def step(w, rel, scale):
+        leg_costs = _predicted_costs(problem, rel, rtol)
+        leg_alt = min(leg_costs, key=leg_costs.get)
+        lz = Lanczos(NumpyBackend(problem), w, steps)
+        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol, max_work=leg_costs[leg_alt],
+                               step_cost=(mv, 4 * _NS_PER_VEC_ENTRY * n))
+        if ok:
+            return lz.evaluate(rel), lz.bound(rel), True
+        del lz
+        if leg_alt == "dense":  # one eigendecomposition serves every time: not per leg
+            raise _UseDense
+        return ENGINES[leg_alt](problem, w, rel, rtol=rtol, v0_norm=v0_norm / scale)
+
+    try:
+        return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
+    except _UseDense:
+        return _dense(problem, v, times)
 
 
 #: engine name -> callable ``(problem, v, times, *, rtol, v0_norm, **options)`` returning
@@ -190,36 +239,113 @@ def laplacian(g, *, normalized: bool = False, weighted: bool = False) -> sp.csr_
     return L
 
 
-def _signature(g, t, sources, method, weighted, normalized, rtol, device, max_basis_bytes):
+class _Parts:
+    """What a signature is made of (scaled units): ``S = scale * (saturated + decaying)`` for
+    ``0 < t < inf``, ``S = sources`` at ``t = 0`` and ``scale * saturated`` at ``t = inf``."""
+
+    __slots__ = ("decaying", "digest", "saturated", "scale", "sources", "times")
+
+    def __init__(self, times, sources, scale, saturated, decaying):
+        self.times, self.sources, self.scale = times, sources, scale
+        self.saturated, self.decaying = saturated, decaying
+        self.digest = None
+
+
+def _digest(a: np.ndarray) -> bytes:
+    import hashlib
+
+    return hashlib.blake2b(np.ascontiguousarray(a).view(np.uint8), digest_size=16).digest()
+
+
+class HeatSignature(np.ndarray):
+    """The array that :func:`heat_signature` returns: a plain float64 ``ndarray`` of shape
+    ``(T, n)`` or ``(n,)`` that also remembers its exact saturated part ``S(inf)`` and its
+    decaying part ``S(t) - S(inf)``, each to its own relative accuracy.
+
+    :func:`connectivity_distance` (``reference_signature=``) and :func:`heat_escaped` use those
+    parts, so differences that are far below the rounding of ``S`` itself (``F`` at
+    ``t lambda_2 >= 100`` is often below ``1e-16 ||S||``) stay accurate. Any new array derived
+    from it (a slice, ``S + 0``, a copy) is an ordinary signature without the parts, and an
+    edited signature is detected (its checksum) and treated as a plain array. The parts survive
+    pickling (e.g. to Dask workers).
+    """
+
+    def __array_finalize__(self, obj):
+        self._parts = None
+
+    def __reduce__(self):
+        fn, args, state = super().__reduce__()
+        return fn, args, (state, self._parts)
+
+    def __setstate__(self, state):
+        base, parts = state
+        super().__setstate__(base)
+        self._parts = parts
+
+    def parts(self) -> _Parts | None:
+        """The decomposition, or None when this array is derived from a signature or edited."""
+        p = getattr(self, "_parts", None)
+        if p is None or p.digest != _digest(np.asarray(self)):
+            return None
+        return p
+
+
+def _signature_parts(g, t, sources, method, weighted, normalized, rtol, device, max_basis_bytes):
+    """``(times, scalar, problem, parts)``; the engines only ever see the decaying part of the
+    sources scaled by a power of two, at times below the proven saturation time."""
     engine = _engine(method)
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     times, scalar = as_times(t)
     problem = build_problem(g, weighted=weighted, normalized=normalized)
     A = as_sources(g, sources, problem.n)
-    v0, vr = problem.split(A)
-    out = np.empty((len(times), problem.n))
-    out[times == 0] = A
-    out[np.isinf(times)] = v0
+    scale = power_of_two_scale(A)
+    As = A / scale  # exact: a power of two
+    v0, vr = problem.split(As)
+    D = np.zeros((len(times), problem.n))
+    D[times == 0] = vr
     finite = np.isfinite(times) & (times > 0)
-    if finite.any():
+    vr_norm = float(np.linalg.norm(vr))
+    if finite.any() and vr_norm > 0.0 and problem.lam_max > 0.0:
         uniq, inverse = np.unique(times[finite], return_inverse=True)
-        if np.linalg.norm(vr) == 0.0 or problem.lam_max == 0.0:
-            out[finite] = v0
-        else:
-            S, bound, ok = engine(problem, vr, uniq, rtol=rtol, v0_norm=float(np.linalg.norm(v0)),
-                                  device=device, max_basis_bytes=max_basis_bytes)
+        # ||exp(-tL) vr|| <= exp(-t decay_lb) ||vr|| <= DECAY_FLOOR ||vr|| from here on: exactly
+        # saturated, whatever t (1e300, float max), without running an engine
+        t_sat = -np.log(DECAY_FLOOR) / problem.decay_lb if problem.decay_lb > 0 else np.inf
+        run = uniq < t_sat
+        Du = np.zeros((len(uniq), problem.n))
+        if run.any():
+            Dr, bound, ok = engine(problem, vr, uniq[run], rtol=rtol,
+                                   v0_norm=float(np.linalg.norm(v0)), device=device,
+                                   max_basis_bytes=max_basis_bytes)
             if not ok:
-                worst = "unknown" if bound is None else f"{np.max(bound):.3g}"
+                worst = "unknown" if bound is None else f"{np.max(bound) * scale:.3g}"
                 warnings.warn(
                     f"heat_signature(method={method!r}) stopped before reaching rtol={rtol:g} "
                     f"(largest absolute error bound {worst}); raise max_basis_bytes or use "
                     "method='chebyshev' or 'dense'",
                     DiffusionAccuracyWarning,
-                    stacklevel=3,
+                    stacklevel=4,
                 )
-            out[finite] = v0 + S[inverse]
-    return out, scalar, problem
+            Du[run] = Dr
+        D[finite] = Du[inverse]
+    return times, scalar, problem, _Parts(times, A, scale, v0, D)
+
+
+def _assemble(parts: _Parts, scalar: bool) -> HeatSignature:
+    times = parts.times
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = (parts.saturated[None, :] + parts.decaying) * parts.scale
+        out[np.isinf(times)] = parts.saturated * parts.scale
+    out[times == 0] = parts.sources
+    if not np.all(np.isfinite(out)):
+        raise ValueError(
+            "the heat signature overflows float64 (sources near the float64 limit, amplified by "
+            "the normalized Laplacian); scale the sources down"
+        )
+    sig = (out[0] if scalar else out).view(HeatSignature)
+    parts.digest = _digest(np.asarray(sig))
+    sig._parts = parts
+    return sig
 
 
 def heat_signature(
@@ -295,9 +421,9 @@ def heat_signature(
     array([[1. , 0. ],
            [0.5, 0.5]])
     """
-    out, scalar, _ = _signature(g, t, sources, method, weighted, normalized, rtol, device,
-                                max_basis_bytes)
-    return out[0] if scalar else out
+    _, scalar, _, parts = _signature_parts(g, t, sources, method, weighted, normalized, rtol,
+                                           device, max_basis_bytes)
+    return _assemble(parts, scalar)
 
 
 def _node_set(g):
@@ -308,14 +434,23 @@ def _node_set(g):
     raise TypeError(f"expected a NetworkGraph or a scipy.sparse adjacency, got {type(g).__name__}")
 
 
-def connectivity_distance(reference, g, t, *, sources=None, **options) -> float | np.ndarray:
+def connectivity_distance(reference, g, t, *, sources=None, reference_signature=None,
+                          **options) -> float | np.ndarray:
     """Connectivity distance ``F(t) = ||S_ref(t) - S(t)||_2`` (PAPER.md, N2NSkip eq. for F).
 
     Both signatures are computed with the same options, the same ``t`` and the same sources (by
     default the input nodes, which coincide because the node sets must). Lower ``F`` means
     connectivity closer to the reference. At ``t = inf``, ``F`` is 0 for a connected ``g`` and
     measures the heat trapped by disconnection otherwise; at finite ``t`` it measures how fast
-    heat spreads (``docs/diffusion.md`` recommends ``t`` of about 1-4 / lambda_2 of the reference).
+    heat spreads (``docs/diffusion.md`` recommends ``t`` of about 1-4 / lambda_2 of the reference,
+    and explains when ``F`` alone cannot tell faster from slower spreading).
+
+    ``F`` is computed from the parts of the signatures: ``S(inf)`` (exact, from connected
+    components) and the decaying part ``S(t) - S(inf)`` (to ``rtol`` relative to its own norm).
+    When both graphs have the same components, ``S_ref(inf) = S(inf)`` bit for bit and
+    ``F = ||(S_ref - S_ref(inf)) - (S - S(inf))||``, so ``F`` stays accurate far below the
+    rounding of ``S``: its absolute error is at most about
+    ``rtol (||S_ref(t) - S_ref(inf)|| + ||S(t) - S(inf)||) + 1e-300 ||A||``.
 
     Parameters
     ----------
@@ -326,12 +461,25 @@ def connectivity_distance(reference, g, t, *, sources=None, **options) -> float 
         Diffusion times (see :func:`heat_signature`).
     sources : array_like of shape (n,), optional
         Initial heat, shared by both graphs.
+    reference_signature : array of shape (T, n) (or (n,) for scalar ``t``), optional
+        ``heat_signature(reference, t, ...)`` computed before, with the same ``t``, sources and
+        options; it is used instead of recomputing (e.g. one reference for many variants). The
+        array that :func:`heat_signature` returns keeps the accuracy above; any other array
+        (a copy, a loaded file) is used as it is, and ``F`` is then limited to about
+        ``1e-16 ||S||`` absolute.
     **options
-        ``method``, ``weighted``, ``normalized``, ``rtol``, ``device`` as in :func:`heat_signature`.
+        ``method``, ``weighted``, ``normalized``, ``rtol``, ``device``, ``max_basis_bytes`` as in
+        :func:`heat_signature`.
 
     Returns
     -------
     float or ndarray of shape (T,)
+
+    Raises
+    ------
+    ValueError
+        Other node sets; a ``reference_signature`` of the wrong shape, with non-finite entries,
+        or made at other times or from other sources; ``F`` beyond the float64 range.
     """
     a, b = _node_set(reference), _node_set(g)
     if a != b:
@@ -341,10 +489,132 @@ def connectivity_distance(reference, g, t, *, sources=None, **options) -> float 
         )
     if sources is None and not sp.issparse(reference):
         sources = as_sources(reference, None, reference.num_nodes)
-    s_ref = heat_signature(reference, t, sources=sources, **options)
-    s = heat_signature(g, t, sources=sources, **options)
-    dist = np.linalg.norm(s_ref - s, axis=-1)
-    return float(dist) if np.ndim(dist) == 0 else dist
+    sig_args = _signature_args(options)
+    times, scalar, problem, parts = _signature_parts(g, t, sources, *sig_args)
+    n = problem.n
+    if reference_signature is None:
+        ref_parts = _signature_parts(reference, t, sources, *sig_args)[3]
+        ref_plain = None
+    else:
+        ref_parts, ref_plain = _reference_parts(reference_signature, times, scalar, n, parts)
+    with np.errstate(over="ignore", invalid="ignore"):
+        if ref_parts is not None:
+            dist = _distance_from_parts(ref_parts, parts)
+        else:
+            S = _assemble(parts, False)
+            dist = np.linalg.norm(np.asarray(ref_plain) - np.asarray(S), axis=-1)
+    if not np.all(np.isfinite(dist)):
+        raise ValueError("F overflows float64 (sources near the float64 limit); scale the sources down")
+    return float(dist[0]) if scalar else dist
+
+
+def _signature_args(options):
+    allowed = {"method", "weighted", "normalized", "rtol", "device", "max_basis_bytes"}
+    unknown = set(options) - allowed
+    if unknown:
+        raise TypeError(f"unexpected options {sorted(unknown)}; accepted: {sorted(allowed)}")
+    return (options.get("method", "auto"), options.get("weighted", False),
+            options.get("normalized", False), options.get("rtol", DEFAULT_RTOL),
+            options.get("device"), options.get("max_basis_bytes", DEFAULT_BASIS_BYTES))
+
+
+def _reference_parts(sig, times, scalar, n, parts):
+    """Validate a precomputed reference signature; its parts when it still has them."""
+    expected = (n,) if scalar else (len(times), n)
+    arr = np.asarray(sig)
+    if arr.shape != expected:
+        raise ValueError(
+            f"reference_signature must have shape {expected} (heat_signature(reference, t) for "
+            f"these t), got {arr.shape}"
+        )
+    if not np.issubdtype(arr.dtype, np.number) or not np.all(np.isfinite(arr)):
+        raise ValueError("reference_signature must be a finite numeric array")
+    ref = sig.parts() if isinstance(sig, HeatSignature) else None
+    if ref is not None:
+        if not np.array_equal(ref.times, times):
+            raise ValueError(
+                "reference_signature was computed at other times than t: "
+                f"{ref.times[:4].tolist()} vs {times[:4].tolist()}"
+            )
+        if not np.array_equal(ref.sources, parts.sources):
+            raise ValueError("reference_signature was computed from other sources than these")
+    return ref, arr.reshape(len(times), n)
+
+
+def _distance_from_parts(ref: _Parts, cur: _Parts) -> np.ndarray:
+    times = cur.times
+    scale = cur.scale  # same sources, same scale
+    d0 = ref.saturated - cur.saturated
+    diff = d0[None, :] + (ref.decaying - cur.decaying)
+    diff[np.isinf(times)] = d0
+    dist = np.linalg.norm(diff, axis=1) * scale
+    dist[times == 0] = 0.0  # both are the sources, exactly
+    return dist
+
+
+def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool = False,
+                 reference=None, **options) -> float | np.ndarray:
+    """Fraction of the initial heat that has left the source nodes by time ``t``::
+
+        escaped(t) = 1 - sum_{i in sources} S_i(t) / sum(A),
+
+    ``S(t) = exp(-tL) A`` (:func:`heat_signature`), "sources" the nodes where ``A != 0`` (by
+    default the input nodes, ``A`` their indicator). It is 0 at ``t = 0`` and grows towards
+    ``1 - sum_{i in sources} S_i(inf) / sum(A)``: for a connected graph with ``L = D - W`` and the
+    default sources, ``1 - n_sources / n``. For ``L = D - W`` and ``A >= 0`` it lies in ``[0, 1]``
+    (heat is conserved and stays non-negative).
+
+    ``escaped(g, t) - escaped(reference, t)`` says which way ``g`` differs from the reference,
+    which ``F`` cannot: ``> 0`` when heat leaves the sources faster than in the reference,
+    ``< 0`` when slower (``docs/diffusion.md``).
+
+    Parameters
+    ----------
+    g : NetworkGraph or scipy.sparse matrix
+    t : float or array_like of shape (T,)
+        Diffusion times ``>= 0`` (``inf`` allowed).
+    sources : array_like of shape (n,), optional
+        Initial heat ``A`` (required for a sparse adjacency); ``sum(A)`` must not be 0.
+    weighted, normalized : bool
+        Which Laplacian (see :func:`laplacian`).
+    reference : NetworkGraph or scipy.sparse matrix, optional
+        If given, return ``escaped(g, t) - escaped(reference, t)``, computed from the decaying
+        parts (accurate where both are saturated to within ``1e-16``, where subtracting two
+        results of this function would only return rounding).
+    **options
+        ``method``, ``rtol``, ``device``, ``max_basis_bytes`` as in :func:`heat_signature`.
+
+    Returns
+    -------
+    float or ndarray of shape (T,)
+
+    Examples
+    --------
+    >>> import numpy as np, scipy.sparse as sp
+    >>> W = sp.csr_array(np.array([[0, 1.0], [1.0, 0]]))
+    >>> heat_escaped(W, [0.0, np.inf], sources=[1.0, 0.0])
+    array([0. , 0.5])
+    """
+    sig_args = _signature_args({**options, "weighted": weighted, "normalized": normalized})
+    times, scalar, problem, parts = _signature_parts(g, t, sources, *sig_args)
+    total = float(np.sum(parts.sources / parts.scale))
+    if total == 0.0:
+        raise ValueError("heat_escaped needs sources whose sum is not 0 (it divides by sum(A))")
+    on = parts.sources != 0
+    kept0 = float(np.sum(parts.saturated[on]))
+    kept_d = parts.decaying[:, on].sum(axis=1)
+    if reference is None:
+        out = 1.0 - (kept0 + kept_d) / total
+        out[np.isinf(times)] = 1.0 - kept0 / total
+    else:
+        if _node_set(reference) != _node_set(g):
+            raise ValueError("heat_escaped(reference=...) needs graphs on the same node set")
+        ref = _signature_parts(reference, t, parts.sources, *sig_args)[3]
+        r0 = float(np.sum(ref.saturated[on]))
+        out = ((r0 - kept0) + (ref.decaying[:, on].sum(axis=1) - kept_d)) / total
+        out[np.isinf(times)] = (r0 - kept0) / total
+    out[times == 0] = 0.0
+    return float(out[0]) if scalar else out
 
 
 def scree(g, K, t, *, weighted: bool = False, normalized: bool = False, method: str = "auto",
@@ -447,7 +717,8 @@ def saturation_time(g, eps: float, *, sources=None, weighted: bool = False,
     r0 = float(np.linalg.norm(vr))
     if r0 <= eps:
         return 0.0
-    lz = Lanczos(NumpyBackend(problem), vr, basis_steps(problem.n, DEFAULT_BASIS_BYTES))
+    lz = Lanczos(NumpyBackend(problem), vr, basis_steps(problem.n, DEFAULT_BASIS_BYTES),
+                 shifted=False)
     # ||exp(-tL) A'|| >= exp(-t lam_max) ||A'||: no crossing before t_lo
     t_lo = np.log(r0 / eps) / problem.lam_max
     t_hi = t_lo

@@ -48,9 +48,11 @@ def chebyshev_terms(lam_max: float, t: float, tol: float) -> int:
 
 
 def chebyshev_engine(problem, v: np.ndarray, times: np.ndarray, *, rtol: float, v0_norm: float,
-                     max_terms: int = MAX_TERMS):
+                     max_terms: int = MAX_TERMS, norm_floor=None):
     """``exp(-t L) v`` for sorted positive finite ``times``, shape ``(T, n)``; also the per-t
-    truncation bounds and whether every bound met its target."""
+    truncation bounds and whether every bound met its target. ``norm_floor`` (per t) is an
+    estimate of ``||exp(-tL) v||`` to aim the truncation at, used where it exceeds the a priori
+    lower bound ``exp(-t lam_max) ||v||``."""
     lam = problem.lam_max
     vnorm = float(np.linalg.norm(v))
     out = np.zeros((len(times), v.size))
@@ -58,9 +60,10 @@ def chebyshev_engine(problem, v: np.ndarray, times: np.ndarray, *, rtol: float, 
         out[:] = v
         return out, np.zeros(len(times)), True
     coefs, bounds, met = [], [], True
-    for t in times:
+    est = np.zeros(len(times)) if norm_floor is None else np.broadcast_to(norm_floor, len(times))
+    for t, guess in zip(times, est):
         # ||S(t)|| >= sqrt(||P0 v||^2 + exp(-2 t lam_max) ||v'||^2)
-        floor = np.sqrt(v0_norm**2 + np.exp(-2.0 * t * lam) * vnorm**2)
+        floor = max(np.sqrt(v0_norm**2 + np.exp(-2.0 * t * lam) * vnorm**2), float(guess))
         c, tail = _coefficients(0.5 * t * lam, rtol * floor / vnorm)
         met = met and c.size <= max_terms and tail * vnorm <= rtol * floor
         coefs.append(c[:max_terms])

@@ -13,7 +13,17 @@ import numpy as np
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-__all__ = ["DiffusionAccuracyWarning", "HeatProblem", "as_sources", "as_times", "build_problem"]
+__all__ = [
+    "DiffusionAccuracyWarning",
+    "HeatProblem",
+    "adjacency_of",
+    "as_sources",
+    "as_times",
+    "build_problem",
+    "laplacian_matrix",
+    "power_of_two_scale",
+    "safe_norms",
+]
 
 
 class DiffusionAccuracyWarning(RuntimeWarning):
@@ -36,25 +46,57 @@ def _is_graph(g) -> bool:
     return isinstance(g, NetworkGraph)
 
 
+def _check_block_weights(g) -> None:
+    """Refuse negative or non-finite pair weights, naming the block and the channel pair."""
+    for b in g.blocks:
+        pw = b.pair_weight
+        if b.mask is None or pw is None:
+            continue
+        kept = b.pair_mask()
+        bad = kept & ~(np.isfinite(pw) & (pw >= 0))
+        if bad.any():
+            r, c = (int(i[0]) for i in np.nonzero(bad))
+            raise ValueError(
+                f"block {b.name!r} ({b.src} -> {b.dst}) has pair weight {float(pw[r, c])!r} at "
+                f"(out {r}, in {c}); heat diffusion needs finite weights >= 0 (0 is allowed: "
+                "the pair then carries no heat)"
+            )
+
+
 def adjacency_of(g, *, weighted: bool) -> sp.csr_array:
-    """Validated symmetric, non-negative CSR adjacency of a NetworkGraph or a sparse matrix."""
+    """Validated symmetric, non-negative CSR adjacency of a NetworkGraph or a sparse matrix.
+
+    Weights must be finite and ``>= 0``; a zero weight is allowed and joins nothing (the pair
+    carries no heat, as if it were absent). A NetworkGraph's pair weights are checked block by
+    block (the error names the block); a sparse matrix's entries are checked one by one (the
+    error names the entry).
+    """
     if _is_graph(g):
-        return sp.csr_array(g.adjacency(weighted=weighted))
+        if weighted:
+            _check_block_weights(g)
+        W = sp.csr_array(g.adjacency(weighted=weighted))
+        _check_degrees(W)
+        return W
     if not sp.issparse(g):
         raise TypeError(
             f"expected a n2ngraph.NetworkGraph or a scipy.sparse adjacency matrix, got "
             f"{type(g).__name__}"
         )
-    W = sp.csr_array(g, dtype=np.float64)
-    if W.ndim != 2 or W.shape[0] != W.shape[1]:
-        raise ValueError(f"adjacency must be square, got shape {W.shape}")
+    if g.ndim != 2 or g.shape[0] != g.shape[1]:
+        raise ValueError(f"adjacency must be square, got shape {g.shape}")
+    W = sp.csr_array(g, dtype=np.float64, copy=True)
     W.sum_duplicates()
-    if W.nnz and not np.all(np.isfinite(W.data)):
-        raise ValueError("adjacency has non-finite entries (NaN or inf); weights must be finite")
-    if W.nnz and W.data.min() < 0:
-        raise ValueError(
-            f"adjacency has negative weight {W.data.min():g}; heat diffusion needs weights >= 0"
-        )
+    if W.nnz:
+        bad = ~np.isfinite(W.data) | (W.data < 0)
+        if bad.any():
+            k = int(np.argmax(bad))
+            row = int(np.searchsorted(W.indptr, k, side="right") - 1)
+            value = float(W.data[k])
+            what = "non-finite" if not np.isfinite(value) else "negative"
+            raise ValueError(
+                f"adjacency has {what} weight {value!r} at entry ({row}, {int(W.indices[k])}); "
+                "heat diffusion needs finite weights >= 0"
+            )
     diff = abs(W - W.T)
     scale = W.data.max() if W.nnz else 0.0
     if diff.nnz and diff.max() > 1e-12 * max(scale, 1.0):
@@ -69,8 +111,19 @@ def adjacency_of(g, *, weighted: bool) -> sp.csr_array:
             stacklevel=4,
         )
         W = sp.csr_array(W - sp.diags_array(W.diagonal()))
-        W.eliminate_zeros()
+    W.eliminate_zeros()
+    _check_degrees(W)
     return W
+
+
+def _check_degrees(W: sp.csr_array) -> None:
+    with np.errstate(over="ignore"):
+        d = np.asarray(W.sum(axis=1)).ravel()
+    if d.size and not np.all(np.isfinite(d)):
+        i = int(np.argmax(~np.isfinite(d)))
+        raise ValueError(
+            f"the degree of node {i} overflows float64 (sum of its weights); rescale the weights"
+        )
 
 
 @dataclass
@@ -81,6 +134,10 @@ class HeatProblem:
     per-node null-space weights (1 for ``D - W``, ``sqrt(d)`` for the normalized Laplacian, 1 on
     isolated nodes), so component ``c``'s null vector is ``null * (labels == c)``.
     ``lam_max`` is a guaranteed upper bound of the spectrum (Gershgorin: ``2 max d``, or 2).
+    ``decay_lb`` is a guaranteed lower bound of the smallest non-zero eigenvalue (Mohar 1991,
+    doi:10.1007/BF01789463: ``lambda_2 >= 4 / (n_c diam) >= 4 / n_c^2`` on a connected graph of
+    ``n_c`` nodes; times ``w_min`` for weights, divided by ``max d`` for the normalized Laplacian),
+    so ``||exp(-tL) v'|| <= exp(-t decay_lb) ||v'||`` for ``v'`` off the null space.
     """
 
     L: sp.csr_array
@@ -89,6 +146,7 @@ class HeatProblem:
     null: np.ndarray
     lam_max: float
     normalized: bool
+    decay_lb: float = 0.0
 
     @property
     def n(self) -> int:
@@ -152,7 +210,16 @@ def build_problem(g, *, weighted: bool = False, normalized: bool = False) -> Hea
     else:
         null = np.ones(W.shape[0])
         lam_max = 2.0 * float(d.max()) if W.nnz else 0.0
-    problem = HeatProblem(L, labels.astype(np.intp), int(n_comp), null, lam_max, bool(normalized))
+    if not np.isfinite(lam_max):
+        raise ValueError("the Laplacian's spectral bound 2 max(d) overflows float64; rescale the weights")
+    decay_lb = 0.0
+    if W.nnz:
+        largest = float(np.bincount(labels).max())
+        decay_lb = 4.0 * float(W.data.min()) / largest**2
+        if normalized:
+            decay_lb /= float(d.max())
+    problem = HeatProblem(L, labels.astype(np.intp), int(n_comp), null, lam_max, bool(normalized),
+                          decay_lb)
     if cache is not None:
         cache[key] = problem
     return problem
@@ -161,7 +228,11 @@ def build_problem(g, *, weighted: bool = False, normalized: bool = False) -> Hea
 def as_times(t) -> tuple[np.ndarray, bool]:
     """Validate diffusion times: float64 1-D array (``inf`` allowed) and whether ``t`` was scalar."""
     try:
-        times = np.asarray(t, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)  # e.g. 10**400 as an int: overflow
+            times = np.asarray(t, dtype=np.float64)
+    except (OverflowError, RuntimeWarning):
+        raise ValueError(f"t = {t!r} overflows float64; diffusion times must be finite or inf") from None
     except (TypeError, ValueError):
         raise TypeError(f"t must be a number or a 1-D array of numbers, got {t!r}") from None
     scalar = times.ndim == 0
@@ -170,9 +241,33 @@ def as_times(t) -> tuple[np.ndarray, bool]:
     times = np.atleast_1d(times)
     if np.isnan(times).any():
         raise ValueError("t contains NaN; diffusion times must be >= 0 (inf allowed)")
+    if np.isneginf(times).any():
+        raise ValueError("t contains -inf; diffusion times must be >= 0 (inf allowed)")
     if (times < 0).any():
         raise ValueError(f"t must be >= 0 (inf allowed), got {times[times < 0][0]:g}")
     return times, scalar
+
+
+def safe_norms(X: np.ndarray) -> np.ndarray:
+    """2-norms of the rows of ``X`` (or of a vector) without underflow or overflow of the
+    squares: each row is divided by its largest entry first (as LAPACK's ``dnrm2`` does)."""
+    X = np.asarray(X, dtype=np.float64)
+    X2 = np.atleast_2d(X)
+    peak = np.max(np.abs(X2), axis=1) if X2.shape[1] else np.zeros(X2.shape[0])
+    safe = np.where(peak > 0, peak, 1.0)
+    out = peak * np.linalg.norm(X2 / safe[:, None], axis=1)
+    return out[0] if X.ndim == 1 else out
+
+
+def power_of_two_scale(A: np.ndarray) -> float:
+    """A power of two ``s`` with ``max |A| / s`` in ``[0.5, 1)`` (1 for ``A = 0``): diffusion is
+    linear, so engines work on ``A / s`` (exact: only the exponent changes) and results are
+    multiplied back. Sources as large as ``1e300``, whose squares overflow, and subnormal
+    sources then behave like any others."""
+    peak = float(np.max(np.abs(A))) if A.size else 0.0
+    if peak == 0.0:
+        return 1.0
+    return float(np.ldexp(1.0, np.frexp(peak)[1]))
 
 
 def as_sources(g, sources, n: int) -> np.ndarray:
@@ -187,11 +282,18 @@ def as_sources(g, sources, n: int) -> np.ndarray:
         A[g.input_nodes] = 1.0
         return A
     try:
-        A = np.array(sources, dtype=np.float64)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", RuntimeWarning)
+            A = np.array(sources, dtype=np.float64)
+    except (OverflowError, RuntimeWarning):
+        raise ValueError("sources overflow float64; initial heat must be finite") from None
     except (TypeError, ValueError):
         raise TypeError(f"sources must be a length-{n} numeric vector, got {type(sources).__name__}") from None
     if A.shape != (n,):
         raise ValueError(f"sources must have shape ({n},) (one value per node), got {A.shape}")
     if not np.all(np.isfinite(A)):
-        raise ValueError("sources contain NaN or inf; initial heat must be finite")
+        i = int(np.argmax(~np.isfinite(A)))
+        raise ValueError(
+            f"sources[{i}] = {A[i]!r}; initial heat must be finite (large finite values are fine)"
+        )
     return A
