@@ -326,24 +326,30 @@ class N2NSkip(_Skip):
                     y = F.conv2d(xg, w, None, self.stride, self.padding, self.dilation, groups=k)
         else:
             y = x.index_select(1, self.src_index) * w
-        if into is None:
-            into = y.new_zeros((y.shape[0], self.mask_shape[0], *y.shape[2:]))
+        if into is None:  # a fresh tensor: add in place (one allocation, not two)
+            out = y.new_zeros((y.shape[0], self.mask_shape[0], *y.shape[2:]))
+            return out.index_add_(1, self.dst_index, y) if k else out
         return into.index_add(1, self.dst_index, y.to(into.dtype)) if k else into
 
+    def _g(self, y: torch.Tensor) -> torch.Tensor:
+        """g on a fresh tensor no backward needs (the map's or BatchNorm's output): ReLU in place."""
+        if self.activation == "relu":
+            return F.relu_(y)
+        return _ACTIVATIONS[self.activation](y, self.activation_param)
+
     def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        g = _ACTIVATIONS[self.activation]
         if self.order == "conv-bn-act-pool" and not (a.dim() == 4 and z.dim() == 2):
             y = self.sparse_map(a)
             if self.norm is not None:
                 y = self.norm(y)
-            y = g(y, self.activation_param)
+            y = self._g(y)
             if y.dim() == 4 and self.output_size is not None and tuple(y.shape[-2:]) != self.output_size:
                 y = F.adaptive_max_pool2d(y, self.output_size)
             return z + y
         x = self._pool(a, z.dim())
         if self.activation == "identity":
             return self.sparse_map(x, into=z)
-        return z + g(self.sparse_map(x), self.activation_param)
+        return z + self._g(self.sparse_map(x))
 
     # -------------------------------------------------------- graph read-back
     def n2ngraph_mask(self) -> np.ndarray:
