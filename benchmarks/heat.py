@@ -1,4 +1,4 @@
-"""Benchmark of the heat-signature engines (issue 6), all timed in one run on the same graphs.
+"""Benchmark of the heat-signature engines, all timed in one run on the same graphs.
 
 For each graph: the paper's dense eigendecomposition route (``method="dense"``: eigh, then the
 grid), scipy's ``expm_multiply`` one ``t`` at a time (the design card's route), and each fast

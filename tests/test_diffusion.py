@@ -18,6 +18,7 @@ from n2ngraph.diffusion import (
     DiffusionAccuracyWarning,
     algebraic_connectivity,
     connectivity_distance,
+    heat_escaped,
     heat_signature,
     laplacian,
     saturation_time,
@@ -397,3 +398,195 @@ def test_lazy_top_level_exports():
     for name in ("laplacian", "heat_signature", "connectivity_distance", "scree",
                  "saturation_time", "algebraic_connectivity"):
         assert getattr(n2ngraph, name) is globals()[name]
+
+
+# ------------------------------------------------- huge t, huge sources, large-t accuracy
+def _eigh_decaying(W, A, times, normalized=False):
+    """Reference for the decaying part S(t) - S(inf) in extended form: eigh of the dense
+    Laplacian, the null space dropped, exp(-t lambda) summed mode by mode (accurate relative to
+    its own size however small it is)."""
+    from n2ngraph.diffusion._problem import build_problem
+
+    problem = build_problem(W, normalized=normalized)
+    lam, U = sl.eigh(laplacian(W, normalized=normalized).toarray())
+    c = problem.n_components
+    lam, U = lam[c:], U[:, c:]
+    coef = U.T @ (A - problem.null_part(A))
+    with np.errstate(under="ignore"):
+        return (np.exp(-np.outer(times, lam)) * coef) @ U.T, problem.null_part(A)
+
+
+HUGE_T = [1e10, 1e300, np.finfo(float).max]
+
+
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+def test_huge_finite_t_is_the_saturated_limit(method, small_mlp):
+    S = heat_signature(small_mlp, [1.0, *HUGE_T, np.inf], method=method)
+    assert np.isfinite(S).all()
+    for row in S[1:4]:
+        np.testing.assert_array_equal(row, S[4])
+    W, A = CASES["disconnected"]()
+    S = heat_signature(W, HUGE_T, sources=A, method=method)
+    expected = np.array([0.25] * 4 + [2 / 3] * 3 + [5.0])
+    np.testing.assert_allclose(S, np.tile(expected, (3, 1)), rtol=1e-15)
+
+
+@pytest.mark.parametrize("bad_t", [np.nan, -np.inf, 10**400, [1.0, np.nan]])
+def test_non_finite_or_overflowing_t_is_refused(bad_t):
+    W, A = CASES["path"]()
+    with pytest.raises(ValueError, match="t"):
+        heat_signature(W, bad_t, sources=A)
+
+
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+def test_huge_sources_are_scaled_not_overflowed(method):
+    W, A = CASES["weighted"]()
+    times = TIMES[:5]
+    S = heat_signature(W, times, sources=A, method=method)
+    big = heat_signature(W, times, sources=A * 2.0**1000, method=method)  # squares overflow
+    assert np.isfinite(big).all()
+    np.testing.assert_allclose(big / 2.0**1000, S, rtol=1e-12, atol=0)
+    huge = heat_signature(W, 1.0, sources=np.full(30, 1e300), method=method)
+    np.testing.assert_allclose(huge, 1e300, rtol=1e-12)
+    tiny = heat_signature(W, 1.0, sources=A * 1e-310, method=method)  # subnormal
+    np.testing.assert_allclose(tiny / 1e-310, heat_signature(W, 1.0, sources=A, method=method),
+                               rtol=1e-6)
+    F = connectivity_distance(W, path(30), 1.0, sources=A * 1e300, method=method)
+    assert np.isfinite(F) and F > 1e299
+
+
+@pytest.mark.parametrize("bad", [[np.inf, 0, 0], [np.nan, 1, 0], [10**400, 0, 0]])
+def test_non_finite_sources_are_refused(bad):
+    with pytest.raises(ValueError, match="finite"):
+        heat_signature(path(3), 1.0, sources=bad)
+
+
+LARGE_T_CASES = {
+    "path": lambda: (path(12), np.eye(12)[0]),
+    "disconnected": lambda: (disconnected(), np.array([1.0, 0, 0, 0, 2, 0, 0, 5])),
+    "weighted": lambda: (weighted(), np.random.default_rng(0).uniform(size=30)),
+    "mlp": lambda: (mlp_graph((48, 16, 8, 4), 0.3, seed=2, skip_fraction=0.5).adjacency(),
+                    np.r_[np.ones(48), np.zeros(28)]),
+}
+
+
+@pytest.mark.parametrize("method", ENGINE_NAMES)
+@pytest.mark.parametrize("case", sorted(LARGE_T_CASES))
+def test_decaying_part_relative_accuracy_at_large_t(method, case):
+    """S(t) - S(inf) to ~rtol of its own size at t lambda_2 from 1 to 300 (down to ~1e-130),
+    where it is far below the rounding of S itself."""
+    W, A = LARGE_T_CASES[case]()
+    lam2 = min(x for x in np.linalg.eigvalsh(laplacian(W).toarray()) if x > 1e-9)
+    # expm_multiply's work grows with t ||L||: up to t lambda_2 = 100 only, to keep tests fast
+    times = np.array([1.0, 10.0, 100.0] + ([] if method == "expm_multiply" else [300.0])) / lam2
+    ref, sat = _eigh_decaying(W, A, times)
+    S = heat_signature(W, times, sources=A, method=method)
+    parts = S.parts()
+    D = parts.decaying * parts.scale
+    np.testing.assert_array_equal(parts.saturated * parts.scale, sat)
+    assert (rel_err(D, ref) < 1e-8).all(), rel_err(D, ref)
+    # F between two graphs with the same components = the difference of decaying parts
+    W2 = sp.csr_array(W * 1.5)
+    ref2, _ = _eigh_decaying(W2, A, times)
+    F = connectivity_distance(W, W2, times, sources=A, method=method)
+    F_ref = np.linalg.norm(ref - ref2, axis=1)
+    np.testing.assert_allclose(F, F_ref, rtol=1e-7)
+    assert F[-1] < 1e-30  # far below the 1e-16 * ||S|| that subtracting signatures could give
+
+
+def test_connectivity_distance_with_reference_signature(small_mlp):
+    ref_graph = mlp_graph((192, 32, 16, 8, 4, 10), 1.0, seed=0)
+    t = np.array([0.0, 0.01, 0.1, 1.0, 30.0, np.inf])
+    F = connectivity_distance(ref_graph, small_mlp, t)
+    S_ref = heat_signature(ref_graph, t)
+    np.testing.assert_array_equal(connectivity_distance(ref_graph, small_mlp, t,
+                                                        reference_signature=S_ref), F)
+    # pickling keeps the parts (Dask workers); a plain copy is used as it is
+    import pickle
+
+    again = pickle.loads(pickle.dumps(S_ref))
+    np.testing.assert_array_equal(connectivity_distance(ref_graph, small_mlp, t,
+                                                        reference_signature=again), F)
+    plain = np.array(S_ref)
+    np.testing.assert_allclose(connectivity_distance(ref_graph, small_mlp, t,
+                                                     reference_signature=plain), F,
+                               rtol=1e-10, atol=1e-13)
+    edited = heat_signature(ref_graph, t)
+    edited[1, 0] += 1.0  # checksum no longer matches: treated as a plain array
+    assert edited.parts() is None
+    s1 = connectivity_distance(ref_graph, small_mlp, 1.0, reference_signature=S_ref[3].copy())
+    assert s1 == pytest.approx(F[3], rel=1e-10)
+    with pytest.raises(ValueError, match="shape"):
+        connectivity_distance(ref_graph, small_mlp, t, reference_signature=S_ref[:3])
+    with pytest.raises(ValueError, match="other times"):
+        connectivity_distance(ref_graph, small_mlp, t * 2, reference_signature=S_ref)
+    with pytest.raises(ValueError, match="finite"):
+        connectivity_distance(ref_graph, small_mlp, t, reference_signature=plain * np.nan)
+
+
+# ---------------------------------------------------------------------------- heat_escaped
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_heat_escaped_matches_dense_expm(case):
+    W, A = CASES[case]()
+    A = np.abs(A)
+    on = A != 0
+    times = np.array([0.0, 1e-3, 0.1, 1.0, 10.0])
+    ref = expm_reference(W, A, times)
+    expected = 1.0 - ref[:, on].sum(axis=1) / A.sum()
+    got = heat_escaped(W, times, sources=A)
+    np.testing.assert_allclose(got, expected, rtol=1e-9, atol=1e-12)
+    assert got[0] == 0.0 and np.all((got >= 0) & (got <= 1))
+    sat = heat_signature(W, np.inf, sources=A)
+    assert heat_escaped(W, np.inf, sources=A) == pytest.approx(1 - sat[on].sum() / A.sum(), abs=1e-15)
+
+
+def test_heat_escaped_network_graph_defaults(small_mlp):
+    n, k = small_mlp.num_nodes, small_mlp.input_nodes.size
+    e = heat_escaped(small_mlp, [0.0, 1.0, np.inf])
+    assert e[0] == 0.0 and 0 < e[1] < e[2]
+    sat = heat_signature(small_mlp, np.inf)
+    assert e[2] == pytest.approx(1 - sat[small_mlp.input_nodes].sum() / k, rel=1e-12)
+    connected = mlp_graph((192, 32, 16, 8, 4, 10), 1.0, seed=0)
+    assert heat_escaped(connected, np.inf) == pytest.approx(1 - k / n, rel=1e-12)  # spreads evenly
+    assert isinstance(heat_escaped(small_mlp, 1.0), float)
+    ref = mlp_graph((192, 32, 16, 8, 4, 10), 1.0, seed=0)
+    t = np.array([0.1, 1.0, 1e3])
+    diff = heat_escaped(small_mlp, t, reference=ref)
+    np.testing.assert_allclose(diff[:2], heat_escaped(small_mlp, t[:2]) - heat_escaped(ref, t[:2]),
+                               atol=1e-12)
+    with pytest.raises(ValueError, match="sum"):
+        heat_escaped(path(3), 1.0, sources=[1.0, -1.0, 0.0])
+
+
+# ------------------------------------------------------------------------ weight validation
+@pytest.mark.parametrize("bad", [-0.5, np.inf, np.nan])
+def test_bad_pair_weights_name_the_block(bad):
+    groups = (NodeGroup("input", 0, 3), NodeGroup("h", 3, 2))
+    mask = np.array([[1, 1, 0], [0, 1, 1]], bool)
+    pw = np.array([[0.5, 2.0, 0.0], [0.0, 1.0, 3.0]], np.float32)
+    block = EdgeBlock("fc1", "input", "h", "sequential", mask, pw)
+    g = NetworkGraph(groups, (block,))
+    # NetworkGraph refuses such weights itself; diffusion checks again (e.g. a block edited after)
+    bad_pw = pw.copy()
+    bad_pw[1, 1] = bad
+    object.__setattr__(block, "pair_weight", bad_pw)
+    with pytest.raises(ValueError, match=r"block 'fc1'.*\(out 1, in 1\)"):
+        laplacian(g, weighted=True)
+    with pytest.raises(ValueError, match="block 'fc1'"):
+        heat_signature(g, 1.0, weighted=True)
+    heat_signature(g, 1.0)  # the binary adjacency does not use the weights
+
+
+def test_zero_pair_weights_carry_no_heat():
+    groups = (NodeGroup("input", 0, 2), NodeGroup("h", 2, 1))
+    pw = np.array([[1.0, 0.0]], np.float32)
+    g = NetworkGraph(groups, (EdgeBlock("fc1", "input", "h", "sequential", np.ones((1, 2), bool), pw),))
+    L = laplacian(g, weighted=True).toarray()
+    assert L[1].tolist() == [0.0, 0.0, 0.0]  # node 1 joined only by a zero weight: isolated
+
+
+@pytest.mark.parametrize("value", [-1.0, np.inf, np.nan])
+def test_bad_sparse_weights_name_the_entry(value):
+    W = sp.csr_array(np.array([[0, 1.0, 0], [1.0, 0, value], [0, value, 0]]))
+    with pytest.raises(ValueError, match=r"entry \(1, 2\)"):
+        laplacian(W)

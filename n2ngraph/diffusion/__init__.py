@@ -106,7 +106,7 @@ def _chebyshev(problem, v, times, *, rtol, **_):
 
 def _expm(problem, v, times, **_):
     return chained(lambda w, rel, scale: (expm_engine(problem, w, rel), None, True), problem, v,
-                   times, decay=KRYLOV_LEG_DECAY)
+                   times)
 
 
 def _dense(problem, v, times, **_):
@@ -614,6 +614,8 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
         out = ((r0 - kept0) + (ref.decaying[:, on].sum(axis=1) - kept_d)) / total
         out[np.isinf(times)] = (r0 - kept0) / total
     out[times == 0] = 0.0
+    if reference is None and not normalized and np.all(parts.sources >= 0):
+        np.clip(out, 0.0, 1.0, out=out)  # exact property there; only rounding can leave it
     return float(out[0]) if scalar else out
 
 

@@ -5,10 +5,10 @@ legs ``[t_k, t_{k+1}]`` over which the decaying part shrinks by about ``exp(-LEG
 leg starts from the previous leg's end. Two things follow:
 
 - Relative accuracy of the decaying part at any ``t``. A Chebyshev series summed in floating
-  point errs by about ``u ||w_k||`` (``u`` the unit roundoff) whatever its truncation, so one
-  series from ``t = 0`` cannot resolve ``exp(-tL) v`` once it is below ``u ||v||``; per leg the
-  error stays about ``u exp(LEG_DECAY)`` relative to the result. expm_multiply scales and
-  squares internally and is relative-accurate on its own; it gets legs for the next point.
+  point, and expm_multiply's Taylor steps, err by about ``u ||w_k||`` (``u`` the unit roundoff)
+  whatever their truncation, so one run from ``t = 0`` cannot resolve ``exp(-tL) v`` once it is
+  below ``u ||v||``; per leg the error stays about ``u exp(LEG_DECAY)`` relative to the result.
+  Lanczos legs (``KRYLOV_LEG_DECAY``) are longer: see ``_krylov`` for their large-t bound.
 - Any finite ``t``. Once ``||w_k|| <= DECAY_FLOOR ||v||`` the rest is 0 (``exp(-sL)`` is a
   contraction), so the legs end after about ``690 / (LEG_DECAY lambda)`` steps instead of an
   amount of work proportional to ``t``.
@@ -28,10 +28,11 @@ from n2ngraph.diffusion._problem import safe_norms
 
 __all__ = ["KRYLOV_LEG_DECAY", "LEG_DECAY", "chained", "rate_estimate"]
 
-#: target decay (in nats) of the decaying part over one Chebyshev leg (rounding ~ u exp(15))
+#: target decay (in nats) of the decaying part over one Chebyshev or expm_multiply leg (both err
+#: by about u ||start of the leg||, so about u exp(15) relative to the result)
 LEG_DECAY = 15.0
-#: ... over one Lanczos or expm_multiply leg (their results are formed at their own scale; the
-#: length is limited by how well one basis resolves the slowest modes, see ``_krylov``)
+#: ... over one Lanczos leg (its result is formed at its own scale; the length is limited by how
+#: well one basis resolves the slowest modes, see ``_krylov``)
 KRYLOV_LEG_DECAY = 100.0
 
 

@@ -1,6 +1,6 @@
 """Spectra: scree diagrams alpha(K, t) and the algebraic connectivity lambda_2.
 
-Measured pitfalls designed around (issue 6): ``eigsh(which="SA")`` misses repeated eigenvalues of
+Measured pitfalls designed around: ``eigsh(which="SA")`` misses repeated eigenvalues of
 layered (MLP) graphs, whose spectra are highly degenerate; shift-invert Lanczos on the deflated
 operator finds them (LOBPCG with large blocks stalled here). The null space (one constant per component) is known exactly and deflated
 analytically. Scree sums are shifted by lambda_2 so large ``t`` does not underflow.
