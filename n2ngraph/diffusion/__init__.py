@@ -8,8 +8,9 @@ nodes in the graph's node order: group by group, topological), degrees ``D``, La
 
 ``A`` the initial heat (by default 1 on the input group, 0 elsewhere). This module computes
 ``S`` sparse, for a whole grid of ``t`` at once, with one of several engines (``ENGINES``),
-plus the quantities built on it: the connectivity distance ``F``, scree diagrams, the saturation
-time and the algebraic connectivity. See ``docs/diffusion.md`` for what ``F`` means and which
+plus the quantities built on it: the connectivity distance ``F``, the fraction of heat that has
+escaped the sources (signed against a reference, it says which way ``F`` differs), scree
+diagrams, the saturation time and the algebraic connectivity. See ``docs/diffusion.md`` for what ``F`` means and which
 ``t`` to use.
 
 Every function takes a :class:`~n2ngraph.graph.NetworkGraph` or a symmetric, non-negative
@@ -131,6 +132,11 @@ _NS_PER_VEC_ENTRY = 0.5  # streaming a dense vector (axpy, dot, reorthogonalisat
 _NS_PER_EIGH_FLOP = 0.1  # dense eigh with vectors, per n^3
 
 
+#: Krylov's work budget in units of the cheapest alternative's predicted cost (the predictions
+#: are rough; Lanczos is usually much faster than they suggest and Chebyshev legs slower)
+_KRYLOV_BUDGET = 4.0
+
+
 def _predicted_costs(problem: HeatProblem, times: np.ndarray, rtol: float) -> dict[str, float]:
     n, nnz, T = problem.n, problem.nnz, len(times)
     mv = _NS_PER_NNZ * nnz + _NS_PER_VEC_ENTRY * n
@@ -139,16 +145,18 @@ def _predicted_costs(problem: HeatProblem, times: np.ndarray, rtol: float) -> di
     costs = {}
     costs["dense"] = _NS_PER_EIGH_FLOP * n**3 + _NS_PER_VEC_ENTRY * T * n * n if n <= DENSE_MAX_NODES else np.inf
     K = chebyshev_terms(problem.lam_max, min(t_max, 1e12), rtol)
-    costs["chebyshev"] = K * (mv + _NS_PER_VEC_ENTRY * T * n)
+    # its legs of LEG_DECAY nats (for relative accuracy) cost about 3x one series over [0, t]
+    costs["chebyshev"] = 3.0 * K * (mv + _NS_PER_VEC_ENTRY * T * n)
     # Al-Mohy & Higham: about 1.5 t ||A||_1 matvecs for double precision (||L||_1 <= lam_max)
     costs["expm_multiply"] = (1.5 * t_max * problem.lam_max + 10 * T) * mv
     return costs
 
 
 def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
-    """Krylov first, with a work budget equal to the cheapest alternative's predicted cost; if
-    Lanczos has not converged within it (or within the basis memory), that alternative runs.
-    So ``auto`` costs at most about twice the best predicted engine, and usually the adaptive
+    """Per leg, Krylov first, with a work budget of ``_KRYLOV_BUDGET`` times the cheapest
+    alternative's predicted cost; if Lanczos has not converged within it (or within the basis
+    memory), that alternative runs the leg (dense: one eigendecomposition for every time). So
+    ``auto`` costs at most a few times the best predicted engine, and usually the adaptive
     Krylov cost, which is far smaller on the highly degenerate spectra of layered networks."""
     costs = _predicted_costs(problem, times, rtol)
     n = problem.n
@@ -173,7 +181,8 @@ def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYT
         leg_costs = _predicted_costs(problem, rel, rtol)
         leg_alt = min(leg_costs, key=leg_costs.get)
         lz = Lanczos(NumpyBackend(problem), w, steps)
-        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol, max_work=leg_costs[leg_alt],
+        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol,
+                               max_work=_KRYLOV_BUDGET * leg_costs[leg_alt],
                                step_cost=(mv, 4 * _NS_PER_VEC_ENTRY * n))
         if ok:
             return lz.evaluate(rel), lz.bound(rel), True
@@ -366,16 +375,21 @@ def heat_signature(
     normalized Laplacian) is split off analytically: ``A = P0 A + A'``, ``S(t) = P0 A +
     exp(-t L) A'``, so ``t = 0`` returns ``A`` exactly, ``t = inf`` returns ``P0 A`` exactly
     (the per-component mean of the sources for ``L = D - W``; from connected components, no
-    diffusion), and only ``A'`` goes through an engine.
+    diffusion), and only ``A'`` goes through an engine, in legs of time (``_legs``) and only up
+    to the proven time after which ``||exp(-tL) A'|| <= 1e-150 ||A'||`` (``HeatProblem.decay_lb``):
+    any finite ``t`` returns the saturated limit there, without NaN or overflow.
 
     Parameters
     ----------
     g : NetworkGraph or scipy.sparse matrix
         The graph, or a symmetric non-negative adjacency ``(n, n)`` (then ``sources`` is required).
     t : float or array_like of shape (T,)
-        Diffusion times, ``>= 0``; ``inf`` allowed. Repeated and unsorted values are fine.
+        Diffusion times, ``>= 0``; any finite value (``1e300`` gives the saturated limit) and
+        ``inf`` (the exact limit). Repeated and unsorted values are fine.
     sources : array_like of shape (n,), optional
-        Initial heat ``A``. Default: 1 on ``g.input_nodes``, 0 elsewhere.
+        Initial heat ``A``, finite. Default: 1 on ``g.input_nodes``, 0 elsewhere. Engines work
+        on ``A / 2^k`` (``max |A| / 2^k`` in ``[0.5, 1)``, exact), so huge or subnormal sources
+        are fine.
     method : {"auto", "krylov", "chebyshev", "expm_multiply", "torch", "dense"}
         Engine (``ENGINES``). ``krylov``: Lanczos with full reorthogonalisation, one basis for all
         ``t``, stopped by a rigorous a posteriori bound. ``chebyshev``: Chebyshev series with an a
@@ -387,9 +401,10 @@ def heat_signature(
     weighted, normalized : bool
         Which Laplacian (see :func:`laplacian`).
     rtol : float
-        Target of the iterative engines: ``||S_engine(t) - S(t)||_2 <= rtol * ||S(t)||_2`` for every
-        ``t``. ``expm_multiply`` and ``dense`` are accurate to about unit roundoff times their
-        condition and ignore it.
+        Target of the iterative engines, relative to the decaying part ``D(t) = S(t) - S(inf)``:
+        ``||D_engine(t) - D(t)||_2 <= rtol * ||D(t)||_2 + 1e-150 ||A||`` for every ``t`` (so also
+        ``<= rtol * ||S(t)||``). ``dense`` is accurate to about unit roundoff times its condition
+        and ignores it; ``expm_multiply`` reaches about ``1e-9`` relative on ``D`` (legs).
     device : str, optional
         torch device for ``method="torch"``.
     max_basis_bytes : float
@@ -398,15 +413,19 @@ def heat_signature(
 
     Returns
     -------
-    ndarray
-        Shape ``(n,)`` for scalar ``t``, ``(T, n)`` for an array (rows in the order of ``t``),
-        nodes in the graph's node order.
+    HeatSignature
+        A float64 ndarray of shape ``(n,)`` for scalar ``t``, ``(T, n)`` for an array (rows in
+        the order of ``t``), nodes in the graph's node order. It also carries ``S(inf)`` and
+        ``S(t) - S(inf)`` separately (``.parts()``), which :func:`connectivity_distance` uses
+        when it is passed as ``reference_signature``.
 
     Raises
     ------
     ValueError
-        Negative or NaN ``t``; ``sources`` of the wrong length; an adjacency that is not square,
-        symmetric and non-negative; an unknown ``method``.
+        Negative, NaN, ``-inf`` or overflowing ``t``; non-finite ``sources`` or ones of the wrong
+        length; an adjacency that is not square, symmetric, finite and non-negative (negative or
+        non-finite pair weights name their block); an unknown ``method``; a result beyond the
+        float64 range.
 
     Warns
     -----
@@ -450,7 +469,7 @@ def connectivity_distance(reference, g, t, *, sources=None, reference_signature=
     When both graphs have the same components, ``S_ref(inf) = S(inf)`` bit for bit and
     ``F = ||(S_ref - S_ref(inf)) - (S - S(inf))||``, so ``F`` stays accurate far below the
     rounding of ``S``: its absolute error is at most about
-    ``rtol (||S_ref(t) - S_ref(inf)|| + ||S(t) - S(inf)||) + 1e-300 ||A||``.
+    ``rtol (||S_ref(t) - S_ref(inf)|| + ||S(t) - S(inf)||) + 2e-150 ||A||``.
 
     Parameters
     ----------

@@ -43,7 +43,7 @@ __all__ = ["DECAY_FLOOR", "DEFAULT_BASIS_BYTES", "Lanczos", "NumpyBackend", "kry
 
 #: the decaying part ``exp(-tL) v`` is resolved to relative accuracy down to this fraction of
 #: ``||v||``; below it, it counts as 0 (absolute error <= DECAY_FLOOR * ||v||)
-DECAY_FLOOR = 1e-300
+DECAY_FLOOR = 1e-150
 
 #: default memory cap for the stored Krylov basis (the 1M-node benchmark must stay under 4 GB)
 DEFAULT_BASIS_BYTES = 2**31
@@ -273,7 +273,7 @@ class Lanczos:
 
         while True:
             m = self.steps
-            if m and (m <= 32 or m % 8 == 0 or self.exhausted):
+            if m and (m <= 8 or (m <= 32 and m % 4 == 0) or m % 8 == 0 or self.exhausted):
                 if met():
                     return True
                 if self.exhausted:

@@ -10,7 +10,7 @@ leg starts from the previous leg's end. Two things follow:
   below ``u ||v||``; per leg the error stays about ``u exp(LEG_DECAY)`` relative to the result.
   Lanczos legs (``KRYLOV_LEG_DECAY``) are longer: see ``_krylov`` for their large-t bound.
 - Any finite ``t``. Once ``||w_k|| <= DECAY_FLOOR ||v||`` the rest is 0 (``exp(-sL)`` is a
-  contraction), so the legs end after about ``690 / (LEG_DECAY lambda)`` steps instead of an
+  contraction), so the legs end after about ``345 / LEG_DECAY`` steps instead of an
   amount of work proportional to ``t``.
 
 The first leg length comes from the smallest Ritz value of a short Lanczos run (an estimate of
@@ -36,7 +36,7 @@ LEG_DECAY = 15.0
 KRYLOV_LEG_DECAY = 100.0
 
 
-def rate_estimate(problem, v: np.ndarray, steps: int = 40) -> float:
+def rate_estimate(problem, v: np.ndarray, steps: int = 24) -> float:
     """Smallest Ritz value of ``steps`` Lanczos steps on ``v``: about the slowest decay rate."""
     lz = Lanczos(NumpyBackend(problem), v, min(steps, problem.n), shifted=False)
     lz.extend(steps)
