@@ -25,6 +25,11 @@ Columns are named by the stated unit (``F(t=3/l2)``); the absolute times and ``l
 reference are in every config file, in the Markdown tables' header and in ``table.attrs``. With
 absolute ``times`` the columns say ``F(t=0.5)``.
 
+``F`` comes from ``connectivity_distance`` with the reference's signature computed once, and the
+signed measure from ``heat_escaped(..., reference=...)``: both work on the exact saturated part
+and the decaying part of each signature, so values far below ``||S||`` (``F`` at
+``t lambda_2 >= 100``) keep their accuracy; ``docs/diffusion.md`` states the absolute floor.
+
 A cell is its whole config
 --------------------------
 A cell's identity is a digest (SHA-256, first 20 hex digits) of its *cell config*, everything
@@ -77,7 +82,9 @@ import json
 import math
 import numbers
 import os
+import pickle
 import time
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -387,24 +394,19 @@ def resolve_times(config: CompareConfig) -> tuple[float, ...]:
     return stated_times(reference_graph(config), None, config.t_lambda2, weighted=config.weighted)[0]
 
 
-def _heat_escaped(g, times, weighted: bool) -> np.ndarray:
-    """``heat_escaped(g, t)`` for each ``t`` in ``times``: ``1 - sum_{i in sources} S_i(t) / sum(A)``."""
-    from n2ngraph import diffusion
+def _escaped_vs(reference, g, times, weighted: bool) -> np.ndarray:
+    """``heat_escaped(g, t) - heat_escaped(reference, t)`` for each ``t`` in ``times``, from the
+    decaying parts of both signatures (accurate also where both are nearly saturated)."""
+    from n2ngraph.diffusion import heat_escaped
 
-    times = np.asarray(times, dtype=float)
-    if hasattr(diffusion, "heat_escaped"):
-        return np.atleast_1d(np.asarray(diffusion.heat_escaped(g, times, weighted=weighted), dtype=float))
-    # TEMPORARY until diffusion.heat_escaped lands
-    S = diffusion.heat_signature(g, times, weighted=weighted)
-    A = np.zeros(g.num_nodes)
-    A[g.input_nodes] = 1.0
-    return 1.0 - S[:, g.input_nodes].sum(axis=1) / A.sum()
+    escaped = heat_escaped(g, np.asarray(times, dtype=float), weighted=weighted, reference=reference)
+    return np.atleast_1d(np.asarray(escaped, dtype=float))
 
 
 def _reference_data(config: CompareConfig, seed: int, times: Sequence[float], lam2=None,
                     ref=None) -> dict:
     """What every cell compares against: the dense reference graph of ``seed``, its signature at
-    ``times`` and ``inf``, ``lambda_2`` and the escaped heat at ``times``."""
+    ``times`` and ``inf`` and its ``lambda_2``."""
     from n2ngraph.diffusion import algebraic_connectivity, heat_signature
 
     if ref is None:
@@ -415,7 +417,6 @@ def _reference_data(config: CompareConfig, seed: int, times: Sequence[float], la
     return {
         "graph": ref,
         "signature": heat_signature(ref, grid, weighted=config.weighted),
-        "escaped": _heat_escaped(ref, times, config.weighted),
         "lambda_2": float(lam2),
     }
 
@@ -471,10 +472,13 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
     ----------
     spec : dict
         The cell config (:func:`cell_config`).
-    reference : dict
-        The dense reference of ``spec["reference_seed"]``: ``graph``, ``signature`` (array
-        ``(T + 1, n)``, ``S_ref`` at ``spec["times"]`` and ``inf``), ``escaped`` (``(T,)``) and
-        ``lambda_2``, as the sweep's client computes them once.
+    reference : dict or bytes
+        The dense reference of ``spec["reference_seed"]``: ``graph``, ``signature``
+        (``heat_signature(graph, [*spec["times"], inf])``, shape ``(T + 1, n)``) and
+        ``lambda_2``, as the sweep's client computes them once; or that dict pickled, as the
+        sweep ships it to Dask workers (Dask's array serialization would drop the exact
+        saturated and decaying parts that the signature carries, and with them the accuracy of
+        ``F`` at large ``t``).
     data : tuple of arrays, optional
         ``(inputs, targets)`` calibration batch for data-driven methods.
 
@@ -489,12 +493,14 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
     from n2ngraph.diffusion import algebraic_connectivity, saturation_time
 
     start = time.perf_counter()
+    if isinstance(reference, (bytes, bytearray)):
+        reference = pickle.loads(reference)  # our own client's object (see the docstring)
     weighted = spec["weighted"]
     times, labels = spec["times"], spec["time_labels"]
     graph = _graph_of(spec, data)
     grid = np.array([*times, np.inf])
     distance = _distance(reference, graph, grid, weighted)
-    escaped = _heat_escaped(graph, times, weighted) - np.asarray(reference["escaped"])
+    escaped = _escaped_vs(reference["graph"], graph, times, weighted)
     sources = np.zeros(graph.num_nodes)
     sources[graph.input_nodes] = 1.0
     eps = spec["saturation_rtol"] * float(np.linalg.norm(sources))
@@ -530,13 +536,8 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
 
 def _distance(reference: dict, graph, grid, weighted: bool) -> np.ndarray:
     """``F`` on ``grid`` against the precomputed reference signature."""
-    import inspect
+    from n2ngraph.diffusion import connectivity_distance
 
-    from n2ngraph.diffusion import connectivity_distance, heat_signature
-
-    if "reference_signature" not in inspect.signature(connectivity_distance).parameters:
-        # TEMPORARY until connectivity_distance(reference_signature=...) lands
-        return np.linalg.norm(reference["signature"] - heat_signature(graph, grid, weighted=weighted), axis=1)
     return np.asarray(connectivity_distance(reference["graph"], graph, grid, weighted=weighted,
                                             reference_signature=reference["signature"]))
 
@@ -661,6 +662,11 @@ def _thread_plugin(threads: int):
     return ThreadLimits(threads)
 
 
+def _shared(value):
+    """Identity: the task that holds an input many cells share."""
+    return value
+
+
 def _connect(scheduler: str | None, workers: int):
     """A Dask client: to ``scheduler`` or to a new LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
@@ -671,7 +677,7 @@ def _connect(scheduler: str | None, workers: int):
         except (OSError, TimeoutError, ValueError) as exc:
             raise ValueError(f"cannot reach Dask scheduler {scheduler!r}: {exc}") from exc
     cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     return Client(cluster), cluster
 
 
@@ -771,11 +777,18 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
                 finish(digest, spec, run_cell(spec, references[spec["reference_seed"]],
                                               calib.get(spec["seed"])))
         elif todo:
+            import cloudpickle  # as Dask pickles; the standard pickler misses mappingproxy
             from distributed import as_completed
 
             client.register_plugin(_thread_plugin(threads))
-            ref_futures = {s: client.scatter([r], hash=False)[0] for s, r in references.items()}
-            data_futures = {s: client.scatter([d], hash=False)[0] for s, d in calib.items()}
+            # shared inputs are tasks of their own (not scattered): they reach the workers once
+            # each, and a scheduler with no worker yet just queues the sweep until one joins
+            ref_futures = {s: client.submit(_shared, cloudpickle.dumps(r), pure=False,
+                                            key=f"n2ngraph-reference-{s}-{uuid.uuid4().hex}")
+                           for s, r in references.items()}
+            data_futures = {s: client.submit(_shared, d, pure=False,
+                                             key=f"n2ngraph-calibration-{s}-{uuid.uuid4().hex}")
+                            for s, d in calib.items()}
             futures = {}
             for spec, digest in todo:
                 fut = client.submit(run_cell, spec, ref_futures[spec["reference_seed"]],
