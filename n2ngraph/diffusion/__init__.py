@@ -78,23 +78,46 @@ DEFAULT_RTOL = 1e-10
 # Every engine computes the decaying part exp(-tL) v of a start vector v orthogonal to the null
 # space, for sorted positive finite times, to ``rtol`` relative to its own norm (v0_norm = 0) or
 # to ``rtol * sqrt(v0_norm^2 + ||exp(-tL) v||^2)`` when a null-space norm is given.
+def _probe(problem, v, steps: int):
+    """A short Lanczos run on ``v``: the exact answer for every ``t`` when it breaks down (an
+    invariant subspace, common on dense layered graphs), else the slowest-rate estimate that
+    sets the first leg (``_legs.rate_estimate``)."""
+    lz = Lanczos(NumpyBackend(problem), v, min(steps, 24), shifted=False)
+    lz.extend(24)
+    if lz.breakdown:
+        return lz, None
+    theta, _ = lz._eig()
+    return None, max(float(theta.min()), problem.decay_lb, 1e-300 * max(problem.lam_max, 1.0))
+
+
 def _krylov(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
     steps = basis_steps(problem.n, max_basis_bytes)
+    exact, rate = _probe(problem, v, steps)
+    if exact is not None:
+        return exact.evaluate(times), np.zeros(len(times)), True
 
     def step(w, rel, scale):
         lz = Lanczos(NumpyBackend(problem), w, steps)
         ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol)
         return lz.evaluate(rel), lz.bound(rel), ok
 
-    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
+    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY, rate=rate)
 
 
 def _chebyshev(problem, v, times, *, rtol, **_):
     def step(w, rel, scale):
         # each leg to rtol relative to its own result: aimed at the decay a leg is cut for
         # (w has norm 1), then, if the result is smaller, at the observed norms
-        D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
-                                       norm_floor=np.exp(-2.0 * LEG_DECAY))
+        with np.errstate(all="ignore"):
+            D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
+                                           norm_floor=np.exp(-2.0 * LEG_DECAY))
+        if not np.all(np.isfinite(D)):
+            raise ValueError(
+                f"method='chebyshev' cannot reach t = {rel[-1]:.3g} past a leg start on this graph "
+                f"(t lam_max / 2 = {0.5 * rel[-1] * problem.lam_max:.3g}: its slowest decay rate is "
+                f"tiny against lam_max = {problem.lam_max:.3g}, and the series would need more than "
+                "its term cap); use method='krylov', 'auto' or 'dense'"
+            )
         norms = safe_norms(D)
         if np.any(bound > rtol * norms):
             D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
@@ -105,9 +128,22 @@ def _chebyshev(problem, v, times, *, rtol, **_):
     return chained(step, problem, v, times)
 
 
+#: expm_multiply refuses a leg that would need more than about this many matvecs
+_EXPM_MAX_WORK = 1e10
+
+
 def _expm(problem, v, times, **_):
-    return chained(lambda w, rel, scale: (expm_engine(problem, w, rel), None, True), problem, v,
-                   times)
+    def step(w, rel, scale):
+        if 1.5 * rel[-1] * problem.lam_max > _EXPM_MAX_WORK:
+            raise ValueError(
+                f"method='expm_multiply' needs about 1.5 t ||L||_1 = "
+                f"{1.5 * rel[-1] * problem.lam_max:.3g} matvecs for a leg of t = {rel[-1]:.3g} on "
+                "this graph (its slowest decay rate is tiny against ||L||); use method='krylov', "
+                "'auto' or 'dense'"
+            )
+        return expm_engine(problem, w, rel), None, True
+
+    return chained(step, problem, v, times)
 
 
 def _dense(problem, v, times, **_):
@@ -173,6 +209,9 @@ def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYT
         return _dense(problem, v, times)
     mv = _NS_PER_NNZ * problem.nnz + 6 * _NS_PER_VEC_ENTRY * n
     steps = basis_steps(n, max_basis_bytes)
+    exact, rate = _probe(problem, v, steps)
+    if exact is not None:
+        return exact.evaluate(times), np.zeros(len(times)), True
 
     class _UseDense(Exception):
         pass
@@ -192,7 +231,7 @@ def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYT
         return ENGINES[leg_alt](problem, w, rel, rtol=rtol, v0_norm=v0_norm / scale)
 
     try:
-        return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
+        return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY, rate=rate)
     except _UseDense:
         return _dense(problem, v, times)
 
@@ -348,8 +387,8 @@ def _assemble(parts: _Parts, scalar: bool) -> HeatSignature:
     out[times == 0] = parts.sources
     if not np.all(np.isfinite(out)):
         raise ValueError(
-            "the heat signature overflows float64 (sources near the float64 limit, amplified by "
-            "the normalized Laplacian); scale the sources down"
+            "the heat signature is not finite: it overflows float64 (sources near the float64 "
+            "limit, amplified by the normalized Laplacian); scale the sources down"
         )
     sig = (out[0] if scalar else out).view(HeatSignature)
     parts.digest = _digest(np.asarray(sig))

@@ -45,13 +45,14 @@ def rate_estimate(problem, v: np.ndarray, steps: int = 24) -> float:
 
 
 def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
-            decay: float = LEG_DECAY, rate: float | None = None):
+            decay: float = LEG_DECAY, rate: float | None = None, first: float | None = None):
     """``exp(-tL) v`` for sorted positive finite ``times`` by legs (module docstring).
 
     ``step(w, rel_times, scale) -> (D, bound or None, ok)`` evaluates ``exp(-s L) w`` at the
     sorted offsets ``rel_times`` for a unit vector ``w`` (``scale``: the norm it was divided by) (each leg starts from the previous leg's end
     divided by its norm, so no leg sees numbers near the underflow threshold). Returns ``(D of
-    shape (T, n), accumulated error bound per t or None, all legs met their target)``.
+    shape (T, n), accumulated error bound per t or None, all legs met their target)``. The
+    first leg aims at ``first`` nats (default ``decay``); later legs grow by at most 4x each.
     """
     T, n = len(times), v.size
     out = np.zeros((T, n))
@@ -60,7 +61,7 @@ def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
     ok = True
     floor = DECAY_FLOOR * float(safe_norms(v))
     rate = rate_estimate(problem, v) if rate is None else rate
-    tau = decay / rate
+    tau = (decay if first is None else first) / rate
     t_c, w, i, carried = 0.0, v, 0, 0.0
     while i < T:
         wn = float(safe_norms(w))
