@@ -178,7 +178,7 @@ def test_zero_ties_rule():
     assert out["a"].tolist() == [False, True] and out["b"].tolist() == [False, False, True]
 
 
-def test_synflow_never_revives_and_prunes_in_nested_rounds():
+def test_synflow_final_budget_is_exact_after_few_rounds():
     model = small_net()
     a = prune(model, "synflow", 0.3, scope="global", rounds=5, input_shape=(3, 8, 8))
     b = prune(model, "synflow", 0.1, scope="global", rounds=5, input_shape=(3, 8, 8))
