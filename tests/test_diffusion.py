@@ -590,3 +590,28 @@ def test_bad_sparse_weights_name_the_entry(value):
     W = sp.csr_array(np.array([[0, 1.0, 0], [1.0, 0, value], [0, value, 0]]))
     with pytest.raises(ValueError, match=r"entry \(1, 2\)"):
         laplacian(W)
+
+
+def test_signed_escaped_difference_at_large_t_matches_eigh():
+    W, A = LARGE_T_CASES["mlp"]()
+    W2 = sp.csr_array(W * 1.5)  # spreads 1.5x faster, same components
+    lam2 = min(x for x in np.linalg.eigvalsh(laplacian(W).toarray()) if x > 1e-9)
+    t = np.array([1.0, 30.0, 100.0]) / lam2
+    D, _ = _eigh_decaying(W, A, t)
+    D2, _ = _eigh_decaying(W2, A, t)
+    on = A != 0
+    expected = (D[:, on].sum(axis=1) - D2[:, on].sum(axis=1)) / A.sum()
+    got = heat_escaped(W2, t, sources=A, reference=W)
+    np.testing.assert_allclose(got, expected, rtol=1e-7)
+    assert np.all(got > 0)  # faster than the reference, even where both are within 1e-40 of saturation
+
+
+def test_engines_refuse_legs_beyond_their_work_caps():
+    # lambda_2 / lambda_max ~ 1e-200: Chebyshev and expm_multiply would need ~1e200 matvecs
+    W = sp.csr_array(np.array([[0, 1e-200, 0], [1e-200, 0, 1.0], [0, 1.0, 0]]))
+    for method in ("chebyshev", "expm_multiply"):
+        with pytest.raises(ValueError, match="krylov"):
+            heat_signature(W, 1e100, sources=[1.0, 0, 0], method=method)
+    S = heat_signature(W, [1e100, 1e300], sources=[1.0, 0, 0], method="krylov")
+    np.testing.assert_allclose(S[0], [1.0, 0, 0], atol=1e-12)  # exp(-1e100 * ~1e-200) ~ 1
+    np.testing.assert_allclose(S[1], 1 / 3, rtol=1e-12)
