@@ -14,7 +14,7 @@ Map of the public API (DESIGN.md, "The one data flow")::
 - ``n2ngraph.pipeline``: ``variant(model, method, density, recipe=...)`` (prune, trace, skips).
 - ``n2ngraph.n2nskip``: ``add_n2nskip``, ``add_resskip``, ``skip_initial_weights`` (graph edits).
 - ``n2ngraph.metrics``: components, dead units, effective density, layer collapse.
-- ``n2ngraph.diffusion``: ``heat_signature``, ``connectivity_distance``, ``scree``,
+- ``n2ngraph.diffusion``: ``heat_signature``, ``connectivity_distance``, ``heat_escaped``, ``scree``,
   ``saturation_time``, ``algebraic_connectivity``.
 - ``n2ngraph.bridge``: ``to_model(graph, reference)``, masked models with N2NSkip modules.
 - ``n2ngraph.data`` / ``n2ngraph.training``: offline datasets and the training loop.
@@ -41,6 +41,7 @@ _LAZY = {
     "laplacian": "n2ngraph.diffusion",
     "heat_signature": "n2ngraph.diffusion",
     "connectivity_distance": "n2ngraph.diffusion",
+    "heat_escaped": "n2ngraph.diffusion",
     "scree": "n2ngraph.diffusion",
     "saturation_time": "n2ngraph.diffusion",
     "algebraic_connectivity": "n2ngraph.diffusion",
