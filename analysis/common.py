@@ -45,7 +45,7 @@ __all__ = [
 #: Config fields that decide how a driver runs, not what it computes (excluded from the hash).
 EXECUTION_FIELDS = frozenset({"results_root", "inline", "workers", "scheduler", "progress", "threads"})
 
-#: (pruning method, variant) -> the paper's name (PAPER.md): RP is random pruning with equal
+#: (pruning method, variant) -> the paper's name (docs/paper.md): RP is random pruning with equal
 #: fan-in (``expander``), CSP is connection-sensitivity pruning (``snip``).
 PAPER_LABELS = {
     ("expander", "plain"): "RP",

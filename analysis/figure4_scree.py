@@ -1,7 +1,7 @@
 """Figure 4 of the N2NSkip paper (arXiv 2208.03662): scree diagrams over t.
 
 For the dense reference, the network pruned at initialization to ``density`` and its N2NSkip
-variant at the same budget, the scree value (PAPER.md)::
+variant at the same budget, the scree value (docs/paper.md)::
 
     alpha(K, t) = sum_{k=2}^{K+1} exp(-t lambda_k) / sum_{k=2}^{n} exp(-t lambda_k)
 

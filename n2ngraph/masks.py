@@ -15,7 +15,7 @@ from torch import nn
 
 __all__ = ["PRUNABLE_TYPES", "prunable_weights", "weight_of", "masks_of", "validate_masks", "mask_density"]
 
-#: Module types whose ``weight`` is prunable (DESIGN.md, "Pruning at initialization").
+#: Module types whose ``weight`` is prunable (docs/design.md, "Pruning at initialization").
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
 
 

@@ -43,7 +43,7 @@ def mlp(sizes: Sequence[int], *, activation: type[nn.Module] = nn.ReLU, flatten:
     so image batches ``(N, C, H, W)`` with ``C*H*W == sizes[0]`` are accepted.
 
     Initialisation: Kaiming-normal with the dense fan-in, ``w ~ N(0, 2 / fan_in)`` (He et al.
-    2015, arXiv:1502.01852), zero biases -- the setting of the N2NSkip MLP pilot (PAPER.md).
+    2015, arXiv:1502.01852), zero biases -- the setting of the N2NSkip MLP pilot (docs/paper.md).
     PyTorch's default ``nn.Linear`` init has a third of that variance per layer, so the signal
     of a randomly pruned 5-layer MLP dies before training starts (measured: RP at 10% density
     stuck at chance on MNIST-5k with the default init).
@@ -65,7 +65,7 @@ def mlp(sizes: Sequence[int], *, activation: type[nn.Module] = nn.ReLU, flatten:
 def paper_mlp(num_classes: int = 10, in_features: int = 3072) -> nn.Sequential:
     """The N2NSkip paper's MLP: 3072-512-256-128-64-10 with ReLU (4042 units on CIFAR).
 
-    Use ``in_features=784`` for 28 x 28 grey images (the MNIST pilot in PAPER.md).
+    Use ``in_features=784`` for 28 x 28 grey images (the MNIST pilot in docs/paper.md).
     """
     return mlp([in_features, 512, 256, 128, 64, num_classes])
 

@@ -2,7 +2,7 @@
 
 The model is traced with ``torch.fx.symbolic_trace`` so the real data flow is followed, not the
 order in which modules were registered, and one forward pass on an example input records every
-activation's shape. The walk over the fx graph applies DESIGN.md's graph semantics:
+activation's shape. The walk over the fx graph applies docs/design.md's graph semantics:
 
 - a weight layer (``nn.Linear``, ``nn.Conv2d`` incl. strided, grouped and depthwise) makes a new
   node group and a ``sequential`` block from the group it consumes;
@@ -46,7 +46,7 @@ __all__ = ["Trace", "trace", "to_graph", "record_shapes", "SKIP_MARKER"]
 #: dense ``weight`` with a bool buffer ``mask``.
 SKIP_MARKER = "n2ngraph_kind"
 
-#: Modules that keep the channel set of their input (DESIGN.md: they alias the group).
+#: Modules that keep the channel set of their input (docs/design.md: they alias the group).
 _ALIAS_MODULES: tuple[type[nn.Module], ...] = (
     nn.BatchNorm1d, nn.BatchNorm2d, nn.GroupNorm, nn.LayerNorm, nn.InstanceNorm2d,
     nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.PReLU, nn.ELU, nn.SELU, nn.CELU, nn.GELU, nn.SiLU,

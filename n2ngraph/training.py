@@ -1,6 +1,6 @@
 """A plain training loop for (masked) image classifiers: the N2NSkip paper's recipe by default.
 
-Recipe (PAPER.md, "Training recipe used"; Subramaniam & Sharma 2020, arXiv:2208.03662): SGD with
+Recipe (docs/paper.md, "Training recipe used"; Subramaniam & Sharma 2020, arXiv:2208.03662): SGD with
 momentum 0.9, learning rate 0.05 halved every 30 epochs, weight decay 5e-4, batch 128, 300 epochs,
 cross-entropy loss.
 

@@ -86,7 +86,7 @@ def test_flatten_linear_folds_onto_channels():
 
 
 class ResidualNet(nn.Module):
-    """y = relu(conv2(a)) + a, a = relu(conv1(x)); a also feeds conv2 (DESIGN.md's example)."""
+    """y = relu(conv2(a)) + a, a = relu(conv1(x)); a also feeds conv2 (docs/design.md's example)."""
 
     def __init__(self):
         super().__init__()

@@ -1,4 +1,4 @@
-"""Heat-diffusion connectivity analysis (PAPER.md, "Heat-diffusion connectivity analysis").
+"""Heat-diffusion connectivity analysis (docs/paper.md, "Heat-diffusion connectivity analysis").
 
 A network is an undirected graph with symmetric adjacency ``W`` (``NetworkGraph.adjacency``,
 nodes in the graph's node order: group by group, topological), degrees ``D``, Laplacian
@@ -494,7 +494,7 @@ def _node_set(g):
 
 def connectivity_distance(reference, g, t, *, sources=None, reference_signature=None,
                           **options) -> float | np.ndarray:
-    """Connectivity distance ``F(t) = ||S_ref(t) - S(t)||_2`` (PAPER.md, N2NSkip eq. for F).
+    """Connectivity distance ``F(t) = ||S_ref(t) - S(t)||_2`` (docs/paper.md, N2NSkip eq. for F).
 
     Both signatures are computed with the same options, the same ``t`` and the same sources (by
     default the input nodes, which coincide because the node sets must). Lower ``F`` means
@@ -679,7 +679,7 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
 
 def scree(g, K, t, *, weighted: bool = False, normalized: bool = False, method: str = "auto",
           n_probes: int = 64, seed=None, return_error: bool = False):
-    """Scree diagram value ``alpha(K, t)`` (PAPER.md)::
+    """Scree diagram value ``alpha(K, t)`` (docs/paper.md)::
 
         alpha(K, t) = sum_{k=2}^{K+1} exp(-t lambda_k) / sum_{k=2}^{n} exp(-t lambda_k),
 
@@ -745,7 +745,7 @@ def scree(g, K, t, *, weighted: bool = False, normalized: bool = False, method: 
 
 def saturation_time(g, eps: float, *, sources=None, weighted: bool = False,
                     normalized: bool = False, rtol: float = 1e-6) -> float:
-    """Smallest ``t`` with ``||S(t) - S(inf)||_2 <= eps`` (DESIGN.md, "Heat diffusion").
+    """Smallest ``t`` with ``||S(t) - S(inf)||_2 <= eps`` (docs/design.md, "Heat diffusion").
 
     ``||S(t) - S(inf)|| = ||exp(-t L) A'||`` (``A'`` the sources minus their null-space part) is
     non-increasing in ``t`` because ``L >= 0``, so the crossing is unique. A Lanczos basis is
