@@ -108,7 +108,20 @@ def _layer_name(prefix: str) -> str:
     return name or "<root>"
 
 
-class MaskParametrization(nn.Module):
+class _RefusesOtherMasks:
+    """Mixin for modules that hold a mask: ``load_state_dict`` raises :class:`MaskError` before
+    anything is copied when ``self.mask_mismatch(state_dict, prefix)`` names a difference."""
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        why = self.mask_mismatch(state_dict, prefix)
+        if why:
+            raise MaskError(why)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+
+
+class MaskParametrization(_RefusesOtherMasks, nn.Module):
     """``weight = where(mask, original, 0)`` (a ``torch.nn.utils.parametrize`` parametrization).
 
     The mask is a bool buffer (saved in the ``state_dict``, moved by ``.to()``). Pruned entries
@@ -143,13 +156,6 @@ class MaskParametrization(nn.Module):
                 f"({key!r}) differs from the model's; build the model from the graph the "
                 "checkpoint was trained with (loading it would change the pruned topology)")
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        why = self.mask_mismatch(state_dict, prefix)
-        if why:
-            raise MaskError(why)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
 
 def _refuse_other_masks(module, state_dict, prefix, *args, **kwargs) -> None:
@@ -218,7 +224,7 @@ def _pair(v, default: int) -> tuple[int, int]:
     return (int(v), int(v))
 
 
-class N2NSkip(_Skip):
+class N2NSkip(_RefusesOtherMasks, _Skip):
     """A sparse learnable skip ``z_dst <- z_dst + g(skip(a_src))`` (arXiv:2208.03662, Eq. 2).
 
     ``skip`` is a sparse Linear ``(dst, src)`` or a sparse convolution ``(C_dst, C_src, f, f)``
@@ -415,13 +421,6 @@ class N2NSkip(_Skip):
                 "differ from the model's; build the model from the graph the checkpoint was "
                 "trained with")
 
-    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
-                              unexpected_keys, error_msgs):
-        why = self.mask_mismatch(state_dict, prefix)
-        if why:
-            raise MaskError(why)
-        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
-                                      unexpected_keys, error_msgs)
 
 
 class ResSkip(_Skip):

@@ -247,6 +247,17 @@ def _variant_legend(fig: Figure, methods: Sequence[str], colors: dict, *, styles
     return math.ceil(len(labels) / ncol)
 
 
+def _panel_grid(panels: int) -> tuple[Figure, np.ndarray]:
+    """A figure with ``panels`` axes, at most four per row; spare axes are hidden."""
+    ncols = min(4, panels)
+    nrows = math.ceil(panels / ncols)
+    fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax in axes[panels:]:
+        ax.set_visible(False)
+    return fig, axes
+
+
 def plot_compare(summary, *, columns: Sequence[str] | None = None,
                  path: str | os.PathLike | None = None, log: bool = True,
                  title: str | None = None) -> Figure:
@@ -269,12 +280,7 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
     colors = _method_colors(methods)
     densities = sorted(set(float(d) for d in summary["density"]))
     single = len(densities) == 1
-    ncols = min(4, len(columns))
-    nrows = math.ceil(len(columns) / ncols)
-    fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(columns):]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(len(columns))
     for ax, column in zip(axes, columns):
         for k, method in enumerate(methods):
             for variant, style, marker, shift in (("plain", "-", "o", -0.12), ("n2nskip", "--", "s", 0.12)):
@@ -362,12 +368,7 @@ def plot_delta_f(table, *, columns: Sequence[str] | None = None, confidence: flo
     methods = list(dict.fromkeys(table["method"]))
     colors = _method_colors(methods)
     densities = sorted(set(float(d) for d in table["density"]), reverse=True)
-    ncols = min(4, len(columns))
-    nrows = math.ceil(len(columns) / ncols)
-    fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
-    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
-    for ax in axes[len(columns):]:
-        ax.set_visible(False)
+    fig, axes = _panel_grid(len(columns))
     width = 0.8 / max(1, len(methods))
     seeds = 0
     for ax, column in zip(axes, columns):
