@@ -120,9 +120,13 @@ def run(args: argparse.Namespace) -> int:
                                   threads=args.threads, progress=not args.no_progress,
                                   inline=args.inline)
     from n2ngraph.compare import caption
-    from n2ngraph.plotting import plot_compare
+    from n2ngraph.plotting import plot_compare, plot_delta_f
 
     plot_compare(summary, path=out / "compare")
+    figures = ["compare.png|pdf"]
+    if {"plain", "n2nskip"} <= set(table["variant"]):
+        plot_delta_f(table, path=out / "delta_F")  # the claim: F(X) - F(N2NSkip-X) > 0
+        figures.append("delta_F.png|pdf")
     stat = [c for c in summary.columns if not c.endswith("_std")
             and c.startswith(("F(t=", "escaped-ref(t="))]
     cols = ["method", "variant", "density", "seeds", *stat, "lambda_2/ref", "n_components",
@@ -130,5 +134,6 @@ def run(args: argparse.Namespace) -> int:
     print(caption(table.attrs))
     print(summary[[c for c in cols if c in summary.columns]].to_string(index=False,
                                                                        float_format="%.4g"))
-    print(f"wrote {out}/ results.csv summary.csv compare.png ({len(table)} cells)", file=sys.stdout)
+    print(f"wrote {out}/ config.json results.csv|md summary.csv|md {' '.join(figures)} "
+          f"({len(table)} cells in cells/)", file=sys.stdout)
     return 0

@@ -137,6 +137,9 @@ def test_two_configs_in_one_folder_get_their_own_tables(tmp_path, capsys):
     assert main(["compare", *SWEEP, "--times", "1", "--out", str(out), "--inline"]) == 0
     first = pd.read_csv(out / "results.csv")
     assert "F(t=1)" in first.columns
+    for figure in ("compare.png", "delta_F.png", "delta_F.pdf"):  # the claim at a glance
+        assert (out / figure).stat().st_size > 0, figure
+    assert "delta_F.png|pdf" in capsys.readouterr().out
     mtimes = _mtimes(out)
     assert main(["compare", *SWEEP, "--times", "2", "--out", str(out), "--inline"]) == 0
     second = pd.read_csv(out / "results.csv")
