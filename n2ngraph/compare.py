@@ -783,12 +783,15 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
             client.register_plugin(_thread_plugin(threads))
             # shared inputs are tasks of their own (not scattered): they reach the workers once
             # each, and a scheduler with no worker yet just queues the sweep until one joins
-            ref_futures = {s: client.submit(_shared, cloudpickle.dumps(r), pure=False,
-                                            key=f"n2ngraph-reference-{s}-{uuid.uuid4().hex}")
-                           for s, r in references.items()}
-            data_futures = {s: client.submit(_shared, d, pure=False,
-                                             key=f"n2ngraph-calibration-{s}-{uuid.uuid4().hex}")
-                            for s, d in calib.items()}
+            with warnings.catch_warnings():
+                # the reference signatures are large on purpose and travel once per worker
+                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+                ref_futures = {s: client.submit(_shared, cloudpickle.dumps(r), pure=False,
+                                                key=f"n2ngraph-reference-{s}-{uuid.uuid4().hex}")
+                               for s, r in references.items()}
+                data_futures = {s: client.submit(_shared, d, pure=False,
+                                                 key=f"n2ngraph-calibration-{s}-{uuid.uuid4().hex}")
+                                for s, d in calib.items()}
             futures = {}
             for spec, digest in todo:
                 fut = client.submit(run_cell, spec, ref_futures[spec["reference_seed"]],
