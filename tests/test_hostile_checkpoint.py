@@ -25,7 +25,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from test_hostile_support import check_outcome, isolated
+from test_hostile_support import check_outcome, isolated, zip_members, zip_of
 from torch import nn
 from torch.nn.utils import prune
 
@@ -103,19 +103,6 @@ def test_byte_flipped_checkpoints(tmp_path_factory, flips):
     # a flip inside a tensor's bytes changes a weight: the file still loads (a correct load of
     # what it holds), which is the documented limit of a checkpoint without checksums
     _check(tmp_path_factory.mktemp("f"), bytes(blob), "checkpoint: byte flips")
-
-
-def _members(blob: bytes) -> dict[str, bytes]:
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        return {i.filename: zf.read(i) for i in zf.infolist()}
-
-
-def _zip(members: dict[str, bytes], method=zipfile.ZIP_STORED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, raw in members.items():
-            zf.writestr(name, raw)
-    return buf.getvalue()
 
 
 def _saved(obj) -> bytes:
@@ -197,8 +184,8 @@ def test_plain_pickle_and_legacy_torch_format_are_refused(tmp_path):
 
 
 def test_compressed_members_and_zip_bombs_are_refused_before_reading(tmp_path):
-    members = _members(_base())
-    out = _check(tmp_path, _zip(members, zipfile.ZIP_DEFLATED), "checkpoint: compressed members")
+    members = zip_members(_base())
+    out = _check(tmp_path, zip_of(members, zipfile.ZIP_DEFLATED), "checkpoint: compressed members")
     assert out.kind == "error" and "compressed" in out.message
     bomb = io.BytesIO()
     with zipfile.ZipFile(bomb, "w", zipfile.ZIP_STORED) as zf:
@@ -233,7 +220,7 @@ def _crafted_view(offset, size, stride, numel=4) -> bytes:
     """A torch archive holding ``{"model": {"1.weight_orig": view}}`` where the view of a 4-float
     storage has the ``offset``, ``size`` and ``stride`` the file chooses (and the storage
     declares ``numel`` elements)."""
-    members = _members(_saved({"x": torch.arange(4.0)}))
+    members = zip_members(_saved({"x": torch.arange(4.0)}))
     prefix = next(iter(members)).split("/")[0]
 
     class Pickler(pickle.Pickler):
@@ -243,7 +230,7 @@ def _crafted_view(offset, size, stride, numel=4) -> bytes:
     buf = io.BytesIO()
     Pickler(buf, protocol=2).dump({"model": {"1.weight_orig": _TensorView(offset, size, stride)}})
     members[f"{prefix}/data.pkl"] = buf.getvalue()
-    return _zip(members)
+    return zip_of(members)
 
 
 @pytest.mark.parametrize("attack, args", [

@@ -18,7 +18,7 @@ import pytest
 import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_hostile_support import check_outcome, isolated
+from test_hostile_support import check_outcome, isolated, zip_members, zip_of
 from torch import nn
 
 from n2ngraph.io import FileFormatError, graph_digest, load_graph, save_graph
@@ -50,8 +50,7 @@ def _base() -> tuple[bytes, str]:
 
 @lru_cache(maxsize=4)
 def _members_cached(blob: bytes) -> tuple[tuple[str, bytes], ...]:
-    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
-        return tuple((i.filename, zf.read(i)) for i in zf.infolist())
+    return tuple(zip_members(blob).items())
 
 
 def _members(blob: bytes) -> dict[str, bytes]:
@@ -66,14 +65,6 @@ def _npy(array: np.ndarray) -> bytes:
 
 def _array(raw: bytes) -> np.ndarray:
     return np.lib.format.read_array(io.BytesIO(raw), allow_pickle=False)
-
-
-def _zip(members: dict[str, bytes], method=zipfile.ZIP_STORED) -> bytes:
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", method) as zf:
-        for name, raw in members.items():
-            zf.writestr(name, raw)
-    return buf.getvalue()
 
 
 def _header(members) -> dict:
@@ -141,7 +132,7 @@ def test_rewritten_header_fields(tmp_path_factory, where, index, key, value):
     header = _header(members)
     items = header["groups" if where == "group" else "blocks"]
     items[index % len(items)][key] = value
-    _run(tmp_path_factory.mktemp("h"), _zip(_with_header(members, header)), "graph: rewritten header field",
+    _run(tmp_path_factory.mktemp("h"), zip_of(_with_header(members, header)), "graph: rewritten header field",
          ok=lambda v: v["weights_ok"])
 
 
@@ -151,7 +142,7 @@ def test_rewritten_header_top_level(tmp_path_factory, key, value):
     members = _members(_base()[0])
     header = _header(members)
     header[key] = value
-    _run(tmp_path_factory.mktemp("h"), _zip(_with_header(members, header)), "graph: rewritten header field",
+    _run(tmp_path_factory.mktemp("h"), zip_of(_with_header(members, header)), "graph: rewritten header field",
          ok=lambda v: v["weights_ok"])
 
 
@@ -159,7 +150,7 @@ def test_rewritten_header_top_level(tmp_path_factory, key, value):
 def _tampered(change) -> bytes:
     members = _members(_base()[0])
     change(members)
-    return _zip(members)
+    return zip_of(members)
 
 
 def _mask(members, i=0):
@@ -231,20 +222,20 @@ def test_padding_bits_of_a_packed_mask_must_be_zero(tmp_path):
     packed = _array(members["mask_0.npy"]).copy()
     packed[-1] |= 0x01
     members["mask_0.npy"] = _npy(packed)
-    path.write_bytes(_zip(members))
+    path.write_bytes(zip_of(members))
     out = isolated(_load, path)
     check_outcome(out, "graph: padding bits set", path)
     assert "padding bits" in out.message
 
 
 def test_stored_and_deflated_archives_both_load(tmp_path):
-    stored = _zip(_members(_base()[0]), zipfile.ZIP_STORED)
+    stored = zip_of(_members(_base()[0]), zipfile.ZIP_STORED)
     assert _run(tmp_path, stored, "graph: valid file (stored)").kind == "ok"
 
 
 @pytest.mark.parametrize("method", [zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA])
 def test_other_compression_methods_are_refused(tmp_path, method):
-    out = _run(tmp_path, _zip(_members(_base()[0]), method), "graph: other compression method")
+    out = _run(tmp_path, zip_of(_members(_base()[0]), method), "graph: other compression method")
     assert out.kind == "error" and "compression method" in out.message
 
 

@@ -9,11 +9,13 @@ the helper.
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import select
 import signal
 import time
+import zipfile
 from collections import Counter
 from dataclasses import dataclass
 
@@ -33,6 +35,21 @@ class Outcome:
     value: object = None
     extra_mb: float = 0.0
     signal: int = 0
+
+
+def zip_members(blob: bytes) -> dict[str, bytes]:
+    """The members of a zip archive (a saved graph or checkpoint), name -> raw bytes."""
+    with zipfile.ZipFile(io.BytesIO(blob)) as zf:
+        return {i.filename: zf.read(i) for i in zf.infolist()}
+
+
+def zip_of(members: dict[str, bytes], method=zipfile.ZIP_STORED) -> bytes:
+    """A zip archive of ``members`` in order, every member written with ``method``."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", method) as zf:
+        for name, raw in members.items():
+            zf.writestr(name, raw)
+    return buf.getvalue()
 
 
 def _status_kb(field: str) -> int:
