@@ -107,16 +107,23 @@ def test_mlp_skip_forward_rule_by_hand():
     torch.testing.assert_close(model(x), out)
 
 
+def _skip_call(model, src, dst, x, *, train):
+    """The N2NSkip ``src -> dst`` of ``model`` and what it saw in one forward pass of ``x``:
+    ``a`` (source activation), ``z`` (target pre-activation) and ``out``."""
+    skip = next(m for m in model.modules() if isinstance(m, N2NSkip)
+                and (m.n2ngraph_src, m.n2ngraph_dst) == (src, dst))
+    seen = {}
+    handle = skip.register_forward_hook(lambda mod, args, out: seen.update(a=args[0], z=args[1], out=out))
+    model.train(train)(x)
+    handle.remove()
+    return skip, seen
+
+
 def test_conv_skip_across_pooling_has_target_shape():
     ref = _conv_net()
     g = _pruned_graph(ref, X_CONV, skip_kernel=3)
     model = to_model(g, ref, example_input=X_CONV[:1])
-    skip = next(m for m in model.modules() if isinstance(m, N2NSkip)
-                and (m.n2ngraph_src, m.n2ngraph_dst) == ("input", "4"))
-    seen = {}
-    handle = skip.register_forward_hook(lambda mod, args, out: seen.update(a=args[0], z=args[1], out=out))
-    model.eval()(X_CONV)
-    handle.remove()
+    skip, seen = _skip_call(model, "input", "4", X_CONV, train=False)
     assert seen["a"].shape == (4, 3, 16, 16) and seen["out"].shape == seen["z"].shape == (4, 16, 8, 8)
     # independent reference: average-pool 16x16 -> 8x8, then the masked 3x3 conv, then ReLU
     w = skip.dense_weight().detach()
@@ -399,12 +406,7 @@ def test_paper_order_forward_by_hand():
     ref = _conv_net()
     g = _pruned_graph(ref, X_CONV, skip_kernel=3, skip_order="conv-bn-act-pool")
     model = to_model(g, ref, example_input=X_CONV[:1])
-    skip = next(m for m in model.modules() if isinstance(m, N2NSkip)
-                and (m.n2ngraph_src, m.n2ngraph_dst) == ("input", "4"))
-    seen = {}
-    handle = skip.register_forward_hook(lambda mod, args, out: seen.update(a=args[0], z=args[1], out=out))
-    model.train()(X_CONV)
-    handle.remove()
+    skip, seen = _skip_call(model, "input", "4", X_CONV, train=True)
     y = F.conv2d(seen["a"], skip.dense_weight().detach(), padding=1)
     y = F.relu(F.batch_norm(y, None, None, training=True))
     expected = seen["z"] + F.adaptive_max_pool2d(y, seen["z"].shape[-2:])
