@@ -394,12 +394,14 @@ def resolve_times(config: CompareConfig) -> tuple[float, ...]:
     return stated_times(reference_graph(config), None, config.t_lambda2, weighted=config.weighted)[0]
 
 
-def _escaped_vs(reference, g, times, weighted: bool) -> np.ndarray:
-    """``heat_escaped(g, t) - heat_escaped(reference, t)`` for each ``t`` in ``times``, from the
-    decaying parts of both signatures (accurate also where both are nearly saturated)."""
+def _escaped_vs(reference: dict, g, grid, weighted: bool) -> np.ndarray:
+    """``heat_escaped(g, t) - heat_escaped(reference, t)`` for each ``t`` in ``grid``, from the
+    decaying parts of both signatures (accurate also where both are nearly saturated), with
+    the reference's precomputed signature on the same grid."""
     from n2ngraph.diffusion import heat_escaped
 
-    escaped = heat_escaped(g, np.asarray(times, dtype=float), weighted=weighted, reference=reference)
+    escaped = heat_escaped(g, grid, weighted=weighted, reference=reference["graph"],
+                           reference_signature=reference["signature"])
     return np.atleast_1d(np.asarray(escaped, dtype=float))
 
 
@@ -500,7 +502,7 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
     graph = _graph_of(spec, data)
     grid = np.array([*times, np.inf])
     distance = _distance(reference, graph, grid, weighted)
-    escaped = _escaped_vs(reference["graph"], graph, times, weighted)
+    escaped = _escaped_vs(reference, graph, grid, weighted)[:-1]  # the grid ends at t = inf
     sources = np.zeros(graph.num_nodes)
     sources[graph.input_nodes] = 1.0
     eps = spec["saturation_rtol"] * float(np.linalg.norm(sources))

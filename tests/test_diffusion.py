@@ -525,6 +525,23 @@ def test_connectivity_distance_with_reference_signature(small_mlp):
 
 
 # ---------------------------------------------------------------------------- heat_escaped
+def test_heat_escaped_with_reference_signature(small_mlp):
+    ref_graph = mlp_graph((192, 32, 16, 8, 4, 10), 1.0, seed=0)
+    t = np.array([0.0, 0.01, 0.1, 1.0, 30.0, np.inf])
+    expected = heat_escaped(small_mlp, t, reference=ref_graph)
+    S_ref = heat_signature(ref_graph, t)
+    np.testing.assert_array_equal(
+        heat_escaped(small_mlp, t, reference=ref_graph, reference_signature=S_ref), expected)
+    plain = np.array(S_ref)  # no parts: used as given, to the rounding of S
+    np.testing.assert_allclose(
+        heat_escaped(small_mlp, t, reference=ref_graph, reference_signature=plain), expected,
+        rtol=1e-10, atol=1e-13)
+    with pytest.raises(ValueError, match="needs reference"):
+        heat_escaped(small_mlp, t, reference_signature=S_ref)
+    with pytest.raises(ValueError, match="other times"):
+        heat_escaped(small_mlp, t * 2, reference=ref_graph, reference_signature=S_ref)
+
+
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_heat_escaped_matches_dense_expm(case):
     W, A = CASES[case]()

@@ -611,7 +611,7 @@ def _distance_from_parts(ref: _Parts, cur: _Parts) -> np.ndarray:
 
 
 def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool = False,
-                 reference=None, **options) -> float | np.ndarray:
+                 reference=None, reference_signature=None, **options) -> float | np.ndarray:
     """Fraction of the initial heat that has left the source nodes by time ``t``::
 
         escaped(t) = 1 - sum_{i in sources} S_i(t) / sum(A),
@@ -639,6 +639,11 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
         If given, return ``escaped(g, t) - escaped(reference, t)``, computed from the decaying
         parts (accurate where both are saturated to within ``1e-16``, where subtracting two
         results of this function would only return rounding).
+    reference_signature : ndarray of shape (T, n) or (n,), optional
+        ``heat_signature(reference, t, ...)`` computed before, with the same sources and options,
+        used instead of recomputing the reference's (as in :func:`connectivity_distance`);
+        needs ``reference``. A signature that kept its exact parts gives the same accuracy as
+        recomputing; any other array is used as given.
     **options
         ``method``, ``rtol``, ``device``, ``max_basis_bytes`` as in :func:`heat_signature`.
 
@@ -653,6 +658,8 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
     >>> heat_escaped(W, [0.0, np.inf], sources=[1.0, 0.0])
     array([0. , 0.5])
     """
+    if reference_signature is not None and reference is None:
+        raise ValueError("heat_escaped(reference_signature=...) needs reference= as well")
     sig_args = _signature_args({**options, "weighted": weighted, "normalized": normalized})
     times, scalar, problem, parts = _signature_parts(g, t, sources, *sig_args)
     total = float(np.sum(parts.sources / parts.scale))
@@ -667,10 +674,18 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
     else:
         if _node_set(reference) != _node_set(g):
             raise ValueError("heat_escaped(reference=...) needs graphs on the same node set")
-        ref = _signature_parts(reference, t, parts.sources, *sig_args)[3]
-        r0 = float(np.sum(ref.saturated[on]))
-        out = ((r0 - kept0) + (ref.decaying[:, on].sum(axis=1) - kept_d)) / total
-        out[np.isinf(times)] = (r0 - kept0) / total
+        if reference_signature is None:
+            ref, ref_plain = _signature_parts(reference, t, parts.sources, *sig_args)[3], None
+        else:
+            ref, ref_plain = _reference_parts(reference_signature, times, scalar, problem.n, parts)
+        if ref is not None:
+            r0 = float(np.sum(ref.saturated[on]))
+            out = ((r0 - kept0) + (ref.decaying[:, on].sum(axis=1) - kept_d)) / total
+            out[np.isinf(times)] = (r0 - kept0) / total
+        else:  # a plain array, in the sources' own units
+            ref_kept = np.asarray(ref_plain)[:, on].sum(axis=1) / parts.scale
+            out = (ref_kept - (kept0 + kept_d)) / total
+            out[np.isinf(times)] = (ref_kept[np.isinf(times)] - kept0) / total
     out[times == 0] = 0.0
     if reference is None and not normalized and np.all(parts.sources >= 0):
         np.clip(out, 0.0, 1.0, out=out)  # exact property there; only rounding can leave it
