@@ -475,7 +475,7 @@ def heat_signature(
     --------
     >>> import numpy as np, scipy.sparse as sp
     >>> W = sp.csr_array(np.array([[0, 1.0], [1.0, 0]]))
-    >>> heat_signature(W, [0.0, np.inf], sources=[1.0, 0.0])
+    >>> np.asarray(heat_signature(W, [0.0, np.inf], sources=[1.0, 0.0]))
     array([[1. , 0. ],
            [0.5, 0.5]])
     """
