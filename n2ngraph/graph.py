@@ -16,6 +16,7 @@ A block joins ``src`` (earlier group) to ``dst`` (later group). The adjacency is
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -24,7 +25,7 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-__all__ = ["BLOCK_KINDS", "NodeGroup", "EdgeBlock", "NetworkGraph"]
+__all__ = ["BLOCK_KINDS", "LayerSpec", "NodeGroup", "EdgeBlock", "NetworkGraph"]
 
 #: The kinds of edge block (docs/design.md): weight layers, learnable N2NSkip connections and
 #: parameter-free identity shortcuts.
@@ -82,6 +83,132 @@ class NodeGroup:
         return tuple(self.shape[1:]) if len(self.shape) > 1 else ()
 
 
+def _int_tuple(value, what: str) -> tuple[int, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (int, np.integer)) and not isinstance(value, bool):
+        return (int(value),)
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise TypeError(f"layer spec {what} must be an int or a sequence of ints, got {value!r}") from None
+    if not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool) for v in items):
+        raise TypeError(f"layer spec {what} must be an int or a sequence of ints, got {value!r}")
+    return tuple(int(v) for v in items)
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """What an edge block does besides joining nodes: the layer's op and geometry.
+
+    Topology lives in :class:`EdgeBlock`'s groups and mask; this record holds what the bridge
+    needs to rebuild the layer and what a reader needs to name it. Not part of topology
+    (``==`` on graphs ignores it). Every field is optional; a saved graph stores the non-empty
+    ones (:meth:`to_dict`).
+
+    Parameters
+    ----------
+    op : str, optional
+        The op: ``"Linear"``, ``"Conv2d"`` for weight blocks; ``"add"``, ``"concat"``,
+        ``"identity"`` for residual ones.
+    module : str, optional
+        Module path of the traced weight layer (``model.get_submodule(module)``).
+    added_by : str, optional
+        The graph edit that made the block (``"add_n2nskip"``, ``"add_resskip"``); ``None`` for
+        blocks traced from the model.
+    kernel_size, stride, padding, dilation : tuple of int, optional
+        Conv geometry, one entry per spatial dimension (``padding`` may also be ``"same"`` or
+        ``"valid"``).
+    norm : str, optional
+        Normalisation inside an added skip (``"batch"``).
+    pool : str, optional
+        How an added skip reaches the target's spatial size (``"adaptive_avg"``,
+        ``"adaptive_max"``, ``"global_avg"``).
+    output_size, input_size : tuple of int, optional
+        Spatial sizes ``(h, w)`` a skip pools to and reads from.
+    order : str, optional
+        Op order inside a conv skip (``"pool-conv-act"`` or ``"conv-bn-act-pool"``).
+    span : int, optional
+        Layers a skip jumps (``depth[dst] - depth[src]``).
+    init_seed : int, optional
+        Seed of an N2NSkip block's initial weights.
+    pad_channels : int, optional
+        Zero channels an identity skip appends to reach the target's width.
+    """
+
+    op: str | None = None
+    module: str | None = None
+    added_by: str | None = None
+    kernel_size: tuple[int, ...] | None = None
+    stride: tuple[int, ...] | None = None
+    padding: tuple[int, ...] | str | None = None
+    dilation: tuple[int, ...] | None = None
+    norm: str | None = None
+    pool: str | None = None
+    output_size: tuple[int, ...] | None = None
+    input_size: tuple[int, ...] | None = None
+    order: str | None = None
+    span: int | None = None
+    init_seed: int | None = None
+    pad_channels: int | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("op", "module", "added_by", "norm", "pool", "order"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise TypeError(f"layer spec {name} must be a str or None, got {value!r}")
+        for name in ("kernel_size", "stride", "dilation", "output_size", "input_size"):
+            object.__setattr__(self, name, _int_tuple(getattr(self, name), name))
+        if not isinstance(self.padding, str):
+            object.__setattr__(self, "padding", _int_tuple(self.padding, "padding"))
+        for name in ("span", "init_seed", "pad_channels"):
+            value = getattr(self, name)
+            if value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+                    raise TypeError(f"layer spec {name} must be an int or None, got {value!r}")
+                object.__setattr__(self, name, int(value))
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LayerSpec:
+        """The spec of a JSON object written by :meth:`to_dict`; an unknown key is a ValueError
+        naming the accepted ones (``"type"`` is read as ``op``, as files of version 0.1 wrote it)."""
+        if isinstance(data, LayerSpec):
+            return data
+        if not isinstance(data, Mapping):
+            raise TypeError(f"a layer spec must be a LayerSpec or a mapping, got {type(data).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        values = {("op" if k == "type" else k): v for k, v in data.items()}
+        unknown = sorted(set(values) - fields)
+        if unknown:
+            raise ValueError(f"unknown layer spec keys {unknown}; accepted keys are {sorted(fields)}")
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The non-empty fields as a JSON-serialisable dict (tuples become lists)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    # Transitional mapping access, for code not yet moved to attributes; removed in this change.
+    def get(self, key: str, default: Any = None) -> Any:
+        value = getattr(self, "op" if key == "type" else key, None)
+        return default if value is None else (list(value) if isinstance(value, tuple) else value)
+
+    def __getitem__(self, key: str) -> Any:
+        if ("op" if key == "type" else key) not in {f.name for f in dataclasses.fields(self)}:
+            raise KeyError(key)
+        return self.get(key)
+
+    def __contains__(self, key: str) -> bool:
+        return self.get(key) is not None
+
+    def keys(self):
+        return self.to_dict().keys()
+
+
 def _frozen_array(array: np.ndarray | None, dtype) -> np.ndarray | None:
     if array is None:
         return None
@@ -121,9 +248,9 @@ class EdgeBlock:
     offset : int
         For ``residual`` blocks, source node ``i`` joins destination node ``i + offset``
         (concatenation places operands at an offset).
-    spec : mapping
-        JSON-serialisable layer details (stride, padding, kernel size, layer type, how a conv skip
-        reaches the target's spatial size). Not part of topology.
+    spec : LayerSpec or mapping
+        The layer's op and geometry (:class:`LayerSpec`; a mapping is read with
+        :meth:`LayerSpec.from_dict`). Not part of topology.
     """
 
     name: str
@@ -135,7 +262,7 @@ class EdgeBlock:
     groups: int = 1
     fold: int = 1
     offset: int = 0
-    spec: Mapping[str, Any] = field(default_factory=dict)
+    spec: LayerSpec = field(default_factory=LayerSpec)
 
     def __post_init__(self) -> None:
         for attr in ("name", "src", "dst", "kind"):
@@ -168,7 +295,7 @@ class EdgeBlock:
             )
         object.__setattr__(self, "mask", _frozen_array(self.mask, np.bool_))
         object.__setattr__(self, "pair_weight", _frozen_array(self.pair_weight, np.float32))
-        object.__setattr__(self, "spec", MappingProxyType(dict(self.spec)))
+        object.__setattr__(self, "spec", LayerSpec.from_dict(self.spec))
         if self.mask is not None:
             cols = self.mask.shape[1]
             if cols % self.fold:
@@ -264,7 +391,7 @@ class EdgeBlock:
             )
         return EdgeBlock(
             self.name, self.src, self.dst, self.kind, mask, pair_weight,
-            self.groups, self.fold, self.offset, dict(self.spec),
+            self.groups, self.fold, self.offset, self.spec,
         )
 
 

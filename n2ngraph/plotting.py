@@ -52,7 +52,7 @@ _F_COLUMN = re.compile(r"^F\(t=(.+)\)$")
 def display_kind(block: EdgeBlock) -> str:
     """The :data:`DISPLAY_KINDS` entry of ``block``: its kind, or ``"concat"`` for the joins of
     a concatenation."""
-    if block.kind == "residual" and dict(block.spec).get("type") == "concat":
+    if block.kind == "residual" and block.spec.op == "concat":
         return "concat"
     return block.kind
 
