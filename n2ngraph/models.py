@@ -4,15 +4,22 @@ The conv nets follow torchvision's definitions (same module names, same forward 
 the in-place residual ``out += identity``), so a user's torchvision model traces the same way.
 They are CIFAR-shaped by default: 32 x 32 inputs and ``num_classes=10``.
 
-Registry
---------
-``MODELS`` maps a name to a factory taking ``num_classes`` (and keywords); ``build_model(name)``
-looks one up and lists the valid names when it is unknown.
+Registry and resolution
+-----------------------
+``MODELS`` maps a name to a factory taking ``num_classes`` (and keywords). This module is the one
+home of model resolution and seeding: :func:`model_factory` turns a spec (a registered name or
+``"package.module:function"``) into its factory, :func:`resolve_model` builds it under a seed
+(every command and sweep builds models through it), :func:`build_model` builds registered names
+only. An unknown name lists the valid ones.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+import importlib
+import inspect
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,6 +27,7 @@ from torch import nn
 __all__ = [
     "MODELS",
     "build_model",
+    "model_factory",
     "resolve_model",
     "example_input",
     "mlp",
@@ -142,7 +150,25 @@ def vgg19(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchv
 
 
 # ------------------------------------------------------------------------- ResNet
-class BasicBlock(nn.Module):
+class _ResidualBlock(nn.Module):
+    """What the ResNet blocks share: the shortcut join ``relu(out + shortcut(x))``.
+
+    Subclasses register ``relu`` and ``downsample`` (None: identity shortcut) in their own
+    ``__init__`` (the registration order, hence module names and ``repr``, is torchvision's).
+    """
+
+    relu: nn.Module
+    downsample: nn.Module | None
+
+    def _add_shortcut(self, out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """``relu(out + x)``, or ``relu(out + downsample(x))``: torchvision's in-place add,
+        the shortcut computed after the main branch as torchvision orders it."""
+        identity = x if self.downsample is None else self.downsample(x)
+        out += identity
+        return self.relu(out)
+
+
+class BasicBlock(_ResidualBlock):
     """ResNet basic block (He et al. 2016, arXiv:1512.03385), torchvision's code."""
 
     expansion = 1
@@ -159,16 +185,11 @@ class BasicBlock(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
+        return self._add_shortcut(self.bn2(self.conv2(out)), x)
 
 
-class Bottleneck(nn.Module):
+class Bottleneck(_ResidualBlock):
     """ResNet bottleneck block (1x1, 3x3, 1x1; stride on the 3x3 as in torchvision v1.5)."""
 
     expansion = 4
@@ -187,14 +208,9 @@ class Bottleneck(nn.Module):
         self.stride = stride
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
-        out = self.bn3(self.conv3(out))
-        if self.downsample is not None:
-            identity = self.downsample(x)
-        out += identity
-        return self.relu(out)
+        return self._add_shortcut(self.bn3(self.conv3(out)), x)
 
 
 class ResNet(nn.Module):
@@ -279,19 +295,131 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
+@contextlib.contextmanager
+def _seeded(seed: int | None):
+    """The one place models are seeded: inside, torch's global CPU generator is seeded with
+    ``seed``, and the caller's state is restored on exit (``torch.random.fork_rng``).
+    ``None``: no seeding, the global state is used (and advanced)."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
 def build_model(name: str, *, seed: int | None = 0, **kwargs) -> nn.Module:
     """Build a registered model with a seeded initialisation.
 
     ``seed`` seeds a private ``torch.Generator`` context (``torch.random.fork_rng``), so the
-    global random state is left untouched; ``None`` uses the global state.
+    global random state is left untouched; ``None`` uses the global state. A factory's own
+    errors (a bad keyword) propagate unchanged; :func:`resolve_model` also takes user factories.
+
+    Examples
+    --------
+    >>> a, b = build_model("lenet300", seed=1), build_model("lenet300", seed=1)
+    >>> bool((a[1].weight == b[1].weight).all()), tuple(a[1].weight.shape)
+    (True, (300, 784))
     """
     if name not in MODELS:
         raise ValueError(f"unknown model {name!r}; valid models are {sorted(MODELS)}")
-    if seed is None:
+    with _seeded(seed):
         return MODELS[name](**kwargs)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MODELS[name](**kwargs)
+
+
+def model_factory(spec: str) -> Callable[..., nn.Module]:
+    """The factory a model spec names, without calling it.
+
+    Parameters
+    ----------
+    spec : str
+        A key of :data:`MODELS` (``"vgg19"``) or a user factory ``"package.module:function"``,
+        which is imported here.
+
+    Raises
+    ------
+    ValueError
+        An unknown name (the message lists the valid ones), a module that fails to import, or a
+        name that is not a callable of its module.
+
+    Examples
+    --------
+    >>> model_factory("paper_mlp") is paper_mlp, model_factory("n2ngraph.models:lenet300") is lenet300
+    (True, True)
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"a model spec is a string (a registered name or 'package.module:function'), "
+                        f"got {spec!r}")
+    if ":" not in spec:
+        if spec not in MODELS:
+            raise ValueError(f"unknown model {spec!r}; valid models are {sorted(MODELS)} or "
+                             "'package.module:function'")
+        return MODELS[spec]
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - the user's import failed: say which and why
+        raise ValueError(f"cannot import model factory {spec!r}: {type(exc).__name__}: {exc}") from exc
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"cannot import model factory {spec!r}: module {module_name!r} has no callable "
+                         f"{attr!r}")
+    return factory
+
+
+def _accepted(factory: Callable, keywords: Mapping[str, Any]) -> dict[str, Any]:
+    """The entries of ``keywords`` that ``factory`` names as parameters (all of them when it
+    takes ``**kwargs``; none when its signature cannot be read)."""
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return {}
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return dict(keywords)
+    return {k: v for k, v in keywords.items() if k in params}
+
+
+def resolve_model(spec: str, *, seed: int | None = 0, defaults: Mapping[str, Any] | None = None,
+                  **kwargs) -> nn.Module:
+    """A model from a registered name (``"vgg19"``) or a user factory ``"package.module:function"``.
+
+    The factory (:func:`model_factory`) is called with ``kwargs`` under the seed of
+    :func:`build_model`; it must return an ``nn.Module``.
+
+    Parameters
+    ----------
+    spec : str
+        See :func:`model_factory`.
+    seed : int or None
+        Seeds the initialisation (see :func:`build_model`).
+    defaults : mapping, optional
+        Keywords passed only when the factory takes them and ``kwargs`` does not give them, e.g.
+        ``{"num_classes": 10, "in_features": 64}`` from a dataset (the training command does so).
+    **kwargs
+        Keywords of the factory.
+
+    Raises
+    ------
+    ValueError
+        From :func:`model_factory`; or the factory raised (the message names the factory, the
+        keywords and the error) or returned something other than an ``nn.Module``.
+
+    Examples
+    --------
+    >>> resolve_model("lenet300", defaults={"in_features": 64, "head": "cifar"})[1]
+    Linear(in_features=64, out_features=300, bias=True)
+    """
+    factory = model_factory(spec)
+    kwargs = {**_accepted(factory, defaults or {}), **kwargs}
+    try:
+        with _seeded(seed):
+            model = factory(**kwargs)
+    except Exception as exc:  # noqa: BLE001 - the factory raised: say which, with what, and why
+        called = f" (keywords {kwargs})" if kwargs else ""
+        raise ValueError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}{called}") from exc
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
+    return model
 
 
 def example_input(model: nn.Module, *, batch: int = 1, image_size: int = 32) -> torch.Tensor:
@@ -307,33 +435,3 @@ def example_input(model: nn.Module, *, batch: int = 1, image_size: int = 32) -> 
         return torch.zeros(batch, first.in_features, dtype=weight.dtype, device=weight.device)
     return torch.zeros(batch, first.in_channels, image_size, image_size, dtype=weight.dtype,
                        device=weight.device)
-
-
-def resolve_model(spec: str, *, seed: int | None = 0, **kwargs) -> nn.Module:
-    """A model from a registered name (``"vgg19"``) or a user factory ``"package.module:function"``.
-
-    The factory is imported and called with no arguments (after seeding as in
-    :func:`build_model`); it must return an ``nn.Module``.
-    """
-    if ":" not in spec:
-        return build_model(spec, seed=seed, **kwargs)
-    import importlib
-
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - the user's import failed: say which and why
-        raise ValueError(f"cannot import {module_name!r} for model {spec!r}: {exc}") from exc
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"{spec!r}: {module_name!r} has no callable {attr!r}")
-    try:
-        with torch.random.fork_rng(devices=[]):
-            if seed is not None:
-                torch.manual_seed(seed)
-            model = factory(**kwargs)
-    except Exception as exc:  # noqa: BLE001 - the user's factory raised
-        raise ValueError(f"model factory {spec!r} raised {type(exc).__name__}: {exc}") from exc
-    if not isinstance(model, nn.Module):
-        raise ValueError(f"model factory {spec!r} returned {type(model).__name__}, not an nn.Module")
-    return model
