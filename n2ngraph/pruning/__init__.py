@@ -37,6 +37,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from n2ngraph.budget import apportion, check_density
 from n2ngraph.masks import prunable_weights, validate_masks, weight_of
 from n2ngraph.pruning._scorers import (
     as_batches,
@@ -49,11 +50,11 @@ from n2ngraph.pruning._scorers import (
     scoring_copy,
 )
 from n2ngraph.pruning._threshold import (
-    _largest_remainder,
     budget,
     select_alive,
     select_channels,
     select_per_unit,
+    select_subset,
 )
 
 __all__ = [
@@ -165,15 +166,6 @@ def _method(method: str) -> PruningMethod:
     if not isinstance(method, str) or method not in METHODS:
         raise ValueError(f"unknown pruning method {method!r}; valid methods are {sorted(METHODS)}")
     return METHODS[method]
-
-
-def _density(density: Any) -> float:
-    if isinstance(density, bool) or not isinstance(density, numbers.Real):
-        raise TypeError(f"density must be a number in (0, 1], got {type(density).__name__}")
-    value = float(density)
-    if not (math.isfinite(value) and 0.0 < value <= 1.0):
-        raise ValueError(f"density must lie in (0, 1] (the kept fraction), got {density!r}")
-    return value
 
 
 def _modules(model: Any) -> dict[str, nn.Module]:
@@ -404,7 +396,7 @@ def kept_count(
     if scope not in SCOPES:
         raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
     _check_granularity(granularity, scope)
-    density = _density(density)
+    density = check_density(density)
     modules = _modules(model)
     if density == 1.0:
         _dense_names(modules, dense)
@@ -578,7 +570,7 @@ def prune(
             f"granularity='channel' applies to the random methods {list(CHANNEL_METHODS)}; "
             f"{method!r} ranks single weights: pass granularity='weight'"
         )
-    density = _density(density)
+    density = check_density(density)
     modules = _modules(model)
     rounds, zero_ties, options = _options(method, spec, options)
     if granularity == "channel" and rounds != 1:
@@ -614,30 +606,23 @@ def _prune_per_unit(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Te
         budgets = plan.layers
     else:
         sizes = [math.prod(s) for s in shapes.values()]
-        budgets = dict(zip(shapes, _largest_remainder(plan.total, sizes, rng)))
+        budgets = dict(zip(shapes, apportion(plan.total, sizes, rng=rng).tolist()))
     return select_per_unit(shapes, budgets, rng)
 
 
 def _prune_subset(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Tensor]:
     """Uniformly random masks of the free layers: ``k`` of ``n`` indices drawn without
-    replacement per layer (``layerwise``), or over all free weights at once (``global``).
-
-    The cost grows with the budget (Floyd's algorithm, or a partial shuffle for large
-    budgets), not with a key per weight and a selection over them.
-    """
+    replacement per layer (``layerwise``), or over all free weights at once (``global``), by
+    :func:`~n2ngraph.pruning._threshold.select_subset` (no key per weight)."""
     shapes = {n: plan.shapes[n] for n in plan.free}
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     if plan.scope == "global":
-        flat = np.zeros(sum(sizes.values()), dtype=bool)
-        flat[rng.choice(flat.size, size=plan.total, replace=False, shuffle=False)] = True
+        flat = select_subset(sum(sizes.values()), plan.total, rng)
         parts, start = {}, 0
         for name, n in sizes.items():
             parts[name], start = flat[start : start + n], start + n
     else:
-        parts = {}
-        for name, n in sizes.items():
-            parts[name] = np.zeros(n, dtype=bool)
-            parts[name][rng.choice(n, size=plan.layers[name], replace=False, shuffle=False)] = True
+        parts = {name: select_subset(n, plan.layers[name], rng) for name, n in sizes.items()}
     return {name: torch.from_numpy(parts[name]).reshape(shapes[name]) for name in shapes}
 
 
@@ -749,9 +734,8 @@ def _prune_channels(
         elif spec.per_unit:
             masks.update(select_per_unit({name: shape}, {name: plan.layers[name]}, rng))
         else:
-            flat = np.zeros(math.prod(shape), dtype=bool)
-            flat[rng.choice(flat.size, size=plan.layers[name], replace=False, shuffle=False)] = True
-            masks[name] = torch.from_numpy(flat).reshape(shape)
+            keep = select_subset(math.prod(shape), plan.layers[name], rng)
+            masks[name] = torch.from_numpy(keep).reshape(shape)
     return masks
 
 

@@ -86,7 +86,7 @@ def as_batches(data: Any, device: torch.device, *, limit: int | None = None) -> 
     return batches
 
 
-def _strip_masks(module: nn.Module) -> None:
+def _restore_dense_weight(module: nn.Module) -> None:
     """Make a (copied) module's weight a plain dense parameter again: undo
     ``torch.nn.utils.prune`` (mask set to ones first) and weight parametrizations."""
     from torch.nn.utils import parametrize
@@ -130,7 +130,7 @@ def scoring_copy(model: nn.Module) -> nn.Module:
     }
     work = copy.deepcopy(model, memo)
     for module in prunable_weights(work).values():
-        _strip_masks(module)
+        _restore_dense_weight(module)
     for module in work.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.eval()
@@ -153,6 +153,39 @@ def _loss_fn(loss: Callable | None) -> Callable:
 def _grads(output: torch.Tensor, params: list[torch.Tensor], **kwargs) -> list[torch.Tensor]:
     grads = torch.autograd.grad(output, params, allow_unused=True, **kwargs)
     return [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+
+def _mean_gradient(
+    params: list[torch.Tensor], data: list[tuple], objective: Callable[..., torch.Tensor]
+) -> list[torch.Tensor]:
+    """``d/dw`` of the mean over the batches of ``objective(x, y)``, one backward pass per
+    batch (the batches' gradients summed in batch order)."""
+    total = [torch.zeros_like(p) for p in params]
+    with torch.enable_grad():
+        for x, y in data:
+            value = objective(x, y) / len(data)
+            for acc, g in zip(total, _grads(value, params)):
+                acc += g
+    return total
+
+
+def _hessian_times(
+    value: torch.Tensor, params: list[torch.Tensor], vector: list[torch.Tensor] | None
+) -> list[torch.Tensor] | None:
+    """The Hessian-vector product ``H v`` of ``value`` over ``params`` by double
+    backpropagation, ``v = vector`` (``None``: ``v`` is ``value``'s own gradient, detached).
+
+    Returns ``None`` when ``value`` is linear in ``params`` (``H = 0``).
+    """
+    with torch.enable_grad():
+        grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
+        fixed = [None if g is None else g.detach() for g in grads] if vector is None else vector
+        z = sum(
+            (g * v).sum() for g, v in zip(grads, fixed) if g is not None and g.requires_grad
+        )
+        if not (isinstance(z, torch.Tensor) and z.requires_grad):
+            return None
+        return _grads(z, params)
 
 
 # ----------------------------------------------------------------------------- scorers
@@ -179,14 +212,8 @@ def score_snip(
     paper divides by the sum of all scores; that does not change the ranking and is omitted.
     """
     loss_fn = _loss_fn(loss)
-    params = list(weights.values())
-    total = [torch.zeros_like(p) for p in params]
-    with torch.enable_grad():
-        for x, y in data:
-            value = loss_fn(model(x), y) / len(data)
-            for acc, g in zip(total, _grads(value, params)):
-                acc += g
-    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), total)}
+    grads = _mean_gradient(list(weights.values()), data, lambda x, y: loss_fn(model(x), y))
+    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}
 
 
 def score_grasp(
@@ -212,35 +239,23 @@ def score_grasp(
     ):
         raise ValueError(f"temperature must be a positive finite number, got {temperature!r}")
     params = list(weights.values())
-    if len(data) == 1:
-        # One batch: the gradient of the double-backward pass is g itself (no separate pass).
-        (x, y), hg = data[0], None
-        with torch.enable_grad():
-            value = loss_fn(model(x) / temperature, y)
-            grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
-            z = sum(
-                (gi * gi.detach()).sum() for gi in grads if gi is not None and gi.requires_grad
-            )
-            if isinstance(z, torch.Tensor) and z.requires_grad:
-                hg = _grads(z, params)
-        if hg is None:  # the loss is linear in the weights: H g = 0
-            hg = [torch.zeros_like(p) for p in params]
-        return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
-    g = [torch.zeros_like(p) for p in params]
+
+    def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return loss_fn(model(x) / temperature, y)
+
     with torch.enable_grad():
-        for x, y in data:
-            value = loss_fn(model(x) / temperature, y) / len(data)
-            for acc, gi in zip(g, _grads(value, params)):
-                acc += gi
+        if len(data) == 1:
+            # One batch: the gradient of the double-backward pass is g itself (no separate pass).
+            hg = _hessian_times(objective(*data[0]), params, None)
+        else:
+            g = _mean_gradient(params, data, objective)
+            hg = [torch.zeros_like(p) for p in params]
+            for x, y in data:
+                h = _hessian_times(objective(x, y) / len(data), params, g)
+                for acc, hi in zip(hg, h or ()):
+                    acc += hi
+    if hg is None:  # the loss is linear in the weights: H g = 0
         hg = [torch.zeros_like(p) for p in params]
-        for x, y in data:
-            value = loss_fn(model(x) / temperature, y) / len(data)
-            grads = torch.autograd.grad(value, params, create_graph=True, allow_unused=True)
-            z = sum((gi * fixed).sum() for gi, fixed in zip(grads, g) if gi is not None)
-            if not (isinstance(z, torch.Tensor) and z.requires_grad):
-                continue  # the loss is linear in the weights: H g = 0
-            for acc, h in zip(hg, _grads(z, params)):
-                acc += h
     return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
 
 

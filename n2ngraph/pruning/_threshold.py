@@ -10,12 +10,21 @@ from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 
-__all__ = ["budget", "select_alive", "select_channels", "select_per_unit", "select_top"]
+__all__ = [
+    "budget",
+    "select_alive",
+    "select_channels",
+    "select_per_unit",
+    "select_subset",
+    "select_top",
+]
 
 
 def budget(n: int, density: float) -> int:
@@ -70,16 +79,45 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
     return np.partition(arr, n - k)[n - k]
 
 
-def _kth_largest(flat: torch.Tensor, k: int) -> torch.Tensor:
-    """The ``k``-th largest value of a 1-D tensor (``1 <= k <= numel``), as a 0-d tensor.
+@dataclass(frozen=True)
+class _ArrayOps:
+    """The few operations :func:`_top_k` needs that numpy and torch spell differently.
 
-    On CPU numpy's introselect (several times faster than ``torch.kthvalue``) on a sampled
-    bracket; on other devices ``torch.kthvalue``. Both are exact.
+    The selection itself (comparisons, boolean indexing, the seeded tie draw) is written once
+    over either array type; numpy serves CPU tensors (its comparisons, ``flatnonzero`` and
+    introselect are several times faster than torch's there, and its large arrays do not
+    page-fault anew on every call), torch serves tensors on other devices.
     """
-    if flat.device.type == "cpu":
-        value = _kth_largest_numpy(flat.detach().numpy(), k)
-        return torch.as_tensor(value, dtype=flat.dtype)
-    return torch.kthvalue(flat.detach(), flat.numel() - k + 1).values
+
+    #: ``full(like, value)``: a 1-D bool vector of ``like``'s size (and device), all ``value``.
+    full: Callable[[Any, bool], Any]
+    #: ``kth_largest(arr, k)``: the exact ``k``-th largest entry, ``1 <= k < arr.size``.
+    kth_largest: Callable[[Any, int], Any]
+    #: ``count(keep)``: the number of True entries of a bool vector.
+    count: Callable[[Any], int]
+    #: ``where(keep)``: the flat indices of the True entries, increasing.
+    where: Callable[[Any], Any]
+    #: ``indices(like, idx)``: the int64 numpy array ``idx`` as an index of ``like``.
+    indices: Callable[[Any, np.ndarray], Any]
+
+
+_NUMPY_OPS = _ArrayOps(
+    full=lambda like, value: np.full(like.size, value, dtype=bool),
+    kth_largest=_kth_largest_numpy,
+    count=lambda keep: int(np.count_nonzero(keep)),
+    where=np.flatnonzero,
+    indices=lambda like, idx: idx,
+)
+
+_TORCH_OPS = _ArrayOps(
+    full=lambda like, value: torch.full(
+        (like.numel(),), value, dtype=torch.bool, device=like.device
+    ),
+    kth_largest=lambda flat, k: torch.kthvalue(flat, flat.numel() - k + 1).values,
+    count=lambda keep: int(torch.count_nonzero(keep)),
+    where=lambda keep: torch.nonzero(keep).flatten(),
+    indices=lambda like, idx: torch.from_numpy(idx).to(like.device),
+)
 
 
 def _top_k(
@@ -97,70 +135,42 @@ def _top_k(
     ``drop_zero_ties``, when that value is zero (or ``k >= n``: the threshold then lies among
     the already-pruned weights, which score zero) the entries ``<= 0`` are all dropped instead
     (fewer than ``k`` kept), but at least ``at_least`` entries are kept (zeros at random).
+    The mask is on ``flat``'s device; CPU and other devices make the same selection with the
+    same random draws (:class:`_ArrayOps`).
     """
-    n = flat.numel()
+    flat = flat.detach()
     if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
         flat = flat.float()
     if flat.device.type == "cpu":
-        return torch.from_numpy(
-            _top_k_numpy(flat.detach().numpy(), k, rng, what, drop_zero_ties, at_least)
-        )
-    if torch.isnan(flat.sum()) and torch.isnan(flat).any():  # the sum: one pass, no allocation
-        raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
-    if k >= n and not drop_zero_ties:
-        return torch.ones(n, dtype=torch.bool, device=flat.device)
-    keep = torch.zeros(n, dtype=torch.bool, device=flat.device)
-    if k <= 0:
-        return keep
-    if k >= n:
-        threshold = torch.zeros((), dtype=flat.dtype, device=flat.device)
-        k = n
-    else:
-        threshold = _kth_largest(flat, k).to(flat.device)
-    keep = flat > threshold
-    above = int(torch.count_nonzero(keep))
-    if drop_zero_ties and threshold == 0:
-        k = min(k, max(above, at_least))
-    need = k - above
-    if need > 0:
-        ties = torch.nonzero(flat == threshold).flatten()
-        pick = rng.choice(ties.numel(), size=need, replace=False, shuffle=False)
-        keep[ties[torch.from_numpy(np.sort(pick)).to(ties.device)]] = True
-    return keep
+        keep = _select(flat.numpy(), k, rng, what, drop_zero_ties, at_least, _NUMPY_OPS)
+        return torch.from_numpy(keep)
+    return _select(flat, k, rng, what, drop_zero_ties, at_least, _TORCH_OPS)
 
 
-def _top_k_numpy(
-    arr: np.ndarray,
-    k: int,
-    rng: np.random.Generator,
-    what: str,
-    drop_zero_ties: bool,
-    at_least: int,
-) -> np.ndarray:
-    """:func:`_top_k` on the CPU, in numpy (same selection, same random draws): numpy's
-    comparisons and ``flatnonzero`` are several times faster than torch's there, and its
-    large arrays do not page-fault anew on every call."""
-    n = arr.size
-    if np.isnan(arr.sum()) and np.isnan(arr).any():
+def _select(arr: Any, k: int, rng: np.random.Generator, what: str, drop_zero_ties: bool,
+            at_least: int, ops: _ArrayOps) -> Any:
+    """:func:`_top_k` on a 1-D numpy array or torch tensor ``arr`` (``ops`` matching it)."""
+    n = len(arr)
+    total = arr.sum()  # one pass, no allocation: only a NaN sum needs the full check
+    if total != total and (arr != arr).any():
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
     if k >= n and not drop_zero_ties:
-        return np.ones(n, dtype=bool)
+        return ops.full(arr, True)
     if k <= 0:
-        return np.zeros(n, dtype=bool)
+        return ops.full(arr, False)
     if k >= n:
-        threshold = arr.dtype.type(0)
-        k = n
+        threshold, k = 0, n
     else:
-        threshold = _kth_largest_numpy(arr, k)
+        threshold = ops.kth_largest(arr, k)
     keep = arr > threshold
-    above = int(np.count_nonzero(keep))
+    above = ops.count(keep)
     if drop_zero_ties and threshold == 0:
         k = min(k, max(above, at_least))
     need = k - above
     if need > 0:
-        ties = np.flatnonzero(arr == threshold)
-        pick = rng.choice(ties.size, size=need, replace=False, shuffle=False)
-        keep[ties[np.sort(pick)]] = True
+        ties = ops.where(arr == threshold)
+        pick = rng.choice(len(ties), size=need, replace=False, shuffle=False)
+        keep[ties[ops.indices(ties, np.sort(pick))]] = True
     return keep
 
 
@@ -255,18 +265,16 @@ def select_top(
     return {n: keep[n].reshape(s.shape) for n, s in scores.items()}
 
 
-def _largest_remainder(total: int, weights: list[int], rng: np.random.Generator) -> list[int]:
-    """Split ``total`` in proportion to ``weights`` into integers summing to ``total``
-    (Hamilton's method; equal remainders are ordered at random)."""
-    w = np.asarray(weights, dtype=np.float64)
-    quota = total * w / w.sum()
-    base = np.floor(quota).astype(np.int64)
-    left = total - int(base.sum())
-    if left > 0:
-        remainder = quota - base
-        order = np.lexsort((rng.random(len(w)), -remainder))
-        base[order[:left]] += 1
-    return [int(b) for b in base]
+def select_subset(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """A 1-D boolean array of size ``n`` with a uniformly random ``k``-subset True.
+
+    One ``Generator.choice(n, k, replace=False, shuffle=False)`` draw: its cost grows with
+    ``k`` (Floyd's algorithm, or a partial shuffle for large ``k``), not with ``n`` keys and a
+    selection over them.
+    """
+    keep = np.zeros(n, dtype=bool)
+    keep[rng.choice(n, size=k, replace=False, shuffle=False)] = True
+    return keep
 
 
 #: Random keys drawn per chunk of rows in :func:`_equal_rows` (bounds memory at ~64 MB).
@@ -346,9 +354,7 @@ def select_channels(
     """
     c_out, c_in = shape[0], shape[1]
     if equal is None:
-        flat = np.zeros(c_out * c_in, dtype=bool)
-        flat[rng.choice(c_out * c_in, size=pairs, replace=False, shuffle=False)] = True
-        grid = flat.reshape(c_out, c_in)
+        grid = select_subset(c_out * c_in, pairs, rng).reshape(c_out, c_in)
     elif equal == "in":
         grid = _equal_rows(c_out, c_in, pairs, rng)
     else:
