@@ -92,6 +92,9 @@ from pathlib import Path
 
 import numpy as np
 
+from n2ngraph.budget import check_density
+from n2ngraph.pipeline import VARIANTS as PIPELINE_VARIANTS
+
 __all__ = [
     "CELL_FORMAT",
     "MAX_TIME",
@@ -113,8 +116,9 @@ __all__ = [
 ]
 
 #: Graph variants of a pruned network: plain pruning, or the recipe's N2NSkip variant (part of
-#: the budget pruned by the method, the rest as random N2NSkip connections).
-VARIANTS = ("plain", "n2nskip")
+#: the budget pruned by the method, the rest as random N2NSkip connections); the vocabulary of
+#: :data:`n2ngraph.pipeline.VARIANTS`, which also names the graphs' provenance.
+VARIANTS = PIPELINE_VARIANTS
 
 DEFAULT_METHODS = ("random", "expander", "snip", "grasp", "synflow", "magnitude")
 
@@ -228,11 +232,10 @@ class CompareConfig:
             raise ValueError(f"unknown pruning method(s) {unknown}; valid methods are {sorted(METHODS)}")
         if len(set(self.methods)) != len(self.methods):
             raise ValueError(f"methods holds a repeated name: {list(self.methods)}")
-        bad = [d for d in self.densities if isinstance(d, bool) or not isinstance(d, numbers.Real)
-               or not 0 < d <= 1]
-        if bad or not self.densities:
-            raise ValueError(f"densities must lie in (0, 1], got {list(self.densities)}")
-        object.__setattr__(self, "densities", tuple(float(d) for d in self.densities))
+        if not self.densities:
+            raise ValueError("densities must hold at least one density in (0, 1]")
+        object.__setattr__(self, "densities", tuple(check_density(d, name="each of densities")
+                                                    for d in self.densities))
         if len(set(self.densities)) != len(self.densities):
             raise ValueError(f"densities holds a repeated value: {list(self.densities)}")
         wrong = [v for v in self.variants if v not in VARIANTS]
@@ -259,24 +262,11 @@ class CompareConfig:
     @property
     def resolved_recipe(self):
         """The :class:`~n2ngraph.recipes.Recipe` the cells use: ``recipe`` with this config's
-        ``n2nskip_fraction`` and ``scope`` when they differ from its own (renamed)."""
-        from n2ngraph.recipes import get_recipe
+        ``n2nskip_fraction`` and ``scope`` when they differ from its own, renamed
+        (:func:`n2ngraph.recipes.resolve_recipe`)."""
+        from n2ngraph.recipes import resolve_recipe
 
-        recipe = get_recipe(self.recipe)
-        f = self.n2nskip_fraction
-        if f is not None:
-            if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
-                raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {f!r}")
-            if float(f) != recipe.n2nskip_fraction:
-                recipe = dataclasses.replace(recipe, n2nskip_fraction=float(f),
-                                             name=f"{recipe.name}-f{float(f):g}")
-        if self.scope is not None and self.scope != recipe.scope:
-            from n2ngraph.pruning import SCOPES
-
-            if self.scope not in SCOPES:
-                raise ValueError(f"unknown scope {self.scope!r}; valid scopes are {list(SCOPES)}")
-            recipe = dataclasses.replace(recipe, scope=self.scope, name=f"{recipe.name}-{self.scope}")
-        return recipe
+        return resolve_recipe(self.recipe, n2nskip_fraction=self.n2nskip_fraction, scope=self.scope)
 
     def to_json(self) -> dict:
         return dataclasses.asdict(self)
@@ -454,8 +444,7 @@ def _graph_of(spec: dict, data):
         data = (torch.from_numpy(np.array(data[0])), torch.from_numpy(np.array(data[1])))
     graph = variant(model, spec["method"], spec["density"], recipe=Recipe(**recipe),
                     skips=spec["variant"] == "n2nskip", seed=spec["seed"], data=data)
-    return graph.replace(provenance={**graph.provenance, "model": spec["model"],
-                                     "variant": spec["variant"]})
+    return graph.replace(provenance={**graph.provenance, "model": spec["model"]})
 
 
 def _row_columns(labels: Sequence[str]) -> list[str]:
@@ -549,9 +538,10 @@ def _cell_path(out: Path, digest: str) -> Path:
     return out / "cells" / f"{digest}.json"
 
 
-def _read_cell(path: Path, spec: dict, digest: str) -> dict | None:
+def _read_cell(path: Path, spec: dict, digest: str, check) -> dict | None:
     """The row of a complete cell file for ``spec``; None (with a warning naming the file) when
-    the file is unreadable, truncated or incomplete, None silently when it does not exist."""
+    the file is unreadable, truncated or incomplete (``check``), None silently when it does not
+    exist."""
     if not path.exists():
         return None
     try:
@@ -559,27 +549,34 @@ def _read_cell(path: Path, spec: dict, digest: str) -> dict | None:
     except (OSError, UnicodeDecodeError, ValueError) as exc:
         reason = f"unreadable ({type(exc).__name__}: {exc})"
     else:
-        reason = _incomplete(doc, spec, digest)
+        reason = _incomplete(doc, spec, digest, check)
         if reason is None:
             return doc["row"]
-    warnings.warn(f"cell file {path} is {reason}; recomputing it", stacklevel=3)
+    warnings.warn(f"cell file {path} is {reason}; recomputing it", stacklevel=4)
     return None
 
 
-def _incomplete(doc, spec: dict, digest: str) -> str | None:
+def _incomplete(doc, spec: dict, digest: str, check) -> str | None:
+    """Why ``doc`` is not the finished cell ``spec``, or None: the engine's own checks of the
+    file, then the sweep's ``check(spec, row)``."""
     if not isinstance(doc, dict) or not doc:
         return "empty or not a JSON object"
-    if doc.get("format") != CELL_FORMAT:
-        return f"of format {doc.get('format')!r}, not {CELL_FORMAT}"
+    if doc.get("format") != spec["format"]:
+        return f"of format {doc.get('format')!r}, not {spec['format']}"
     if doc.get("id") != digest or doc.get("config") != spec:
         return "for another cell config"
     row = doc.get("row")
     if not isinstance(row, dict):
         return "without a results row"
+    return None if check is None else check(spec, row)
+
+
+def _row_problem(spec: dict, row: dict) -> str | None:
+    """Why a stored row of :func:`run_cell` is incomplete, or None."""
     missing = [c for c in _row_columns(spec["time_labels"]) if c not in row]
     if missing:
         return f"incomplete (no {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})"
-    if row["cell_id"] != digest:
+    if row["cell_id"] != cell_digest(spec):
         return "for another cell"
     numbers_ = [c for c in _row_columns(spec["time_labels"]) if c.startswith(("F(", "escaped-"))]
     if not all(isinstance(row[c], (int, float)) and not isinstance(row[c], bool) for c in numbers_):
@@ -590,7 +587,7 @@ def _incomplete(doc, spec: dict, digest: str) -> str | None:
 def _write_cell(out: Path, digest: str, spec: dict, row: dict) -> None:
     from n2ngraph.io import atomic_write
 
-    text = json.dumps({"format": CELL_FORMAT, "id": digest, "config": spec, "row": row})
+    text = json.dumps({"format": spec["format"], "id": digest, "config": spec, "row": row})
     atomic_write(_cell_path(out, digest), lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
@@ -669,6 +666,12 @@ def _shared(value):
     return value
 
 
+def _run_packed(run, spec: dict, *packed: bytes) -> dict:
+    """``run(spec, *inputs)`` on a Dask worker, the shared inputs unpickled from the bytes the
+    client shipped (see :func:`run_cells`)."""
+    return run(spec, *(pickle.loads(p) for p in packed))  # our own client's objects
+
+
 def _connect(scheduler: str | None, workers: int):
     """A Dask client: to ``scheduler`` or to a new LocalCluster of ``workers`` processes."""
     from distributed import Client, LocalCluster
@@ -687,6 +690,121 @@ def _positive_int(value, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise ValueError(f"{what} must be an integer >= 1, got {value!r}")
     return int(value)
+
+
+def run_cells(run, specs: Sequence[dict], out_dir: str | os.PathLike, *, inputs=None, load=None,
+              check=None, scheduler: str | None = None, workers: int = 2, threads: int = 1,
+              progress: bool = True, inline: bool = False) -> list[dict]:
+    """The sweep engine: run every cell of ``specs`` that ``out_dir/cells`` lacks, store each
+    row atomically as it arrives, and return the rows of all cells in the order of ``specs``.
+
+    Every sweep of the package runs on it: :func:`run_sweep` (connectivity cells) and the
+    training cells of ``analysis/mnist_reproduction.py``. A cell is independent and idempotent,
+    named by :func:`cell_digest` of its spec, and stored as ``cells/<digest>.json`` holding
+    ``{"format", "id", "config": spec, "row"}``; a killed sweep resumes without recomputing or
+    losing a finished cell, and a file that is unreadable, for another spec or whose row
+    ``check`` refuses is recomputed with a warning naming it.
+
+    Parameters
+    ----------
+    run : callable
+        ``run(spec, *inputs) -> row`` (a JSON-ready dict). On Dask it runs in a worker process,
+        so it must be importable there (a module-level function of an installed module).
+    specs : sequence of dict
+        Cell specs: JSON-ready, holding everything that changes the cell's row, with a
+        ``"format"`` entry (the version of what the row holds; part of the identity).
+    out_dir : path
+        Folder of ``cells/``, resolved here, on the client: workers never touch it, so they need
+        no shared file system.
+    inputs : callable, optional
+        ``inputs(spec) -> tuple of str``: the keys of the shared inputs the cell needs, passed
+        to ``run`` after the spec in that order. Default: none.
+    load : callable, optional
+        ``load(key) -> value``: builds a shared input on the client, once per sweep and only for
+        keys that a cell still to run needs. On Dask each value travels pickled once per worker
+        (not through Dask's own serialization, which may drop attributes of exact objects such
+        as a heat signature's saturated and decaying parts).
+    check : callable, optional
+        ``check(spec, row) -> str or None``: why a stored row is incomplete, or None.
+    scheduler : str, optional
+        Dask scheduler address; default a LocalCluster of ``workers`` processes.
+    workers, threads : int >= 1
+        LocalCluster workers; torch and BLAS threads of each worker (set by a worker plugin).
+    progress : bool
+        Show a progress bar.
+    inline : bool
+        Run the cells in this process, no Dask; the caller's thread settings stay.
+
+    Returns
+    -------
+    list of dict
+        ``rows[i]`` is the row of ``specs[i]``.
+
+    Raises
+    ------
+    ValueError
+        An unreachable scheduler (before any file is written), or ``workers``/``threads`` below 1.
+    """
+    from tqdm.auto import tqdm
+
+    workers = _positive_int(workers, "workers")
+    threads = _positive_int(threads, "threads")
+    out = Path(out_dir).resolve()
+    needs = inputs if inputs is not None else (lambda spec: ())
+    ids = [cell_digest(spec) for spec in specs]
+    rows: dict[str, dict] = {}
+    for spec, digest in zip(specs, ids):
+        row = _read_cell(_cell_path(out, digest), spec, digest, check)
+        if row is not None:
+            rows[digest] = row
+    todo = list({d: s for s, d in zip(specs, ids) if d not in rows}.items())
+    client = cluster = None
+    if todo and not inline:  # an unreachable scheduler fails here, before any file is written
+        client, cluster = _connect(scheduler, workers)
+    bar = None
+    try:
+        (out / "cells").mkdir(parents=True, exist_ok=True)
+        bar = tqdm(total=len(set(ids)), initial=len(set(ids)) - len(todo), desc="cells",
+                   disable=not progress, unit="cell")
+        shared = {key: load(key) for key in dict.fromkeys(k for _, s in todo for k in needs(s))}
+
+        def finish(digest, spec, row):
+            _write_cell(out, digest, spec, row)
+            rows[digest] = row
+            bar.update()
+
+        if inline:
+            for digest, spec in todo:
+                finish(digest, spec, run(spec, *(shared[k] for k in needs(spec))))
+        elif todo:
+            import cloudpickle  # as Dask pickles; the standard pickler misses mappingproxy
+            from distributed import as_completed
+
+            client.register_plugin(_thread_plugin(threads))
+            # shared inputs are tasks of their own (not scattered): they reach the workers once
+            # each, and a scheduler with no worker yet just queues the sweep until one joins
+            with warnings.catch_warnings():
+                # shared inputs (reference signatures) may be large on purpose
+                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
+                futures_of = {key: client.submit(_shared, cloudpickle.dumps(value), pure=False,
+                                                 key=f"n2ngraph-{key}-{uuid.uuid4().hex}")
+                              for key, value in shared.items()}
+            futures = {}
+            for digest, spec in todo:
+                fut = client.submit(_run_packed, run, spec, *(futures_of[k] for k in needs(spec)),
+                                    key=f"n2ngraph-cell-{digest}", pure=False)
+                futures[fut] = (digest, spec)
+            for fut in as_completed(futures):
+                digest, spec = futures[fut]
+                finish(digest, spec, fut.result())
+    finally:
+        if bar is not None:
+            bar.close()
+        if client is not None:
+            client.close()
+        if cluster is not None:
+            cluster.close()
+    return [rows[d] for d in ids]
 
 
 def caption(meta: dict) -> str:
@@ -728,8 +846,6 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     times : tuple of float
         The absolute times the sweep used.
     """
-    from tqdm.auto import tqdm
-
     from n2ngraph.io import atomic_write
     from n2ngraph.pruning import METHODS
     from n2ngraph.tables import write_table
@@ -745,71 +861,26 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     labels = time_labels(times, None if given is not None else config.t_lambda2)
     recipe = config.resolved_recipe
 
-    cells = cells_of(config)
     calib, records = {}, {}
     if any(METHODS[m].needs_data for m in config.methods):
         for s in range(config.seeds):
             calib[s], records[s] = _calibration(config, s)
-    specs = [cell_config(config, c, times, labels, records.get(c.seed)) for c in cells]
+    specs = [cell_config(config, c, times, labels, records.get(c.seed)) for c in cells_of(config)]
     ids = [cell_digest(s) for s in specs]
-    rows: dict[str, dict] = {}
-    for spec, digest in zip(specs, ids):
-        row = _read_cell(_cell_path(out, digest), spec, digest)
-        if row is not None:
-            rows[digest] = row
-    todo = [(s, d) for s, d in zip(specs, ids) if d not in rows]
-    client = cluster = None
-    if todo and not inline:  # an unreachable scheduler fails here, before any file is written
-        client, cluster = _connect(scheduler, workers)
-    bar = None
-    try:
-        (out / "cells").mkdir(parents=True, exist_ok=True)
-        bar = tqdm(total=len(cells), initial=len(cells) - len(todo), desc="cells",
-                   disable=not progress, unit="cell")
-        references = {s: _reference_data(config, s, times, *((lam2, ref0) if s == 0 else ()))
-                      for s in sorted({spec["reference_seed"] for spec, _ in todo})}
 
-        def finish(digest, spec, row):
-            _write_cell(out, digest, spec, row)
-            rows[digest] = row
-            bar.update()
+    def inputs(spec: dict) -> tuple[str, ...]:
+        data = (f"calibration-{spec['seed']}",) if spec["calibration"] else ()
+        return (f"reference-{spec['reference_seed']}", *data)
 
-        if inline:
-            for spec, digest in todo:
-                finish(digest, spec, run_cell(spec, references[spec["reference_seed"]],
-                                              calib.get(spec["seed"])))
-        elif todo:
-            import cloudpickle  # as Dask pickles; the standard pickler misses mappingproxy
-            from distributed import as_completed
+    def load(key: str):
+        what, seed = key.rsplit("-", 1)
+        if what == "calibration":
+            return calib[int(seed)]
+        return _reference_data(config, int(seed), times, *((lam2, ref0) if seed == "0" else ()))
 
-            client.register_plugin(_thread_plugin(threads))
-            # shared inputs are tasks of their own (not scattered): they reach the workers once
-            # each, and a scheduler with no worker yet just queues the sweep until one joins
-            with warnings.catch_warnings():
-                # the reference signatures are large on purpose and travel once per worker
-                warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
-                ref_futures = {s: client.submit(_shared, cloudpickle.dumps(r), pure=False,
-                                                key=f"n2ngraph-reference-{s}-{uuid.uuid4().hex}")
-                               for s, r in references.items()}
-                data_futures = {s: client.submit(_shared, d, pure=False,
-                                                 key=f"n2ngraph-calibration-{s}-{uuid.uuid4().hex}")
-                                for s, d in calib.items()}
-            futures = {}
-            for spec, digest in todo:
-                fut = client.submit(run_cell, spec, ref_futures[spec["reference_seed"]],
-                                    data_futures.get(spec["seed"]) if spec["calibration"] else None,
-                                    key=f"n2ngraph-cell-{digest}", pure=False)
-                futures[fut] = (spec, digest)
-            for fut in as_completed(futures):
-                spec, digest = futures[fut]
-                finish(digest, spec, fut.result())
-    finally:
-        if bar is not None:
-            bar.close()
-        if client is not None:
-            client.close()
-        if cluster is not None:
-            cluster.close()
+    rows = run_cells(run_cell, specs, out, inputs=inputs, load=load, check=_row_problem,
+                     scheduler=scheduler, workers=workers, threads=threads, progress=progress,
+                     inline=inline)
 
     import pandas as pd
 
@@ -823,7 +894,7 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
         "lambda_2_reference": lam2, "weighted": config.weighted, "cell_format": CELL_FORMAT,
         "cells": ids,
     }
-    table = _sorted_table(pd.DataFrame([rows[d] for d in ids]))
+    table = _sorted_table(pd.DataFrame(rows))
     table.attrs = {k: v for k, v in meta.items() if k != "cells"}
     summary = summarize(table)
     title = caption(meta)

@@ -10,26 +10,32 @@ draws the batch that data-driven pruners (SNIP, GraSP) score on.
 from __future__ import annotations
 
 import math
-import numbers
 import warnings
 from collections.abc import Iterable
 from typing import Any
 
+from n2ngraph.budget import check_density
 from n2ngraph.graph import NetworkGraph
 from n2ngraph.recipes import DENSE_ROLES, Recipe, get_recipe
 
-__all__ = ["RANDOM_METHODS", "calibration_batch", "dense_layer_names", "variant"]
+__all__ = ["RANDOM_METHODS", "VARIANTS", "calibration_batch", "dense_layer_names", "variant"]
 
 #: Methods whose masks are random (no score): always pruned layerwise, and the ones a recipe's
 #: ``granularity`` applies to.
 RANDOM_METHODS = ("random", "expander")
+
+#: What a graph built by :func:`variant` is, recorded as its provenance ``"variant"`` and used as
+#: the ``variant`` column of every sweep table: the plain pruned network (``skips=False``) or the
+#: recipe's N2NSkip variant at the same budget (``skips=True``). The pruning method is recorded
+#: apart, as ``"method"``.
+VARIANTS = ("plain", "n2nskip")
 
 
 def _role_blocks(graph: NetworkGraph, role: str) -> list:
     """The sequential blocks that play ``role`` in ``graph`` (see :func:`dense_layer_names`)."""
     from n2ngraph.n2nskip import _sum_groups, chain_depths
 
-    seq = [b for b in graph.blocks if b.kind == "sequential" and not b.spec.get("added_by")]
+    seq = [b for b in graph.blocks if b.kind == "sequential" and not b.spec.added_by]
     if role == "stem":
         convs = [b for b in seq if b.mask.ndim == 4]
         return convs[:1]
@@ -39,7 +45,7 @@ def _role_blocks(graph: NetworkGraph, role: str) -> list:
     depth = chain_depths(graph)
     found = []
     for s in _sum_groups(graph):
-        into = [b for b in graph.blocks if b.dst == s and not b.spec.get("added_by")]
+        into = [b for b in graph.blocks if b.dst == s and not b.spec.added_by]
         deepest = max(depth[b.src] for b in into)
         found += [b for b in into if b.kind == "sequential" and depth[b.src] < deepest]
     return found
@@ -64,7 +70,7 @@ def dense_layer_names(model_or_graph: Any, roles: Iterable[str]) -> tuple[str, .
     Returns
     -------
     tuple of str
-        Module paths (``block.spec["module"]``) in graph order, each once. Empty for a network
+        Module paths (``block.spec.module``) in graph order, each once. Empty for a network
         without conv layers: recipes keep layers dense on conv nets only.
 
     Raises
@@ -85,14 +91,7 @@ def dense_layer_names(model_or_graph: Any, roles: Iterable[str]) -> tuple[str, .
     if not roles or not any(b.kind == "sequential" and b.mask.ndim == 4 for b in graph.blocks):
         return ()
     picked = {id(b) for r in roles for b in _role_blocks(graph, r)}
-    return tuple(dict.fromkeys(b.spec.get("module", b.name) for b in graph.blocks if id(b) in picked))
-
-
-def _density(density: Any) -> float:
-    if isinstance(density, bool) or not isinstance(density, numbers.Real) \
-            or not 0 < float(density) <= 1:
-        raise ValueError(f"density must be in (0, 1], got {density!r}")
-    return float(density)
+    return tuple(dict.fromkeys(b.spec.module or b.name for b in graph.blocks if id(b) in picked))
 
 
 def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper",
@@ -135,8 +134,8 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         Provenance records ``recipe`` (name), ``recipe_fields``, ``model``, ``method``,
         ``density``, ``seed``, ``scope``, ``granularity``, ``dense_layers`` (module paths),
         ``sequential_params``, ``sequential_density``, ``n2nskip_fraction`` (requested),
-        ``n2nskip_fraction_effective`` (skips only) and ``variant`` (``method`` or
-        ``"n2nskip-<method>"``).
+        ``n2nskip_fraction_effective`` (skips only) and ``variant`` (``"plain"`` or
+        ``"n2nskip"``, :data:`VARIANTS`).
 
     Notes
     -----
@@ -152,13 +151,15 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     ValueError
         Unknown recipe or method, density outside (0, 1], dense layers larger than the budget,
         or a skip budget the wiring cannot hold.
+    TypeError
+        ``density`` is not a real number (:func:`n2ngraph.budget.check_density`).
     """
     from n2ngraph.n2nskip import _add_n2nskip_count, skip_capacity
     from n2ngraph.pruning import kept_count, prune
     from n2ngraph.trace import trace
 
     r = get_recipe(recipe)
-    density = _density(density)
+    density = check_density(density)
     is_random = method in RANDOM_METHODS
     scope = "layerwise" if is_random else r.scope
     granularity = r.granularity if is_random else "weight"
@@ -174,7 +175,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
             "sequential_params": graph.num_params, "sequential_density": seq_density,
             "n2nskip_fraction": f}
     if not skips:
-        return graph.replace(provenance={**graph.provenance, **prov, "variant": method})
+        return graph.replace(provenance={**graph.provenance, **prov, "variant": "plain"})
     target = kept_count(model, density, **opts)
     n_skip = target - graph.num_params
     if n_skip < 0:
@@ -201,7 +202,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     prov["n2nskip_fraction_effective"] = n_skip / target if target else 0.0
     return _add_n2nskip_count(
         graph, n_skip, seed=seed, granularity=r.granularity,
-        provenance={**prov, "variant": f"n2nskip-{method}"}, **layout,
+        provenance={**prov, "variant": "n2nskip"}, **layout,
     )
 
 
@@ -220,20 +221,49 @@ def _fill_density(model, density: float, low: float, at_least: int, opts: dict) 
     return hi
 
 
-def calibration_batch(model, dataset: str, batch_size: int, seed: int):
-    """A ``(inputs, targets)`` batch from ``dataset`` shaped for ``model``.
+def calibration_batch(model, dataset, batch_size: int, seed: int):
+    """A ``(inputs, targets)`` batch from the training split of ``dataset``, shaped for ``model``:
+    the one way every sweep, driver and notebook draws the batch that data-driven pruners (SNIP,
+    GraSP) score on.
 
-    Images are drawn without replacement with a seeded generator. When the model expects
-    ``3 x 32 x 32`` images (CIFAR-shaped, e.g. the paper MLP's 3072 inputs) and the dataset has
-    ``1 x 28 x 28`` digits (MNIST), each digit is zero-padded to 32 x 32 and repeated over three
-    channels; any other mismatch raises ``ValueError``.
+    Parameters
+    ----------
+    model : nn.Module
+        Only its input shape is used (:func:`n2ngraph.models.example_input`).
+    dataset : str or TensorDataset
+        A dataset spec (:func:`n2ngraph.data.load_dataset`; its training split is loaded without
+        augmentation) or an already loaded in-memory dataset whose ``tensors`` are
+        ``(images, labels)`` (e.g. :class:`n2ngraph.data.ImageDataset`; its ``batch_transform``
+        is not applied).
+    batch_size : int
+        Number of images, at most the dataset's size.
+    seed : int
+        The images are ``torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+        [:batch_size]``: drawn without replacement, the same for the same seed.
+
+    Returns
+    -------
+    inputs : Tensor, shape ``(batch_size, *input_shape)``
+    targets : Tensor of int64, shape ``(batch_size,)``
+
+    Raises
+    ------
+    ValueError
+        The images fit the model's input neither as they are, flattened, nor by the one
+        conversion below.
+
+    Notes
+    -----
+    When the model expects ``3 x 32 x 32`` images (CIFAR-shaped, e.g. the paper MLP's 3072
+    inputs) and the dataset has ``1 x 28 x 28`` digits (MNIST), each digit is zero-padded to
+    32 x 32 and repeated over three channels.
     """
     import torch
 
     from n2ngraph.data import load_dataset
     from n2ngraph.models import example_input
 
-    data = load_dataset(dataset, train=True, augment=False)
+    data = load_dataset(dataset, train=True, augment=False) if isinstance(dataset, str) else dataset
     images, labels = data.tensors
     gen = torch.Generator().manual_seed(int(seed))
     index = torch.randperm(len(labels), generator=gen)[:batch_size]
@@ -245,5 +275,6 @@ def calibration_batch(model, dataset: str, batch_size: int, seed: int):
     if have == (1, 28, 28) and (want == (3, 32, 32) or want == (3072,)):
         x = torch.nn.functional.pad(x, (2, 2, 2, 2)).repeat(1, 3, 1, 1)
         return x, y
-    raise ValueError(f"dataset {dataset!r} gives images of shape {have}, but the model expects "
+    name = dataset if isinstance(dataset, str) else type(dataset).__name__
+    raise ValueError(f"dataset {name!r} gives images of shape {have}, but the model expects "
                      f"inputs of shape {want}; choose a matching --dataset")

@@ -23,26 +23,32 @@ every non-consecutive pair and the conv-only fields have nothing to act on; they
 the scope of score-based pruners.
 
 A recipe is a frozen dataclass: derive a new one with ``dataclasses.replace`` and give it a new
-name, e.g. ``replace(RECIPES["paper"], n2nskip_fraction=0.25, name="paper-f0.25")``.
+name, e.g. ``replace(RECIPES["paper"], n2nskip_fraction=0.25, name="paper-f0.25")``, or with
+:func:`resolve_recipe`, which names the derived recipe the one way every sweep and table does.
+
+This module also holds the vocabularies of mask building that recipes, pruning and N2NSkip share
+(:data:`SCOPES`, :data:`GRANULARITIES`); it imports nothing heavy, so the graph core can use them.
 """
 
 from __future__ import annotations
 
 import numbers
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-__all__ = ["DENSE_ROLES", "GRANULARITIES", "RECIPES", "Recipe", "SKIP_ORDERS", "WIRINGS",
-           "get_recipe"]
+__all__ = ["DENSE_ROLES", "GRANULARITIES", "RECIPES", "Recipe", "SCOPES", "SKIP_ORDERS", "WIRINGS",
+           "get_recipe", "resolve_recipe"]
 
 #: Named skip wirings (an ``int >= 2`` is also accepted: every pair up to that span).
 WIRINGS = ("blocks", "all-pairs")
 #: Op orders of a skip module (see :class:`Recipe`).
 SKIP_ORDERS = ("conv-bn-act-pool", "pool-conv-act")
-#: Granularities of random masks on conv layers.
-GRANULARITIES = ("channel", "weight")
+#: Mask granularities on conv layers: single weights (kernel taps), or whole kernels (a kept
+#: channel pair keeps all its taps). The first is the default of pruning and of N2NSkip.
+GRANULARITIES = ("weight", "channel")
+#: Pruning scopes: one budget per layer, or one threshold over the whole model.
+SCOPES = ("layerwise", "global")
 #: Layer roles that a recipe can keep dense (conv nets only), found on the traced graph.
 DENSE_ROLES = ("stem", "downsample", "classifier")
-_SCOPES = ("layerwise", "global")
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,8 @@ class Recipe:
         if isinstance(roles, str) or not all(r in DENSE_ROLES for r in roles):
             raise ValueError(f"dense_layers must be a tuple of roles from {DENSE_ROLES}, got {roles!r}")
         object.__setattr__(self, "dense_layers", tuple(roles))
-        if self.scope not in _SCOPES:
-            raise ValueError(f"scope must be one of {_SCOPES}, got {self.scope!r}")
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}")
         f = self.n2nskip_fraction
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
             raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {f!r}")
@@ -176,3 +182,50 @@ def get_recipe(recipe: str | Recipe) -> Recipe:
     if recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; valid recipes are {sorted(RECIPES)}")
     return RECIPES[recipe]
+
+
+def resolve_recipe(recipe: str | Recipe, *, n2nskip_fraction: float | None = None,
+                   scope: str | None = None) -> Recipe:
+    """``recipe`` with another skip fraction and/or pruner scope, renamed so tables tell it apart.
+
+    Parameters
+    ----------
+    recipe : str or Recipe
+        As for :func:`get_recipe`.
+    n2nskip_fraction : float in (0, 1), optional
+        When given and different from the recipe's, the result has it and is named
+        ``"<name>-f<fraction>"`` (``:g`` format).
+    scope : {"layerwise", "global"}, optional
+        When given and different from the recipe's, the result has it and ``"-<scope>"`` is
+        appended to the name (after the fraction's suffix).
+
+    Returns
+    -------
+    Recipe
+        The recipe itself when nothing differs.
+
+    Raises
+    ------
+    ValueError
+        Unknown recipe, a fraction outside (0, 1) or an unknown scope (the message names the
+        value and the accepted ones).
+
+    Examples
+    --------
+    >>> resolve_recipe("paper", n2nskip_fraction=0.25).name
+    'paper-f0.25'
+    >>> resolve_recipe("paper", n2nskip_fraction=0.5, scope="layerwise").name
+    'paper-layerwise'
+    """
+    r = get_recipe(recipe)
+    f = n2nskip_fraction
+    if f is not None:
+        if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
+            raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {f!r}")
+        if float(f) != r.n2nskip_fraction:
+            r = replace(r, n2nskip_fraction=float(f), name=f"{r.name}-f{float(f):g}")
+    if scope is not None and scope != r.scope:
+        if scope not in SCOPES:
+            raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
+        r = replace(r, scope=scope, name=f"{r.name}-{scope}")
+    return r
