@@ -56,6 +56,7 @@ from n2ngraph.pruning._threshold import (
     select_per_unit,
     select_subset,
 )
+from n2ngraph.recipes import GRANULARITIES, SCOPES
 
 __all__ = [
     "CHANNEL_METHODS",
@@ -68,12 +69,6 @@ __all__ = [
     "prune",
     "score",
 ]
-
-#: Pruning scopes: one budget per layer, or one threshold over the whole model.
-SCOPES = ("layerwise", "global")
-
-#: Mask granularities on conv layers: single weights (taps), or whole kernels (channel pairs).
-GRANULARITIES = ("weight", "channel")
 
 #: The methods that accept ``granularity="channel"`` (the random ones; scored methods rank
 #: single weights and raise ValueError when asked for channels).
@@ -296,7 +291,11 @@ def _dense_names(modules: Mapping[str, nn.Module], dense: Any) -> frozenset[str]
     return frozenset(out)
 
 
-def _check_granularity(granularity: Any, scope: str) -> str:
+def _check_layout(scope: Any, granularity: Any) -> None:
+    """Check ``scope`` (:data:`SCOPES`) and ``granularity`` (:data:`GRANULARITIES`), the
+    vocabularies of :mod:`n2ngraph.recipes`, and that channel granularity is layerwise."""
+    if scope not in SCOPES:
+        raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
     if granularity not in GRANULARITIES:
         raise ValueError(
             f"unknown granularity {granularity!r}; valid granularities are {list(GRANULARITIES)}"
@@ -306,7 +305,6 @@ def _check_granularity(granularity: Any, scope: str) -> str:
             "granularity='channel' budgets every layer in channel pairs and needs "
             f"scope='layerwise', got scope={scope!r}"
         )
-    return granularity
 
 
 @dataclass(frozen=True)
@@ -393,15 +391,9 @@ def kept_count(
     ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up). Dense layers are paid from
     ``budget(N, density)``; see :func:`prune` for the rest.
     """
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
-    _check_granularity(granularity, scope)
+    _check_layout(scope, granularity)
     density = check_density(density)
-    modules = _modules(model)
-    if density == 1.0:
-        _dense_names(modules, dense)
-        return sum(weight_of(m).numel() for m in modules.values())
-    return _plan(modules, density, scope, granularity, dense).kept()
+    return _plan(_modules(model), density, scope, granularity, dense).kept()
 
 
 def prune(
@@ -562,9 +554,7 @@ def prune(
     (23520, 235200)
     """
     spec = _method(method)
-    if scope not in SCOPES:
-        raise ValueError(f"unknown scope {scope!r}; valid scopes are {list(SCOPES)}")
-    _check_granularity(granularity, scope)
+    _check_layout(scope, granularity)
     if granularity == "channel" and method not in CHANNEL_METHODS:
         raise ValueError(
             f"granularity='channel' applies to the random methods {list(CHANNEL_METHODS)}; "
@@ -579,11 +569,10 @@ def prune(
     targets = {name: weight_of(m) for name, m in modules.items()}
     rng = np.random.default_rng(seed)
 
+    plan = _plan(modules, density, scope, granularity, dense)
     if density == 1.0:
-        _dense_names(modules, dense)
-        masks = {n: torch.ones(w.shape, dtype=torch.bool) for n, w in targets.items()}
+        masks = {n: torch.ones(shape, dtype=torch.bool) for n, shape in plan.shapes.items()}
     else:
-        plan = _plan(modules, density, scope, granularity, dense)
         masks = {n: torch.ones(plan.shapes[n], dtype=torch.bool) for n in plan.dense}
         if granularity == "channel":
             masks.update(_prune_channels(spec, plan, rng))
