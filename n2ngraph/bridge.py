@@ -21,7 +21,7 @@ Where a skip acts (forward rule of N2NSkip, arXiv:2208.03662)
 
 Several skips into one target are chained in graph order: ``z <- z + g(skip_1(a_1))``, then
 ``z <- z + g(skip_2(a_2))``, ... and ``g`` is applied to the final ``z``. ``skip`` itself follows
-the block's ``spec["order"]``: ``"pool-conv-act"`` (pool ``a_l`` to the target's size, then the
+the block's ``spec.order``: ``"pool-conv-act"`` (pool ``a_l`` to the target's size, then the
 map) or the paper's ``"conv-bn-act-pool"`` (the map at the source's resolution, BatchNorm, ``g``,
 adaptive max-pooling to the target's size); see :class:`N2NSkip`.
 
@@ -47,7 +47,7 @@ reference (the same submodule paths, so ``state_dict`` keys stay the reference's
 ``n2nskips.<i>.*``). Each skip module has the class attribute ``n2ngraph_kind`` (``"n2nskip"``
 or ``"residual"``) and is called as ``z_new = skip(a_src, z_dst)``; its attributes
 ``n2ngraph_block_name``, ``n2ngraph_src``, ``n2ngraph_dst``, ``n2ngraph_offset`` and
-``n2ngraph_spec`` and (N2NSkip) the methods ``n2ngraph_mask()`` (the dense bool mask, rebuilt
+``n2ngraph_spec`` (the block's :class:`~n2ngraph.graph.LayerSpec`) and (N2NSkip) the methods ``n2ngraph_mask()`` (the dense bool mask, rebuilt
 from the kept pairs) and ``n2ngraph_pair_weight()`` (``sum |w|`` per channel pair, from the current
 weights) give the block.
 """
@@ -188,9 +188,8 @@ class _Skip(nn.Module):
         self.n2ngraph_src = block.src
         self.n2ngraph_dst = block.dst
         self.n2ngraph_offset = int(block.offset)
-        self.n2ngraph_spec = dict(block.spec)
-        size = block.spec.get("output_size")
-        self.output_size = None if size is None else tuple(int(s) for s in size)
+        self.n2ngraph_spec = block.spec
+        self.output_size = block.spec.output_size
 
     def _pool(self, x: torch.Tensor, dst_rank: int) -> torch.Tensor:
         if x.dim() == 4 and dst_rank == 2:  # channels -> neurons: global average pooling
@@ -203,7 +202,7 @@ class _Skip(nn.Module):
         return f"{self.n2ngraph_src!r} -> {self.n2ngraph_dst!r}"
 
 
-#: Orders of the ops inside an N2NSkip module (``spec["order"]``; absent means "pool-conv-act").
+#: Orders of the ops inside an N2NSkip module (``spec.order``; absent means "pool-conv-act").
 SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
 
 #: Kept fraction (of channel pairs for a conv skip, of weights for a Linear skip) above which
@@ -242,12 +241,12 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
     fraction exceeds :data:`DENSE_ABOVE`, where the dense call is the cheaper one. Results and
     gradients are the same in both modes.
 
-    Orders (``spec["order"]``):
+    Orders (``spec.order``):
 
     - ``"pool-conv-act"``: adaptive average pooling of ``a_src`` to the target's spatial size
       (global for a neuron target), the stride-1 ``f x f`` map with padding ``f // 2``, then g;
     - ``"conv-bn-act-pool"`` (the paper's conv nets): the map at the source's resolution,
-      ``BatchNorm2d(C_dst)`` (``spec["norm"] == "batch"``), g, then adaptive max-pooling to the
+      ``BatchNorm2d(C_dst)`` (``spec.norm == "batch"``), g, then adaptive max-pooling to the
       target's size when the sizes differ. A conv source into a neuron target is pooled globally
       first and has no BatchNorm.
 
@@ -264,7 +263,7 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
         if mode not in SKIP_MODES:
             raise ValueError(f"mode {mode!r} is not one of {SKIP_MODES}")
         spec = block.spec
-        self.order = spec.get("order") or "pool-conv-act"
+        self.order = spec.order or "pool-conv-act"
         if self.order not in SKIP_ORDERS:
             raise ValueError(f"skip {block.name!r}: order {self.order!r} is not one of {SKIP_ORDERS}")
         mask = np.asarray(block.mask, dtype=bool)
@@ -280,13 +279,13 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             self.register_buffer("tap_mask", None if taps.all() else torch.from_numpy(taps[:, None].copy()))
             self.weight = nn.Parameter(torch.zeros(k, 1, *mask.shape[2:]))
             f = mask.shape[-1]
-            self.stride = _pair(spec.get("stride"), 1)
-            self.padding = _pair(spec.get("padding"), f // 2)
-            self.dilation = _pair(spec.get("dilation"), 1)
+            self.stride = _pair(spec.stride, 1)
+            self.padding = _pair(spec.padding, f // 2)
+            self.dilation = _pair(spec.dilation, 1)
         else:
             self.register_buffer("tap_mask", None)
             self.weight = nn.Parameter(torch.zeros(k))
-        norm = spec.get("norm")
+        norm = spec.norm
         if norm not in (None, "batch"):
             raise ValueError(f"skip {block.name!r}: norm {norm!r} is not None or 'batch'")
         self.norm = nn.BatchNorm2d(mask.shape[0]) if norm == "batch" and self.is_conv else None
@@ -457,7 +456,7 @@ def _apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
 
 
 def _layer_of(model: nn.Module, block: EdgeBlock) -> nn.Module:
-    path = block.spec.get("module", block.name)
+    path = block.name if block.spec.module is None else block.spec.module
     try:
         module = model.get_submodule(path) if path else model
     except AttributeError:
@@ -612,11 +611,10 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
         raise TypeError(f"reference_model must be an nn.Module, got {type(reference_model).__name__}")
     if init not in INITS:
         raise ValueError(f"init {init!r} is not one of {INITS}")
-    added = [b for b in graph.blocks if b.spec.get("added_by")]
-    unknown = [b.name for b in graph.blocks
-               if b.kind == "n2nskip" and not b.spec.get("added_by")]
+    added = [b for b in graph.blocks if b.spec.added_by]
+    unknown = [b.name for b in graph.blocks if b.kind == "n2nskip" and not b.spec.added_by]
     if unknown:
-        raise ValueError(f"n2nskip blocks {unknown} were not made by add_n2nskip (no spec['added_by'])")
+        raise ValueError(f"n2nskip blocks {unknown} were not made by add_n2nskip (no spec.added_by)")
     model = copy.deepcopy(reference_model)
     layers = {}
     for b in graph.blocks:
@@ -638,7 +636,7 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
         example_input = torch.zeros((1, *graph.groups[0].shape), device=None if p is None else p.device,
                                     dtype=torch.float32 if p is None else p.dtype)
     tr = trace(model, example_input=example_input)
-    base = graph.replace(blocks=[b for b in graph.blocks if not b.spec.get("added_by")])
+    base = graph.replace(blocks=[b for b in graph.blocks if not b.spec.added_by])
     if tr.graph != base:
         raise ValueError(
             "the graph does not match the reference model: its traced topology differs "

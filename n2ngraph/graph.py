@@ -83,6 +83,11 @@ class NodeGroup:
         return tuple(self.shape[1:]) if len(self.shape) > 1 else ()
 
 
+#: The key of :attr:`LayerSpec.op` in specs written before the spec was typed (version 0.1
+#: files); :meth:`LayerSpec.from_dict` reads it as ``op``.
+_OLD_OP_KEY = "type"
+
+
 def _int_tuple(value, what: str) -> tuple[int, ...] | None:
     if value is None:
         return None
@@ -177,7 +182,9 @@ class LayerSpec:
         if not isinstance(data, Mapping):
             raise TypeError(f"a layer spec must be a LayerSpec or a mapping, got {type(data).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        values = {("op" if k == "type" else k): v for k, v in data.items()}
+        if _OLD_OP_KEY in data and "op" in data:
+            raise ValueError(f"a layer spec has both 'op' and its former name {_OLD_OP_KEY!r}")
+        values = {("op" if k == _OLD_OP_KEY else k): v for k, v in data.items()}
         unknown = sorted(set(values) - fields)
         if unknown:
             raise ValueError(f"unknown layer spec keys {unknown}; accepted keys are {sorted(fields)}")
@@ -240,8 +247,9 @@ class EdgeBlock:
         columns) of each channel pair, for ``adjacency(weighted=True)``. ``None`` means unknown.
         Validated once: finite and >= 0 after conversion to float32 (zero is allowed: a kept
         weight may be exactly 0; a pair with weight 0 drops out of the weighted adjacency).
-    groups : int
-        Convolution groups: output ``o`` sees the input channels of its group only.
+    conv_groups : int
+        Convolution groups (``nn.Conv2d(groups=...)``): output ``o`` sees the input channels of
+        its group only. Named apart from :attr:`NetworkGraph.groups`, the node groups.
     fold : int
         Columns per source node: a Linear after a flatten of ``C x h x w`` has ``fold = h * w``
         and its column ``j`` belongs to channel ``j // fold``.
@@ -259,7 +267,7 @@ class EdgeBlock:
     kind: str
     mask: np.ndarray | None = None
     pair_weight: np.ndarray | None = None
-    groups: int = 1
+    conv_groups: int = 1
     fold: int = 1
     offset: int = 0
     spec: LayerSpec = field(default_factory=LayerSpec)
@@ -268,7 +276,7 @@ class EdgeBlock:
         for attr in ("name", "src", "dst", "kind"):
             if not isinstance(getattr(self, attr), str):
                 raise TypeError(f"block {attr} must be a str, got {getattr(self, attr)!r}")
-        for attr in ("groups", "fold", "offset"):
+        for attr in ("conv_groups", "fold", "offset"):
             value = getattr(self, attr)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
                 raise TypeError(f"block {self.name!r}: {attr} must be an int, got {value!r}")
@@ -288,10 +296,10 @@ class EdgeBlock:
                 )
             if mask.ndim < 2:
                 raise ValueError(f"block {self.name!r}: mask must be at least 2-D, got {mask.shape}")
-        if self.groups < 1 or self.fold < 1 or self.offset < 0:
+        if self.conv_groups < 1 or self.fold < 1 or self.offset < 0:
             raise ValueError(
-                f"block {self.name!r}: groups={self.groups}, fold={self.fold}, offset={self.offset};"
-                " groups and fold must be >= 1 and offset >= 0"
+                f"block {self.name!r}: conv_groups={self.conv_groups}, fold={self.fold}, "
+                f"offset={self.offset}; conv_groups and fold must be >= 1 and offset >= 0"
             )
         object.__setattr__(self, "mask", _frozen_array(self.mask, np.bool_))
         object.__setattr__(self, "pair_weight", _frozen_array(self.pair_weight, np.float32))
@@ -336,7 +344,7 @@ class EdgeBlock:
     @property
     def in_size(self) -> int:
         """Source nodes the block's columns cover (after folding and expanding conv groups)."""
-        return 0 if self.mask is None else self.mask.shape[1] // self.fold * self.groups
+        return 0 if self.mask is None else self.mask.shape[1] // self.fold * self.conv_groups
 
     def pair_mask(self) -> np.ndarray:
         """Channel-pair mask, shape ``(out, in_per_group // fold)``: any kept tap or column."""
@@ -360,22 +368,18 @@ class EdgeBlock:
             weight = np.ones(rows.size)
         else:
             weight = self.pair_weight[rows, cols].astype(np.float64)
-        if self.groups > 1:
-            out_per_group = pm.shape[0] // self.groups
+        if self.conv_groups > 1:
+            out_per_group = pm.shape[0] // self.conv_groups
             cols = cols + (rows // out_per_group) * pm.shape[1]
         return rows, cols, weight
 
+    def _ends(self) -> tuple:
+        """What places the block's edges, besides its mask."""
+        return (self.name, self.src, self.dst, self.kind, self.conv_groups, self.fold, self.offset)
+
     def same_topology(self, other: EdgeBlock) -> bool:
         """True when both blocks join the same groups with the same kind and mask."""
-        if (self.name, self.src, self.dst, self.kind, self.groups, self.fold, self.offset) != (
-            other.name,
-            other.src,
-            other.dst,
-            other.kind,
-            other.groups,
-            other.fold,
-            other.offset,
-        ):
+        if self._ends() != other._ends():
             return False
         if self.mask is None or other.mask is None:
             return self.mask is None and other.mask is None
@@ -389,10 +393,7 @@ class EdgeBlock:
                 f"block {self.name!r}: new mask shape {mask.shape} != "
                 f"{None if self.mask is None else self.mask.shape}"
             )
-        return EdgeBlock(
-            self.name, self.src, self.dst, self.kind, mask, pair_weight,
-            self.groups, self.fold, self.offset, self.spec,
-        )
+        return dataclasses.replace(self, mask=mask, pair_weight=pair_weight)
 
 
 @dataclass(frozen=True, eq=False)
@@ -461,7 +462,7 @@ class NetworkGraph:
                     )
             elif b.out_size != dst.size or b.in_size != src.size:
                 raise ValueError(
-                    f"block {b.name!r}: mask {b.mask.shape} (groups={b.groups}, fold={b.fold}) "
+                    f"block {b.name!r}: mask {b.mask.shape} (conv_groups={b.conv_groups}, fold={b.fold}) "
                     f"joins {b.in_size} -> {b.out_size} nodes, but groups {b.src!r} -> {b.dst!r} "
                     f"have {src.size} -> {dst.size}"
                 )

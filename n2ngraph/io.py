@@ -3,7 +3,10 @@
 File layout (format version 1)
 ------------------------------
 ``header``               uint8 array holding UTF-8 JSON: format version, groups, blocks (name,
-                         src, dst, kind, mask shape, groups, fold, offset, spec), provenance.
+                         src, dst, kind, mask shape, conv_groups, fold, offset, spec: the
+                         non-empty fields of the block's :class:`~n2ngraph.graph.LayerSpec`),
+                         provenance. Files written before the rename name ``conv_groups``
+                         ``groups`` and the spec's ``op`` ``type``; both are read.
 ``mask_<i>``             ``np.packbits`` of block ``i``'s flattened mask (uint8).
 ``pair_weight_<i>``      block ``i``'s per-pair weights (float32), when known.
 ``adjacency_indptr``,
@@ -29,13 +32,16 @@ from typing import Any
 
 import numpy as np
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 
 __all__ = ["FORMAT_VERSION", "FileFormatError", "save_graph", "load_graph", "graph_digest", "atomic_write",
            "check_output_folder"]
 
 #: Version of the on-disk format written by :func:`save_graph`.
 FORMAT_VERSION = 1
+#: The header key of a block's convolution groups in files written before it was renamed
+#: ``conv_groups`` (the same format version: the value means the same).
+_OLD_CONV_GROUPS_KEY = "groups"
 
 
 def atomic_write(path: str | os.PathLike, write) -> Path:
@@ -81,8 +87,8 @@ def save_graph(graph: NetworkGraph, path: str | os.PathLike) -> Path:
     blocks_meta = []
     for i, b in enumerate(graph.blocks):
         meta = {
-            "name": b.name, "src": b.src, "dst": b.dst, "kind": b.kind, "groups": b.groups,
-            "fold": b.fold, "offset": b.offset, "spec": dict(b.spec),
+            "name": b.name, "src": b.src, "dst": b.dst, "kind": b.kind, "conv_groups": b.conv_groups,
+            "fold": b.fold, "offset": b.offset, "spec": b.spec.to_dict(),
             "mask_shape": None if b.mask is None else list(b.mask.shape),
             "has_pair_weight": b.pair_weight is not None,
         }
@@ -308,9 +314,13 @@ def _parse_header(path: Path, raw: np.ndarray) -> dict:
         _want(path, isinstance(b, dict), f"header block {i} is not an object")
         _want(path, all(isinstance(b.get(k), str) for k in ("name", "src", "dst", "kind")),
               f"header block {i}: name, src, dst and kind must be strings")
-        _want(path, _is_int(b.get("groups"), 1, MAX_NODES) and _is_int(b.get("fold"), 1, MAX_NODES * 64)
+        if _OLD_CONV_GROUPS_KEY in b:  # a file written before EdgeBlock.groups became conv_groups
+            _want(path, "conv_groups" not in b, f"header block {i} ({b['name']!r}) has both "
+                  f"'conv_groups' and its former name {_OLD_CONV_GROUPS_KEY!r}")
+            b["conv_groups"] = b.pop(_OLD_CONV_GROUPS_KEY)
+        _want(path, _is_int(b.get("conv_groups"), 1, MAX_NODES) and _is_int(b.get("fold"), 1, MAX_NODES * 64)
               and _is_int(b.get("offset"), 0, MAX_NODES),
-              f"header block {i} ({b['name']!r}): groups, fold and offset must be ints (>= 1, >= 1, >= 0)")
+              f"header block {i} ({b['name']!r}): conv_groups, fold and offset must be ints (>= 1, >= 1, >= 0)")
         _want(path, isinstance(b.get("spec", {}), dict), f"header block {i} ({b['name']!r}): spec is not an object")
         _want(path, type(b.get("has_pair_weight")) is bool,
               f"header block {i} ({b['name']!r}): has_pair_weight must be true or false")
@@ -338,8 +348,8 @@ def _check_block_shapes(path: Path, groups: tuple[NodeGroup, ...], metas: list[d
         if shape is None:
             raise FileFormatError(path, f"{m['kind']} block {i} ({name!r}) has no mask_shape")
         src, dst = sizes[m["src"]], sizes[m["dst"]]
-        if shape[0] != dst or shape[1] % m["fold"] or shape[1] // m["fold"] * m["groups"] != src:
-            raise FileFormatError(path, f"block {i} ({name!r}): mask_shape {shape} (groups={m['groups']}, "
+        if shape[0] != dst or shape[1] % m["fold"] or shape[1] // m["fold"] * m["conv_groups"] != src:
+            raise FileFormatError(path, f"block {i} ({name!r}): mask_shape {shape} (conv_groups={m['conv_groups']}, "
                                         f"fold={m['fold']}) does not join groups of {src} -> {dst} nodes")
 
 
@@ -407,7 +417,8 @@ def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> Ne
                                         (shape[0], shape[1] // meta["fold"])).astype(np.float32)
             try:
                 blocks.append(EdgeBlock(meta["name"], meta["src"], meta["dst"], meta["kind"], mask, pair,
-                                        meta["groups"], meta["fold"], meta["offset"], meta.get("spec", {})))
+                                        meta["conv_groups"], meta["fold"], meta["offset"],
+                                        LayerSpec.from_dict(meta.get("spec", {}))))
             except (TypeError, ValueError) as exc:
                 raise FileFormatError(path, f"block {i}: {exc}") from None
         try:
@@ -427,13 +438,14 @@ def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> Ne
 
 def graph_digest(graph: NetworkGraph) -> str:
     """SHA-256 (hex) of what a model built from ``graph`` depends on: groups (names, sizes,
-    shapes) and blocks (names, ends, kind, groups, fold, offset, spec and mask bits). Pair weights
-    and provenance are left out. Two graphs with equal digests build identical masked models."""
+    shapes) and blocks (names, ends, kind, conv_groups, fold, offset, spec and mask bits). Pair
+    weights and provenance are left out. Two graphs with equal digests build identical masked
+    models."""
     h = hashlib.sha256(b"n2ngraph-graph-v1\0")
     h.update(json.dumps([[g.name, g.start, g.size, list(g.shape)] for g in graph.groups]).encode())
     for b in graph.blocks:
-        h.update(json.dumps([b.name, b.src, b.dst, b.kind, b.groups, b.fold, b.offset,
-                             dict(b.spec), None if b.mask is None else list(b.mask.shape)],
+        h.update(json.dumps([b.name, b.src, b.dst, b.kind, b.conv_groups, b.fold, b.offset,
+                             b.spec.to_dict(), None if b.mask is None else list(b.mask.shape)],
                             sort_keys=True, default=str).encode())
         if b.mask is not None:
             h.update(np.packbits(b.mask.ravel()).tobytes())

@@ -84,10 +84,10 @@ def _src_rows(block: EdgeBlock, src_flags: np.ndarray) -> np.ndarray:
     of the source node that column ``c`` of output ``o`` reads (conv groups expanded)."""
     out = block.mask.shape[0]
     per_group = block.mask.shape[1] // block.fold
-    if block.groups == 1:
+    if block.conv_groups == 1:
         return np.broadcast_to(src_flags[None, :], (out, per_group))
-    by_group = src_flags.reshape(block.groups, per_group)
-    return by_group[np.arange(out) // (out // block.groups)]
+    by_group = src_flags.reshape(block.conv_groups, per_group)
+    return by_group[np.arange(out) // (out // block.conv_groups)]
 
 
 def _block_effective(

@@ -41,6 +41,7 @@ ResNet downsample pair is excluded although its span is 3) and with a map from `
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import numbers
 import zlib
@@ -49,12 +50,12 @@ from typing import Any
 
 import numpy as np
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph
 
 __all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "block_pairs",
            "chain_depths", "skip_candidates", "skip_capacity", "skip_initial_weights", "skip_pairs"]
 
-#: ``spec["added_by"]`` of the blocks this module adds; the bridge builds a module for each of
+#: ``spec.added_by`` of the blocks this module adds; the bridge builds a module for each of
 #: them, while residual blocks without it are shortcuts the reference model already has.
 ADDED_BY = {"n2nskip": "add_n2nskip", "resskip": "add_resskip"}
 #: Named wirings; an integer >= 2 means all pairs up to that span.
@@ -108,7 +109,7 @@ def _group_kinds(graph: NetworkGraph) -> dict[str, str]:
 
 def _traced(graph: NetworkGraph) -> list[EdgeBlock]:
     """The blocks of the reference model (not added by this module)."""
-    return [b for b in graph.blocks if not b.spec.get("added_by")]
+    return [b for b in graph.blocks if not b.spec.added_by]
 
 
 def _check_span(max_span: Any) -> None:
@@ -147,7 +148,7 @@ def _sum_groups(graph: NetworkGraph) -> list[str]:
         incoming.setdefault(b.dst, []).append(b)
     return [g.name for g in graph.groups
             if len(incoming.get(g.name, ())) >= 2
-            and not any(b.spec.get("type") == "concat" for b in incoming[g.name])]
+            and not any(b.spec.op == "concat" for b in incoming[g.name])]
 
 
 def _conv_groups(graph: NetworkGraph) -> list[str]:
@@ -248,31 +249,22 @@ def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
 
 # ------------------------------------------------------------------- skip blocks
 def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, kinds: Mapping[str, str],
-                   kernel_size: int, order: str) -> tuple[tuple[int, ...], dict[str, Any]]:
+                   kernel_size: int, order: str) -> tuple[tuple[int, ...], LayerSpec]:
     """Mask shape and spec of the skip ``src -> dst`` (see :func:`add_n2nskip`, Notes)."""
     s, d = graph.group(src), graph.group(dst)
-    spec: dict[str, Any] = {"added_by": ADDED_BY["n2nskip"], "span": int(span), "order": order}
+    common = {"added_by": ADDED_BY["n2nskip"], "span": int(span), "order": order,
+              "input_size": s.spatial or None}
     if kinds[dst] == "conv":
         f = kernel_size
-        spec.update(type="Conv2d", kernel_size=[f, f], stride=[1, 1], padding=[f // 2, f // 2],
-                    dilation=[1, 1])
         same = bool(s.spatial and d.spatial and s.spatial == d.spatial)
-        out_size = list(d.spatial) if d.spatial else None
-        if order == "conv-bn-act-pool":
-            spec.update(norm="batch", pool=None if same else "adaptive_max", output_size=out_size)
-        else:
-            spec.update(norm=None, pool=None if same else "adaptive_avg", output_size=out_size)
-        if s.spatial:
-            spec["input_size"] = list(s.spatial)
+        norm, pool = ("batch", "adaptive_max") if order == "conv-bn-act-pool" else (None, "adaptive_avg")
+        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(1, 1), padding=(f // 2, f // 2),
+                         dilation=(1, 1), norm=norm, pool=None if same else pool,
+                         output_size=d.spatial or None, **common)
         return (d.size, s.size, f, f), spec
-    spec.update(type="Linear", norm=None)
     if kinds[src] == "conv":
-        spec.update(pool="global_avg", output_size=[1, 1])
-        if s.spatial:
-            spec["input_size"] = list(s.spatial)
-    else:
-        spec.update(pool=None, output_size=None)
-    return (d.size, s.size), spec
+        return (d.size, s.size), LayerSpec(op="Linear", pool="global_avg", output_size=(1, 1), **common)
+    return (d.size, s.size), LayerSpec(op="Linear", **{**common, "input_size": None})
 
 
 def _hamilton(total: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
@@ -318,7 +310,7 @@ def _insert_blocks(graph: NetworkGraph, new: list[EdgeBlock]) -> tuple[EdgeBlock
 def _check_graph(graph: Any) -> None:
     if not isinstance(graph, NetworkGraph):
         raise TypeError(f"graph must be a NetworkGraph, got {type(graph).__name__}")
-    added = [b.name for b in graph.blocks if b.spec.get("added_by")]
+    added = [b.name for b in graph.blocks if b.spec.added_by]
     if added:
         raise ValueError(
             f"graph already has added skip blocks {added[:3]}{'...' if len(added) > 3 else ''}; "
@@ -345,7 +337,7 @@ def skip_initial_weights(block: EdgeBlock) -> np.ndarray:
     Kaiming normal with the block's *dense* fan-in, ``w0 ~ N(0, 2 / fan_in)`` with
     ``fan_in = C_src * f * f`` (conv) or ``n_src`` (Linear) (He et al. 2015, arXiv:1502.01852),
     drawn only for the kept entries, in C order, from
-    ``np.random.default_rng([block.spec["init_seed"], zlib.crc32(block.name)])``: the same block
+    ``np.random.default_rng([block.spec.init_seed, zlib.crc32(block.name)])``: the same block
     gives the same weights on every machine. ``block.pair_weight`` holds ``sum |w0|`` over the
     kept taps of each channel pair, and the bridge starts the skip module from these weights
     (``to_model(init="dense")``), so the weighted adjacency of a variant is that of its model at
@@ -356,10 +348,10 @@ def skip_initial_weights(block: EdgeBlock) -> np.ndarray:
     ValueError
         ``block`` is not an n2nskip block made by :func:`add_n2nskip` (no ``init_seed``).
     """
-    if not isinstance(block, EdgeBlock) or block.kind != "n2nskip" or "init_seed" not in block.spec:
+    if not isinstance(block, EdgeBlock) or block.kind != "n2nskip" or block.spec.init_seed is None:
         raise ValueError("skip_initial_weights needs an n2nskip block made by add_n2nskip "
-                         f"(with spec['init_seed']), got {getattr(block, 'name', block)!r}")
-    flat, w = _kept_initial(block.mask, block.name, block.spec["init_seed"])
+                         f"(with spec.init_seed), got {getattr(block, 'name', block)!r}")
+    flat, w = _kept_initial(block.mask, block.name, block.spec.init_seed)
     out = np.zeros(block.mask.shape, dtype=np.float32)
     out.reshape(-1)[flat] = w
     return out
@@ -491,7 +483,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
             name = f"n2nskip:{src}->{dst}"
             new_blocks.append(EdgeBlock(name, src, dst, "n2nskip", mask,
                                         pair_weight=_pair_weight(mask, name, init_seed, pick),
-                                        spec={**spec, "init_seed": init_seed}))
+                                        spec=dataclasses.replace(spec, init_seed=init_seed)))
     prov = {**graph.provenance, "n2nskip_params": n_skip, "n2nskip_seed": seed,
             "n2nskip_wiring": wiring, "n2nskip_skip_kernel": skip_kernel,
             "n2nskip_skip_order": skip_order, "n2nskip_granularity": granularity,
@@ -513,7 +505,7 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
         ``round(density * graph.dense_params)`` kept skip weights are added (Python's ``round``).
     seed : int or None
         Seed of the ``np.random.default_rng`` drawing the kept positions; also the blocks'
-        ``spec["init_seed"]`` (:func:`skip_initial_weights`).
+        ``spec.init_seed`` (:func:`skip_initial_weights`).
     wiring : {"all-pairs", "blocks"} or int >= 2
         Which pairs get a skip (module docstring): every non-consecutive pair (the reference
         code's MLP), one per block (the paper's conv nets), or every pair up to a span.
@@ -584,7 +576,7 @@ def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> Networ
     Projection rule (parameter-free, He et al. 2016 arXiv:1512.03385 option A): a pair is joined
     only when ``src`` has no more nodes than ``dst``; source channel ``i`` joins destination
     channel ``i`` and the remaining destination channels get zero (zero padding). A smaller
-    spatial size is reached by adaptive average pooling (``spec["pool"]``), a channel group into a
+    spatial size is reached by adaptive average pooling (``spec.pool``), a channel group into a
     neuron group by global average pooling. Pairs where ``src`` is wider are left out (listed in
     the provenance); a pair already joined by a block is left out too.
 
@@ -613,14 +605,13 @@ def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> Networ
         if s.size > d.size:
             left_out.append(f"{src}->{dst}")
             continue
-        spec: dict[str, Any] = {"added_by": ADDED_BY["resskip"], "span": int(depth[dst] - depth[src]),
-                                "type": "identity", "pad_channels": int(d.size - s.size)}
+        pool = output_size = None
         if kinds[src] == "conv" and kinds[dst] == "feature":
-            spec.update(pool="global_avg", output_size=[1, 1])
+            pool, output_size = "global_avg", (1, 1)
         elif kinds[src] == "conv" and not (s.spatial and s.spatial == d.spatial):
-            spec.update(pool="adaptive_avg", output_size=list(d.spatial) if d.spatial else None)
-        else:
-            spec["pool"] = None
+            pool, output_size = "adaptive_avg", d.spatial or None
+        spec = LayerSpec(op="identity", added_by=ADDED_BY["resskip"], span=int(depth[dst] - depth[src]),
+                         pad_channels=int(d.size - s.size), pool=pool, output_size=output_size)
         new.append(EdgeBlock(f"resskip:{src}->{dst}", src, dst, "residual", None, spec=spec))
     if not new:
         raise ValueError(

@@ -24,16 +24,16 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph
+from n2ngraph.graph import BLOCK_KINDS, EdgeBlock, NetworkGraph
 
 __all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "paired_delta",
            "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_scree",
            "save_figure"]
 
-#: Kinds drawn in adjacency figures: the graph's block kinds, with the channel-to-channel joins
-#: of a concatenation (``residual`` blocks whose spec type is ``concat``) shown apart from
-#: identity shortcuts.
-DISPLAY_KINDS = ("sequential", "n2nskip", "residual", "concat")
+#: Kinds drawn in adjacency figures: the graph's block kinds (:data:`~n2ngraph.graph.BLOCK_KINDS`),
+#: with the channel-to-channel joins of a concatenation (``residual`` blocks whose ``spec.op`` is
+#: ``"concat"``) shown apart from identity shortcuts.
+DISPLAY_KINDS = (*BLOCK_KINDS, "concat")
 
 #: Colour of each display kind in adjacency figures.
 KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f",

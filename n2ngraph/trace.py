@@ -21,6 +21,7 @@ returns a silently wrong graph.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 from n2ngraph.masks import PRUNABLE_TYPES, masks_of, prunable_weights, validate_masks, weight_of
 from n2ngraph.models import example_input as default_example_input
 
@@ -40,7 +41,8 @@ __all__ = ["Trace", "trace", "to_graph", "record_shapes", "SKIP_MARKER"]
 
 #: Attribute of a skip module (``n2ngraph.bridge``) traced as a ready-made edge block: called as
 #: ``skip(a_src, z_dst)`` it has ``n2ngraph_kind`` ("n2nskip" or "residual"),
-#: ``n2ngraph_block_name``, ``n2ngraph_offset``, ``n2ngraph_spec`` and (n2nskip) either the
+#: ``n2ngraph_block_name``, ``n2ngraph_offset``, ``n2ngraph_spec`` (a :class:`LayerSpec`, or a
+#: mapping read with :meth:`LayerSpec.from_dict`) and (n2nskip) either the
 #: methods ``n2ngraph_mask()`` (the dense weight-shaped bool mask, rebuilt from a compact store)
 #: and ``n2ngraph_pair_weight()`` (float32 ``(out, in)`` sums of ``|w|`` over kept taps), or a
 #: dense ``weight`` with a bool buffer ``mask``.
@@ -403,7 +405,7 @@ class _Walker:
                 pair = _pair_weight(module.weight, module.mask.to(torch.bool), 1)
         block = EdgeBlock(self._block_name(module.n2ngraph_block_name), "", "", kind, mask, pair,
                           offset=int(getattr(module, "n2ngraph_offset", 0)),
-                          spec=dict(getattr(module, "n2ngraph_spec", {})))
+                          spec=LayerSpec.from_dict(getattr(module, "n2ngraph_spec", {})))
         self.blocks.append((block, src.gid, dst.gid))
         self._alias(node, dst)
 
@@ -431,8 +433,8 @@ class _Walker:
                         f"Linear {path!r} has {in_features} inputs, but its input activation "
                         f"{group.name!r} has {group.size} nodes x fold {fold}"
                     )
-            spec = {"type": "Linear", "module": path}
-            groups = 1
+            spec = LayerSpec(op="Linear", module=path)
+            conv_groups = 1
         else:
             if fold != 1 or len(in_shape) != 4:
                 raise ValueError(
@@ -447,12 +449,9 @@ class _Walker:
                     f"Conv2d {path!r} takes {in_channels} channels but group {group.name!r} has "
                     f"{group.size} nodes (a reshape of neurons into channels is not supported)"
                 )
-            groups = int(getattr(module, "groups", 1))
-            spec = {"type": "Conv2d", "module": path}
-            for attr in ("kernel_size", "stride", "padding", "dilation"):
-                if hasattr(module, attr):
-                    v = getattr(module, attr)
-                    spec[attr] = list(v) if isinstance(v, tuple) else v
+            conv_groups = int(getattr(module, "groups", 1))
+            spec = LayerSpec(op="Conv2d", module=path, kernel_size=module.kernel_size,
+                             stride=module.stride, padding=module.padding, dilation=module.dilation)
         pname = self.weight_names.get(id(module))
         mask_t = self.masks.get(pname) if pname else None
         mask = _numpy_mask(mask_t, tuple(weight.shape))
@@ -460,7 +459,7 @@ class _Walker:
         self._use(value)
         out_shape = self._shape(node)
         gid = self._new_group(path, int(weight.shape[0]), tuple(out_shape[1:]), "layer", node.name)
-        block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, groups=groups,
+        block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, conv_groups=conv_groups,
                           fold=fold, spec=spec)
         self.blocks.append((block, value.gid, gid))
         self.values[node.name] = _Value(gid)
@@ -519,7 +518,7 @@ class _Walker:
             self._use(v)
             src = self.groups[v.gid]
             block = EdgeBlock(self._block_name(f"{self.groups[gid].name}.in{k}"), "", "", "residual",
-                              offset=offset, spec={"type": "concat"})
+                              offset=offset, spec=LayerSpec(op="concat"))
             self.blocks.append((block, v.gid, gid))
             offset += src.size
         self.values[node.name] = _Value(gid)
@@ -545,7 +544,7 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
                 groups[sum_gid].nodes[:0] = grp.nodes
             else:
                 block = EdgeBlock(f"{groups[sum_gid].name}.residual{k}", "", "", "residual",
-                                  spec={"type": "add"})
+                                  spec=LayerSpec(op="add"))
                 residuals.append((block, op, sum_gid))
     kept = [g for g in range(len(groups)) if find(g) == g]
     if find(output_gid) != kept[-1]:
@@ -565,10 +564,9 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
     final_blocks = []
     for block, src, dst in blocks + residuals:
         s, d = find(src), find(dst)
-        added = bool(block.spec.get("added_by"))  # variant blocks follow the traced ones
-        final_blocks.append(((position[d], added), EdgeBlock(
-            block.name, groups[s].name, groups[d].name, block.kind, block.mask, block.pair_weight,
-            block.groups, block.fold, block.offset, dict(block.spec))))
+        added = bool(block.spec.added_by)  # variant blocks follow the traced ones
+        final_blocks.append(((position[d], added),
+                             dataclasses.replace(block, src=groups[s].name, dst=groups[d].name)))
     final_blocks.sort(key=lambda item: item[0])
     graph = NetworkGraph(tuple(node_groups), tuple(b for _, b in final_blocks), provenance)
     group_nodes = {groups[g].name: tuple(groups[g].nodes) for g in kept}

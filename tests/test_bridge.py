@@ -10,7 +10,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from n2ngraph.bridge import MaskError, N2NSkip, ResSkip, to_model  # noqa: E402
-from n2ngraph.graph import EdgeBlock  # noqa: E402
+from n2ngraph.graph import EdgeBlock, LayerSpec  # noqa: E402
 from n2ngraph.n2nskip import add_n2nskip, add_resskip  # noqa: E402
 from n2ngraph.pruning import prune  # noqa: E402
 from n2ngraph.trace import to_graph  # noqa: E402
@@ -200,7 +200,7 @@ def test_round_trip_with_skips(kind):
     back = to_graph(to_model(g, ref, example_input=x[:1]), example_input=x)
     assert back == g
     for b, b2 in zip(g.blocks, back.blocks):
-        assert dict(b.spec) == dict(b2.spec)
+        assert b.spec == b2.spec
         if b.kind == "n2nskip":  # init="dense" starts from the graph's pair weights
             np.testing.assert_allclose(b2.pair_weight, b.pair_weight, rtol=1e-6)
 
@@ -247,21 +247,16 @@ def test_cuda(order):
 # ------------------------------------------------------------- sparse skip modules
 def _skip_block(mask, *, order="pool-conv-act", src_hw=None, dst_hw=None):
     """An n2nskip EdgeBlock with the spec :func:`add_n2nskip` writes (Contract D)."""
-    spec = {"added_by": "add_n2nskip", "span": 2, "order": order, "init_seed": 0}
+    common = {"added_by": "add_n2nskip", "span": 2, "order": order, "init_seed": 0}
     if mask.ndim == 4:
         f = mask.shape[-1]
-        same = src_hw == dst_hw
-        spec.update(type="Conv2d", kernel_size=[f, f], stride=[1, 1], padding=[f // 2, f // 2],
-                    dilation=[1, 1], input_size=list(src_hw), output_size=list(dst_hw))
-        if order == "conv-bn-act-pool":
-            spec.update(norm="batch", pool=None if same else "adaptive_max")
-        else:
-            spec.update(norm=None, pool=None if same else "adaptive_avg")
+        pool = None if src_hw == dst_hw else "adaptive_max" if order == "conv-bn-act-pool" else "adaptive_avg"
+        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(1, 1), padding=(f // 2, f // 2),
+                         dilation=(1, 1), input_size=src_hw, output_size=dst_hw, pool=pool,
+                         norm="batch" if order == "conv-bn-act-pool" else None, **common)
     else:
-        spec.update(type="Linear", norm=None, pool="global_avg" if src_hw else None,
-                    output_size=[1, 1] if src_hw else None)
-        if src_hw:
-            spec["input_size"] = list(src_hw)
+        spec = LayerSpec(op="Linear", pool="global_avg" if src_hw else None,
+                         output_size=(1, 1) if src_hw else None, input_size=src_hw or None, **common)
     return EdgeBlock("n2nskip:a->b", "a", "b", "n2nskip", mask, spec=spec)
 
 
@@ -385,7 +380,7 @@ def test_round_trip_conv_skips_both_orders(order):
     back = to_graph(model, example_input=x)
     assert back == g
     for b, b2 in zip(g.blocks, back.blocks):
-        assert dict(b.spec) == dict(b2.spec)
+        assert b.spec == b2.spec
         if b.kind == "n2nskip":  # init="dense": the model starts from the graph's pair weights
             np.testing.assert_allclose(b2.pair_weight, b.pair_weight, rtol=1e-6)
     # after a step the read-back pair weights follow the current weights

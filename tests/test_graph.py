@@ -49,7 +49,7 @@ def test_duplicate_pairs_count_once_and_weights_add():
 def test_grouped_conv_and_fold_pairs():
     # grouped conv: 4 -> 4 channels, 2 groups, 1x1 kernel, all kept
     groups = (NodeGroup("x", 0, 4), NodeGroup("y", 4, 4), NodeGroup("z", 8, 1))
-    conv = EdgeBlock("conv", "x", "y", "sequential", np.ones((4, 2, 1, 1), bool), groups=2)
+    conv = EdgeBlock("conv", "x", "y", "sequential", np.ones((4, 2, 1, 1), bool), conv_groups=2)
     # linear after flattening y (4 channels x 3 positions), only column 7 (channel 2) kept
     lin_mask = np.zeros((1, 12), bool)
     lin_mask[0, 7] = True
@@ -163,7 +163,7 @@ def test_groups_and_blocks_check_their_field_types():
         kwargs = {"name": "a", "start": 0, "size": 2, "shape": (), **bad}
         with pytest.raises(TypeError):
             NodeGroup(**kwargs)
-    for bad in ({"groups": 1.0}, {"fold": True}, {"offset": "0"}, {"name": None}, {"src": 1}):
+    for bad in ({"conv_groups": 1.0}, {"fold": True}, {"offset": "0"}, {"name": None}, {"src": 1}):
         kwargs = {"name": "e", "src": "a", "dst": "b", "kind": "sequential", "mask": np.ones((1, 1), bool), **bad}
         with pytest.raises(TypeError):
             EdgeBlock(**kwargs)

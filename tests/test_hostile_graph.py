@@ -125,7 +125,7 @@ HOSTILE_VALUES = st.sampled_from([2**40, 2**63, -1, 0, 1.5, "7", None, True, [],
 
 @HYPOTHESIS
 @given(where=st.sampled_from(["group", "block"]), index=st.integers(0, 10), key=st.sampled_from(
-    ["name", "start", "size", "shape", "src", "dst", "kind", "mask_shape", "groups", "fold", "offset", "spec",
+    ["name", "start", "size", "shape", "src", "dst", "kind", "mask_shape", "conv_groups", "groups", "fold", "offset", "spec",
      "has_pair_weight"]), value=HOSTILE_VALUES)
 def test_rewritten_header_fields(tmp_path_factory, where, index, key, value):
     members = _members(_base()[0])

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 
 from n2ngraph import models
-from n2ngraph.io import atomic_write, load_graph, save_graph
+from n2ngraph.io import FileFormatError, atomic_write, load_graph, save_graph
 from n2ngraph.trace import to_graph
+
+
+def _rewrite_header(path, change):
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    header = json.loads(arrays["header"].tobytes())
+    change(header)
+    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
+    np.savez(path, **arrays)
 
 
 def test_round_trip_is_byte_identical(tmp_path, small_graph):
@@ -53,13 +62,38 @@ def test_load_refuses_pickles_and_foreign_files(tmp_path):
 
 def test_load_rejects_future_format(tmp_path, small_graph):
     path = save_graph(small_graph, tmp_path / "g.npz")
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    header = json.loads(arrays["header"].tobytes())
-    header["format_version"] = 99
-    arrays["header"] = np.frombuffer(json.dumps(header).encode(), dtype=np.uint8)
-    np.savez(path, **arrays)
+    _rewrite_header(path, lambda header: header.update(format_version=99))
     with pytest.raises(ValueError, match="version 99"):
+        load_graph(path)
+
+
+def test_files_written_before_the_typed_spec_still_load(tmp_path):
+    """Older files name a block's conv groups ``groups`` and the spec's op ``type``."""
+    g = to_graph(models.resnet18())
+    path = save_graph(g, tmp_path / "old.npz")
+
+    def to_old(header):
+        for b in header["blocks"]:
+            b["groups"] = b.pop("conv_groups")
+            if "op" in b["spec"]:
+                b["spec"]["type"] = b["spec"].pop("op")
+
+    _rewrite_header(path, to_old)
+    loaded = load_graph(path)
+    assert loaded == g and [b.spec for b in loaded.blocks] == [b.spec for b in g.blocks]
+    assert [b.conv_groups for b in loaded.blocks] == [b.conv_groups for b in g.blocks]
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda b: b.update(groups=1), "both 'conv_groups' and its former name 'groups'"),
+    (lambda b: b["spec"].update(type="Conv2d"), "both 'op' and its former name 'type'"),
+    (lambda b: b["spec"].update(colour="red"), r"unknown layer spec keys \['colour'\]"),
+    (lambda b: b["spec"].update(stride="2"), "stride must be an int or a sequence of ints"),
+])
+def test_a_bad_block_spec_is_a_file_format_error(tmp_path, change, match):
+    path = save_graph(to_graph(models.lenet300()), tmp_path / "g.npz")
+    _rewrite_header(path, lambda header: change(header["blocks"][0]))
+    with pytest.raises(FileFormatError, match=f"g.npz.*{match}"):
         load_graph(path)
 
 

@@ -133,14 +133,14 @@ def test_conv_taps_count_per_channel_pair():
 def test_fold_and_groups():
     """A Linear after a flatten (fold) and a grouped conv map columns to the right channels."""
     groups = (NodeGroup("x", 0, 2), NodeGroup("c", 2, 4), NodeGroup("f", 6, 2))
-    conv = np.zeros((4, 1, 1, 1), bool)  # groups=2: c0,c1 read x0; c2,c3 read x1
+    conv = np.zeros((4, 1, 1, 1), bool)  # conv_groups=2: c0,c1 read x0; c2,c3 read x1
     conv[0] = conv[3] = True
     lin = np.zeros((2, 4 * 3), bool)  # fold 3: columns 3c..3c+2 belong to channel c
     lin[0, 0:3] = True  # f0 <- c0 (3 columns)
     lin[1, 3] = True  # f1 <- c1 (c1 is fed by nothing: ineffective)
     lin[1, 9:11] = True  # f1 <- c3 (2 columns)
     blocks = (
-        EdgeBlock("c", "x", "c", "sequential", conv, groups=2),
+        EdgeBlock("c", "x", "c", "sequential", conv, conv_groups=2),
         EdgeBlock("f", "c", "f", "sequential", lin, fold=3),
     )
     g = NetworkGraph(groups, blocks)

@@ -5,7 +5,7 @@ import itertools
 import numpy as np
 import pytest
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 from n2ngraph.n2nskip import (
     _add_n2nskip_count,
     add_n2nskip,
@@ -27,7 +27,7 @@ def _mlp_graph(sizes, density=1.0, seed=0):
         groups.append(NodeGroup(name, start, size, (size,)))
         start += size
     blocks = [EdgeBlock(names[i + 1], names[i], names[i + 1], "sequential",
-                        rng.random((sizes[i + 1], sizes[i])) < density, spec={"type": "Linear"})
+                        rng.random((sizes[i + 1], sizes[i])) < density, spec=LayerSpec(op="Linear"))
               for i in range(len(sizes) - 1)]
     return NetworkGraph(groups, blocks, {"model": "hand"})
 
@@ -104,7 +104,7 @@ def test_same_seed_same_skips_other_seed_other_skips():
 
 def test_max_span_limits_pairs():
     g = _mlp_graph([50, 40, 30, 20, 10])
-    spans = {b.spec["span"] for b in add_n2nskip(g, 0.05, wiring=2).blocks_of_kind("n2nskip")}
+    spans = {b.spec.span for b in add_n2nskip(g, 0.05, wiring=2).blocks_of_kind("n2nskip")}
     assert spans == {2}
     with pytest.raises(ValueError, match="wiring"):
         add_n2nskip(g, 0.05, wiring=1)
@@ -121,10 +121,10 @@ def test_conv_skips_record_spatial_map():
                        ("c1", "fc"), ("c2", "fc")}
     b = by[("c1", "c3")]
     assert b.mask.shape == (16, 8, 3, 3)
-    assert b.spec["pool"] == "adaptive_avg" and b.spec["output_size"] == [4, 4]
-    assert b.spec["input_size"] == [16, 16] and b.spec["padding"] == [1, 1]
+    assert b.spec.pool == "adaptive_avg" and b.spec.output_size == (4, 4)
+    assert b.spec.input_size == (16, 16) and b.spec.padding == (1, 1)
     fc = by[("c1", "fc")]
-    assert fc.mask.shape == (10, 8) and fc.spec["pool"] == "global_avg" and fc.fold == 1
+    assert fc.mask.shape == (10, 8) and fc.spec.pool == "global_avg" and fc.fold == 1
     # the graph's adjacency gains exactly the skip's channel pairs
     extra = g2.adjacency() - g.adjacency()
     assert extra.min() >= 0
@@ -136,7 +136,7 @@ def test_resskip_pairs_and_projection():
     res = [b for b in g2.blocks if b.kind == "residual"]
     # chain input, c1, c2, c3, fc: input(3)->c2(16) and c2(16)->fc(10: too narrow, left out)
     assert [(b.src, b.dst) for b in res] == [("input", "c2")]
-    assert res[0].spec["pad_channels"] == 13 and g2.provenance["resskip_left_out"] == ["c2->fc"]
+    assert res[0].spec.pad_channels == 13 and g2.provenance["resskip_left_out"] == ["c2->fc"]
     assert g2.num_params == g.num_params
     with pytest.raises(ValueError, match="no ResSkip pair"):
         add_resskip(_mlp_graph([30, 20, 10, 5]))
@@ -193,17 +193,17 @@ def _residual_graph():
                       "c": (8, 4, 4), "s2": (8, 4, 4), "fc": (10,)})
     ones = lambda *s: np.ones(s, bool)  # noqa: E731
     conv = lambda name, src, dst, shape: EdgeBlock(  # noqa: E731
-        name, src, dst, "sequential", ones(*shape), spec={"type": "Conv2d", "module": name})
+        name, src, dst, "sequential", ones(*shape), spec=LayerSpec(op="Conv2d", module=name))
     blocks = [
         conv("stem", "input", "stem", (4, 3, 3, 3)),
         conv("a", "stem", "a", (4, 4, 3, 3)),
         conv("b", "a", "s1", (4, 4, 3, 3)),
-        EdgeBlock("s1.residual1", "stem", "s1", "residual", spec={"type": "add"}),
+        EdgeBlock("s1.residual1", "stem", "s1", "residual", spec=LayerSpec(op="add")),
         conv("c", "s1", "c", (8, 4, 5, 5)),
         conv("d", "c", "s2", (8, 8, 3, 3)),
         conv("ds", "s1", "s2", (8, 4, 1, 1)),
         EdgeBlock("fc", "s2", "fc", "sequential", ones(10, 128), fold=16,
-                  spec={"type": "Linear", "module": "fc"}),
+                  spec=LayerSpec(op="Linear", module="fc")),
     ]
     return NetworkGraph(groups, blocks)
 
@@ -232,10 +232,10 @@ def test_blocks_wiring_of_a_residual_net():
     assert by[("stem", "s1")].mask.shape == (4, 4, 3, 3)
     assert by[("s1", "s2")].mask.shape == (8, 4, 5, 5)
     s = by[("s1", "s2")].spec
-    assert (s["order"], s["norm"], s["pool"], s["output_size"], s["input_size"], s["padding"]) == \
-        ("conv-bn-act-pool", "batch", "adaptive_max", [4, 4], [8, 8], [2, 2])
+    assert (s.order, s.norm, s.pool, s.output_size, s.input_size, s.padding) == \
+        ("conv-bn-act-pool", "batch", "adaptive_max", (4, 4), (8, 8), (2, 2))
     s = by[("stem", "s1")].spec
-    assert s["pool"] is None and s["output_size"] == [8, 8] and s["stride"] == [1, 1]
+    assert s.pool is None and s.output_size == (8, 8) and s.stride == (1, 1)
     assert g2.num_params - g.num_params == round(0.05 * g.dense_params)
 
 
@@ -256,7 +256,7 @@ def test_blocks_wiring_of_an_mlp_is_all_pairs():
     b = add_n2nskip(g, 0.02, seed=3)
     assert [x.name for x in a.blocks] == [x.name for x in b.blocks]
     assert all(x.same_topology(y) for x, y in zip(a.blocks, b.blocks))
-    assert all(x.spec["norm"] is None and x.spec["type"] == "Linear" for x in a.blocks_of_kind("n2nskip"))
+    assert all(x.spec.norm is None and x.spec.op == "Linear" for x in a.blocks_of_kind("n2nskip"))
 
 
 def test_channel_granularity_keeps_whole_kernels_and_exact_count():
@@ -276,7 +276,7 @@ def test_skip_initial_weights_and_pair_weight():
     g2 = add_n2nskip(g, 0.1, seed=5, wiring="blocks", skip_kernel="same")
     g3 = add_n2nskip(g, 0.1, seed=5, wiring="blocks", skip_kernel="same")
     for b, b3 in zip(g2.blocks_of_kind("n2nskip"), g3.blocks_of_kind("n2nskip")):
-        assert b.spec["init_seed"] == 5
+        assert b.spec.init_seed == 5
         w = skip_initial_weights(b)
         assert w.dtype == np.float32 and w.shape == b.mask.shape
         assert np.array_equal(w, skip_initial_weights(b3))  # deterministic

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 from n2ngraph.plotting import (
     adjacency_image,
     display_kind,
@@ -49,8 +49,8 @@ def _concat_graph():
               NodeGroup("out", 6, 1))
     blocks = (
         EdgeBlock("b", "input", "b", "sequential", np.ones((1, 2), bool)),
-        EdgeBlock("cat.in0", "input", "cat", "residual", offset=0, spec={"type": "concat"}),
-        EdgeBlock("cat.in1", "b", "cat", "residual", offset=2, spec={"type": "concat"}),
+        EdgeBlock("cat.in0", "input", "cat", "residual", offset=0, spec=LayerSpec(op="concat")),
+        EdgeBlock("cat.in1", "b", "cat", "residual", offset=2, spec=LayerSpec(op="concat")),
         EdgeBlock("out", "cat", "out", "sequential", np.ones((1, 3), bool)),
     )
     return NetworkGraph(groups, blocks, {"model": "hand"})

@@ -8,6 +8,7 @@ from torch import nn
 from torch.nn.utils import prune as torch_prune
 
 from n2ngraph import models
+from n2ngraph.graph import LayerSpec
 from n2ngraph.trace import to_graph, trace
 
 
@@ -47,7 +48,7 @@ def test_conv_edge_when_any_tap_kept_and_weight_sums_taps():
     weighted = g.adjacency(weighted=True).toarray()[2:5, 0:2]
     assert weighted[0, 1] == pytest.approx(float(w[0, 1, 2, 2]), rel=1e-6)
     assert weighted[2, 0] == pytest.approx(float(w[2, 0].sum()), rel=1e-6)
-    assert g.blocks[0].spec["type"] == "Conv2d"
+    assert g.blocks[0].spec.op == "Conv2d" and g.blocks[0].conv_groups == 1
 
 
 def test_depthwise_conv_joins_channel_to_channel():
@@ -285,4 +286,4 @@ def test_skip_modules_are_read_back_as_blocks(skip_cls):
     assert (skip.name, skip.src, skip.dst) == ("n2nskip:input->1", "input", "fc1")
     np.testing.assert_array_equal(skip.mask, [[1, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(skip.pair_weight, [[0.5, 0, 2.0, 0], [0, 0, 0, 1.5]])
-    assert skip.spec["order"] == "pool-conv-act"
+    assert skip.spec == LayerSpec(op="Linear", added_by="add_n2nskip", order="pool-conv-act")
