@@ -8,7 +8,8 @@ Map of the public API (docs/design.md, "The one data flow")::
 
 - ``n2ngraph.graph``: ``NetworkGraph``, ``NodeGroup``, ``EdgeBlock`` (immutable topology).
 - ``n2ngraph.trace``: ``to_graph(model, masks)`` / ``trace``, a PyTorch model traced with torch.fx.
-- ``n2ngraph.models``: reference architectures (``paper_mlp``, ``lenet300``, ``vgg19``, ...).
+- ``n2ngraph.models``: reference architectures (``paper_mlp``, ``lenet300``, ``vgg19``, ...) and
+  ``resolve_model`` (a registered name or ``package.module:function``, seeded).
 - ``n2ngraph.pruning``: ``prune(model, method, density)`` at initialization.
 - ``n2ngraph.recipes``: ``RECIPES``, ``Recipe``, ``get_recipe`` (how a variant is built).
 - ``n2ngraph.pipeline``: ``variant(model, method, density, recipe=...)`` (prune, trace, skips).
@@ -27,10 +28,14 @@ torch-facing parts import torch.
 """
 
 from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
 
 from n2ngraph.graph import BLOCK_KINDS, EdgeBlock, NetworkGraph, NodeGroup
 
-__version__ = "0.1.0"
+try:  # one home for the version: pyproject.toml, as installed
+    __version__ = version("n2ngraph")
+except PackageNotFoundError:  # a source tree on sys.path that was never installed
+    __version__ = "0+unknown"
 
 #: public name -> module that defines it (imported on first access)
 _LAZY = {

@@ -11,6 +11,7 @@ file is written or any worker started.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -44,55 +45,75 @@ def _model_arg(text: str) -> tuple[str, object]:
     return key.strip(), parsed
 
 
+def _defaults() -> dict:
+    """Defaults of the sweep options: :class:`~n2ngraph.compare.CompareConfig`'s fields and
+    :func:`~n2ngraph.compare.run_sweep`'s keywords (their one home; never retyped here)."""
+    import inspect
+
+    from n2ngraph.compare import CompareConfig, run_sweep
+
+    found = {name: p.default for name, p in inspect.signature(run_sweep).parameters.items()
+             if p.default is not inspect.Parameter.empty}
+    found.update({f.name: f.default for f in dataclasses.fields(CompareConfig)
+                  if f.default is not dataclasses.MISSING})
+    return found
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    from n2ngraph.compare import DEFAULT_METHODS
+    """Add the ``compare`` options to ``parser``; defaults are the sweep's own (:func:`_defaults`)."""
+    d = _defaults()
 
-    def one_line_error(message: str):
-        parser.exit(2, f"n2ngraph compare: error: {message}\n")
+    def joined(values) -> str:
+        return ",".join(f"{v:g}" if isinstance(v, float) else str(v) for v in values)
 
-    parser.error = one_line_error  # one clear line, as for every other bad argument
-    parser.add_argument("--model", default="paper_mlp", help="paper_mlp, lenet300, vgg16, vgg19, "
-                        "resnet18, resnet50, or 'package.module:factory' (default paper_mlp)")
+    parser.add_argument("--model", default=d["model"], help="paper_mlp, lenet300, vgg16, vgg19, "
+                        f"resnet18, resnet50, or 'package.module:factory' (default {d['model']})")
     parser.add_argument("--model-arg", type=_model_arg, action="append", default=[],
                         metavar="KEY=VALUE", help="keyword argument of the model factory (VALUE "
                         "read as JSON when it parses, else a string); repeatable")
-    parser.add_argument("--recipe", default="paper",
-                        help="how variants are built: paper or all-pairs (default paper)")
-    parser.add_argument("--methods", type=_names, default=DEFAULT_METHODS,
-                        help=f"comma-separated pruning methods (default {','.join(DEFAULT_METHODS)})")
-    parser.add_argument("--densities", type=_floats, default=(0.1, 0.05, 0.02),
-                        help="comma-separated total densities (default 0.1,0.05,0.02)")
-    parser.add_argument("--seeds", type=int, default=3, help="number of seeds (default 3)")
-    parser.add_argument("--times", type=_floats, default=None,
+    parser.add_argument("--recipe", default=d["recipe"],
+                        help=f"how variants are built: paper or all-pairs (default {d['recipe']})")
+    parser.add_argument("--methods", type=_names, default=d["methods"],
+                        help=f"comma-separated pruning methods (default {joined(d['methods'])})")
+    parser.add_argument("--densities", type=_floats, default=d["densities"],
+                        help=f"comma-separated total densities (default {joined(d['densities'])})")
+    parser.add_argument("--seeds", type=int, default=d["seeds"], help=f"number of seeds (default {d['seeds']})")
+    parser.add_argument("--times", type=_floats, default=d["times"],
                         help="absolute diffusion times for F (default: stated in units of "
                         "1/lambda_2 of the dense reference, see --t-lambda2)")
-    parser.add_argument("--t-lambda2", type=_floats, default=(1.0, 3.0, 100.0),
-                        help="times in units of 1/lambda_2 of the reference (default 1,3,100)")
-    parser.add_argument("--weighted", action="store_true", help="weighted adjacency (|w| sums)")
-    parser.add_argument("--variants", type=_names, default=("plain", "n2nskip"),
-                        help="plain, n2nskip or both (default both)")
-    parser.add_argument("--n2nskip-fraction", type=float, default=None,
+    parser.add_argument("--t-lambda2", type=_floats, default=d["t_lambda2"],
+                        help=f"times in units of 1/lambda_2 of the reference (default {joined(d['t_lambda2'])})")
+    parser.add_argument("--weighted", action="store_true", default=d["weighted"],
+                        help="weighted adjacency (|w| sums)")
+    parser.add_argument("--variants", type=_names, default=d["variants"],
+                        help=f"plain, n2nskip or both (default {joined(d['variants'])})")
+    parser.add_argument("--n2nskip-fraction", type=float, default=d["n2nskip_fraction"],
                         help="share of the budget given to N2NSkip connections (default: the "
-                        "recipe's, 0.5); another value renames the recipe NAME-fF")
-    parser.add_argument("--dataset", default="mnist5k",
-                        help="calibration data for snip/grasp (default mnist5k, bundled)")
-    parser.add_argument("--batch-size", type=int, default=128,
-                        help="calibration batch size (default 128)")
-    parser.add_argument("--scope", default=None, help="scope of score-based pruners, layerwise or "
+                        "recipe's); another value renames the recipe NAME-fF")
+    parser.add_argument("--dataset", default=d["dataset"],
+                        help=f"calibration data for snip/grasp (default {d['dataset']}, bundled)")
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+                        help=f"calibration batch size (default {d['batch_size']})")
+    parser.add_argument("--scope", default=d["scope"], help="scope of score-based pruners, layerwise or "
                         "global (default: the recipe's); another value renames the recipe")
     parser.add_argument("--out", type=Path, default=None,
                         help="output folder (default results/compare-MODEL-HASH); relative to "
                         "this directory, wherever the workers run")
-    parser.add_argument("--scheduler", default=None,
+    parser.add_argument("--scheduler", default=d["scheduler"],
                         help="Dask scheduler address (default: a LocalCluster on this machine)")
-    parser.add_argument("--workers", type=int, default=2, help="LocalCluster workers (default 2)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch/BLAS threads per Dask worker (default 1)")
-    parser.add_argument("--inline", action="store_true", help="run cells in this process, no Dask")
-    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.add_argument("--workers", type=int, default=d["workers"],
+                        help=f"LocalCluster workers (default {d['workers']})")
+    parser.add_argument("--threads", type=int, default=d["threads"],
+                        help=f"torch/BLAS threads per Dask worker (default {d['threads']})")
+    parser.add_argument("--inline", action="store_true", default=d["inline"],
+                        help="run cells in this process, no Dask")
+    parser.add_argument("--no-progress", action="store_false", dest="progress", default=d["progress"],
+                        help="hide the progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Run the sweep of parsed ``args``, write tables and figures, print the summary; returns 0.
+    Bad values raise ``ValueError`` before any file is written (reported by :func:`n2ngraph.cli.main`)."""
     from n2ngraph.compare import CompareConfig, reference_graph, run_sweep
     from n2ngraph.io import check_output_folder
 
@@ -107,17 +128,14 @@ def run(args: argparse.Namespace) -> int:
         if key in kwargs:
             raise ValueError(f"--model-arg {key} given twice")
         kwargs[key] = value
-    config = CompareConfig(
-        model=args.model, model_kwargs=kwargs, recipe=args.recipe, methods=args.methods,
-        densities=args.densities, seeds=args.seeds, variants=args.variants,
-        n2nskip_fraction=args.n2nskip_fraction, times=args.times, t_lambda2=args.t_lambda2,
-        weighted=args.weighted, dataset=args.dataset, batch_size=args.batch_size, scope=args.scope,
-    )
+    given = vars(args)  # every CompareConfig field with an option of the same name
+    config = CompareConfig(model_kwargs=kwargs, **{f.name: given[f.name] for f in dataclasses.fields(CompareConfig)
+                                                   if f.name in given})
     out = (args.out or Path("results") / config.label).resolve()
     check_output_folder(out)
     reference_graph(config)  # a model name or factory that fails, fails here, before any file
     table, summary, _ = run_sweep(config, out, scheduler=args.scheduler, workers=args.workers,
-                                  threads=args.threads, progress=not args.no_progress,
+                                  threads=args.threads, progress=args.progress,
                                   inline=args.inline)
     from n2ngraph.compare import caption
     from n2ngraph.plotting import plot_compare, plot_delta_f

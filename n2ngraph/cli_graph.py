@@ -8,6 +8,7 @@ a user error: one line on stderr, exit code 2 (through :func:`n2ngraph.cli.main`
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 from pathlib import Path
 
@@ -15,14 +16,23 @@ __all__ = ["add_arguments", "run"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add the ``graph`` options; the seed and figure defaults are those of
+    :func:`~n2ngraph.models.resolve_model` and :func:`~n2ngraph.plotting.plot_adjacency`."""
+    from n2ngraph.models import resolve_model
+    from n2ngraph.plotting import plot_adjacency
+
+    seed = inspect.signature(resolve_model).parameters["seed"].default
+    bins = inspect.signature(plot_adjacency).parameters["bins"].default
     parser.add_argument("model", help="registered model name (paper_mlp, lenet300, vgg16, vgg19, "
                         "resnet18, resnet50) or a factory 'package.module:function'")
     parser.add_argument("--out", type=Path, default=None, help="output folder (default results/graph-MODEL)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the model's initialisation")
-    parser.add_argument("--bins", type=int, default=600, help="pixels per side of the adjacency figure")
+    parser.add_argument("--seed", type=int, default=seed, help=f"seed of the model's initialisation (default {seed})")
+    parser.add_argument("--bins", type=int, default=bins,
+                        help=f"pixels per side of the adjacency figure (default {bins})")
 
 
 def run(args: argparse.Namespace) -> int:
+    """Trace the model of parsed ``args`` and write its tables, figure and graph; returns 0."""
     from n2ngraph.io import atomic_write, check_output_folder, save_graph
     from n2ngraph.models import resolve_model
     from n2ngraph.plotting import plot_adjacency

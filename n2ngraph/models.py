@@ -368,15 +368,15 @@ def model_factory(spec: str) -> Callable[..., nn.Module]:
 
 
 def _accepted(factory: Callable, keywords: Mapping[str, Any]) -> dict[str, Any]:
-    """The entries of ``keywords`` that ``factory`` names as parameters (all of them when it
-    takes ``**kwargs``; none when its signature cannot be read)."""
+    """The entries of ``keywords`` that ``factory`` names as keyword parameters (none when its
+    signature cannot be read; a ``**kwargs`` catch-all names none)."""
     try:
         params = inspect.signature(factory).parameters
     except (TypeError, ValueError):
         return {}
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
-        return dict(keywords)
-    return {k: v for k, v in keywords.items() if k in params}
+    named = {name for name, p in params.items()
+             if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+    return {k: v for k, v in keywords.items() if k in named}
 
 
 def resolve_model(spec: str, *, seed: int | None = 0, defaults: Mapping[str, Any] | None = None,
@@ -393,8 +393,9 @@ def resolve_model(spec: str, *, seed: int | None = 0, defaults: Mapping[str, Any
     seed : int or None
         Seeds the initialisation (see :func:`build_model`).
     defaults : mapping, optional
-        Keywords passed only when the factory takes them and ``kwargs`` does not give them, e.g.
-        ``{"num_classes": 10, "in_features": 64}`` from a dataset (the training command does so).
+        Keywords passed only when the factory names them as parameters and ``kwargs`` does not
+        give them, e.g. ``{"num_classes": 10, "in_features": 64}`` from a dataset (the training
+        command does so).
     **kwargs
         Keywords of the factory.
 

@@ -58,7 +58,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from n2ngraph.io import FileFormatError
+from n2ngraph.io import FileFormatError, atomic_write
 
 __all__ = [
     "AMP_MODES",
@@ -270,23 +270,16 @@ def _tensors_of(dataset: Dataset, device: torch.device, preload: bool) -> tuple[
     return tuple(dataset.tensors)
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+def _write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically (:func:`n2ngraph.io.atomic_write`), flushed to disk
+    before the move so that a crash leaves the previous file or the complete new one."""
+    def write(tmp: str) -> None:
         with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
 
-
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(obj, buffer)
-    _atomic_write_bytes(path, buffer.getvalue())
+    atomic_write(path, write)
 
 
 #: Checkpoint format written by :func:`train` (2: with an identity record).
@@ -702,11 +695,155 @@ def _check_resume_config(path: Path, saved: dict, current: dict, saved_seed: int
 
 def _write_log(rows: list[dict], path: Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(LOG_COLUMNS))
-    _atomic_write_bytes(path, frame.to_csv(index=False).encode())
+    _write_bytes(path, frame.to_csv(index=False).encode())
     return frame
 
 
 # --------------------------------------------------------------------------- the loop
+@dataclass
+class _Loop:
+    """The live objects of one run of :func:`train` and its three steps: :meth:`restore` (from a
+    checkpoint), :meth:`epoch` (train, test, schedule: one log row) and :meth:`checkpoint`."""
+
+    model: nn.Module
+    train_set: Dataset
+    test_set: Dataset | None
+    config: TrainConfig
+    seed: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    forward: Callable
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    train_tensors: tuple[torch.Tensor, ...] | None
+    test_tensors: tuple[torch.Tensor, ...] | None
+
+    @classmethod
+    def build(cls, model: nn.Module, train_set: Dataset, test_set: Dataset | None, config: TrainConfig,
+              seed: int) -> _Loop:
+        """Move ``model`` to the device and build the optimizer, schedule and scaler (no RNG draws)."""
+        device = resolve_device(config.device)
+        amp_dtype = _amp_dtype(config.amp, device)
+        model.to(device)
+        optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
+        return cls(
+            model=model, train_set=train_set, test_set=test_set, config=config, seed=seed, device=device,
+            amp_dtype=amp_dtype, forward=torch.compile(model) if config.compile else model,
+            optimizer=optimizer, scheduler=SCHEDULES[config.schedule](optimizer, config),
+            scaler=torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16),
+            train_tensors=_tensors_of(train_set, device, config.preload),
+            test_tensors=None if test_set is None else _tensors_of(test_set, device, config.preload),
+        )
+
+    def seed_rng(self) -> None:
+        """Seed torch's global generators (dropout) with the run's seed."""
+        torch.default_generator.manual_seed(self.seed)
+        if self.device.type == "cuda":
+            with torch.cuda.device(self.device):
+                torch.cuda.manual_seed(self.seed)
+
+    def restore(self, state: dict, ckpt_path: Path) -> tuple[list[dict], int]:
+        """Load a checkpoint validated by :func:`check_resume`: model, optimizer, schedule, scaler
+        and RNG states; returns its log rows and the number of finished epochs."""
+        try:
+            self.model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise FileFormatError(ckpt_path, f"does not fit this model: {exc}") from None
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["rng"]["torch"])
+        if self.device.type == "cuda" and state["rng"]["cuda"] is not None:
+            torch.cuda.set_rng_state(state["rng"]["cuda"], self.device)
+        return [dict(r) for r in state["log"]], int(state["epoch"])
+
+    def epoch(self, epoch: int) -> dict:
+        """Epoch ``epoch`` (0-based): a seeded shuffled pass over the training set, the test pass,
+        one scheduler step; returns its log row (:data:`LOG_COLUMNS`)."""
+        from tqdm.auto import tqdm
+
+        config, device = self.config, self.device
+        t0 = time.perf_counter()
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.model.train()
+        order = _epoch_generator(self.seed, epoch, 0)
+        aug = _epoch_generator(self.seed, epoch, 1)
+        transform = getattr(self.train_set, "batch_transform", None)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        correct = torch.zeros((), dtype=torch.int64, device=device)
+        n_seen = 0
+        batches = tqdm(_batches(self.train_set, config.batch_size, generator=order, device=device,
+                                num_workers=config.num_workers, tensors=self.train_tensors),
+                       total=_num_batches(self.train_set, config.batch_size), desc=f"epoch {epoch + 1}",
+                       leave=False, disable=not config.progress)
+        for x, y in batches:
+            if transform is not None:
+                x = transform(x, aug)
+            logits, loss = _forward_loss(self.forward, x, y, device, self.amp_dtype)
+            self.optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(loss).backward()
+            if config.grad_clip is not None:
+                self.scaler.unscale_(self.optimizer)
+                nn.utils.clip_grad_norm_(self.model.parameters(), config.grad_clip)
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+            loss_sum += loss.detach().double() * y.shape[0]
+            correct += (logits.detach().argmax(1) == y).sum()
+            n_seen += y.shape[0]
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        train_seconds = time.perf_counter() - t0
+        train_loss, train_acc = float(loss_sum) / n_seen, int(correct) / n_seen
+        if not math.isfinite(train_loss):
+            warnings.warn(f"epoch {epoch + 1}: training loss is {train_loss}; the run has diverged "
+                          "(lower the learning rate or enable grad_clip)", RuntimeWarning, stacklevel=3)
+        test_loss, test_acc = (float("nan"), float("nan")) if self.test_set is None else _evaluate(
+            self.forward, self.model, self.test_set, self.test_tensors, batch_size=config.eval_batch_size,
+            device=device, amp_dtype=self.amp_dtype, num_workers=config.num_workers, progress=config.progress)
+        self.scheduler.step()
+        return {"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
+                "test_loss": test_loss, "test_acc": test_acc, "lr": float(lr),
+                "seconds": time.perf_counter() - t0, "images_per_s": n_seen / train_seconds}
+
+    def checkpoint(self, path: Path, rows: list[dict], run_id: dict[str, str]) -> None:
+        """Write the checkpoint after ``len(rows)`` finished epochs (keys: :func:`load_checkpoint`)."""
+        buffer = io.BytesIO()
+        torch.save({
+            "format": CHECKPOINT_FORMAT[0], "format_version": CHECKPOINT_FORMAT[1], "identity": run_id,
+            "epoch": len(rows), "seed": self.seed, "config": asdict(self.config),
+            "model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+            "rng": {"torch": torch.get_rng_state(),
+                    "cuda": torch.cuda.get_rng_state(self.device) if self.device.type == "cuda" else None},
+            "log": rows,
+        }, buffer)
+        _write_bytes(path, buffer.getvalue())
+
+    def write_config(self, path: Path) -> None:
+        """``config.json``: the settings, seed, model class, device and resolved amp mode."""
+        amp = str(self.amp_dtype).replace("torch.", "") if self.amp_dtype else "off"
+        _write_bytes(path, json.dumps(
+            {"config": asdict(self.config), "seed": self.seed, "model": type(self.model).__name__,
+             "device": str(self.device), "amp": amp}, indent=2).encode())
+
+
+def _checked_train_args(model: nn.Module, train_set: Dataset, config: TrainConfig | None,
+                        seed: int) -> tuple[TrainConfig, int]:
+    """The config (default: the paper's) and seed of :func:`train`, after its argument checks."""
+    config = TrainConfig() if config is None else config
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
+        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
+    if len(train_set) == 0:
+        raise ValueError("train_set is empty")
+    _amp_dtype(config.amp, resolve_device(config.device))  # a device or amp mode that cannot work
+    return config, int(seed)
+
+
 def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config: TrainConfig | None = None,
           *, out_dir: str | os.PathLike, resume: bool = False, seed: int = 0,
           identity: Mapping[str, Any] | None = None) -> pd.DataFrame:
@@ -750,115 +887,29 @@ def train(model: nn.Module, train_set: Dataset, test_set: Dataset | None, config
         (:class:`~n2ngraph.io.FileFormatError`). Nothing in ``out_dir`` is written before these
         checks pass.
     """
-    config = TrainConfig() if config is None else config
-    if not isinstance(config, TrainConfig):
-        raise TypeError(f"config must be a TrainConfig, got {type(config).__name__}")
-    if not isinstance(model, nn.Module):
-        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if not isinstance(seed, (int, np.integer)) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be an int >= 0, got {seed!r}")
-    if len(train_set) == 0:
-        raise ValueError("train_set is empty")
-    seed = int(seed)
-    device = resolve_device(config.device)
-    amp_dtype = _amp_dtype(config.amp, device)
+    config, seed = _checked_train_args(model, train_set, config, seed)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     ckpt_path = out / CHECKPOINT_NAME
     state = check_resume(model, train_set, test_set, config, out_dir=out, resume=resume, seed=seed,
                          identity=identity)
     run_id = run_identity(model, train_set, test_set, identity)
-
-    model.to(device)
-    forward = torch.compile(model) if config.compile else model
-    optimizer = OPTIMIZERS[config.optimizer](model.parameters(), config)
-    scheduler = SCHEDULES[config.schedule](optimizer, config)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-    train_tensors = _tensors_of(train_set, device, config.preload)
-    test_tensors = None if test_set is None else _tensors_of(test_set, device, config.preload)
-    transform = getattr(train_set, "batch_transform", None)
-    config_dict = asdict(config)
+    loop = _Loop.build(model, train_set, test_set, config, seed)
     rows: list[dict] = []
     start_epoch = 0
-    cuda_devices = [device.index] if device.type == "cuda" else []
+    from tqdm.auto import tqdm
 
-    with torch.random.fork_rng(devices=cuda_devices):
-        torch.default_generator.manual_seed(seed)
-        if device.type == "cuda":
-            with torch.cuda.device(device):
-                torch.cuda.manual_seed(seed)
+    with torch.random.fork_rng(devices=[loop.device.index] if loop.device.type == "cuda" else []):
+        loop.seed_rng()
         if state is not None:
-            try:
-                model.load_state_dict(state["model"])
-            except RuntimeError as exc:
-                raise FileFormatError(ckpt_path, f"does not fit this model: {exc}") from None
-            optimizer.load_state_dict(state["optimizer"])
-            scheduler.load_state_dict(state["scheduler"])
-            scaler.load_state_dict(state["scaler"])
-            torch.set_rng_state(state["rng"]["torch"])
-            if device.type == "cuda" and state["rng"]["cuda"] is not None:
-                torch.cuda.set_rng_state(state["rng"]["cuda"], device)
-            rows = [dict(r) for r in state["log"]]
-            start_epoch = int(state["epoch"])
-        _atomic_write_bytes(out / CONFIG_NAME, json.dumps(
-            {"config": config_dict, "seed": seed, "model": type(model).__name__, "device": str(device),
-             "amp": str(amp_dtype).replace("torch.", "") if amp_dtype else "off"}, indent=2).encode())
-
-        from tqdm.auto import tqdm
-
+            rows, start_epoch = loop.restore(state, ckpt_path)
+        loop.write_config(out / CONFIG_NAME)
         epochs = tqdm(range(start_epoch, config.epochs), initial=start_epoch, total=config.epochs,
                       desc="epochs", disable=not config.progress)
         for epoch in epochs:
-            t0 = time.perf_counter()
-            lr = optimizer.param_groups[0]["lr"]
-            model.train()
-            order = _epoch_generator(seed, epoch, 0)
-            aug = _epoch_generator(seed, epoch, 1)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-            correct = torch.zeros((), dtype=torch.int64, device=device)
-            n_seen = 0
-            batches = tqdm(_batches(train_set, config.batch_size, generator=order, device=device,
-                                    num_workers=config.num_workers, tensors=train_tensors),
-                           total=_num_batches(train_set, config.batch_size), desc=f"epoch {epoch + 1}",
-                           leave=False, disable=not config.progress)
-            for x, y in batches:
-                if transform is not None:
-                    x = transform(x, aug)
-                logits, loss = _forward_loss(forward, x, y, device, amp_dtype)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if config.grad_clip is not None:
-                    scaler.unscale_(optimizer)
-                    nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-                scaler.step(optimizer)
-                scaler.update()
-                loss_sum += loss.detach().double() * y.shape[0]
-                correct += (logits.detach().argmax(1) == y).sum()
-                n_seen += y.shape[0]
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            train_seconds = time.perf_counter() - t0
-            train_loss, train_acc = float(loss_sum) / n_seen, int(correct) / n_seen
-            if not math.isfinite(train_loss):
-                warnings.warn(f"epoch {epoch + 1}: training loss is {train_loss}; the run has diverged "
-                              "(lower the learning rate or enable grad_clip)", RuntimeWarning, stacklevel=2)
-            test_loss, test_acc = (float("nan"), float("nan")) if test_set is None else _evaluate(
-                forward, model, test_set, test_tensors, batch_size=config.eval_batch_size, device=device,
-                amp_dtype=amp_dtype, num_workers=config.num_workers, progress=config.progress)
-            scheduler.step()
-            rows.append({"epoch": epoch + 1, "train_loss": train_loss, "train_acc": train_acc,
-                         "test_loss": test_loss, "test_acc": test_acc, "lr": float(lr),
-                         "seconds": time.perf_counter() - t0, "images_per_s": n_seen / train_seconds})
-            epochs.set_postfix(loss=f"{train_loss:.3f}", test_acc=f"{test_acc:.4f}")
-            _atomic_torch_save({
-                "format": CHECKPOINT_FORMAT[0], "format_version": CHECKPOINT_FORMAT[1], "identity": run_id,
-                "epoch": epoch + 1, "seed": seed, "config": config_dict,
-                "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(), "scaler": scaler.state_dict(),
-                "rng": {"torch": torch.get_rng_state(),
-                        "cuda": torch.cuda.get_rng_state(device) if device.type == "cuda" else None},
-                "log": rows,
-            }, ckpt_path)
+            rows.append(loop.epoch(epoch))
+            epochs.set_postfix(loss=f"{rows[-1]['train_loss']:.3f}", test_acc=f"{rows[-1]['test_acc']:.4f}")
+            loop.checkpoint(ckpt_path, rows, run_id)
             _write_log(rows, out / LOG_NAME)
         epochs.close()
     return _write_log(rows, out / LOG_NAME)

@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pandas as pd
+import pytest
 
 from n2ngraph.cli import main
 
@@ -55,3 +56,48 @@ def test_compare_help_names_recipe_times_and_workers():
     for flag in ("--recipe", "--t-lambda2", "--times", "--workers", "--threads", "--scheduler",
                  "--model-arg", "--weighted"):
         assert flag in result.stdout, flag
+
+
+def test_every_subcommand_module_imports_and_a_missing_one_raises(monkeypatch):
+    """No subcommand is dropped silently: each module exists with add_arguments and run, and a
+    missing module is an error (an installation bug, not a user error), not a vanished command."""
+    import importlib
+
+    from n2ngraph import cli
+
+    for module, _ in cli.SUBCOMMANDS.values():
+        mod = importlib.import_module(module)
+        assert callable(mod.add_arguments) and callable(mod.run), module
+    monkeypatch.setitem(cli.SUBCOMMANDS, "ghost", ("n2ngraph.no_such_cli_module", "gone"))
+    with pytest.raises(ModuleNotFoundError, match="no_such_cli_module"):
+        main(["ghost"])
+
+
+def test_errors_and_interrupts_are_reported_in_one_place(monkeypatch, capsys):
+    """Subcommands raise; cli.main turns errors into one line + code 2 and Ctrl-C into code 130
+    with the subcommand's hint (train: how to continue)."""
+    from n2ngraph import cli_train
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli_train, "run", interrupted)
+    argv = ["train", "--graph", "g.npz", "--model", "paper_mlp", "--data", "digits", "--out", "runs/x"]
+    assert main(argv) == 130
+    assert capsys.readouterr().err == "n2ngraph train: interrupted; continue with --resume (checkpoint in runs/x)\n"
+    with pytest.raises(SystemExit) as exc:  # a bad argument is one line too, on every subcommand
+        main([*argv, "--epochs", "many"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("n2ngraph train: error:") and "--epochs" in err[0]
+
+
+def test_version_is_the_installed_package_metadata():
+    import importlib.metadata
+    import tomllib
+    from pathlib import Path
+
+    import n2ngraph
+
+    pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
+    assert n2ngraph.__version__ == importlib.metadata.version("n2ngraph") == pyproject["project"]["version"]

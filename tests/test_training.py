@@ -11,6 +11,7 @@ from torch import nn
 from torch.nn.utils import parametrize, prune
 
 from n2ngraph import cli_train
+from n2ngraph.cli import main
 from n2ngraph.data import load_dataset
 from n2ngraph.training import (
     AMP_MODES,
@@ -327,10 +328,23 @@ def _parse(argv):
     return cli_train.add_arguments(argparse.ArgumentParser()).parse_args(argv)
 
 
-def test_cli_choices_mirror_the_registries():
-    assert tuple(sorted(OPTIMIZERS)) == cli_train._OPTIMIZERS
-    assert tuple(sorted(SCHEDULES)) == cli_train._SCHEDULES
-    assert cli_train._AMP_MODES == AMP_MODES
+def test_cli_reads_defaults_and_choices_from_train_config():
+    """One home for the hyperparameters: the parser's defaults are TrainConfig's, its choices the
+    registries' (nothing retyped), and every option maps onto the field of the same name."""
+    args = _parse(["--graph", "g.npz", "--model", "vgg19", "--data", "digits", "--out", "o"])
+    assert cli_train._train_config(args) == TrainConfig()
+    parser = cli_train.add_arguments(argparse.ArgumentParser())
+    choices = {a.dest: tuple(a.choices) for a in parser._actions if a.choices}
+    assert choices["optimizer"] == tuple(sorted(OPTIMIZERS))
+    assert choices["schedule"] == tuple(sorted(SCHEDULES))
+    assert choices["amp"] == AMP_MODES
+    changed = _parse(["--graph", "g", "--model", "m", "--data", "d", "--out", "o", "--epochs", "3", "--lr", "0.1",
+                      "--optimizer", "adam", "--momentum", "0.5", "--weight-decay", "0", "--schedule", "cosine",
+                      "--lr-step", "7", "--lr-gamma", "0.2", "--grad-clip", "1.5", "--amp", "off", "--device",
+                      "cpu", "--batch-size", "16", "--compile", "--no-progress"])
+    assert cli_train._train_config(changed) == TrainConfig(
+        epochs=3, lr=0.1, optimizer="adam", momentum=0.5, weight_decay=0.0, schedule="cosine", lr_step=7,
+        lr_gamma=0.2, grad_clip=1.5, amp="off", device="cpu", batch_size=16, compile=True, progress=False)
 
 
 def test_cli_parses_the_documented_command():
@@ -354,8 +368,7 @@ def test_cli_user_errors_give_one_line_and_code_2(tmp_path, capsys, argv, messag
     base = {"--graph": str(graph), "--model": "paper_mlp", "--data": "digits", "--out": str(tmp_path / "o")}
     for flag, value in zip(argv[::2], argv[1::2]):
         base[flag] = value
-    args = _parse([x for kv in base.items() for x in kv] + ["--no-progress"])
-    assert cli_train.run(args) == 2
+    assert main(["train", *[x for kv in base.items() for x in kv], "--no-progress"]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("n2ngraph train: error:")
 
@@ -375,7 +388,7 @@ def test_cli_trains_a_graph_variant_end_to_end(tmp_path, capsys):
     argv = ["--graph", str(tmp_path / "g.npz"), "--model", "paper_mlp", "--data", "digits", "--epochs", "1",
             "--out", str(tmp_path / "run"), "--device", "cpu", "--batch-size", "64", "--no-progress",
             "--init", "sparse"]
-    assert cli_train.run(_parse(argv)) == 0, capsys.readouterr().err
+    assert main(["train", *argv]) == 0, capsys.readouterr().err
     log = pd.read_csv(tmp_path / "run" / "log.csv")
     assert len(log) == 1 and log["test_acc"].iloc[-1] > 0.3
     state = load_checkpoint(tmp_path / "run" / CHECKPOINT_NAME)["model"]
@@ -397,9 +410,10 @@ def test_cli_trains_a_graph_variant_end_to_end(tmp_path, capsys):
         assert torch.equal(found[name], mask)
     # resuming a finished run with more epochs continues it
     argv[argv.index("--epochs") + 1] = "2"
-    assert cli_train.run(_parse(argv + ["--resume"])) == 0
+    assert main(["train", *argv, "--resume"]) == 0
     assert pd.read_csv(tmp_path / "run" / "log.csv")["epoch"].tolist() == [1, 2]
-    assert cli_train.run(_parse(argv)) == 2  # an existing run without --resume is refused
+    assert main(["train", *argv]) == 2  # an existing run without --resume is refused
+    assert "exists; pass resume=True" in capsys.readouterr().err
 
 
 def test_resume_refuses_other_data_masks_or_identity_and_writes_nothing(tmp_path):
