@@ -25,37 +25,27 @@ Skip Connections", BMVC 2020, arXiv:2208.03662.
 
 from __future__ import annotations
 
-import sys
 import warnings
-from collections.abc import Callable
-from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
-from n2ngraph.diffusion._chebyshev import chebyshev_engine, chebyshev_terms
-from n2ngraph.diffusion._expm import DENSE_MAX_NODES, dense_engine, expm_engine
-from n2ngraph.diffusion._krylov import (
-    DECAY_FLOOR,
-    DEFAULT_BASIS_BYTES,
-    Lanczos,
-    NumpyBackend,
-    _run_to_tolerance,
-    basis_steps,
-)
-from n2ngraph.diffusion._legs import KRYLOV_LEG_DECAY, LEG_DECAY, chained
+from n2ngraph.diffusion._engines import DEFAULT_RTOL, ENGINES, decaying_part, get_engine
+from n2ngraph.diffusion._krylov import DEFAULT_BASIS_BYTES, Lanczos, NumpyBackend, basis_steps
 from n2ngraph.diffusion._problem import (
     DiffusionAccuracyWarning,
-    HeatProblem,
     adjacency_of,
     as_sources,
     as_times,
     build_problem,
     laplacian_matrix,
     power_of_two_scale,
-    safe_norms,
 )
-from n2ngraph.diffusion._scree import algebraic_connectivity_of, scree_values
+from n2ngraph.diffusion._scree import (
+    SCREE_EXACT_MAX_NODES,
+    algebraic_connectivity_of,
+    scree_values,
+)
 
 __all__ = [
     "ENGINES",
@@ -70,188 +60,11 @@ __all__ = [
     "scree",
 ]
 
-#: default relative accuracy of the iterative engines (well inside the 1e-8 the tests demand)
-DEFAULT_RTOL = 1e-10
-
-
-# ------------------------------------------------------------------------------------- engines
-# Every engine computes the decaying part exp(-tL) v of a start vector v orthogonal to the null
-# space, for sorted positive finite times, to ``rtol`` relative to its own norm (v0_norm = 0) or
-# to ``rtol * sqrt(v0_norm^2 + ||exp(-tL) v||^2)`` when a null-space norm is given.
-def _probe(problem, v, steps: int):
-    """A short Lanczos run on ``v``: the exact answer for every ``t`` when it breaks down (an
-    invariant subspace, common on dense layered graphs), else the slowest-rate estimate that
-    sets the first leg (``_legs.rate_estimate``)."""
-    lz = Lanczos(NumpyBackend(problem), v, min(steps, 24), shifted=False)
-    lz.extend(24)
-    if lz.breakdown:
-        return lz, None
-    theta, _ = lz._eig()
-    return None, max(float(theta.min()), problem.decay_lb, 1e-300 * max(problem.lam_max, 1.0))
-
-
-def _krylov(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
-    steps = basis_steps(problem.n, max_basis_bytes)
-    exact, rate = _probe(problem, v, steps)
-    if exact is not None:
-        return exact.evaluate(times), np.zeros(len(times)), True
-
-    def step(w, rel, scale):
-        lz = Lanczos(NumpyBackend(problem), w, steps)
-        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol)
-        return lz.evaluate(rel), lz.bound(rel), ok
-
-    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY, rate=rate)
-
-
-def _chebyshev(problem, v, times, *, rtol, **_):
-    def step(w, rel, scale):
-        # each leg to rtol relative to its own result: aimed at the decay a leg is cut for
-        # (w has norm 1), then, if the result is smaller, at the observed norms
-        with np.errstate(all="ignore"):
-            D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
-                                           norm_floor=np.exp(-2.0 * LEG_DECAY))
-        if not np.all(np.isfinite(D)):
-            raise ValueError(
-                f"method='chebyshev' cannot reach t = {rel[-1]:.3g} past a leg start on this graph "
-                f"(t lam_max / 2 = {0.5 * rel[-1] * problem.lam_max:.3g}: its slowest decay rate is "
-                f"tiny against lam_max = {problem.lam_max:.3g}, and the series would need more than "
-                "its term cap); use method='krylov', 'auto' or 'dense'"
-            )
-        norms = safe_norms(D)
-        if np.any(bound > rtol * norms):
-            D, bound, _ = chebyshev_engine(problem, w, rel, rtol=rtol, v0_norm=0.0,
-                                           norm_floor=0.5 * norms)
-            norms = safe_norms(D)
-        return D, bound, bool(np.all(bound <= rtol * np.maximum(norms, DECAY_FLOOR)))
-
-    return chained(step, problem, v, times)
-
-
-#: expm_multiply refuses a leg that would need more than about this many matvecs
-_EXPM_MAX_WORK = 1e10
-
-
-def _expm(problem, v, times, **_):
-    def step(w, rel, scale):
-        if 1.5 * rel[-1] * problem.lam_max > _EXPM_MAX_WORK:
-            raise ValueError(
-                f"method='expm_multiply' needs about 1.5 t ||L||_1 = "
-                f"{1.5 * rel[-1] * problem.lam_max:.3g} matvecs for a leg of t = {rel[-1]:.3g} on "
-                "this graph (its slowest decay rate is tiny against ||L||); use method='krylov', "
-                "'auto' or 'dense'"
-            )
-        return expm_engine(problem, w, rel), None, True
-
-    return chained(step, problem, v, times)
-
-
-def _dense(problem, v, times, **_):
-    return dense_engine(problem, v, times), None, True
-
-
-def _torch(problem, v, times, *, rtol, v0_norm, device=None,
-           max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
-    from n2ngraph.diffusion._torch import torch_engine
-
-    def step(w, rel, scale):
-        S, lz, ok = torch_engine(problem, w, rel, rtol=rtol, v0_norm=v0_norm / scale,
-                                 device=device, max_basis_bytes=max_basis_bytes)
-        return S, lz.bound(rel), ok
-
-    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY)
-
-
-# Rough per-operation costs (nanoseconds on one core) for method='auto'; only their ratios matter.
-_NS_PER_NNZ = 1.5  # sparse matvec, memory bound
-_NS_PER_VEC_ENTRY = 0.5  # streaming a dense vector (axpy, dot, reorthogonalisation)
-_NS_PER_EIGH_FLOP = 0.1  # dense eigh with vectors, per n^3
-
-
-#: Krylov's work budget in units of the cheapest alternative's predicted cost (the predictions
-#: are rough; Lanczos is usually much faster than they suggest and Chebyshev legs slower)
-_KRYLOV_BUDGET = 4.0
-
-
-def _predicted_costs(problem: HeatProblem, times: np.ndarray, rtol: float) -> dict[str, float]:
-    n, nnz, T = problem.n, problem.nnz, len(times)
-    mv = _NS_PER_NNZ * nnz + _NS_PER_VEC_ENTRY * n
-    # the legs of chebyshev / expm_multiply stop once the decaying part is below DECAY_FLOOR
-    t_max = min(float(times[-1]), -np.log(DECAY_FLOOR) / max(problem.decay_lb, 1e-300))
-    costs = {}
-    costs["dense"] = _NS_PER_EIGH_FLOP * n**3 + _NS_PER_VEC_ENTRY * T * n * n if n <= DENSE_MAX_NODES else np.inf
-    K = chebyshev_terms(problem.lam_max, min(t_max, 1e12), rtol)
-    # its legs of LEG_DECAY nats (for relative accuracy) cost about 3x one series over [0, t]
-    costs["chebyshev"] = 3.0 * K * (mv + _NS_PER_VEC_ENTRY * T * n)
-    # Al-Mohy & Higham: about 1.5 t ||A||_1 matvecs for double precision (||L||_1 <= lam_max)
-    costs["expm_multiply"] = (1.5 * t_max * problem.lam_max + 10 * T) * mv
-    return costs
-
-
-def _auto(problem, v, times, *, rtol, v0_norm, max_basis_bytes=DEFAULT_BASIS_BYTES, **_):
-    """Per leg, Krylov first, with a work budget of ``_KRYLOV_BUDGET`` times the cheapest
-    alternative's predicted cost; if Lanczos has not converged within it (or within the basis
-    memory), that alternative runs the leg (dense: one eigendecomposition for every time). So
-    ``auto`` costs at most a few times the best predicted engine, and usually the adaptive
-    Krylov cost, which is far smaller on the highly degenerate spectra of layered networks."""
-    costs = _predicted_costs(problem, times, rtol)
-    n = problem.n
-    if n <= 64:
-        return _dense(problem, v, times)
-    if "torch" in sys.modules and n >= 200_000:  # a GPU pays only on large graphs
-        import torch
-
-        if torch.cuda.is_available():
-            return _torch(problem, v, times, rtol=rtol, v0_norm=v0_norm,
-                          max_basis_bytes=max_basis_bytes)
-    alt = min(costs, key=costs.get)
-    if alt == "dense" and costs["dense"] < 1e6:  # tiny problem: one eigh beats any iteration
-        return _dense(problem, v, times)
-    mv = _NS_PER_NNZ * problem.nnz + 6 * _NS_PER_VEC_ENTRY * n
-    steps = basis_steps(n, max_basis_bytes)
-    exact, rate = _probe(problem, v, steps)
-    if exact is not None:
-        return exact.evaluate(times), np.zeros(len(times)), True
-
-    class _UseDense(Exception):
-        pass
-
-    def step(w, rel, scale):
-        leg_costs = _predicted_costs(problem, rel, rtol)
-        leg_alt = min(leg_costs, key=leg_costs.get)
-        lz = Lanczos(NumpyBackend(problem), w, steps)
-        ok = _run_to_tolerance(lz, rel, v0_norm / scale, rtol,
-                               max_work=_KRYLOV_BUDGET * leg_costs[leg_alt],
-                               step_cost=(mv, 4 * _NS_PER_VEC_ENTRY * n))
-        if ok:
-            return lz.evaluate(rel), lz.bound(rel), True
-        del lz
-        if leg_alt == "dense":  # one eigendecomposition serves every time: not per leg
-            raise _UseDense
-        return ENGINES[leg_alt](problem, w, rel, rtol=rtol, v0_norm=v0_norm / scale)
-
-    try:
-        return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY, rate=rate)
-    except _UseDense:
-        return _dense(problem, v, times)
-
-
-#: engine name -> callable ``(problem, v, times, *, rtol, v0_norm, **options)`` returning
-#: ``(exp(-t L) v for each t, error bound per t or None, accuracy met)``.
-ENGINES: dict[str, Callable[..., Any]] = {
-    "auto": _auto,
-    "krylov": _krylov,
-    "chebyshev": _chebyshev,
-    "expm_multiply": _expm,
-    "torch": _torch,
-    "dense": _dense,
-}
-
-
-def _engine(method: str):
-    if not isinstance(method, str) or method not in ENGINES:
-        raise ValueError(f"method {method!r} is not one of {sorted(ENGINES)}")
-    return ENGINES[method]
+#: saturation_time brackets the crossing by growing ``t`` by this factor per try, at most
+#: ``SATURATION_MAX_TRIES`` times: ``4^400 ~ 1e240`` past the first guess, beyond any ``t``
+#: at which a float64 graph can still hold heat off saturation
+SATURATION_GROWTH = 4.0
+SATURATION_MAX_TRIES = 400
 
 
 # ---------------------------------------------------------------------------------- public API
@@ -341,7 +154,7 @@ class HeatSignature(np.ndarray):
 def _signature_parts(g, t, sources, method, weighted, normalized, rtol, device, max_basis_bytes):
     """``(times, scalar, problem, parts)``; the engines only ever see the decaying part of the
     sources scaled by a power of two, at times below the proven saturation time."""
-    engine = _engine(method)
+    get_engine(method)
     if not (isinstance(rtol, (int, float)) and 0 < rtol < 1):
         raise ValueError(f"rtol must be a number in (0, 1), got {rtol!r}")
     times, scalar = as_times(t)
@@ -350,32 +163,9 @@ def _signature_parts(g, t, sources, method, weighted, normalized, rtol, device, 
     scale = power_of_two_scale(A)
     As = A / scale  # exact: a power of two
     v0, vr = problem.split(As)
-    D = np.zeros((len(times), problem.n))
-    D[times == 0] = vr
-    finite = np.isfinite(times) & (times > 0)
-    vr_norm = float(np.linalg.norm(vr))
-    if finite.any() and vr_norm > 0.0 and problem.lam_max > 0.0:
-        uniq, inverse = np.unique(times[finite], return_inverse=True)
-        # ||exp(-tL) vr|| <= exp(-t decay_lb) ||vr|| <= DECAY_FLOOR ||vr|| from here on: exactly
-        # saturated, whatever t (1e300, float max), without running an engine
-        t_sat = -np.log(DECAY_FLOOR) / problem.decay_lb if problem.decay_lb > 0 else np.inf
-        run = uniq < t_sat
-        Du = np.zeros((len(uniq), problem.n))
-        if run.any():
-            Dr, bound, ok = engine(problem, vr, uniq[run], rtol=rtol,
-                                   v0_norm=float(np.linalg.norm(v0)), device=device,
-                                   max_basis_bytes=max_basis_bytes)
-            if not ok:
-                worst = "unknown" if bound is None else f"{np.max(bound) * scale:.3g}"
-                warnings.warn(
-                    f"heat_signature(method={method!r}) stopped before reaching rtol={rtol:g} "
-                    f"(largest absolute error bound {worst}); raise max_basis_bytes or use "
-                    "method='chebyshev' or 'dense'",
-                    DiffusionAccuracyWarning,
-                    stacklevel=4,
-                )
-            Du[run] = Dr
-        D[finite] = Du[inverse]
+    D = decaying_part(problem, vr, times, method=method, rtol=rtol,
+                      v0_norm=float(np.linalg.norm(v0)), device=device,
+                      max_basis_bytes=max_basis_bytes, scale=scale)
     return times, scalar, problem, _Parts(times, A, scale, v0, D)
 
 
@@ -717,14 +507,15 @@ def scree(g, K, t, *, weighted: bool = False, normalized: bool = False, method: 
         eigenvalues by shift-invert Lanczos with the null space deflated exactly, plus a stochastic
         Lanczos quadrature estimate (Ubaru, Chen & Saad 2017, doi:10.1137/16M1104974) of the
         remaining trace ``tr(exp(-t (L - lambda_2)) (I - V V^T))`` with the found eigenvectors
-        projected out of ``n_probes`` Rademacher probes. ``auto``: exact up to 5000 nodes.
+        projected out of ``n_probes`` Rademacher probes. ``auto``: exact up to 5000 nodes
+        (``_scree.SCREE_EXACT_MAX_NODES``).
     n_probes : int
         Probes of the trace estimate (``approx`` only).
     seed : int or numpy Generator, optional
         Probe randomness (``approx`` only).
     return_error : bool
         Also return an error estimate of the same shape: 0 for ``exact`` (up to rounding), for
-        ``approx`` two standard errors of the trace estimate propagated to ``alpha``.
+        ``approx`` three standard errors of the trace estimate propagated to ``alpha``.
 
     Returns
     -------
@@ -747,7 +538,7 @@ def scree(g, K, t, *, weighted: bool = False, normalized: bool = False, method: 
     if K_arr.min() < 1 or K_arr.max() > problem.n - 1:
         raise ValueError(f"K must be in [1, n - 1] = [1, {problem.n - 1}], got {K_arr.tolist()}")
     if method == "auto":
-        method = "exact" if problem.n <= 5000 else "approx"
+        method = "exact" if problem.n <= SCREE_EXACT_MAX_NODES else "approx"
     alpha, err = scree_values(problem, K_arr, times, method=method, n_probes=n_probes, seed=seed)
     if t_scalar:
         alpha, err = alpha[:, 0], err[:, 0]
@@ -798,7 +589,7 @@ def saturation_time(g, eps: float, *, sources=None, weighted: bool = False,
     t_lo = np.log(r0 / eps) / problem.lam_max
     t_hi = t_lo
     tol = rtol * eps
-    for _ in range(400):
+    for _ in range(SATURATION_MAX_TRIES):
         if not lz.run(np.array([t_hi]), tol) and not lz.breakdown:
             warnings.warn(
                 f"saturation_time: Krylov basis cap reached before accuracy {tol:.3g} at "
@@ -806,7 +597,7 @@ def saturation_time(g, eps: float, *, sources=None, weighted: bool = False,
             )
         if lz.norm(np.array([t_hi]))[0] <= eps:
             break
-        t_lo, t_hi = t_hi, 4.0 * t_hi
+        t_lo, t_hi = t_hi, SATURATION_GROWTH * t_hi
     else:  # pragma: no cover - needs lambda_2 below ~1e-240
         raise ValueError("saturation_time: heat does not saturate within t = 1e240")
     if t_hi == t_lo:

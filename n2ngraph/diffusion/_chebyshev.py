@@ -20,17 +20,37 @@ from scipy.special import ive
 
 __all__ = ["chebyshev_engine", "chebyshev_terms"]
 
-#: hard cap on series length (each term is one sparse matvec)
+#: hard cap on series length (each term is one sparse matvec): the series for ``a = t lam_max
+#: / 2`` needs about ``a`` terms once ``a`` is large, so this is where a leg of ``t`` costs more
+#: than 2e5 matvecs and Lanczos (whose steps grow like ``sqrt(a)``) is the engine to use
 MAX_TERMS = 200_000
+
+# Where to stop looking for the truncation index (``kmax``), a safe overestimate of it. The
+# magnitudes ``ive(k, a)`` fall off in ``k`` like a Gaussian of standard deviation ``sqrt(a)``
+# (for ``k << a``) and faster than geometrically beyond ``k ~ a``:
+#: ``a + KMAX_SIGMAS sqrt(a) + KMAX_PAD`` lies past every term above ``exp(-KMAX_SIGMAS^2 / 2)``
+#: ~ 1e-31 (12 standard deviations) for any ``a``; the pad covers small ``a``, where the
+#: Gaussian picture fails and ~60 terms reach the float64 floor
+KMAX_SIGMAS = 12.0
+KMAX_PAD = 60.0
+#: ... and ``KMAX_SAFETY * (sqrt(2 a (ln(1/tol) + KMAX_TOL_NATS)) + KMAX_PAD)``, the Gaussian
+#: estimate of where the terms drop below ``tol`` (``ln(1/tol)`` widened by ``KMAX_TOL_NATS``
+#: nats), 4 times over, is smaller for large ``a``; the index actually used is the first whose
+#: tail is below ``tol`` (``_coefficients``), so these only bound the search
+KMAX_SAFETY = 4.0
+KMAX_TOL_NATS = 5.0
+#: never search fewer terms than this
+KMAX_MIN = 8
 
 
 def _coefficients(a: float, tol: float) -> tuple[np.ndarray, float]:
     """Series coefficients ``c_k`` for ``exp(-a (x + 1))`` truncated where the tail <= tol."""
     if a == 0.0:
         return np.ones(1), 0.0
-    kmax = int(min(MAX_TERMS, np.ceil(a + 12.0 * np.sqrt(a) + 60.0),
-                   np.ceil(np.sqrt(2.0 * a * (np.log(1.0 / max(tol, 1e-300)) + 5.0)) + 60.0) * 4))
-    kmax = max(kmax, 8)
+    kmax = int(min(MAX_TERMS, np.ceil(a + KMAX_SIGMAS * np.sqrt(a) + KMAX_PAD),
+                   np.ceil(np.sqrt(2.0 * a * (np.log(1.0 / max(tol, 1e-300)) + KMAX_TOL_NATS))
+                           + KMAX_PAD) * KMAX_SAFETY))
+    kmax = max(kmax, KMAX_MIN)
     k = np.arange(kmax + 1)
     mag = ive(k, a)
     mag[1:] *= 2.0

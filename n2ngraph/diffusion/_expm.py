@@ -20,10 +20,16 @@ from scipy.sparse.linalg import expm_multiply
 
 from n2ngraph.diffusion._problem import quiet_scipy
 
-__all__ = ["DENSE_MAX_NODES", "dense_eigh", "dense_engine", "expm_engine"]
+__all__ = ["DENSE_MAX_NODES", "dense_engine", "dense_spectrum", "expm_engine"]
 
-#: the dense engine refuses larger graphs (an n x n float64 matrix and its eigenvectors)
+#: the dense engine refuses larger graphs: an n x n float64 matrix and its eigenvectors take
+#: 2 * 8 n^2 bytes (6.4 GB at 20000 nodes) and eigh about 10 minutes on one core there
 DENSE_MAX_NODES = 20_000
+
+#: matvecs per unit of ``t ||L||_1`` that Al-Mohy & Higham's algorithm takes in double
+#: precision on long legs (its Taylor degree over the step it allows, about 1.5 as observed
+#: here); the cost model of ``auto`` and the work cap of ``expm_multiply`` both use it
+EXPM_MATVECS_PER_TNORM = 1.5
 
 
 def expm_engine(problem, v: np.ndarray, times: np.ndarray, **_):
@@ -33,7 +39,7 @@ def expm_engine(problem, v: np.ndarray, times: np.ndarray, **_):
     out = np.empty((len(times), v.size))
     with quiet_scipy():
         steps = np.diff(times)
-        if len(times) > 2 and np.allclose(steps, steps[0], rtol=1e-12, atol=0.0):
+        if len(times) > 2 and np.allclose(steps, steps[0], rtol=1e-12, atol=0.0):  # equal spacing
             w = expm_multiply(A * times[0], v, traceA=trace * times[0])
             out[:] = expm_multiply(A, w, start=0.0, stop=times[-1] - times[0], num=len(times),
                                    endpoint=True, traceA=trace)
@@ -48,25 +54,30 @@ def expm_engine(problem, v: np.ndarray, times: np.ndarray, **_):
     return out
 
 
-def dense_eigh(problem) -> tuple[np.ndarray, np.ndarray]:
-    """Eigenvalues (ascending) and eigenvectors of the dense Laplacian, with the ``c`` smallest
-    (the null space, ``c`` components) set to exactly 0."""
-    from scipy.linalg import eigh
+def dense_spectrum(problem, *, vectors: bool = True, what: str = "method='dense'"):
+    """Eigenvalues (ascending) of the dense Laplacian, with the ``c`` smallest (the null space,
+    ``c`` components) set to exactly 0, and the eigenvectors when ``vectors`` (LAPACK ``eigh``;
+    ``eigvalsh`` without them). ``what`` names the caller in the size error."""
+    from scipy.linalg import eigh, eigvalsh
 
     if problem.n > DENSE_MAX_NODES:
         raise ValueError(
-            f"method='dense' builds an n x n matrix; n={problem.n} > {DENSE_MAX_NODES}. Use "
-            "method='krylov', 'chebyshev' or 'auto'"
+            f"{what} builds an n x n matrix; n={problem.n} > {DENSE_MAX_NODES}. Use "
+            "method='krylov', 'chebyshev' or 'auto' (heat_signature) or 'approx' (scree)"
         )
     with quiet_scipy():
-        lam, U = eigh(problem.L.toarray())
+        if vectors:
+            lam, U = eigh(problem.L.toarray())
+        else:
+            lam, U = eigvalsh(problem.L.toarray()), None
     lam[: problem.n_components] = 0.0
-    return np.maximum(lam, 0.0), U
+    lam = np.maximum(lam, 0.0)
+    return (lam, U) if vectors else lam
 
 
 def dense_engine(problem, v: np.ndarray, times: np.ndarray, **_):
     """``exp(-t L) v`` via the dense eigendecomposition, shape ``(T, n)``."""
-    lam, U = dense_eigh(problem)
+    lam, U = dense_spectrum(problem)
     c = problem.n_components
     lam, U = lam[c:], U[:, c:]
     coef = U.T @ v

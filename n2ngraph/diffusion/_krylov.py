@@ -29,25 +29,65 @@ every Ritz value; Lanczos finds the bottom of the reachable spectrum first), shr
 never less than the guaranteed ``HeatProblem.decay_lb``; ``sigma = 0`` gives the plain bound.
 Iteration stops when the bound is below ``rtol * ||exp(-tL) v||`` (or ``DECAY_FLOOR * ||v||``)
 for all requested times, or at breakdown (an invariant subspace: the answer is then exact).
+
+This is the one Lanczos driver of the package: :func:`lanczos_legs` runs it leg by leg
+(``_legs``) on any :class:`KrylovBackend`; :class:`NumpyBackend` (scipy sparse, CPU) and
+``_torch.TorchBackend`` (torch sparse CSR, any device) implement the protocol, so the
+``krylov``, ``torch`` and ``auto`` engines (``_engines``) differ only in the backend they pass.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
 
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 from scipy.special import gammainc
 
-from n2ngraph.diffusion._problem import safe_norms
+from n2ngraph.diffusion._legs import KRYLOV_LEG_DECAY, chained
+from n2ngraph.diffusion._problem import DECAY_FLOOR, safe_norms
 
-__all__ = ["DECAY_FLOOR", "DEFAULT_BASIS_BYTES", "Lanczos", "NumpyBackend", "krylov_engine"]
-
-#: the decaying part ``exp(-tL) v`` is resolved to relative accuracy down to this fraction of
-#: ``||v||``; below it, it counts as 0 (absolute error <= DECAY_FLOOR * ||v||)
-DECAY_FLOOR = 1e-150
+__all__ = [
+    "DEFAULT_BASIS_BYTES",
+    "PROBE_STEPS",
+    "KrylovBackend",
+    "Lanczos",
+    "NumpyBackend",
+    "basis_steps",
+    "lanczos_legs",
+    "probe",
+    "run_to_tolerance",
+    "slowest_rate",
+]
 
 #: default memory cap for the stored Krylov basis (the 1M-node benchmark must stay under 4 GB)
 DEFAULT_BASIS_BYTES = 2**31
 
+#: Lanczos steps of the probe run before the first leg: enough for the smallest Ritz value to
+#: settle near the slowest decay rate on the layered graphs measured (it sets the first leg's
+#: length, which later legs correct), and often enough for an exact breakdown on dense layered
+#: graphs (an invariant subspace of a few dimensions), while costing a negligible 24 matvecs
+PROBE_STEPS = 24
+
+#: breakdown (an invariant subspace: the result is exact) when ``beta_j <= BREAKDOWN_RTOL *
+#: lam_max``: about 500 units of roundoff of a matvec with ``||L|| <= lam_max``, so a beta this
+#: small is rounding, not a new direction
+BREAKDOWN_RTOL = 1e-13
+
+#: the shifted bound's ``sigma`` (module docstring) is used only after this many steps, and once
+#: the smallest Ritz pair's residual is below ``SHIFT_CONVERGED`` times its value; ``sigma`` is
+#: that Ritz value minus its residual, shrunk by ``SHIFT_MARGIN`` (a margin against the rounding
+#: of the small eigenproblem). Before that the proven ``HeatProblem.decay_lb`` is used.
+SHIFT_MIN_STEPS = 16
+SHIFT_CONVERGED = 0.1
+SHIFT_MARGIN = 1e-3
+
+#: the a posteriori bound costs an eigendecomposition of ``T_m`` and a quadrature, so it is
+#: checked after every step up to ``CHECK_EVERY_STEP_UNTIL`` steps (small bases: stop at once),
+#: then every 4th step up to ``CHECK_EVERY_4_UNTIL``, then every 8th (at most 7 extra steps)
+CHECK_EVERY_STEP_UNTIL = 8
+CHECK_EVERY_4_UNTIL = 32
 
 #: quadrature nodes per decade of s for the residual integral
 _NODES_PER_DECADE = 48
@@ -89,17 +129,60 @@ def _residual_integral(theta, q_first, q_last, m, lam_max, t, shift=0.0):
     return out
 
 
+class KrylovBackend(Protocol):
+    """Where the Lanczos vectors live and how they are combined: the only thing that differs
+    between the numpy/scipy engine and the torch engine.
+
+    A backend holds ``problem`` (the :class:`~n2ngraph.diffusion._problem.HeatProblem`) and a
+    basis of ``cap`` vectors of length ``n``. Its vectors (``Vec``: a numpy array, a torch
+    tensor) support ``v - a * w`` and ``v / a`` with Python floats ``a``; all scalars returned
+    to :class:`Lanczos` are Python floats and the small tridiagonal problem stays in numpy.
+    """
+
+    problem: Any
+
+    def alloc(self, cap: int, n: int) -> None:
+        """Reserve the basis: ``cap`` vectors of length ``n``."""
+
+    def vec(self, x: np.ndarray) -> Any:
+        """A float64 numpy vector as a backend vector."""
+
+    def matvec(self, x: Any) -> Any:
+        """``L x``."""
+
+    def project(self, x: Any) -> Any:
+        """``x`` minus its orthogonal projection on the null space of ``L`` (may work in place)."""
+
+    def set(self, j: int, x: Any) -> None:
+        """Store ``x`` as basis vector ``j``."""
+
+    def get(self, j: int) -> Any:
+        """Basis vector ``j``."""
+
+    def dot(self, x: Any, y: Any) -> float:
+        """``x^T y``."""
+
+    def norm(self, x: Any) -> float:
+        """``||x||_2``."""
+
+    def reorth(self, w: Any, j: int) -> Any:
+        """``w`` orthogonalised against basis vectors ``0..j`` (classical Gram-Schmidt, twice)."""
+
+    def combine(self, C: np.ndarray) -> np.ndarray:
+        """``C @ V[:m]`` as a numpy array of shape ``(T, n)``, ``C`` of shape ``(T, m)``."""
+
+
 class NumpyBackend:
-    """Vectors as numpy arrays; the basis is a preallocated ``(cap, n)`` array (pages are only
-    committed as rows are written)."""
+    """:class:`KrylovBackend` on numpy arrays and the scipy sparse ``L``; the basis is a
+    preallocated ``(cap, n)`` array (pages are only committed as rows are written)."""
 
     def __init__(self, problem):
         self.problem = problem
         self.L = problem.L
         self._u = problem.null
-        self._denom = np.bincount(problem.labels, weights=self._u**2, minlength=problem.n_components)
+        self._denom = problem.null_norms2
 
-    def alloc(self, cap: int, n: int):
+    def alloc(self, cap: int, n: int) -> None:
         self.V = np.empty((cap, n))
 
     def vec(self, x: np.ndarray) -> np.ndarray:
@@ -134,7 +217,6 @@ class NumpyBackend:
         return w
 
     def combine(self, C: np.ndarray) -> np.ndarray:
-        """``C @ V[:m]`` as a numpy array, ``C`` of shape ``(T, m)``."""
         return C @ self.V[: C.shape[1]]
 
 
@@ -145,8 +227,8 @@ class Lanczos:
     tridiagonal matrix. ``exhausted`` is True at breakdown (exact) or when ``max_steps`` is used.
     """
 
-    def __init__(self, backend, v: np.ndarray, max_steps: int, *, breakdown_tol: float | None = None,
-                 shifted: bool = True):
+    def __init__(self, backend: KrylovBackend, v: np.ndarray, max_steps: int, *,
+                 breakdown_tol: float | None = None, shifted: bool = True):
         n = v.shape[0]
         self.b = backend
         self.shifted = shifted
@@ -156,7 +238,7 @@ class Lanczos:
         self.beta: list[float] = []  # beta[j] couples v_j and v_{j+1}
         self.breakdown = self.beta0 == 0.0
         lam = max(backend.problem.lam_max, 1e-300)
-        self._tiny = breakdown_tol if breakdown_tol is not None else 1e-13 * lam
+        self._tiny = breakdown_tol if breakdown_tol is not None else BREAKDOWN_RTOL * lam
         self._cache = None
         self.work = 0.0  # modelled cost spent so far (used by method='auto')
         if not self.breakdown:
@@ -196,7 +278,8 @@ class Lanczos:
             if j + 1 < self.max_steps:
                 b.set(j + 1, w / beta)
 
-    def _eig(self):
+    def ritz(self) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values ``theta`` (ascending) and eigenvectors ``Q`` of the tridiagonal ``T_m``."""
         if self._cache is None:
             m = self.steps
             if m == 1:
@@ -208,7 +291,7 @@ class Lanczos:
 
     def coefficients(self, t: np.ndarray) -> np.ndarray:
         """``||v|| exp(-t T_m) e_1`` for each t, shape ``(T, m)``."""
-        theta, Q = self._eig()
+        theta, Q = self.ritz()
         decay = np.exp(-np.outer(t, np.maximum(theta, 0.0)))
         return self.beta0 * (decay * Q[0][None, :]) @ Q.T
 
@@ -216,7 +299,7 @@ class Lanczos:
         """``||exp(-t T_m) e_1|| ||v||`` ~= ``||exp(-tL) v||``, shape ``(T,)``."""
         if self.beta0 == 0.0:
             return np.zeros(len(t))
-        theta, Q = self._eig()
+        theta, Q = self.ritz()
         decay = np.exp(-np.outer(t, np.maximum(theta, 0.0)))
         return self.beta0 * safe_norms(decay * Q[0][None, :])
 
@@ -226,7 +309,7 @@ class Lanczos:
         t = np.asarray(t, float)
         if self.beta0 == 0.0 or self.breakdown:
             return np.zeros(len(t))
-        theta, Q = self._eig()
+        theta, Q = self.ritz()
         sigma = self.shift() if (self.shifted if shifted is None else shifted) else 0.0
         integral = _residual_integral(theta, Q[0], Q[-1], self.steps, self.b.problem.lam_max, t,
                                       shift=sigma)
@@ -235,17 +318,17 @@ class Lanczos:
     def shift(self) -> float:
         """``sigma`` of the large-t bound (module docstring): a lower estimate of the smallest
         eigenvalue the start vector reaches, from the smallest Ritz pair and its residual. Used
-        only once that pair is converged to 10% (and after 16 steps); until then the proven
-        ``decay_lb``."""
+        only once that pair is converged to ``SHIFT_CONVERGED`` (and after ``SHIFT_MIN_STEPS``
+        steps); until then the proven ``decay_lb``."""
         lb = self.b.problem.decay_lb
-        if self.steps < 16:
+        if self.steps < SHIFT_MIN_STEPS:
             return lb
-        theta, Q = self._eig()
+        theta, Q = self.ritz()
         i = int(np.argmin(theta))
         resid = self.beta[-1] * abs(Q[-1, i])
-        if not resid <= 0.1 * theta[i]:
+        if not resid <= SHIFT_CONVERGED * theta[i]:
             return lb
-        est = (float(theta[i]) - resid) * (1.0 - 1e-3)
+        est = (float(theta[i]) - resid) * (1.0 - SHIFT_MARGIN)
         return min(max(est, lb), max(float(theta[i]), 0.0))
 
     def evaluate(self, t: np.ndarray) -> np.ndarray:
@@ -273,7 +356,9 @@ class Lanczos:
 
         while True:
             m = self.steps
-            if m and (m <= 8 or (m <= 32 and m % 4 == 0) or m % 8 == 0 or self.exhausted):
+            check = (m <= CHECK_EVERY_STEP_UNTIL or (m <= CHECK_EVERY_4_UNTIL and m % 4 == 0)
+                     or m % 8 == 0 or self.exhausted)
+            if m and check:
                 if met():
                     return True
                 if self.exhausted:
@@ -300,22 +385,93 @@ def basis_steps(n: int, max_basis_bytes: float, itemsize: int = 8) -> int:
     return max(2, int(max_basis_bytes // (itemsize * max(n, 1))) - 1)
 
 
-def krylov_engine(problem, v: np.ndarray, times: np.ndarray, *, rtol: float, v0_norm: float,
-                  max_steps: int | None = None, max_basis_bytes: float = DEFAULT_BASIS_BYTES,
-                  backend=None):
-    """``exp(-t L) v`` for sorted positive finite ``times``, shape ``(T, n)``; also returns the
-    Lanczos object (for its bound) and whether the target was met."""
-    steps = basis_steps(problem.n, max_basis_bytes) if max_steps is None else int(max_steps)
-    lz = Lanczos(backend or NumpyBackend(problem), v, steps)
-    ok = _run_to_tolerance(lz, times, v0_norm, rtol)
-    return lz.evaluate(times), lz, ok
-
-
-def _run_to_tolerance(lz: Lanczos, times: np.ndarray, v0_norm: float, rtol: float,
-                      max_work: float = np.inf,
-                      step_cost: tuple[float, float] = (0.0, 0.0)) -> bool:
+def run_to_tolerance(lz: Lanczos, times: np.ndarray, v0_norm: float, rtol: float,
+                     max_work: float = np.inf,
+                     step_cost: tuple[float, float] = (0.0, 0.0)) -> bool:
     """Extend ``lz`` until, for every time, the decaying part is within ``rtol`` of its own norm
     (shifted bound) and, rigorously, within ``rtol * ||S(t)||`` (plain bound, ``||S||`` including
     the null-space part of norm ``v0_norm``). Targets follow the current estimate of the answer."""
     return lz.run(times, lambda: lz.targets(times, 0.0, rtol), max_work=max_work,
                   step_cost=step_cost, abs_target=lambda: lz.targets(times, v0_norm, rtol))
+
+
+def probe(problem, v: np.ndarray, max_steps: int = PROBE_STEPS) -> Lanczos:
+    """A short Lanczos run (``PROBE_STEPS`` steps, at most ``max_steps``) on ``v``, on the CPU.
+
+    At breakdown (``.breakdown``: an invariant subspace, common on dense layered graphs) it is
+    the exact answer for every ``t``; otherwise :func:`slowest_rate` reads the first leg's
+    length off it."""
+    lz = Lanczos(NumpyBackend(problem), v, min(max_steps, PROBE_STEPS), shifted=False)
+    lz.extend(PROBE_STEPS)
+    return lz
+
+
+def slowest_rate(problem, lz: Lanczos) -> float:
+    """Estimate of the slowest decay rate of the start vector: the smallest Ritz value, at least
+    the proven ``decay_lb`` (and a positive number, so a leg length ``decay / rate`` is finite)."""
+    theta, _ = lz.ritz()
+    return max(float(theta.min()), problem.decay_lb, 1e-300 * max(problem.lam_max, 1.0))
+
+
+#: ``leg_budget(rel_times) -> (max_work, fallback)`` of :func:`lanczos_legs`
+LegBudget = Callable[[np.ndarray], tuple[float, Callable | None]]
+
+
+def lanczos_legs(problem, v: np.ndarray, times: np.ndarray, *, rtol: float, v0_norm: float,
+                 max_basis_bytes: float = DEFAULT_BASIS_BYTES,
+                 backend: Callable[[Any], KrylovBackend] = NumpyBackend,
+                 leg_budget: LegBudget | None = None,
+                 step_cost: tuple[float, float] = (0.0, 0.0)):
+    """``exp(-t L) v`` for sorted positive finite ``times`` by Lanczos, leg by leg: the driver
+    every Krylov engine runs.
+
+    A :func:`probe` first: at breakdown it is the exact answer for every ``t``. Otherwise the
+    time axis is cut into legs of about ``KRYLOV_LEG_DECAY`` nats (``_legs.chained``, first leg
+    from :func:`slowest_rate`); each leg builds one basis on ``backend(problem)`` of at most
+    ``basis_steps(n, max_basis_bytes)`` vectors and extends it until
+    :func:`run_to_tolerance` holds for every time of the leg.
+
+    Parameters
+    ----------
+    problem : HeatProblem
+    v : ndarray of shape (n,)
+        Start vector, orthogonal to the null space of ``L``.
+    times : ndarray of shape (T,)
+        Sorted, positive, finite.
+    rtol, v0_norm : float
+        Accuracy target and the norm of the null-space part of the sources (``Lanczos.targets``).
+    max_basis_bytes : float
+        Memory cap of one leg's basis (float64 vectors of length ``n``).
+    backend : callable
+        ``backend(problem)`` returns the :class:`KrylovBackend` a leg runs on.
+    leg_budget : callable, optional
+        ``leg_budget(rel_times) -> (max_work, fallback)``: a leg stops extending once its
+        modelled work (``step_cost`` per step: ``matvec + per_vector * (m + 1)``) would exceed
+        ``max_work``; an unconverged leg is then handed to ``fallback(w, rel_times, scale)``
+        (same contract as a ``chained`` step) when one is given.
+
+    Returns
+    -------
+    D : ndarray of shape (T, n)
+    bound : ndarray of shape (T,) or None
+        Accumulated a posteriori error bound (None where a fallback without one ran).
+    ok : bool
+        Every leg met its target.
+    """
+    steps = basis_steps(problem.n, max_basis_bytes)
+    first = probe(problem, v, steps)
+    if first.breakdown:
+        return first.evaluate(times), np.zeros(len(times)), True
+    rate = slowest_rate(problem, first)
+
+    def step(w, rel, scale):
+        max_work, fallback = (np.inf, None) if leg_budget is None else leg_budget(rel)
+        lz = Lanczos(backend(problem), w, steps)
+        ok = run_to_tolerance(lz, rel, v0_norm / scale, rtol, max_work=max_work,
+                              step_cost=step_cost)
+        if ok or fallback is None:
+            return lz.evaluate(rel), lz.bound(rel), ok
+        del lz  # its basis, before the fallback allocates its own
+        return fallback(w, rel, scale)
+
+    return chained(step, problem, v, times, decay=KRYLOV_LEG_DECAY, rate=rate)

@@ -1,4 +1,4 @@
-"""Time legs for the engines whose work grows with ``t ||L||`` (Chebyshev, expm_multiply).
+"""Time legs: every engine but ``dense`` runs ``exp(-tL) v`` leg by leg along the time axis.
 
 ``exp(-tL) v = exp(-(t - t_k) L) w_k`` with ``w_k = exp(-t_k L) v``: the time axis is cut into
 legs ``[t_k, t_{k+1}]`` over which the decaying part shrinks by about ``exp(-LEG_DECAY)``, and each
@@ -13,8 +13,9 @@ leg starts from the previous leg's end. Two things follow:
   contraction), so the legs end after about ``345 / LEG_DECAY`` steps instead of an
   amount of work proportional to ``t``.
 
-The first leg length comes from the smallest Ritz value of a short Lanczos run (an estimate of
-the slowest decay rate); later legs adapt to the decay observed on the previous one.
+The first leg length comes from an estimate of the slowest decay rate (the smallest Ritz value
+of a short Lanczos run, ``_krylov.probe``); later legs adapt to the decay observed on the previous
+one.
 """
 
 from __future__ import annotations
@@ -23,10 +24,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from n2ngraph.diffusion._krylov import DECAY_FLOOR, Lanczos, NumpyBackend
-from n2ngraph.diffusion._problem import safe_norms
+from n2ngraph.diffusion._problem import DECAY_FLOOR, safe_norms
 
-__all__ = ["KRYLOV_LEG_DECAY", "LEG_DECAY", "chained", "rate_estimate"]
+__all__ = ["KRYLOV_LEG_DECAY", "LEG_DECAY", "chained"]
 
 #: target decay (in nats) of the decaying part over one Chebyshev or expm_multiply leg (both err
 #: by about u ||start of the leg||, so about u exp(15) relative to the result)
@@ -35,24 +35,32 @@ LEG_DECAY = 15.0
 #: well one basis resolves the slowest modes, see ``_krylov``)
 KRYLOV_LEG_DECAY = 100.0
 
+#: a leg whose decaying part shrank by more than ``LEG_REDO_FACTOR`` times its target (in nats)
+#: lost relative accuracy at its end: it is redone, ``LEG_SHRINK`` times as long. Twice the
+#: target still leaves the leg's rounding (u exp(2 decay)) below the accuracy the engines aim at.
+LEG_REDO_FACTOR = 2.0
+LEG_SHRINK = 0.25
+#: legs shorter than this many time constants (``tau * rate``) are never shortened further: the
+#: decay over them is already below 1e-6 nats, so the rate estimate, not the length, is at fault
+MIN_LEG_RATE_PRODUCT = 1e-6
+#: the next leg's length is the last one's times ``decay / observed decay``, clipped to
+#: ``[1 / LEG_GROWTH, LEG_GROWTH]`` so one odd leg cannot throw the schedule off
+LEG_GROWTH = 4.0
+#: a leg is at least this fraction of its start time, so ``t_c + tau`` is not lost to rounding
+MIN_LEG_REL = 1e-12
 
-def rate_estimate(problem, v: np.ndarray, steps: int = 24) -> float:
-    """Smallest Ritz value of ``steps`` Lanczos steps on ``v``: about the slowest decay rate."""
-    lz = Lanczos(NumpyBackend(problem), v, min(steps, problem.n), shifted=False)
-    lz.extend(steps)
-    theta, _ = lz._eig()
-    return max(float(theta.min()), problem.decay_lb, 1e-300 * max(problem.lam_max, 1.0))
 
-
-def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
-            decay: float = LEG_DECAY, rate: float | None = None, first: float | None = None):
+def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *, rate: float,
+            decay: float = LEG_DECAY, first: float | None = None):
     """``exp(-tL) v`` for sorted positive finite ``times`` by legs (module docstring).
 
     ``step(w, rel_times, scale) -> (D, bound or None, ok)`` evaluates ``exp(-s L) w`` at the
-    sorted offsets ``rel_times`` for a unit vector ``w`` (``scale``: the norm it was divided by) (each leg starts from the previous leg's end
-    divided by its norm, so no leg sees numbers near the underflow threshold). Returns ``(D of
-    shape (T, n), accumulated error bound per t or None, all legs met their target)``. The
-    first leg aims at ``first`` nats (default ``decay``); later legs grow by at most 4x each.
+    sorted offsets ``rel_times`` for a unit vector ``w`` (``scale``: the norm it was divided by;
+    each leg starts from the previous leg's end divided by its norm, so no leg sees numbers near
+    the underflow threshold). ``rate`` is an
+    estimate of the slowest decay rate of ``v`` (``_krylov.probe``). Returns ``(D of shape (T, n),
+    accumulated error bound per t or None, all legs met their target)``. The first leg aims at
+    ``first`` nats (default ``decay``); later legs grow by at most ``LEG_GROWTH`` each.
     """
     T, n = len(times), v.size
     out = np.zeros((T, n))
@@ -60,7 +68,6 @@ def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
     have_bound = True
     ok = True
     floor = DECAY_FLOOR * float(safe_norms(v))
-    rate = rate_estimate(problem, v) if rate is None else rate
     tau = (decay if first is None else first) / rate
     t_c, w, i, carried = 0.0, v, 0, 0.0
     while i < T:
@@ -68,7 +75,7 @@ def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
         if wn <= floor:  # the rest is below the floor: 0, with error at most ||w||
             bounds[i:] = carried + wn
             break
-        tau = max(tau, 1e-12 * t_c)  # keep legs longer than the rounding of t_c
+        tau = max(tau, MIN_LEG_REL * t_c)  # keep legs longer than the rounding of t_c
         end = t_c + tau
         j = int(np.searchsorted(times, end, side="right"))
         rel = times[i:j] - t_c
@@ -78,8 +85,8 @@ def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
         D, bound, leg_ok = step(w / wn, rel, wn)
         D = D - problem.null_part(D)  # rounding must not build up a part that never decays
         end_norm = float(safe_norms(D[-1]))
-        if end_norm < np.exp(-2.0 * decay) and tau * rate > 1e-6:
-            tau *= 0.25  # decayed too much over this leg: shorter legs keep the relative accuracy
+        if end_norm < np.exp(-LEG_REDO_FACTOR * decay) and tau * rate > MIN_LEG_RATE_PRODUCT:
+            tau *= LEG_SHRINK  # decayed too much over this leg: shorter legs keep the relative accuracy
             continue
         D *= wn
         ok = ok and bool(leg_ok)
@@ -95,6 +102,7 @@ def chained(step: Callable, problem, v: np.ndarray, times: np.ndarray, *,
         if last_leg:
             break
         observed = -np.log(max(end_norm, 1e-300))
-        tau *= float(np.clip(decay / max(observed, 1e-3), 0.25, 4.0))
+        growth = decay / max(observed, 1e-3)  # 1e-3 nats: a leg that barely decayed
+        tau *= float(np.clip(growth, 1.0 / LEG_GROWTH, LEG_GROWTH))
         t_c, w, i = end, D[-1], j
     return out, (bounds if have_bound else None), ok

@@ -6,6 +6,7 @@ Everything here is O(nnz); no engine work, no torch.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from dataclasses import dataclass
 
@@ -14,6 +15,7 @@ import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
 __all__ = [
+    "DECAY_FLOOR",
     "DiffusionAccuracyWarning",
     "HeatProblem",
     "adjacency_of",
@@ -24,6 +26,19 @@ __all__ = [
     "power_of_two_scale",
     "safe_norms",
 ]
+
+
+#: the decaying part ``exp(-tL) v`` is resolved to relative accuracy down to this fraction of
+#: ``||v||``; below it, it counts as 0 (absolute error <= DECAY_FLOOR * ||v||). 1e-150 is far
+#: below any F worth reporting (at t lambda_2 = 300 the decaying part is still about 1e-130) and
+#: far above the float64 underflow (1e-308), so squares of the floor stay representable.
+DECAY_FLOOR = 1e-150
+
+
+#: an adjacency counts as symmetric when ``max |W - W^T| <= SYMMETRY_RTOL * max(max W, 1)``:
+#: about 1e4 units of roundoff, room for a matrix symmetrised in floating point, far below any
+#: asymmetry that changes the heat flow
+SYMMETRY_RTOL = 1e-12
 
 
 class DiffusionAccuracyWarning(RuntimeWarning):
@@ -99,7 +114,7 @@ def adjacency_of(g, *, weighted: bool) -> sp.csr_array:
             )
     diff = abs(W - W.T)
     scale = W.data.max() if W.nnz else 0.0
-    if diff.nnz and diff.max() > 1e-12 * max(scale, 1.0):
+    if diff.nnz and diff.max() > SYMMETRY_RTOL * max(scale, 1.0):
         raise ValueError(
             f"adjacency is not symmetric (max |W - W.T| = {diff.max():.3g}); pass an undirected "
             "graph, e.g. W.maximum(W.T) or (W + W.T) / 2"
@@ -156,10 +171,17 @@ class HeatProblem:
     def nnz(self) -> int:
         return int(self.L.nnz)
 
+    @functools.cached_property
+    def null_norms2(self) -> np.ndarray:
+        """Squared norm of each component's null vector, shape ``(n_components,)``: the
+        denominators of the projection on the null space (every backend uses these)."""
+        u = self.null
+        return np.bincount(self.labels, weights=u * u, minlength=self.n_components)
+
     def null_part(self, v: np.ndarray) -> np.ndarray:
         """Orthogonal projection of ``v`` (shape ``(n,)`` or ``(k, n)``) on the null space of L."""
         u = self.null
-        denom = np.bincount(self.labels, weights=u * u, minlength=self.n_components)
+        denom = self.null_norms2
         v2 = np.atleast_2d(v)
         out = np.empty_like(v2, dtype=np.float64)
         for i, row in enumerate(v2):

@@ -12,27 +12,49 @@ import warnings
 
 import numpy as np
 
-from n2ngraph.diffusion._expm import DENSE_MAX_NODES
+from n2ngraph.diffusion._expm import dense_spectrum
 from n2ngraph.diffusion._krylov import Lanczos, NumpyBackend
 from n2ngraph.diffusion._problem import DiffusionAccuracyWarning, quiet_scipy
 
-__all__ = ["algebraic_connectivity_of", "scree_values", "smallest_eigenpairs"]
+__all__ = [
+    "LAMBDA2_DENSE_MAX_NODES",
+    "SCREE_EXACT_MAX_NODES",
+    "algebraic_connectivity_of",
+    "scree_values",
+    "smallest_eigenpairs",
+]
 
 #: eigenvalues closer than this (relative to lam_max) count as tied in the t = inf limit
 _TIE = 1e-9
 
-
-def _dense_eigvalsh(problem) -> np.ndarray:
-    from scipy.linalg import eigvalsh
-
-    if problem.n > DENSE_MAX_NODES:
-        raise ValueError(
-            f"the exact spectrum builds an n x n matrix; n={problem.n} > {DENSE_MAX_NODES}"
-        )
-    with quiet_scipy():
-        lam = eigvalsh(problem.L.toarray())
-    lam[: problem.n_components] = 0.0
-    return np.maximum(lam, 0.0)
+#: ``scree(method="auto")`` is exact (dense ``eigvalsh``: O(n^3) time, 8 n^2 bytes) up to this
+#: many nodes (200 MB, seconds); beyond it the O(nnz)-per-step approximation, which reports its
+#: own error, is the cheaper route
+SCREE_EXACT_MAX_NODES = 5000
+#: ``approx`` solves for at most this many eigenpairs by shift-invert Lanczos: ARPACK's work and
+#: memory grow with ``q * ncv * n`` (``ncv ~ 2q``), past which ``exact`` on a smaller graph or a
+#: smaller K is the better route
+APPROX_MAX_EIGENPAIRS = 2000
+#: extra Lanczos vectors ARPACK keeps beyond the ``q`` wanted (``ncv = max(2 q + 20, 40)``):
+#: the usual ``ncv > 2 q`` advice with room for the clustered spectra of layered graphs
+ARPACK_EXTRA_VECTORS = 20
+#: shift of the shift-invert solve, relative to ``lam_max``: small enough that ``(L + s I)^-1``
+#: separates the smallest eigenvalues well, large enough that ``L + s I`` factors stably
+SHIFT_INVERT_REL = 1e-4
+#: stochastic Lanczos quadrature: at most this many Lanczos steps per probe, checked every
+#: ``SLQ_STEPS_PER_CHECK`` steps, stopped once the quadrature changes by less than ``SLQ_RTOL``
+#: (m-point Gauss quadrature of exp converges superlinearly in m, so the cap is rarely reached
+#: and only bounds the basis memory, 400 n floats)
+SLQ_MAX_STEPS = 400
+SLQ_STEPS_PER_CHECK = 10
+SLQ_RTOL = 1e-10
+#: ``return_error`` reports this many standard errors of the trace estimate (a 3-sigma bound)
+ERROR_STANDARD_ERRORS = 3.0
+#: ``algebraic_connectivity`` uses dense ``eigvalsh`` up to this many nodes (32 MB, well under
+#: the cost of setting up a converged Lanczos run), Lanczos beyond it
+LAMBDA2_DENSE_MAX_NODES = 2000
+#: Lanczos steps of the lambda_2 solve between two convergence checks
+LAMBDA2_STEPS_PER_CHECK = 8
 
 
 def _alpha_from(lam_rest: np.ndarray, K: np.ndarray, times: np.ndarray, lam_max: float,
@@ -58,7 +80,7 @@ def smallest_eigenpairs(problem, q: int, *, seed=None,
     """The ``q`` smallest eigenpairs of ``L`` on the complement of its null space.
 
     Shift-invert Lanczos (ARPACK ``eigsh`` on ``P (L + s I)^-1 P``, sparse LU of ``L + s I``,
-    ``s = 1e-4 lam_max``, ``P`` the projector off the exact null space). Measured on the paper
+    ``s = SHIFT_INVERT_REL lam_max``, ``P`` the projector off the exact null space). Measured on the paper
     MLP at 2% and on layered graphs it recovers the repeated eigenvalues to ~1e-13, where plain
     ``eigsh(which="SA")`` misses them and LOBPCG with large blocks stalled. The sparse LU's
     fill-in limits this to graphs of up to a few 1e5 nodes.
@@ -68,7 +90,7 @@ def smallest_eigenpairs(problem, q: int, *, seed=None,
 
     n = problem.n
     rng = np.random.default_rng(seed)
-    shift = 1e-4 * max(problem.lam_max, 1e-300)
+    shift = SHIFT_INVERT_REL * max(problem.lam_max, 1e-300)
 
     def project(x):
         return x - problem.null_part(x)
@@ -78,7 +100,7 @@ def smallest_eigenpairs(problem, q: int, *, seed=None,
         op = LinearOperator((n, n), matvec=lambda x: project(lu.solve(project(np.ravel(x)))),
                             dtype=np.float64)
         v0 = project(rng.standard_normal(n))
-        ncv = min(n - problem.n_components, max(2 * q + 20, 40))
+        ncv = min(n - problem.n_components, max(2 * q + ARPACK_EXTRA_VECTORS, 40))
         mu, V = eigsh(op, k=q, which="LM", v0=v0, ncv=ncv, tol=tol, maxiter=50 * n)
     lam = 1.0 / mu - shift
     order = np.argsort(lam)
@@ -96,17 +118,18 @@ def scree_values(problem, K: np.ndarray, times: np.ndarray, *, method: str, n_pr
                  seed) -> tuple[np.ndarray, np.ndarray]:
     """``(alpha, error)`` of shape ``(len(K), T)``."""
     if method == "exact":
-        lam = _dense_eigvalsh(problem)
+        lam = dense_spectrum(problem, vectors=False, what="the exact spectrum")
         return _alpha_from(lam[1:], K, times, problem.lam_max), np.zeros((len(K), len(times)))
     if not isinstance(n_probes, (int, np.integer)) or n_probes < 2:
         raise ValueError(f"n_probes must be an int >= 2, got {n_probes!r}")
     n, c = problem.n, problem.n_components
     p = int(K.max()) + 1  # eigenvalues lambda_1 .. lambda_{K+1}
     q = p - c  # non-zero ones needed
-    if q > 0 and (q + 20 > n - c or q > 2000):
+    if q > 0 and (q + ARPACK_EXTRA_VECTORS > n - c or q > APPROX_MAX_EIGENPAIRS):
         raise ValueError(
             f"scree(method='approx') solves for the max(K) + 1 = {p} smallest eigenvalues; that "
-            f"is too many for n={n} (at most {min(2000, n - c - 20)} non-zero ones); use "
+            f"is too many for n={n} (at most "
+            f"{min(APPROX_MAX_EIGENPAIRS, n - c - ARPACK_EXTRA_VECTORS)} non-zero ones); use "
             "method='exact' or a smaller K"
         )
     rng = np.random.default_rng(seed)
@@ -124,15 +147,15 @@ def scree_values(problem, K: np.ndarray, times: np.ndarray, *, method: str, n_pr
         z = z - problem.null_part(z)
         if V.shape[1]:
             z = z - V @ (V.T @ z)
-        lz = Lanczos(NumpyBackend(problem), z, min(n, 400))
+        lz = Lanczos(NumpyBackend(problem), z, min(n, SLQ_MAX_STEPS))
         prev = None
         while True:
-            lz.extend(10)
-            theta, Q = lz._eig()
+            lz.extend(SLQ_STEPS_PER_CHECK)
+            theta, Q = lz.ritz()
             quad = lz.beta0**2 * (Q[0] ** 2) @ np.exp(
                 -np.outer(np.maximum(theta, 0.0) - shift, times[finite]).clip(-700, None)
             ) if finite.any() else np.zeros(0)
-            if lz.exhausted or (prev is not None and np.allclose(quad, prev, rtol=1e-10, atol=0)):
+            if lz.exhausted or (prev is not None and np.allclose(quad, prev, rtol=SLQ_RTOL, atol=0)):
                 break
             prev = quad
         tail[i, finite] = quad
@@ -145,7 +168,7 @@ def scree_values(problem, K: np.ndarray, times: np.ndarray, *, method: str, n_pr
     alpha = _alpha_from(lam_rest, K, times, problem.lam_max, tail=est)
     shifted = np.exp(-np.outer(np.where(finite, times, 0.0), lam_rest - shift)).sum(axis=1)
     denom = shifted + est
-    err = 3.0 * alpha * (se / denom)[None, :]
+    err = ERROR_STANDARD_ERRORS * alpha * (se / denom)[None, :]
     return alpha, err
 
 
@@ -156,15 +179,15 @@ def algebraic_connectivity_of(problem, *, rtol: float = 1e-10, max_steps: int = 
         raise ValueError("algebraic connectivity needs a graph with at least 2 nodes")
     if problem.n_components > 1:
         return 0.0
-    if n <= 2000:
-        return float(_dense_eigvalsh(problem)[1])
+    if n <= LAMBDA2_DENSE_MAX_NODES:
+        return float(dense_spectrum(problem, vectors=False, what="the exact spectrum")[1])
     rng = np.random.default_rng(0)
     v = rng.standard_normal(n)
     v -= problem.null_part(v)
     lz = Lanczos(NumpyBackend(problem), v, min(n, max_steps))
     while True:
-        lz.extend(8)
-        theta, Q = lz._eig()
+        lz.extend(LAMBDA2_STEPS_PER_CHECK)
+        theta, Q = lz.ritz()
         i = int(np.argmin(theta))
         resid = (lz.beta[-1] if not lz.breakdown else 0.0) * abs(Q[-1, i])
         if resid <= rtol * max(theta[i], 1e-300) or lz.exhausted:

@@ -1,8 +1,9 @@
-"""torch engine: the Lanczos algorithm of ``_krylov`` on a torch sparse CSR Laplacian.
+"""torch backend of the Lanczos driver: ``_krylov.lanczos_legs`` on a torch sparse CSR Laplacian.
 
-Same algorithm, same a posteriori error bound; matvecs, reorthogonalisation and the final
-combination run on ``device`` (CUDA when available), in float64. The small tridiagonal
-eigenproblem stays on the CPU. torch is imported only when this engine runs.
+Same algorithm, same a posteriori error bound (the ``torch`` engine is ``lanczos_legs`` with
+``backend=TorchBackend``); matvecs, reorthogonalisation and the final combination run on
+``device`` (CUDA when available), in float64. The small tridiagonal eigenproblem stays on the
+CPU. torch is imported only when this backend is built.
 """
 
 from __future__ import annotations
@@ -11,9 +12,7 @@ import warnings
 
 import numpy as np
 
-from n2ngraph.diffusion._krylov import DEFAULT_BASIS_BYTES, Lanczos, _run_to_tolerance, basis_steps
-
-__all__ = ["TorchBackend", "default_device", "torch_engine"]
+__all__ = ["TorchBackend", "default_device"]
 
 
 def default_device() -> str:
@@ -23,7 +22,8 @@ def default_device() -> str:
 
 
 class TorchBackend:
-    """Lanczos vector operations on torch tensors (float64) on one device."""
+    """:class:`~n2ngraph.diffusion._krylov.KrylovBackend` on torch tensors (float64) on one
+    device."""
 
     def __init__(self, problem, device=None):
         import torch
@@ -44,8 +44,7 @@ class TorchBackend:
             ).to(self.device)
         self.labels = torch.from_numpy(problem.labels.astype(np.int64)).to(self.device)
         self.u = torch.from_numpy(problem.null).to(self.device)
-        denom = np.bincount(problem.labels, weights=problem.null**2, minlength=problem.n_components)
-        self.denom = torch.from_numpy(denom).to(self.device)
+        self.denom = torch.from_numpy(problem.null_norms2).to(self.device)
         self.k = problem.n_components
 
     def alloc(self, cap: int, n: int):
@@ -86,13 +85,3 @@ class TorchBackend:
     def combine(self, C: np.ndarray) -> np.ndarray:
         Ct = self.torch.from_numpy(np.ascontiguousarray(C)).to(self.device)
         return (Ct @ self.V[: C.shape[1]]).cpu().numpy()
-
-
-def torch_engine(problem, v: np.ndarray, times: np.ndarray, *, rtol: float, v0_norm: float,
-                 device=None, max_steps: int | None = None,
-                 max_basis_bytes: float = DEFAULT_BASIS_BYTES):
-    """``exp(-t L) v`` for sorted positive finite ``times`` on ``device``, shape ``(T, n)``."""
-    steps = basis_steps(problem.n, max_basis_bytes) if max_steps is None else int(max_steps)
-    lz = Lanczos(TorchBackend(problem, device), v, steps)
-    ok = _run_to_tolerance(lz, times, v0_norm, rtol)
-    return lz.evaluate(times), lz, ok
