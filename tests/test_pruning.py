@@ -489,6 +489,47 @@ def test_sampled_selection_is_exact(monkeypatch, kind):
         assert _threshold._kth_largest_numpy(arr, k) == np.partition(arr, n - k)[n - k], k
 
 
+@pytest.mark.parametrize("drop_zero_ties", [False, True])
+def test_numpy_and_torch_selections_agree(drop_zero_ties):
+    """The top-k selection is written once over numpy (CPU) and torch (other devices): both
+    keep the same entries with the same random draws. Run on CPU tensors: needs no GPU."""
+    from n2ngraph.pruning import _threshold
+
+    g = np.random.default_rng(0)
+    arr = np.concatenate([g.integers(0, 5, 500), np.zeros(300)]).astype(np.float32)
+    g.shuffle(arr)
+    for k in [0, 1, 37, 250, 600, 799, 800, 900]:
+        picks = [
+            _threshold._select(data, k, np.random.default_rng(k), "x", drop_zero_ties, 100, ops)
+            for data, ops in [
+                (arr, _threshold._NUMPY_OPS),
+                (torch.from_numpy(arr), _threshold._TORCH_OPS),
+            ]
+        ]
+        assert np.array_equal(picks[0], picks[1].numpy()), k
+        if not drop_zero_ties:
+            assert int(picks[0].sum()) == min(max(k, 0), arr.size), k
+
+
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+@pytest.mark.parametrize("method", ["magnitude", "synflow"])
+def test_torch_array_ops_give_the_same_masks(monkeypatch, method, scope):
+    """prune with the operations a GPU tensor gets (torch) equals prune with numpy's, rounds
+    and zero ties included: what a CUDA run executes, checked on the CPU."""
+    import n2ngraph.pruning
+    from n2ngraph.pruning import _threshold
+
+    def kwargs():
+        return dict(scope=scope, seed=5, rounds=4) if method == "synflow" else dict(scope=scope)
+
+    expected = prune(conv_net(), method, 0.05, **kwargs())
+    torch_ops = lambda tensor: (tensor, _threshold._TORCH_OPS)  # noqa: E731
+    monkeypatch.setattr(_threshold, "array_ops", torch_ops)
+    monkeypatch.setattr(n2ngraph.pruning, "array_ops", torch_ops)
+    got = prune(conv_net(), method, 0.05, **kwargs())
+    assert all(torch.equal(expected[k], got[k]) for k in expected)
+
+
 @pytest.mark.parametrize("scope", ["layerwise", "global"])
 @pytest.mark.parametrize("method", ["random", "expander", "magnitude"])
 def test_kept_count_predicts_the_pruned_count(method, scope):

@@ -50,6 +50,7 @@ from n2ngraph.pruning._scorers import (
     scoring_copy,
 )
 from n2ngraph.pruning._threshold import (
+    array_ops,
     budget,
     select_alive,
     select_channels,
@@ -330,6 +331,17 @@ class _Plan:
     def free(self) -> list[str]:
         return [n for n in self.shapes if n not in self.dense]
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """Weights of each free layer."""
+        return {n: math.prod(self.shapes[n]) for n in self.free}
+
+    @property
+    def budgets(self) -> int | dict[str, int]:
+        """The exact kept weights of the free layers: ``total`` under ``global`` scope, one
+        threshold over them; ``layers`` under ``layerwise`` scope."""
+        return self.total if self.scope == "global" else self.layers
+
     def kept(self) -> int:
         dense = sum(math.prod(self.shapes[n]) for n in self.dense)
         return dense + (self.total if self.scope == "global" else sum(self.layers.values()))
@@ -594,7 +606,7 @@ def _prune_per_unit(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Te
     if plan.scope == "layerwise":
         budgets = plan.layers
     else:
-        sizes = [math.prod(s) for s in shapes.values()]
+        sizes = list(plan.sizes.values())
         budgets = dict(zip(shapes, apportion(plan.total, sizes, rng=rng).tolist()))
     return select_per_unit(shapes, budgets, rng)
 
@@ -604,7 +616,7 @@ def _prune_subset(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Tens
     replacement per layer (``layerwise``), or over all free weights at once (``global``), by
     :func:`~n2ngraph.pruning._threshold.select_subset` (no key per weight)."""
     shapes = {n: plan.shapes[n] for n in plan.free}
-    sizes = {n: math.prod(s) for n, s in shapes.items()}
+    sizes = plan.sizes
     if plan.scope == "global":
         flat = select_subset(sum(sizes.values()), plan.total, rng)
         parts, start = {}, 0
@@ -618,18 +630,14 @@ def _prune_subset(plan: _Plan, rng: np.random.Generator) -> dict[str, torch.Tens
 def _split(idx: torch.Tensor | None, kept: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(alive, pruned)`` flat indices after a round: ``idx`` the alive indices before it
     (``None``: all), ``kept`` a bool over them. numpy on the CPU (``torch.nonzero`` and boolean
-    indexing are several times slower there)."""
-    if kept.device.type != "cpu":
-        if idx is None:
-            return torch.nonzero(kept).flatten(), torch.nonzero(~kept).flatten()
-        return idx[kept], idx[~kept]
-    k = kept.numpy()
+    indexing are several times slower there; :func:`~n2ngraph.pruning._threshold.array_ops`)."""
+    k, ops = array_ops(kept)
     if idx is None:
-        alive, pruned = np.flatnonzero(k), np.flatnonzero(~k)
+        alive, pruned = ops.where(k), ops.where(~k)
     else:
-        i = idx.numpy()
+        i, _ = array_ops(idx)
         alive, pruned = i[k], i[~k]
-    return torch.from_numpy(alive), torch.from_numpy(pruned)
+    return ops.tensor(alive), ops.tensor(pruned)
 
 
 def _prune_scored(
@@ -651,9 +659,9 @@ def _prune_scored(
     free = plan.free
     device = weight_of(next(iter(prunable_weights(model).values()))).device
     scoring = _Scoring(model, spec, data, device)
-    final = plan.total if plan.scope == "global" else plan.layers
+    final = plan.budgets
     alive: dict[str, torch.Tensor | None] = dict.fromkeys(free)
-    sizes = {n: math.prod(plan.shapes[n]) for n in free}
+    sizes = plan.sizes
     for r in range(1, rounds + 1):
         values = scoring.alive_scores(rng, options, alive)
         budgets = _round_budgets(plan, r, rounds)
@@ -682,7 +690,7 @@ def _prune_scored(
             masks[name] = keep[name].reshape(plan.shapes[name])
             continue
         idx = alive[name][keep[name].to(alive[name].device)]
-        flat = torch.zeros(math.prod(plan.shapes[name]), dtype=torch.bool, device=idx.device)
+        flat = torch.zeros(sizes[name], dtype=torch.bool, device=idx.device)
         flat[idx] = True
         masks[name] = flat.reshape(plan.shapes[name])
     return masks
@@ -697,15 +705,15 @@ def _round_budgets(plan: _Plan, r: int, rounds: int) -> int | dict[str, int]:
     exact budgets (``round(d * n)``).
     """
     if r == rounds:
-        return plan.total if plan.scope == "global" else plan.layers
+        return plan.budgets
     d = plan.density ** (r / rounds)
 
     def keep(n: int) -> int:
         return n - int((1.0 - d) * n)
 
     if plan.scope == "global":
-        return keep(sum(math.prod(plan.shapes[n]) for n in plan.free))
-    return {n: keep(math.prod(plan.shapes[n])) for n in plan.free}
+        return keep(sum(plan.sizes.values()))
+    return {n: keep(size) for n, size in plan.sizes.items()}
 
 
 def _prune_channels(

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 __all__ = [
+    "array_ops",
     "budget",
     "select_alive",
     "select_channels",
@@ -99,6 +100,8 @@ class _ArrayOps:
     where: Callable[[Any], Any]
     #: ``indices(like, idx)``: the int64 numpy array ``idx`` as an index of ``like``.
     indices: Callable[[Any, np.ndarray], Any]
+    #: ``tensor(arr)``: the result as a torch tensor (sharing memory).
+    tensor: Callable[[Any], torch.Tensor]
 
 
 _NUMPY_OPS = _ArrayOps(
@@ -107,6 +110,7 @@ _NUMPY_OPS = _ArrayOps(
     count=lambda keep: int(np.count_nonzero(keep)),
     where=np.flatnonzero,
     indices=lambda like, idx: idx,
+    tensor=torch.from_numpy,
 )
 
 _TORCH_OPS = _ArrayOps(
@@ -117,7 +121,16 @@ _TORCH_OPS = _ArrayOps(
     count=lambda keep: int(torch.count_nonzero(keep)),
     where=lambda keep: torch.nonzero(keep).flatten(),
     indices=lambda like, idx: torch.from_numpy(idx).to(like.device),
+    tensor=lambda t: t,
 )
+
+
+def array_ops(tensor: torch.Tensor) -> tuple[Any, _ArrayOps]:
+    """``tensor`` as the array type that serves its device, and the operations on it: a numpy
+    view of a CPU tensor (no copy), the tensor itself on other devices."""
+    if tensor.device.type == "cpu":
+        return tensor.numpy(), _NUMPY_OPS
+    return tensor, _TORCH_OPS
 
 
 def _top_k(
@@ -141,10 +154,8 @@ def _top_k(
     flat = flat.detach()
     if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
         flat = flat.float()
-    if flat.device.type == "cpu":
-        keep = _select(flat.numpy(), k, rng, what, drop_zero_ties, at_least, _NUMPY_OPS)
-        return torch.from_numpy(keep)
-    return _select(flat, k, rng, what, drop_zero_ties, at_least, _TORCH_OPS)
+    arr, ops = array_ops(flat)
+    return ops.tensor(_select(arr, k, rng, what, drop_zero_ties, at_least, ops))
 
 
 def _select(arr: Any, k: int, rng: np.random.Generator, what: str, drop_zero_ties: bool,
@@ -219,12 +230,10 @@ def select_alive(
     dict name -> 1-D bool tensor over the alive weights (``True`` = still kept).
     """
     if not isinstance(budgets, int):
-        floors = at_least if isinstance(at_least, Mapping) else dict.fromkeys(values, at_least)
-        drops = (
-            drop_zero_ties
-            if isinstance(drop_zero_ties, Mapping)
-            else dict.fromkeys(values, drop_zero_ties)
-        )
+        def per_layer(option):  # one value for every layer, or a mapping name -> value
+            return option if isinstance(option, Mapping) else dict.fromkeys(values, option)
+
+        floors, drops = per_layer(at_least), per_layer(drop_zero_ties)
         return {
             name: _top_k(
                 v, budgets[name], rng, f"layer {name!r}",
