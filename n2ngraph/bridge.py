@@ -66,6 +66,8 @@ from torch.nn.utils import parametrize
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph
 from n2ngraph.masks import PRUNABLE_TYPES
+from n2ngraph.n2nskip import skip_initial_weights
+from n2ngraph.recipes import SKIP_ORDERS  # orders of the ops inside an N2NSkip module (spec.order)
 from n2ngraph.trace import record_shapes
 
 __all__ = ["to_model", "N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "INITS", "SKIP_ORDERS",
@@ -201,9 +203,6 @@ class _Skip(nn.Module):
     def extra_repr(self) -> str:
         return f"{self.n2ngraph_src!r} -> {self.n2ngraph_dst!r}"
 
-
-#: Orders of the ops inside an N2NSkip module (``spec.order``; absent means "pool-conv-act").
-SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
 
 #: Kept fraction (of channel pairs for a conv skip, of weights for a Linear skip) above which
 #: ``N2NSkip(mode="auto")`` computes with a dense kernel assembled from the kept weights at each
@@ -439,9 +438,9 @@ class ResSkip(_Skip):
 
 
 # ------------------------------------------------------------------------ helpers
-def _strip_masks(module: nn.Module) -> None:
-    """Remove masks already on a layer (prune buffers or parametrizations), keeping the values
-    the layer computes with."""
+def _bake_in_existing_mask(module: nn.Module) -> None:
+    """Remove a mask already on a layer (a ``torch.nn.utils.prune`` buffer or a parametrization)
+    by writing the masked values the layer computes with into its plain ``weight``."""
     if hasattr(module, "weight_orig"):
         torch.nn.utils.prune.remove(module, "weight")
     if parametrize.is_parametrized(module, "weight"):
@@ -449,7 +448,7 @@ def _strip_masks(module: nn.Module) -> None:
 
 
 def _apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
-    _strip_masks(module)
+    _bake_in_existing_mask(module)
     with torch.no_grad():
         module.weight.masked_fill_(~mask.to(module.weight.device), 0)
     parametrize.register_parametrization(module, "weight", MaskParametrization(mask.to(module.weight.device)))
@@ -542,12 +541,6 @@ def _init_skip(module: N2NSkip, block: EdgeBlock, fan: dict[str, torch.Tensor], 
             module.weight.copy_(w.float())
             if module.tap_mask is not None:
                 module.weight.masked_fill_(~module.tap_mask, 0)
-        return
-    try:
-        from n2ngraph.n2nskip import skip_initial_weights
-    except ImportError:  # older graph code: Kaiming normal with the dense fan-in, from ``gen``
-        dense_fan = torch.full((block.mask.shape[0],), float(math.prod(block.mask.shape[1:])))
-        module.set_dense_weight(_kaiming(tuple(block.mask.shape), dense_fan, gen))
         return
     module.set_dense_weight(np.asarray(skip_initial_weights(block), dtype=np.float32))
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-__all__ = ["PRUNABLE_TYPES", "prunable_weights", "weight_of", "masks_of", "validate_masks", "mask_density"]
+__all__ = ["PRUNABLE_TYPES", "prunable_weights", "weight_of", "masks_of", "validate_masks"]
 
 #: Module types whose ``weight`` is prunable (docs/design.md, "Pruning at initialization").
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d)
@@ -99,9 +99,3 @@ def validate_masks(model: nn.Module, masks: Mapping[str, torch.Tensor]) -> dict[
             mask = mask != 0
         out[name] = mask
     return out
-
-
-def mask_density(masks: Mapping[str, torch.Tensor]) -> float:
-    """Kept fraction over all entries of ``masks``."""
-    total = sum(m.numel() for m in masks.values())
-    return sum(int(m.sum()) for m in masks.values()) / total if total else 0.0

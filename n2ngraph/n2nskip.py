@@ -50,7 +50,9 @@ from typing import Any
 
 import numpy as np
 
+from n2ngraph.budget import apportion, check_density
 from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph
+from n2ngraph.recipes import GRANULARITIES, SKIP_ORDERS, WIRINGS
 
 __all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "block_pairs",
            "chain_depths", "skip_candidates", "skip_capacity", "skip_initial_weights", "skip_pairs"]
@@ -58,11 +60,12 @@ __all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "
 #: ``spec.added_by`` of the blocks this module adds; the bridge builds a module for each of
 #: them, while residual blocks without it are shortcuts the reference model already has.
 ADDED_BY = {"n2nskip": "add_n2nskip", "resskip": "add_resskip"}
-#: Named wirings; an integer >= 2 means all pairs up to that span.
-WIRINGS = ("all-pairs", "blocks")
-#: Op orders of a conv skip (see :func:`add_n2nskip`).
-SKIP_ORDERS = ("pool-conv-act", "conv-bn-act-pool")
-_GRANULARITIES = ("weight", "channel")
+# WIRINGS (named wirings; an integer >= 2 means all pairs up to that span), SKIP_ORDERS (op orders
+# of a conv skip, see add_n2nskip) and GRANULARITIES live in n2ngraph.recipes and are re-exported.
+
+#: Layouts of a node group (:class:`~n2ngraph.graph.NodeGroup`): the channels of a conv activation
+#: ``(C, h, w)``, or the neurons of a flat one. A neuron group cannot feed a channel group.
+CHANNELS, NEURONS = "channels", "neurons"
 
 
 # ------------------------------------------------------------------------ chain
@@ -87,29 +90,41 @@ def chain_depths(graph: NetworkGraph) -> dict[str, int]:
     return depth
 
 
-def _group_kinds(graph: NetworkGraph) -> dict[str, str]:
-    """``"conv"`` for channel groups, ``"feature"`` for neuron groups.
+def _group_layouts(graph: NetworkGraph) -> dict[str, str]:
+    """``group name -> layout``: :data:`CHANNELS` or :data:`NEURONS`.
 
     From the traced shape when known (3-D = channels), else from the masks: a group produced by
     (or, for the input, consumed by) a 4-D conv mask is a channel group.
     """
-    kinds = {}
+    layouts = {}
     for g in graph.groups:
         if g.shape:
-            kinds[g.name] = "conv" if len(g.shape) == 3 else "feature"
+            layouts[g.name] = CHANNELS if len(g.shape) == 3 else NEURONS
             continue
         into = [b for b in graph.blocks if b.dst == g.name and b.kind == "sequential"]
         if into:
-            kinds[g.name] = "conv" if into[0].mask.ndim == 4 else "feature"
+            layouts[g.name] = CHANNELS if into[0].mask.ndim == 4 else NEURONS
         else:
             out = [b for b in graph.blocks if b.src == g.name and b.kind == "sequential"]
-            kinds[g.name] = "conv" if out and out[0].mask.ndim == 4 else "feature"
-    return kinds
+            layouts[g.name] = CHANNELS if out and out[0].mask.ndim == 4 else NEURONS
+    return layouts
+
+
+def _can_feed(layouts: Mapping[str, str], src: str, dst: str) -> bool:
+    """Whether a skip can map group ``src`` onto group ``dst``: not neurons into channels."""
+    return not (layouts[src] == NEURONS and layouts[dst] == CHANNELS)
 
 
 def _traced(graph: NetworkGraph) -> list[EdgeBlock]:
     """The blocks of the reference model (not added by this module)."""
     return [b for b in graph.blocks if not b.spec.added_by]
+
+
+def _check_wiring(wiring: Any) -> None:
+    if not (wiring in WIRINGS or (not isinstance(wiring, (bool, str))
+                                  and isinstance(wiring, numbers.Integral) and wiring >= 2)):
+        raise ValueError(f"wiring must be one of {WIRINGS} or an integer >= 2 (a maximum span), "
+                         f"got {wiring!r}")
 
 
 def _check_span(max_span: Any) -> None:
@@ -126,7 +141,7 @@ def skip_candidates(graph: NetworkGraph, *, max_span: int | None = None) -> list
     """
     _check_span(max_span)
     depth = chain_depths(graph)
-    kinds = _group_kinds(graph)
+    layouts = _group_layouts(graph)
     joined = {(b.src, b.dst) for b in graph.blocks if b.kind == "sequential"}
     names = [g.name for g in graph.groups]
     out = []
@@ -135,9 +150,8 @@ def skip_candidates(graph: NetworkGraph, *, max_span: int | None = None) -> list
             span = depth[dst] - depth[src]
             if span < 2 or (max_span is not None and span > max_span) or (src, dst) in joined:
                 continue
-            if kinds[src] == "feature" and kinds[dst] == "conv":
-                continue
-            out.append((src, dst, span))
+            if _can_feed(layouts, src, dst):
+                out.append((src, dst, span))
     return out
 
 
@@ -151,7 +165,7 @@ def _sum_groups(graph: NetworkGraph) -> list[str]:
             and not any(b.spec.op == "concat" for b in incoming[g.name])]
 
 
-def _conv_groups(graph: NetworkGraph) -> list[str]:
+def _conv_outputs(graph: NetworkGraph) -> list[str]:
     """Groups made by a conv (the destination of a 4-D ``sequential`` mask), in graph order."""
     made = {b.dst for b in _traced(graph) if b.kind == "sequential" and b.mask.ndim == 4}
     return [g.name for g in graph.groups if g.name in made]
@@ -168,7 +182,7 @@ def block_pairs(graph: NetworkGraph) -> list[tuple[str, str, int]]:
         A plain conv chain whose conv groups have no traced spatial size (stages cannot be found).
     """
     depth = chain_depths(graph)
-    kinds = _group_kinds(graph)
+    layouts = _group_layouts(graph)
     order = {g.name: i for i, g in enumerate(graph.groups)}
     traced = _traced(graph)
     sums = _sum_groups(graph)
@@ -177,8 +191,8 @@ def block_pairs(graph: NetworkGraph) -> list[tuple[str, str, int]]:
         for s in sums:
             sources = {b.src for b in traced if b.dst == s}
             pairs.append((min(sources, key=lambda n: (depth[n], order[n])), s))
-    elif _conv_groups(graph):
-        convs = _conv_groups(graph)
+    elif _conv_outputs(graph):
+        convs = _conv_outputs(graph)
         missing = [c for c in convs if not graph.group(c).spatial]
         if missing:
             raise ValueError(f"'blocks' wiring needs the traced spatial size of conv groups {missing[:3]}; "
@@ -202,7 +216,7 @@ def block_pairs(graph: NetworkGraph) -> list[tuple[str, str, int]]:
     out = []
     for src, dst in dict.fromkeys(pairs):
         span = depth[dst] - depth[src]
-        if span >= 2 and not (kinds[src] == "feature" and kinds[dst] == "conv"):
+        if span >= 2 and _can_feed(layouts, src, dst):
             out.append((src, dst, span))
     return sorted(out, key=lambda p: (order[p[1]], order[p[0]]))
 
@@ -212,13 +226,11 @@ def skip_pairs(graph: NetworkGraph, wiring: str | int = "all-pairs") -> list[tup
 
     ``wiring``: ``"all-pairs"``, ``"blocks"`` or an integer >= 2 (all pairs up to that span).
     """
+    _check_wiring(wiring)
     if wiring == "all-pairs":
         return skip_candidates(graph)
     if wiring == "blocks":
         return block_pairs(graph)
-    if isinstance(wiring, bool) or not isinstance(wiring, numbers.Integral) or wiring < 2:
-        raise ValueError(f"wiring must be one of {WIRINGS} or an integer >= 2 (a maximum span), "
-                         f"got {wiring!r}")
     return skip_candidates(graph, max_span=int(wiring))
 
 
@@ -248,13 +260,13 @@ def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
 
 
 # ------------------------------------------------------------------- skip blocks
-def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, kinds: Mapping[str, str],
+def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, layouts: Mapping[str, str],
                    kernel_size: int, order: str) -> tuple[tuple[int, ...], LayerSpec]:
     """Mask shape and spec of the skip ``src -> dst`` (see :func:`add_n2nskip`, Notes)."""
     s, d = graph.group(src), graph.group(dst)
     common = {"added_by": ADDED_BY["n2nskip"], "span": int(span), "order": order,
               "input_size": s.spatial or None}
-    if kinds[dst] == "conv":
+    if layouts[dst] == CHANNELS:
         f = kernel_size
         same = bool(s.spatial and d.spatial and s.spatial == d.spatial)
         norm, pool = ("batch", "adaptive_max") if order == "conv-bn-act-pool" else (None, "adaptive_avg")
@@ -262,34 +274,9 @@ def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, kinds: Ma
                          dilation=(1, 1), norm=norm, pool=None if same else pool,
                          output_size=d.spatial or None, **common)
         return (d.size, s.size, f, f), spec
-    if kinds[src] == "conv":
+    if layouts[src] == CHANNELS:
         return (d.size, s.size), LayerSpec(op="Linear", pool="global_avg", output_size=(1, 1), **common)
     return (d.size, s.size), LayerSpec(op="Linear", **{**common, "input_size": None})
-
-
-def _hamilton(total: int, weights: np.ndarray, caps: np.ndarray) -> np.ndarray:
-    """Integer shares of ``total`` proportional to ``weights`` (largest remainder), each capped
-    at ``caps``; what a capped share cannot take is spread over the others the same way."""
-    alloc = np.zeros(len(weights), dtype=np.int64)
-    left = int(total)
-    open_ = caps > 0
-    while left > 0:
-        w = np.where(open_, weights, 0).astype(np.float64)
-        if w.sum() <= 0:
-            w = open_.astype(np.float64)
-        exact = left * w / w.sum()
-        share = np.floor(exact).astype(np.int64)
-        rest = left - int(share.sum())
-        order = np.argsort(-(exact - share), kind="stable")
-        share[order[:rest]] += 1
-        room = caps - alloc
-        share = np.minimum(share, room)
-        alloc += share
-        left -= int(share.sum())
-        open_ = (caps - alloc) > 0
-        if not open_.any() and left > 0:
-            raise ValueError("internal: capacity exhausted")  # guarded by the caller
-    return alloc
 
 
 def _insert_blocks(graph: NetworkGraph, new: list[EdgeBlock]) -> tuple[EdgeBlock, ...]:
@@ -398,27 +385,24 @@ def _draw_channels(rng: np.random.Generator, shape: tuple[int, ...], k: int) -> 
 
 
 def _check_options(wiring, skip_kernel, skip_order, granularity) -> None:
-    if not (wiring in WIRINGS or (not isinstance(wiring, (bool, str))
-                                  and isinstance(wiring, numbers.Integral) and wiring >= 2)):
-        raise ValueError(f"wiring must be one of {WIRINGS} or an integer >= 2 (a maximum span), "
-                         f"got {wiring!r}")
+    _check_wiring(wiring)
     if skip_kernel != "same" and (isinstance(skip_kernel, (bool, str))
                                   or not isinstance(skip_kernel, numbers.Integral)
                                   or skip_kernel < 1 or skip_kernel % 2 == 0):
         raise ValueError(f"skip_kernel must be 'same' or an odd integer >= 1, got {skip_kernel!r}")
     if skip_order not in SKIP_ORDERS:
         raise ValueError(f"skip_order must be one of {SKIP_ORDERS}, got {skip_order!r}")
-    if granularity not in _GRANULARITIES:
-        raise ValueError(f"granularity must be one of {_GRANULARITIES}, got {granularity!r}")
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
 
-def _layout(graph: NetworkGraph, wiring, skip_kernel, skip_order):
+def _skip_plan(graph: NetworkGraph, wiring, skip_kernel, skip_order):
     """Candidate pairs ``(src, dst, span)`` of the wiring and each one's ``(mask shape, spec)``."""
-    kinds = _group_kinds(graph)
+    layouts = _group_layouts(graph)
     cands = skip_pairs(graph, wiring)
     kernels = [(_span_kernel(graph, s, d) if skip_kernel == "same" else int(skip_kernel))
                for s, d, _ in cands]
-    templates = [_skip_template(graph, s, d, k, kinds, f, skip_order)
+    templates = [_skip_template(graph, s, d, k, layouts, f, skip_order)
                  for (s, d, k), f in zip(cands, kernels)]
     return cands, templates
 
@@ -428,7 +412,7 @@ def skip_capacity(graph: NetworkGraph, *, wiring: str | int = "all-pairs",
     """Weights that the skip blocks of ``wiring`` hold when dense: the most
     :func:`add_n2nskip` can add to ``graph`` (arguments as there)."""
     _check_options(wiring, skip_kernel, skip_order, "weight")
-    _, templates = _layout(graph, wiring, skip_kernel, skip_order)
+    _, templates = _skip_plan(graph, wiring, skip_kernel, skip_order)
     return int(sum(math.prod(shape) for shape, _ in templates))
 
 
@@ -443,7 +427,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
     n_skip = int(n_skip)
     if n_skip < 0:
         raise ValueError(f"the skip budget must be >= 0 weights, got {n_skip}")
-    cands, templates = _layout(graph, wiring, skip_kernel, skip_order)
+    cands, templates = _skip_plan(graph, wiring, skip_kernel, skip_order)
     sizes = np.array([math.prod(shape) for shape, _ in templates], dtype=np.int64)
     capacity = int(sizes.sum())
     if n_skip > capacity:
@@ -456,8 +440,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
     seq_size = {t: sum(b.dense_params for b in graph.blocks if b.dst == t and b.kind == "sequential")
                 for t in targets}
     cap = np.array([sizes[[i for i, c in enumerate(cands) if c[1] == t]].sum() for t in targets])
-    per_target = _hamilton(n_skip, np.array([seq_size[t] for t in targets], float), cap) \
-        if targets else np.zeros(0, np.int64)
+    per_target = apportion(n_skip, [seq_size[t] for t in targets], caps=cap)
     rng = np.random.default_rng(seed)
     init_seed = int(seed) if isinstance(seed, numbers.Integral) else int(rng.integers(2**31))
     new_blocks = []
@@ -467,7 +450,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
             continue
         conv = len(templates[idx[0]][0]) == 4
         if granularity == "channel" and conv:
-            shares = _hamilton(int(k_t), sizes[idx].astype(float), sizes[idx])
+            shares = apportion(int(k_t), sizes[idx], caps=sizes[idx])
             picks = [_draw_channels(rng, templates[i][0], int(k)) if k else np.zeros(0, np.int64)
                      for i, k in zip(idx, shares)]
         else:
@@ -555,13 +538,11 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
     True
     """
     _check_graph(graph)
-    if isinstance(density, bool) or not isinstance(density, numbers.Real) \
-            or not math.isfinite(density) or density < 0:
-        raise ValueError(f"density must be a finite number >= 0, got {density!r}")
-    n_skip = round(float(density) * graph.dense_params)
+    density = check_density(density, allow_zero=True, allow_above_one=True)
+    n_skip = round(density * graph.dense_params)
     return _add_n2nskip_count(graph, n_skip, seed=seed, wiring=wiring, skip_kernel=skip_kernel,
                               skip_order=skip_order, granularity=granularity,
-                              provenance={"n2nskip_density": float(density)})
+                              provenance={"n2nskip_density": density})
 
 
 def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> NetworkGraph:
@@ -590,7 +571,7 @@ def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> Networ
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
             raise ValueError(f"{label} must be an integer >= {low}, got {value!r}")
     depth = chain_depths(graph)
-    kinds = _group_kinds(graph)
+    layouts = _group_layouts(graph)
     by_depth: dict[int, str] = {}
     for g in graph.groups:
         by_depth[depth[g.name]] = g.name
@@ -600,15 +581,15 @@ def add_resskip(graph: NetworkGraph, *, span: int = 2, start: int = 1) -> Networ
     for i in range(start, len(chain) - span, span):
         src, dst = chain[i], chain[i + span]
         s, d = graph.group(src), graph.group(dst)
-        if (src, dst) in joined or (kinds[src] == "feature" and kinds[dst] == "conv"):
+        if (src, dst) in joined or not _can_feed(layouts, src, dst):
             continue
         if s.size > d.size:
             left_out.append(f"{src}->{dst}")
             continue
         pool = output_size = None
-        if kinds[src] == "conv" and kinds[dst] == "feature":
+        if layouts[src] == CHANNELS and layouts[dst] == NEURONS:
             pool, output_size = "global_avg", (1, 1)
-        elif kinds[src] == "conv" and not (s.spatial and s.spatial == d.spatial):
+        elif layouts[src] == CHANNELS and not (s.spatial and s.spatial == d.spatial):
             pool, output_size = "adaptive_avg", d.spatial or None
         spec = LayerSpec(op="identity", added_by=ADDED_BY["resskip"], span=int(depth[dst] - depth[src]),
                          pad_channels=int(d.size - s.size), pool=pool, output_size=output_size)

@@ -157,8 +157,11 @@ def test_resnet_chain_depth_rule():
 
 def test_bad_input():
     g = _mlp_graph([10, 8, 6, 4])
-    for bad in (-0.1, float("nan"), "0.1"):
-        with pytest.raises(ValueError, match="density"):
+    for bad in (-0.1, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"density must lie in \[0, inf\)"):
+            add_n2nskip(g, bad)
+    for bad in ("0.1", None, True):
+        with pytest.raises(TypeError, match="density must be a real number"):
             add_n2nskip(g, bad)
     with pytest.raises(ValueError, match="skip_kernel"):
         add_n2nskip(g, 0.01, skip_kernel=2)
