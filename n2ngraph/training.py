@@ -7,7 +7,7 @@ cross-entropy loss.
 What the loop does each epoch, in order: one pass over the training set in a seeded random order
 (with the dataset's ``batch_transform`` augmentation, seeded too), one pass over the test set in
 eval mode, one scheduler step, then it appends a row to ``log.csv`` and writes ``checkpoint.pt``
-(both atomically: temp file + ``os.replace``).
+(both atomically, through :func:`n2ngraph.io.atomic_write`, flushed to disk before the move).
 
 Masks
 -----
