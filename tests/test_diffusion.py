@@ -277,6 +277,8 @@ def test_core_does_not_import_torch():
         "import sys, numpy as np, scipy.sparse as sp; import n2ngraph; "
         "from n2ngraph import heat_signature, scree, algebraic_connectivity; "
         "W = sp.csr_array(np.array([[0, 1.0], [1.0, 0]])); heat_signature(W, 1.0, sources=[1, 0]); "
+        "n = 300; P = sp.diags_array([np.ones(n - 1), np.ones(n - 1)], offsets=[-1, 1]); "
+        "heat_signature(sp.csr_array(P), [0.1, 10.0], sources=np.eye(n)[0]); "  # auto -> krylov
         "assert 'torch' not in sys.modules and 'pandas' not in sys.modules "
         "and 'matplotlib' not in sys.modules, sorted(sys.modules)"
     )
@@ -632,3 +634,85 @@ def test_engines_refuse_legs_beyond_their_work_caps():
     S = heat_signature(W, [1e100, 1e300], sources=[1.0, 0, 0], method="krylov")
     np.testing.assert_allclose(S[0], [1.0, 0, 0], atol=1e-12)  # exp(-1e100 * ~1e-200) ~ 1
     np.testing.assert_allclose(S[1], 1 / 3, rtol=1e-12)
+
+
+# ------------------------------------------------------------- engines: driver, backends, auto
+def test_one_lanczos_driver_over_the_backend_protocol(small_mlp):
+    """krylov and torch are the one driver (lanczos_legs) on two KrylovBackend implementations;
+    any object with the protocol's methods can carry the vectors."""
+    from n2ngraph.diffusion import _krylov, _torch
+    from n2ngraph.diffusion._problem import build_problem
+
+    protocol = {m for m in vars(_krylov.KrylovBackend) if not m.startswith("_")} - {"problem"}
+    assert protocol == {"alloc", "vec", "matvec", "project", "set", "get", "dot", "norm",
+                        "reorth", "combine"}
+    for backend in (_krylov.NumpyBackend, _torch.TorchBackend):
+        assert protocol <= set(vars(backend)), backend
+    assert not hasattr(_krylov, "krylov_engine") and not hasattr(_torch, "torch_engine")
+
+    calls = []
+
+    class Counting(_krylov.NumpyBackend):
+        def matvec(self, x):
+            calls.append(1)
+            return super().matvec(x)
+
+    problem = build_problem(small_mlp)
+    A = np.zeros(small_mlp.num_nodes)
+    A[small_mlp.input_nodes] = 1.0
+    v0, vr = problem.split(A / 2.0)
+    D, bound, ok = _krylov.lanczos_legs(problem, vr, TIMES, rtol=1e-10,
+                                        v0_norm=float(np.linalg.norm(v0)), backend=Counting)
+    assert ok and calls and bound.shape == TIMES.shape
+    S = heat_signature(small_mlp, TIMES, method="krylov")
+    np.testing.assert_array_equal(2.0 * (v0 + D), np.asarray(S))
+
+
+def test_auto_choice_depends_on_problem_and_hardware_only(monkeypatch):
+    import importlib.util
+
+    from n2ngraph.diffusion import _engines
+    from n2ngraph.diffusion._problem import build_problem
+
+    small = build_problem(path(_engines.AUTO_DENSE_MAX_NODES))
+    big = build_problem(path(_engines.AUTO_DENSE_MAX_NODES + 200))
+    monkeypatch.setattr(_engines, "TORCH_MIN_NODES", big.n)
+    monkeypatch.setitem(sys.modules, "torch", None)  # "imported or not" must not matter
+    monkeypatch.setattr(_engines, "cuda_available", lambda: False)
+    assert _engines.auto_choice(small, TIMES, 1e-10) == "dense"
+    assert _engines.auto_choice(big, TIMES, 1e-10) == "krylov"
+    monkeypatch.setattr(_engines, "cuda_available", lambda: True)
+    assert _engines.auto_choice(small, TIMES, 1e-10) == "dense"
+    assert _engines.auto_choice(big, TIMES, 1e-10) == "torch"
+    monkeypatch.undo()
+
+    # the hardware question is asked of the installation, not of sys.modules
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None)
+    _engines.cuda_available.cache_clear()
+    try:
+        assert _engines.cuda_available() is False
+    finally:
+        monkeypatch.undo()
+        _engines.cuda_available.cache_clear()
+
+
+def test_auto_on_a_cuda_machine_runs_the_torch_engine(monkeypatch, small_mlp):
+    """With a CUDA device reported, auto hands large graphs to the torch engine (here on the CPU
+    build of torch: the backend falls back to the CPU device), and the answer is unchanged."""
+    pytest.importorskip("torch")
+    from n2ngraph.diffusion import _engines, _torch
+
+    built = []
+
+    class Recording(_torch.TorchBackend):
+        def __init__(self, problem, device=None):
+            built.append(device)
+            super().__init__(problem, "cpu" if device is None else device)
+
+    monkeypatch.setattr(_engines, "cuda_available", lambda: True)
+    monkeypatch.setattr(_engines, "TORCH_MIN_NODES", small_mlp.num_nodes)
+    monkeypatch.setattr(_torch, "TorchBackend", Recording)
+    S = heat_signature(small_mlp, TIMES, method="auto")
+    assert len(built) == 1  # one backend (one copy of L to the device) for every leg
+    ref = heat_signature(small_mlp, TIMES, method="dense")
+    assert rel_err(S, ref).max() < 1e-8

@@ -25,8 +25,6 @@ Skip Connections", BMVC 2020, arXiv:2208.03662.
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import scipy.sparse as sp
 
@@ -40,6 +38,7 @@ from n2ngraph.diffusion._problem import (
     build_problem,
     laplacian_matrix,
     power_of_two_scale,
+    warn_caller,
 )
 from n2ngraph.diffusion._scree import (
     SCREE_EXACT_MAX_NODES,
@@ -338,13 +337,9 @@ def connectivity_distance(reference, g, t, *, sources=None, reference_signature=
     if sources is None and not sp.issparse(reference):
         sources = as_sources(reference, None, reference.num_nodes)
     sig_args = _signature_args(options)
-    times, scalar, problem, parts = _signature_parts(g, t, sources, *sig_args)
-    n = problem.n
-    if reference_signature is None:
-        ref_parts = _signature_parts(reference, t, sources, *sig_args)[3]
-        ref_plain = None
-    else:
-        ref_parts, ref_plain = _reference_parts(reference_signature, times, scalar, n, parts)
+    _, scalar, problem, parts = _signature_parts(g, t, sources, *sig_args)
+    ref_parts, ref_plain = _reference_of(reference, reference_signature, t, sig_args, scalar,
+                                         problem, parts)
     with np.errstate(over="ignore", invalid="ignore"):
         if ref_parts is not None:
             dist = _distance_from_parts(ref_parts, parts)
@@ -364,6 +359,15 @@ def _signature_args(options):
     return (options.get("method", "auto"), options.get("weighted", False),
             options.get("normalized", False), options.get("rtol", DEFAULT_RTOL),
             options.get("device"), options.get("max_basis_bytes", DEFAULT_BASIS_BYTES))
+
+
+def _reference_of(reference, reference_signature, t, sig_args, scalar, problem, parts):
+    """The reference's ``(parts, None)``, computed with the same sources and options as
+    ``parts``, or, from a precomputed ``reference_signature``, ``(its parts or None, the array
+    as (T, n))``."""
+    if reference_signature is None:
+        return _signature_parts(reference, t, parts.sources, *sig_args)[3], None
+    return _reference_parts(reference_signature, parts.times, scalar, problem.n, parts)
 
 
 def _reference_parts(sig, times, scalar, n, parts):
@@ -464,10 +468,8 @@ def heat_escaped(g, t, *, sources=None, weighted: bool = False, normalized: bool
     else:
         if _node_set(reference) != _node_set(g):
             raise ValueError("heat_escaped(reference=...) needs graphs on the same node set")
-        if reference_signature is None:
-            ref, ref_plain = _signature_parts(reference, t, parts.sources, *sig_args)[3], None
-        else:
-            ref, ref_plain = _reference_parts(reference_signature, times, scalar, problem.n, parts)
+        ref, ref_plain = _reference_of(reference, reference_signature, t, sig_args, scalar,
+                                       problem, parts)
         if ref is not None:
             r0 = float(np.sum(ref.saturated[on]))
             out = ((r0 - kept0) + (ref.decaying[:, on].sum(axis=1) - kept_d)) / total
@@ -591,9 +593,9 @@ def saturation_time(g, eps: float, *, sources=None, weighted: bool = False,
     tol = rtol * eps
     for _ in range(SATURATION_MAX_TRIES):
         if not lz.run(np.array([t_hi]), tol) and not lz.breakdown:
-            warnings.warn(
+            warn_caller(
                 f"saturation_time: Krylov basis cap reached before accuracy {tol:.3g} at "
-                f"t={t_hi:.3g}", DiffusionAccuracyWarning, stacklevel=2,
+                f"t={t_hi:.3g}"
             )
         if lz.norm(np.array([t_hi]))[0] <= eps:
             break

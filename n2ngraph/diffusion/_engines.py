@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -42,12 +41,7 @@ from n2ngraph.diffusion._expm import (
 )
 from n2ngraph.diffusion._krylov import DEFAULT_BASIS_BYTES, lanczos_legs, probe, slowest_rate
 from n2ngraph.diffusion._legs import LEG_DECAY, chained
-from n2ngraph.diffusion._problem import (
-    DECAY_FLOOR,
-    DiffusionAccuracyWarning,
-    HeatProblem,
-    safe_norms,
-)
+from n2ngraph.diffusion._problem import DECAY_FLOOR, HeatProblem, safe_norms, warn_caller
 
 __all__ = [
     "AUTO_DENSE_MAX_NODES",
@@ -319,12 +313,10 @@ def decaying_part(problem: HeatProblem, vr: np.ndarray, times: np.ndarray, *, me
                                max_basis_bytes=max_basis_bytes)
         if not ok:
             worst = "unknown" if bound is None else f"{np.max(bound) * scale:.3g}"
-            warnings.warn(
+            warn_caller(
                 f"heat_signature(method={method!r}) stopped before reaching rtol={rtol:g} "
                 f"(largest absolute error bound {worst}); raise max_basis_bytes or use "
-                "method='chebyshev' or 'dense'",
-                DiffusionAccuracyWarning,
-                stacklevel=4,  # the public function's caller
+                "method='chebyshev' or 'dense'"
             )
         Du[run] = Dr
     D[finite] = Du[inverse]

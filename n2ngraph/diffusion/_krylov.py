@@ -289,19 +289,22 @@ class Lanczos:
             self._cache = (theta, Q)
         return self._cache
 
+    def _weights(self, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``exp(-t Theta) Q^T e_1`` for each t (shape ``(T, m)``) and ``Q``: ``exp(-t T_m) e_1``
+        in the Ritz basis."""
+        theta, Q = self.ritz()
+        return np.exp(-np.outer(t, np.maximum(theta, 0.0))) * Q[0][None, :], Q
+
     def coefficients(self, t: np.ndarray) -> np.ndarray:
         """``||v|| exp(-t T_m) e_1`` for each t, shape ``(T, m)``."""
-        theta, Q = self.ritz()
-        decay = np.exp(-np.outer(t, np.maximum(theta, 0.0)))
-        return self.beta0 * (decay * Q[0][None, :]) @ Q.T
+        weights, Q = self._weights(t)
+        return self.beta0 * weights @ Q.T
 
     def norm(self, t: np.ndarray) -> np.ndarray:
         """``||exp(-t T_m) e_1|| ||v||`` ~= ``||exp(-tL) v||``, shape ``(T,)``."""
         if self.beta0 == 0.0:
             return np.zeros(len(t))
-        theta, Q = self.ritz()
-        decay = np.exp(-np.outer(t, np.maximum(theta, 0.0)))
-        return self.beta0 * safe_norms(decay * Q[0][None, :])
+        return self.beta0 * safe_norms(self._weights(t)[0])
 
     def bound(self, t: np.ndarray, *, shifted: bool | None = None) -> np.ndarray:
         """A posteriori error bound of ``evaluate(t)`` (module docstring), shape ``(T,)``.

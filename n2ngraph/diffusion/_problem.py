@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
+import sys
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +25,7 @@ __all__ = [
     "as_sources",
     "as_times",
     "build_problem",
+    "warn_caller",
     "laplacian_matrix",
     "power_of_two_scale",
     "safe_norms",
@@ -43,6 +47,18 @@ SYMMETRY_RTOL = 1e-12
 
 class DiffusionAccuracyWarning(RuntimeWarning):
     """An engine stopped before reaching the requested accuracy (the estimate is in the message)."""
+
+
+_PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+
+
+def warn_caller(message: str, category: type[Warning] = DiffusionAccuracyWarning) -> None:
+    """``warnings.warn`` attributed to the first frame outside ``n2ngraph.diffusion``: the line
+    that called the public function, however deep inside the package the warning arises."""
+    level, frame = 2, sys._getframe(1)
+    while frame is not None and os.path.dirname(os.path.abspath(frame.f_code.co_filename)) == _PACKAGE_DIR:
+        frame, level = frame.f_back, level + 1
+    warnings.warn(message, category, stacklevel=level)
 
 
 @contextlib.contextmanager
@@ -120,10 +136,9 @@ def adjacency_of(g, *, weighted: bool) -> sp.csr_array:
             "graph, e.g. W.maximum(W.T) or (W + W.T) / 2"
         )
     if W.diagonal().any():
-        warnings.warn(
+        warn_caller(
             "adjacency has self-loops; they are dropped (a NetworkGraph adjacency never has any)",
             UserWarning,
-            stacklevel=4,
         )
         W = sp.csr_array(W - sp.diags_array(W.diagonal()))
     W.eliminate_zeros()
@@ -247,16 +262,24 @@ def build_problem(g, *, weighted: bool = False, normalized: bool = False) -> Hea
     return problem
 
 
-def as_times(t) -> tuple[np.ndarray, bool]:
-    """Validate diffusion times: float64 1-D array (``inf`` allowed) and whether ``t`` was scalar."""
+def _float64_copy(x, overflow: Callable[[], str], not_numeric: Callable[[], str]) -> np.ndarray:
+    """``x`` as a new float64 array; ``ValueError(overflow())`` when a value overflows float64
+    (e.g. ``10**400`` as an int), ``TypeError(not_numeric())`` when it is not numeric."""
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)  # e.g. 10**400 as an int: overflow
-            times = np.asarray(t, dtype=np.float64)
+            warnings.simplefilter("error", RuntimeWarning)  # numpy's overflow notice
+            return np.array(x, dtype=np.float64)
     except (OverflowError, RuntimeWarning):
-        raise ValueError(f"t = {t!r} overflows float64; diffusion times must be finite or inf") from None
+        raise ValueError(overflow()) from None
     except (TypeError, ValueError):
-        raise TypeError(f"t must be a number or a 1-D array of numbers, got {t!r}") from None
+        raise TypeError(not_numeric()) from None
+
+
+def as_times(t) -> tuple[np.ndarray, bool]:
+    """Validate diffusion times: float64 1-D array (``inf`` allowed) and whether ``t`` was scalar."""
+    times = _float64_copy(
+        t, lambda: f"t = {t!r} overflows float64; diffusion times must be finite or inf",
+        lambda: f"t must be a number or a 1-D array of numbers, got {t!r}")
     scalar = times.ndim == 0
     if times.ndim > 1:
         raise ValueError(f"t must be a scalar or a 1-D array, got shape {times.shape}")
@@ -303,14 +326,9 @@ def as_sources(g, sources, n: int) -> np.ndarray:
         A = np.zeros(n)
         A[g.input_nodes] = 1.0
         return A
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", RuntimeWarning)
-            A = np.array(sources, dtype=np.float64)
-    except (OverflowError, RuntimeWarning):
-        raise ValueError("sources overflow float64; initial heat must be finite") from None
-    except (TypeError, ValueError):
-        raise TypeError(f"sources must be a length-{n} numeric vector, got {type(sources).__name__}") from None
+    A = _float64_copy(
+        sources, lambda: "sources overflow float64; initial heat must be finite",
+        lambda: f"sources must be a length-{n} numeric vector, got {type(sources).__name__}")
     if A.shape != (n,):
         raise ValueError(f"sources must have shape ({n},) (one value per node), got {A.shape}")
     if not np.all(np.isfinite(A)):

@@ -8,13 +8,11 @@ analytically. Scree sums are shifted by lambda_2 so large ``t`` does not underfl
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 
 from n2ngraph.diffusion._expm import dense_spectrum
 from n2ngraph.diffusion._krylov import Lanczos, NumpyBackend
-from n2ngraph.diffusion._problem import DiffusionAccuracyWarning, quiet_scipy
+from n2ngraph.diffusion._problem import quiet_scipy, warn_caller
 
 __all__ = [
     "LAMBDA2_DENSE_MAX_NODES",
@@ -107,9 +105,9 @@ def smallest_eigenpairs(problem, q: int, *, seed=None,
     lam, V = lam[order], V[:, order]
     res = np.linalg.norm(problem.L @ V - V * lam, axis=0)
     if res.max() > 1e-6 * max(problem.lam_max, 1.0):
-        warnings.warn(
+        warn_caller(
             f"partial eigensolve: largest eigen-residual {res.max():.3g}; scree values may be "
-            "inaccurate", DiffusionAccuracyWarning, stacklevel=3,
+            "inaccurate"
         )
     return np.maximum(lam, 0.0), V
 
@@ -192,8 +190,5 @@ def algebraic_connectivity_of(problem, *, rtol: float = 1e-10, max_steps: int = 
         resid = (lz.beta[-1] if not lz.breakdown else 0.0) * abs(Q[-1, i])
         if resid <= rtol * max(theta[i], 1e-300) or lz.exhausted:
             if resid > rtol * max(theta[i], 1e-300):
-                warnings.warn(
-                    f"algebraic_connectivity: Lanczos stopped with residual {resid:.3g}",
-                    DiffusionAccuracyWarning, stacklevel=3,
-                )
+                warn_caller(f"algebraic_connectivity: Lanczos stopped with residual {resid:.3g}")
             return float(max(theta[i], 0.0))
