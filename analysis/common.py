@@ -8,6 +8,11 @@ saves ``config.json`` beside the results (:func:`save_config`). Tables go throug
 ``n2ngraph.tables.write_table`` (CSV + Markdown), figures through
 ``n2ngraph.plotting.save_figure`` (PNG + PDF).
 
+Settings shared by several drivers are declared once: :class:`GraphSettings` (drivers that build
+one pruned graph and its N2NSkip variant) and :class:`SweepSettings` (drivers that run a
+``n2ngraph.compare`` sweep), whose defaults are those of :class:`n2ngraph.compare.CompareConfig`;
+:func:`sweep_config` turns a driver's config into the sweep's without copying fields by hand.
+
 Model specs are strings understood by :func:`n2ngraph.models.resolve_model`: a registered name
 (``"vgg19"``) or ``"package.module:factory"``. The factories below give the CIFAR-headed and tiny
 variants the small configs use (``"analysis.common:vgg16_cifar"``); they need the repository root
@@ -20,11 +25,16 @@ import argparse
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from n2ngraph.compare import CompareConfig
+
 __all__ = [
     "EXECUTION_FIELDS",
+    "GraphSettings",
+    "SweepSettings",
     "PAPER_LABELS",
     "base_parser",
     "config_from_args",
@@ -32,9 +42,9 @@ __all__ = [
     "config_hash",
     "paper_label",
     "recipe_columns",
-    "resolve_recipe",
     "results_dir",
     "save_config",
+    "sweep_config",
     "tiny_mlp",
     "tiny_vgg",
     "vgg16_cifar",
@@ -56,7 +66,70 @@ PAPER_LABELS = {
 }
 
 
+@dataclass(frozen=True)
+class GraphSettings:
+    """Settings of a driver that builds the dense reference, one pruned graph and its N2NSkip
+    variant (``n2ngraph.pipeline.variant``); defaults as in ``CompareConfig``.
+
+    Attributes
+    ----------
+    model : str
+        Model spec (``n2ngraph.models.resolve_model``).
+    method : str
+        Pruning method (``n2ngraph.pruning.METHODS``); the paper's figures use RP (``expander``).
+    density : float
+        Total kept fraction of the dense weights, in (0, 1].
+    recipe : str
+        How the pruned and N2NSkip graphs are built (``n2ngraph.recipes.RECIPES``).
+    n2nskip_fraction : float or None
+        Share ``f`` of the budget given to N2NSkip connections; None keeps the recipe's (0.5).
+    seed : int
+        Seeds the model init, the calibration batch, the pruning and the skips.
+    dataset, batch_size : str, int
+        Calibration batch for data-driven methods (snip, grasp).
+    """
+
+    model: str = CompareConfig.model
+    method: str = "expander"
+    density: float = 0.1
+    recipe: str = CompareConfig.recipe
+    n2nskip_fraction: float | None = CompareConfig.n2nskip_fraction
+    seed: int = 0
+    dataset: str = CompareConfig.dataset
+    batch_size: int = CompareConfig.batch_size
+    results_root: str = "results"
+
+
+@dataclass(frozen=True)
+class SweepSettings:
+    """Settings of a driver that runs ``n2ngraph.compare`` sweeps: the ``CompareConfig`` fields
+    every such driver has, with its defaults, and how cells run (``inline``, ``workers``,
+    ``scheduler``: ``n2ngraph.compare.run_sweep``), which do not change the results."""
+
+    recipe: str = CompareConfig.recipe
+    n2nskip_fraction: float | None = CompareConfig.n2nskip_fraction
+    times: tuple[float, ...] | None = CompareConfig.times
+    t_lambda2: tuple[float, ...] = CompareConfig.t_lambda2
+    dataset: str = CompareConfig.dataset
+    batch_size: int = CompareConfig.batch_size
+    weighted: bool = CompareConfig.weighted
+    inline: bool = False
+    workers: int = 2
+    scheduler: str | None = None
+    results_root: str = "results"
+
+
+def sweep_config(config: Any, **fields: Any) -> CompareConfig:
+    """The ``CompareConfig`` of a driver's ``config``: every field the two share, and ``fields``
+    on top (e.g. ``model=`` for one model of several)."""
+    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(CompareConfig)
+              if hasattr(config, f.name)}
+    return CompareConfig(**{**shared, **fields})
+
+
 def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):  # a nested config
+        return config_dict(value)
     if isinstance(value, (tuple, list)):
         return [_jsonable(v) for v in value]
     if isinstance(value, dict):
@@ -104,19 +177,6 @@ def paper_label(method: str, variant: str) -> str:
     if (method, variant) in PAPER_LABELS:
         return PAPER_LABELS[(method, variant)]
     return f"N2NSkip-{method}" if variant == "n2nskip" else method
-
-
-def resolve_recipe(recipe: str, n2nskip_fraction: float | None = None):
-    """The :class:`~n2ngraph.recipes.Recipe` named ``recipe``; a ``n2nskip_fraction`` that
-    differs from the recipe's gives a copy named ``"<name>-f<fraction>"`` (as ``n2ngraph
-    compare --n2nskip-fraction`` does)."""
-    from n2ngraph.recipes import get_recipe
-
-    r = get_recipe(recipe)
-    if n2nskip_fraction is not None and float(n2nskip_fraction) != r.n2nskip_fraction:
-        f = float(n2nskip_fraction)
-        r = dataclasses.replace(r, n2nskip_fraction=f, name=f"{r.name}-f{f:g}")
-    return r
 
 
 def recipe_columns(recipe) -> dict:

@@ -24,11 +24,11 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.common import (
+    GraphSettings,
     base_parser,
     config_from_args,
     paper_label,
     recipe_columns,
-    resolve_recipe,
     results_dir,
     save_config,
 )
@@ -39,51 +39,30 @@ ARTIFACT = "figure3"
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of Figure 3.
+class Config(GraphSettings):
+    """Settings of Figure 3: the panels' :class:`~analysis.common.GraphSettings` (the paper's
+    Figure 3 uses RP, ``expander``, at 10%) and
 
     Attributes
     ----------
-    model : str
-        Model spec (``n2ngraph.models.resolve_model``).
-    method : str
-        Pruning method (``n2ngraph.pruning.METHODS``); the paper's Figure 3 uses RP (``expander``).
-    density : float
-        Total kept fraction of the dense weights, in (0, 1].
-    recipe : str
-        How the pruned and N2NSkip panels are built (``n2ngraph.recipes.RECIPES``).
-    n2nskip_fraction : float or None
-        Share ``f`` of the budget given to N2NSkip connections in the third panel; None keeps
-        the recipe's (0.5).
-    seed : int
-        Seeds the model init, the pruning and the skips.
-    dataset, batch_size : str, int
-        Calibration batch for data-driven methods (snip, grasp).
     bins : int
         Adjacency image resolution (pixels per side).
     """
 
-    model: str = "paper_mlp"
-    method: str = "expander"
-    density: float = 0.1
-    recipe: str = "paper"
-    n2nskip_fraction: float | None = None
-    seed: int = 0
-    dataset: str = "mnist5k"
-    batch_size: int = 128
     bins: int = 600
-    results_root: str = "results"
 
 
 #: Seconds on a CPU: LeNet-300-100 (784-300-100-10).
 SMALL = Config(model="lenet300", density=0.1, bins=300)
 
 
-def build_graphs(config: Config):
-    """``[(label, graph)]`` for the reference, the pruned network and its N2NSkip variant."""
+def build_graphs(config: GraphSettings):
+    """``[(label, graph)]`` for the reference, the pruned network and its N2NSkip variant
+    (any config with the fields of :class:`~analysis.common.GraphSettings`)."""
     from n2ngraph.models import resolve_model
     from n2ngraph.pipeline import calibration_batch, variant
     from n2ngraph.pruning import METHODS
+    from n2ngraph.recipes import resolve_recipe
     from n2ngraph.trace import to_graph
 
     if config.method not in METHODS:
@@ -94,7 +73,7 @@ def build_graphs(config: Config):
         data = calibration_batch(model, config.dataset, config.batch_size, config.seed)
     reference = to_graph(model, name=config.model)
     kw = {"data": data, "seed": config.seed,
-          "recipe": resolve_recipe(config.recipe, config.n2nskip_fraction)}
+          "recipe": resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction)}
     pruned = variant(model, config.method, config.density, skips=False, **kw)
     skipped = variant(model, config.method, config.density, skips=True, **kw)
     return [("reference (dense)", reference),
@@ -108,11 +87,12 @@ def main(config: Config = Config()) -> Path:
 
     from n2ngraph import metrics
     from n2ngraph.plotting import plot_adjacency
+    from n2ngraph.recipes import resolve_recipe
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
     panels = build_graphs(config)
-    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
+    recipe = recipe_columns(resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction))
     rows = []
     for label, graph in panels:
         row = {"panel": label, **recipe, **metrics.summary(graph)}

@@ -24,7 +24,6 @@ half and 90% of the trace), ``config.json`` (with the resolved times).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +32,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.common import (
+    GraphSettings,
     base_parser,
     config_from_args,
     recipe_columns,
-    resolve_recipe,
     results_dir,
     save_config,
 )
@@ -51,13 +50,11 @@ K_PERCENT = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 30.0, 40.0, 50.0, 60.0, 7
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of Figure 4.
+class Config(GraphSettings):
+    """Settings of Figure 4: the graphs' :class:`~analysis.common.GraphSettings` (RP at 2%) and
 
     Attributes
     ----------
-    model, method, density, recipe, n2nskip_fraction, seed, dataset, batch_size
-        As in ``analysis.figure3_adjacency.Config``.
     k_percent : tuple of float
         ``K`` grid in % of ``n``; ``K = round(p / 100 * n)`` clipped to ``[1, n - 1]``.
     times : tuple of float or None
@@ -68,19 +65,11 @@ class Config:
         ``n2ngraph.diffusion.scree`` method (``auto``: exact eigvalsh up to 5000 nodes).
     """
 
-    model: str = "paper_mlp"
-    method: str = "expander"
     density: float = 0.02
-    recipe: str = "paper"
-    n2nskip_fraction: float | None = None
-    seed: int = 0
-    dataset: str = "mnist5k"
-    batch_size: int = 128
     k_percent: tuple[float, ...] = K_PERCENT
     times: tuple[float, ...] | None = None
     t_lambda2: tuple[float, ...] = (1.0, 10.0, 100.0)
     method_scree: str = "auto"
-    results_root: str = "results"
 
 
 #: Seconds on a CPU: LeNet-300-100 (1194 nodes) at 2%.
@@ -144,24 +133,22 @@ def _summary(curves, graphs, lam2s):
 
 def main(config: Config = Config()) -> Path:
     """Compute and draw Figure 4; returns the results folder."""
-    from analysis.figure3_adjacency import Config as Figure3Config
     from analysis.figure3_adjacency import build_graphs
     from n2ngraph.compare import stated_times
     from n2ngraph.diffusion import algebraic_connectivity
     from n2ngraph.plotting import plot_scree
+    from n2ngraph.recipes import resolve_recipe
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
-    shared = {f.name: getattr(config, f.name) for f in dataclasses.fields(Figure3Config)
-              if hasattr(config, f.name) and f.name != "bins"}
-    graphs = build_graphs(Figure3Config(**shared))
+    graphs = build_graphs(config)
     times, lam2_ref = stated_times(graphs[0][1], config.times, config.t_lambda2)
     t_lambda2 = [t * lam2_ref for t in times]
     curves = scree_curves(graphs, times, config.k_percent, method=config.method_scree,
                           t_lambda2=t_lambda2)
     lam2s = {label: lam2_ref if k == 0 else float(algebraic_connectivity(g))
              for k, (label, g) in enumerate(graphs)}
-    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
+    recipe = recipe_columns(resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction))
     write_table(curves.assign(**recipe), out / "scree")
     write_table(_summary(curves, graphs, lam2s).assign(**recipe), out / "scree_summary")
     plot_scree(curves, path=out / ARTIFACT)

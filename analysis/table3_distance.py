@@ -41,13 +41,14 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from analysis.common import (
+    SweepSettings,
     base_parser,
     config_from_args,
     paper_label,
     recipe_columns,
-    resolve_recipe,
     results_dir,
     save_config,
+    sweep_config,
 )
 
 __all__ = ["SMALL", "Config", "distance_table", "main", "wide_table"]
@@ -56,64 +57,33 @@ ARTIFACT = "table3"
 
 
 @dataclass(frozen=True)
-class Config:
-    """Settings of Table 3.
+class Config(SweepSettings):
+    """Settings of Table 3: the sweep's :class:`~analysis.common.SweepSettings` (recipe,
+    ``n2nskip_fraction``, times, SNIP's calibration batch: MNIST-5k digits padded to 3 x 32 x 32
+    for CIFAR-shaped nets, ``weighted``, how cells run) and
 
     Attributes
     ----------
     models : tuple of str
         Model specs (``n2ngraph.models.resolve_model``): the paper's VGG19 as its authors' code
         builds it (``analysis.common:vgg19_reference``) and ``resnet50``.
-    recipe : str
-        How plain and N2NSkip graphs are built (``n2ngraph.recipes.RECIPES``).
     methods : tuple of str
         Pruning methods; the paper's RP and CSP are ``expander`` and ``snip``.
     densities : tuple of float
         Total kept fractions (the paper: 50%, 10%, 5%, 2%).
     seeds : int
         Seeds 0 .. seeds-1 per cell.
-    n2nskip_fraction : float or None
-        Share of the budget on N2NSkip connections in the N2NSkip rows; None keeps the recipe's.
-    times, t_lambda2 : tuple of float
-        Absolute times, or (when ``times`` is None) multiples of ``1 / lambda_2(reference)``.
-    dataset, batch_size : str, int
-        Calibration batch of SNIP (MNIST-5k digits, padded to 3 x 32 x 32 for CIFAR-shaped nets).
-    weighted : bool
-        ``|w|``-weighted adjacency instead of binary.
-    inline, workers, scheduler
-        How cells run (``n2ngraph.compare.run_sweep``); not part of the results' identity.
     """
 
     models: tuple[str, ...] = ("analysis.common:vgg19_reference", "resnet50")
-    recipe: str = "paper"
     methods: tuple[str, ...] = ("expander", "snip")
     densities: tuple[float, ...] = (0.5, 0.1, 0.05, 0.02)
     seeds: int = 1
-    n2nskip_fraction: float | None = None
-    times: tuple[float, ...] | None = None
-    t_lambda2: tuple[float, ...] = (1.0, 3.0, 100.0)
-    dataset: str = "mnist5k"
-    batch_size: int = 128
-    weighted: bool = False
-    inline: bool = False
-    workers: int = 2
-    scheduler: str | None = None
-    results_root: str = "results"
 
 
 #: About a minute on 2 CPU cores: VGG16 with the CIFAR head and ResNet18, densities 10% and 2%.
 SMALL = Config(models=("analysis.common:vgg16_cifar", "resnet18"), densities=(0.1, 0.02),
                batch_size=16, inline=True)
-
-
-def _compare_config(config: Config, model: str):
-    from n2ngraph.compare import CompareConfig
-
-    return CompareConfig(model=model, recipe=config.recipe, methods=config.methods,
-                         densities=config.densities, seeds=config.seeds,
-                         n2nskip_fraction=config.n2nskip_fraction,
-                         times=config.times, t_lambda2=config.t_lambda2, weighted=config.weighted,
-                         dataset=config.dataset, batch_size=config.batch_size)
 
 
 def _model_name(spec: str) -> str:
@@ -173,14 +143,15 @@ def main(config: Config = Config()) -> Path:
 
     from n2ngraph.compare import run_sweep, time_labels
     from n2ngraph.plotting import plot_compare
+    from n2ngraph.recipes import resolve_recipe
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
-    recipe = resolve_recipe(config.recipe, config.n2nskip_fraction)
+    recipe = resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction)
     columns = recipe_columns(recipe)
     longs, stated = [], {}
     for spec in config.models:
-        cc = _compare_config(config, spec)
+        cc = sweep_config(config, model=spec)
         name = _model_name(spec)
         table, summary, times = run_sweep(cc, out / "sweeps" / name, scheduler=config.scheduler,
                                           workers=config.workers, progress=False,

@@ -14,6 +14,7 @@ from analysis import (
     figure4_scree,
     figure5_table1_training,
     methods_comparison,
+    mnist_reproduction,
     table3_distance,
 )
 from n2ngraph.recipes import RECIPES
@@ -178,7 +179,8 @@ def test_methods_comparison(tmp_path):
 
 # ----------------------------------------------------------------------------- figure 5
 def _fake_logs(root, accs):
-    """mnist_reproduction layout: cells/<id>/log.csv + cells/<id>.json; final test_acc given."""
+    """The layout with metadata beside each run: cells/<id>/log.csv + cells/<id>.json; final
+    test_acc given."""
     cells = root / "cells"
     for (method, variant, density, seed), acc in accs.items():
         cid = f"{method}_{variant}_d{density:g}_dense_s{seed}"
@@ -236,17 +238,82 @@ def test_figure5_errors(tmp_path):
     assert figure5_table1_training.find_runs(tmp_path)["test_acc"].iloc[0] == pytest.approx(50.0)
 
 
-def test_make_demo_logs_trains_real_runs(tmp_path):
-    demo = figure5_table1_training.DemoConfig(densities=(0.1,), seeds=(0,), methods=("expander",),
-                                              epochs=1, dense_baseline=False)
-    logs = figure5_table1_training.make_demo_logs(tmp_path / "logs", demo)
+# ----------------------------------------------------------------------------- mnist reproduction
+#: One epoch of RP and N2NSkip-RP on the 8 x 8 digits, in this process.
+TINY_STUDY = dataclasses.replace(
+    mnist_reproduction.DEMO, densities=(0.1,), seeds=(0,), methods=("expander",),
+    dense_baseline=False, train=dataclasses.replace(mnist_reproduction.DEMO.train, epochs=1))
+
+
+def test_mnist_reproduction_runs_on_the_sweep_engine_and_resumes(tmp_path, monkeypatch):
+    config = dataclasses.replace(TINY_STUDY, methods=("expander", "snip"), dense_baseline=True,
+                                 results_root=str(tmp_path))
+    out = mnist_reproduction.main(config)
+    check_config(out, "mnist", config)
+    cells = pd.read_csv(out / "cells.csv")
+    specs = mnist_reproduction.cell_specs(config)
+    assert len(cells) == len(specs) == 2 * 2 + 1
+    assert sorted(cells["label"]) == ["CSP", "N2NSkip-CSP", "N2NSkip-RP", "RP", "dense"]
+    # equal budget: plain and N2NSkip runs of one method keep the same number of weights
+    for method in ("expander", "snip"):
+        part = cells[cells["method"] == method]
+        assert part["params"].nunique() == 1
+    assert ((cells["test_acc"] >= 0) & (cells["test_acc"] <= 100)).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert set(summary["label"]) == set(cells["label"]) and (summary["n"] == 1).all()
+    assert "| density | init | RP | N2NSkip-RP | CSP | N2NSkip-CSP |" in (out / "summary.md").read_text()
+    # one cell file per run, named by the digest of its spec (the engine of n2ngraph.compare)
+    from n2ngraph.compare import cell_digest
+
+    assert sorted(p.stem for p in (out / "cells").glob("*.json")) == sorted(map(cell_digest, specs))
+    # each run's log and metadata, as figure5 reads them
+    runs = figure5_table1_training.find_runs(out)
+    assert len(runs) == len(specs) and (runs["epochs"] == 1).all()
+    np.testing.assert_allclose(sorted(runs["test_acc"]), sorted(cells["test_acc"]))
+    # a rerun retrains nothing; a damaged cell file is retrained alone, with a warning
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr("n2ngraph.training.train", no_training)
+    assert mnist_reproduction.main(config) == out
+    pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)
+    monkeypatch.undo()
+    damaged = out / "cells" / f"{cell_digest(specs[0])}.json"
+    damaged.write_text(damaged.read_text()[:40])
+    with pytest.warns(UserWarning, match="recomputing"):
+        mnist_reproduction.main(config)
+    again = pd.read_csv(out / "cells.csv")
+    pd.testing.assert_frame_equal(again.drop(columns="seconds"), cells.drop(columns="seconds"))
+
+
+def test_mnist_reproduction_cell_identity():
+    specs = mnist_reproduction.cell_specs(TINY_STUDY)
+    other = mnist_reproduction.cell_specs(dataclasses.replace(
+        TINY_STUDY, train=dataclasses.replace(TINY_STUDY.train, lr=0.01)))
+    assert all(a != b for a, b in zip(specs, other))  # a training setting is part of the identity
+    quiet = dataclasses.replace(TINY_STUDY, workers=3, threads=2, results_root="elsewhere",
+                                train=dataclasses.replace(TINY_STUDY.train, progress=True))
+    assert mnist_reproduction.cell_specs(quiet) == specs  # how it runs is not
+    # the study's training settings are TrainConfig's defaults but for epochs, device, progress
+    from n2ngraph.training import TrainConfig
+
+    assert mnist_reproduction.Config().train == dataclasses.replace(
+        TrainConfig(), epochs=10, device="cpu", progress=False)
+    assert mnist_reproduction._parse(["--small", "--epochs", "2"]).train.epochs == 2
+
+
+def test_make_demo_logs_trains_real_runs(tmp_path, monkeypatch):
+    logs = figure5_table1_training.make_demo_logs(tmp_path / "logs", TINY_STUDY)
     runs = figure5_table1_training.find_runs(logs)
     assert sorted(runs["label"]) == ["N2NSkip-RP", "RP"]
     assert runs["epochs"].tolist() == [1, 1]
     assert ((runs["test_acc"] >= 0) & (runs["test_acc"] <= 100)).all()
-    mtimes = [p.stat().st_mtime_ns for p in sorted(logs.rglob("log.csv"))]
-    figure5_table1_training.make_demo_logs(logs, demo)  # finished runs are not retrained
-    assert [p.stat().st_mtime_ns for p in sorted(logs.rglob("log.csv"))] == mtimes
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("a finished run was retrained")
+
+    monkeypatch.setattr("n2ngraph.training.train", no_training)
+    assert figure5_table1_training.make_demo_logs(tmp_path / "logs", TINY_STUDY) == logs
 
 
 def test_table3_uses_the_reference_codes_vgg19():
