@@ -64,7 +64,8 @@ format, a row without some column) is recomputed, with a warning naming the file
 
 Running cells
 -------------
-Cells run on a Dask distributed cluster: a ``LocalCluster`` on this machine by default, or any
+:func:`run_cells` is the package's one sweep engine (``analysis/mnist_reproduction.py`` runs its
+training cells on it too). Cells run on a Dask distributed cluster: a ``LocalCluster`` on this machine by default, or any
 scheduler address. Everything a cell needs travels with the task (its config, the reference
 graph with its signature, the calibration batch), and each worker returns the cell's row; the
 client writes every file, atomically, as results arrive. Paths are resolved on the client,
@@ -106,6 +107,7 @@ __all__ = [
     "cell_digest",
     "caption",
     "run_cell",
+    "run_cells",
     "run_sweep",
     "load_cells",
     "summarize",
