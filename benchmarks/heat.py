@@ -33,6 +33,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._graphs import PAPER_MLP, layered_adjacency, mlp_graph
 from n2ngraph.diffusion import heat_signature
+from n2ngraph.diffusion._engines import DEFAULT_RTOL, auto_choice, cuda_available
+from n2ngraph.diffusion._problem import build_problem
 
 GRID = np.logspace(-2, 2, 50)
 GRID_1M = np.logspace(-2, 2, 10)
@@ -73,7 +75,8 @@ def expm_per_t(g, budget):
 
 
 def bench_graph(name, g, repeats, expm_budget, dense_ok=True):
-    print(f"\n## {name}: n={g.num_nodes}, edges={g.num_edges}, density={g.density:.3g}", flush=True)
+    print(f"\n## {name}: n={g.num_nodes}, edges={g.num_edges}, density={g.density:.3g}; "
+          f"auto starts with {auto_choice(build_problem(fresh(g)), GRID, DEFAULT_RTOL)}", flush=True)
     res = {}
     if dense_ok:
         res["dense"] = timed(lambda: heat_signature(fresh(g), GRID, method="dense"), 1)
@@ -98,16 +101,17 @@ def bench_1m(repeats, quick):
     build = time.perf_counter() - t0
     A = np.zeros(W.shape[0])
     A[:width] = 1.0
-    print(f"\n## layered graph: n={W.shape[0]}, edges={W.nnz // 2}, built in {build:.1f} s", flush=True)
+    print(f"\n## layered graph: n={W.shape[0]}, edges={W.nnz // 2}, built in {build:.1f} s; auto "
+          f"starts with {auto_choice(build_problem(W), GRID_1M, DEFAULT_RTOL)}", flush=True)
     s_k, S_k = timed(lambda: heat_signature(W, GRID_1M, sources=A, method="auto"), repeats)
     rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     print(f"auto (10 t in [0.01, 100]): median {s_k:.2f} s; peak RSS of the process {rss:.2f} GB")
     s_c, S_c = timed(lambda: heat_signature(W, GRID_1M, sources=A, method="chebyshev"), 1)
     print(f"chebyshev: {s_c:.2f} s; max rel diff auto vs chebyshev {rel(S_k, S_c):.2e}")
     try:
-        import torch
+        import torch  # noqa: F401 - only to skip the torch engine when it is not installed
 
-        dev = "cuda" if torch.cuda.is_available() else "cpu"
+        dev = "cuda" if cuda_available() else "cpu"
         s_t, S_t = timed(lambda: heat_signature(W, GRID_1M, sources=A, method="torch"), repeats)
         print(f"torch ({dev}): {s_t:.2f} s; krylov(CPU)/torch = {s_k / s_t:.2f}x; "
               f"max rel diff {rel(S_t, S_k):.2e}")

@@ -232,8 +232,9 @@ def test_no_warnings_leak(method, small_mlp):
 
 
 def test_accuracy_warning_when_basis_capped(small_mlp):
-    with pytest.warns(DiffusionAccuracyWarning, match="rtol"):
+    with pytest.warns(DiffusionAccuracyWarning, match="rtol") as record:
         heat_signature(small_mlp, 100.0, method="krylov", max_basis_bytes=3 * 8 * 261)
+    assert record[0].filename == __file__  # attributed to the caller's line, not the package
 
 
 def test_auto_falls_back_when_basis_capped(small_mlp):
