@@ -402,6 +402,16 @@ def kept_count(
     With nothing dense, ``layerwise`` keeps ``sum_l budget(n_l, density)`` and ``global``
     ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up). Dense layers are paid from
     ``budget(N, density)``; see :func:`prune` for the rest.
+
+    Examples
+    --------
+    LeNet-300-100 has 235,200 + 30,000 + 1,000 weights; at density 0.1 each layer keeps a tenth:
+
+    >>> from n2ngraph.models import lenet300
+    >>> kept_count(lenet300(), 0.1)
+    26620
+    >>> kept_count(lenet300(), 0.1, dense=["5"])  # the classifier whole, paid from the budget
+    26620
     """
     _check_layout(scope, granularity)
     density = check_density(density)
@@ -763,6 +773,17 @@ def score(
         ``w * (H g)`` (grasp, the negative of the paper's ``S``), ``|w * dR/dw|`` (synflow),
         ``|w|`` (magnitude), uniform keys in [0, 1) (random and expander, float32 on the CPU).
         Model-based scores are on the weight's device, in float64 for synflow.
+
+    Examples
+    --------
+    >>> layer = nn.Linear(3, 2)
+    >>> with torch.no_grad():
+    ...     _ = layer.weight.copy_(torch.tensor([[1.0, -2.0, 0.5], [0.0, 3.0, -1.0]]))
+    >>> score(layer, "magnitude")["weight"].tolist()
+    [[1.0, 2.0, 0.5], [0.0, 3.0, 1.0]]
+    >>> # keep 3 of 6: the 3, the 2 and one of the two 1s (a tie, drawn with the seed)
+    >>> prune(layer, "magnitude", 0.5, seed=0)["weight"].tolist()
+    [[False, True, False], [False, True, True]]
     """
     spec = _method(method)
     modules = _modules(model)

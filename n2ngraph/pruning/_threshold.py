@@ -29,7 +29,13 @@ __all__ = [
 
 
 def budget(n: int, density: float) -> int:
-    """Weights kept out of ``n`` at ``density``: ``floor(density * n + 1/2)``, within ``[0, n]``."""
+    """Weights kept out of ``n`` at ``density``: ``floor(density * n + 1/2)``, within ``[0, n]``.
+
+    Examples
+    --------
+    >>> budget(10, 0.25), budget(10, 0.24)  # halves round up
+    (3, 2)
+    """
     return min(n, max(0, math.floor(density * n + 0.5)))
 
 
@@ -280,6 +286,12 @@ def select_subset(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     One ``Generator.choice(n, k, replace=False, shuffle=False)`` draw: its cost grows with
     ``k`` (Floyd's algorithm, or a partial shuffle for large ``k``), not with ``n`` keys and a
     selection over them.
+
+    Examples
+    --------
+    >>> keep = select_subset(10, 3, np.random.default_rng(0))
+    >>> keep.shape, int(keep.sum())
+    ((10,), 3)
     """
     keep = np.zeros(n, dtype=bool)
     keep[rng.choice(n, size=k, replace=False, shuffle=False)] = True
