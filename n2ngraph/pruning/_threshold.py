@@ -88,10 +88,11 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
 
 @dataclass(frozen=True)
 class _ArrayOps:
-    """The few operations :func:`_top_k` needs that numpy and torch spell differently.
+    """The few array operations that numpy and torch spell differently, for the selection
+    (:func:`_top_k`) and the alive/pruned split of iterative rounds (``pruning._split``).
 
     The selection itself (comparisons, boolean indexing, the seeded tie draw) is written once
-    over either array type; numpy serves CPU tensors (its comparisons, ``flatnonzero`` and
+    over either array type (:func:`_select`); numpy serves CPU tensors (its comparisons, ``flatnonzero`` and
     introselect are several times faster than torch's there, and its large arrays do not
     page-fault anew on every call), torch serves tensors on other devices.
     """
