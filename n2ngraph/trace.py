@@ -70,16 +70,53 @@ _ALIAS_METHODS = {
     "contiguous", "clone", "detach", "float", "double", "half", "bfloat16", "to", "type_as",
     "clamp", "clamp_", "clamp_min", "clamp_min_",
 }
-_RESHAPE_FUNCTIONS = {torch.flatten, torch.reshape, torch.squeeze}
-_RESHAPE_METHODS = {"view", "reshape", "flatten", "squeeze"}
-_REDUCE_FUNCTIONS = {torch.mean, torch.amax, torch.sum}
-_REDUCE_METHODS = {"mean", "amax", "sum"}
-_ADD_FUNCTIONS = {operator.add, operator.iadd, torch.add}
-_ADD_METHODS = {"add", "add_"}
-_SCALAR_FUNCTIONS = {operator.mul, operator.imul, operator.truediv, operator.itruediv,
-                     operator.sub, operator.isub, torch.mul, torch.div, torch.sub}
-_SCALAR_METHODS = {"mul", "mul_", "div", "div_", "sub", "sub_"}
-_CAT_FUNCTIONS = {torch.cat, torch.concat}
+
+#: The torch functions and ``Tensor`` method names of each rule of :data:`_RULES`, disjoint.
+_OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
+    ("alias", _ALIAS_FUNCTIONS, _ALIAS_METHODS),
+    ("reshape", {torch.flatten, torch.reshape, torch.squeeze}, {"view", "reshape", "flatten", "squeeze"}),
+    ("reduce", {torch.mean, torch.amax, torch.sum}, {"mean", "amax", "sum"}),
+    ("add", {operator.add, operator.iadd, torch.add}, {"add", "add_"}),
+    ("scale", {operator.mul, operator.imul, operator.truediv, operator.itruediv, operator.sub,
+               operator.isub, torch.mul, torch.div, torch.sub}, {"mul", "mul_", "div", "div_", "sub", "sub_"}),
+    ("cat", {torch.cat, torch.concat}, set()),
+)
+
+
+def _rule_table() -> dict[str, dict[Any, str]]:
+    """``{fx node op: {target or module class: rule}}`` (:data:`_RULES`)."""
+    table: dict[str, dict[Any, str]] = {"call_function": {}, "call_method": {}, "call_module": {}}
+    for rule, functions, methods in _OP_RULES:
+        table["call_function"].update(dict.fromkeys(functions, rule))
+        table["call_method"].update(dict.fromkeys(methods, rule))
+    table["call_module"].update({**dict.fromkeys(_ALIAS_MODULES, "alias"), nn.Flatten: "reshape",
+                                 **dict.fromkeys(PRUNABLE_TYPES, "weight_layer")})
+    return table
+
+
+#: The rule of every op the tracer knows (docs/design.md, "Graph semantics"), by fx node kind:
+#: torch functions and ``Tensor`` methods by target, modules by class (the nearest class of the
+#: module's MRO that has a rule). Each rule names a :class:`_Walker` handler:
+#:
+#: - ``alias``: channel-keeping ops; the output is the first activation argument's group (other
+#:   activation arguments, as in ``x.type_as(y)``, only lend a dtype);
+#: - ``reshape``: a flatten or reshape of a batch (aliases; a flatten of channels sets the fold);
+#: - ``reduce``: a mean / max / sum over the spatial axes (global pooling, aliases);
+#: - ``add``: a residual sum (a new group), or activation plus constant (aliases);
+#: - ``scale``: activation times, divided by or minus a constant (aliases);
+#: - ``cat``: concatenation along channels (a new group);
+#: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
+#:
+#: A module with the :data:`SKIP_MARKER` attribute follows the ``skip`` rule whatever its class.
+_RULES = _rule_table()
+
+
+def _module_rule(module: nn.Module) -> str | None:
+    """The rule of a module: ``skip`` for a marked skip module, else that of the nearest class
+    in its MRO with one (as ``isinstance`` would match), else None."""
+    if hasattr(module, SKIP_MARKER):
+        return "skip"
+    return next((_RULES["call_module"][c] for c in type(module).__mro__ if c in _RULES["call_module"]), None)
 
 
 @dataclass(frozen=True)
@@ -104,10 +141,13 @@ class Trace:
 
 @dataclass
 class _Group:
+    """A node group while walking; ``role`` says what made it: ``"input"`` (the placeholder),
+    ``"layer"`` (a weight layer), ``"sum"`` (a residual add) or ``"cat"`` (a concatenation)."""
+
     name: str
     size: int | None
     shape: tuple[int, ...]
-    kind: str  # "input" | "layer" | "sum" | "cat"
+    role: str
     uses: int = 0
     nodes: list[str] = field(default_factory=list)
 
@@ -120,6 +160,29 @@ class _Value:
     fold: int = 1
 
 
+@dataclass(frozen=True)
+class _Sum:
+    """A residual add seen by the walk: its group and its operands' groups, merged or joined by
+    :func:`_assemble`."""
+
+    gid: int
+    operands: tuple[int, ...]
+
+
+@dataclass
+class _Walk:
+    """What one walk over the fx graph found, before sums are merged (:func:`_assemble`).
+
+    ``blocks`` holds ``(block, src gid, dst gid)``; the blocks' own ``src`` / ``dst`` are filled
+    in once the groups are final.
+    """
+
+    groups: list[_Group]
+    blocks: list[tuple[EdgeBlock, int, int]]
+    sums: list[_Sum]
+    output: int
+
+
 class _Tracer(fx.Tracer):
     """Keeps weight layers, marked skip modules and torch.nn modules as leaves, and remembers
     the module being traced when tracing fails."""
@@ -129,11 +192,7 @@ class _Tracer(fx.Tracer):
         self.current_path = ""
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
-        if isinstance(m, PRUNABLE_TYPES) or hasattr(m, SKIP_MARKER) or isinstance(m, _ALIAS_MODULES):
-            return True
-        if isinstance(m, (nn.Flatten,)):
-            return True
-        return super().is_leaf_module(m, qualname)
+        return _module_rule(m) is not None or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
         outer = self.current_path
@@ -188,13 +247,18 @@ def record_shapes(gm: fx.GraphModule, model: nn.Module, x: torch.Tensor) -> dict
     return shapes
 
 
-def _where(node: fx.Node) -> str:
+def _module_path(node: fx.Node) -> str:
+    """Path of the innermost module whose forward made ``node`` (``""``: the top-level forward)."""
     stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path = list(stack.values())[-1]
-        path = path[0] if isinstance(path, tuple) else path
-        return f"module {path!r}" if path else "the top-level forward"
-    return "the top-level forward"
+    if not stack:
+        return ""
+    path = list(stack.values())[-1]
+    return path[0] if isinstance(path, tuple) else path
+
+
+def _where(node: fx.Node) -> str:
+    path = _module_path(node)
+    return f"module {path!r}" if path else "the top-level forward"
 
 
 def _op_name(node: fx.Node) -> str:
@@ -204,14 +268,11 @@ def _op_name(node: fx.Node) -> str:
     return getattr(target, "__name__", str(target))
 
 
-def _prefix(node: fx.Node) -> str:
-    stack = node.meta.get("nn_module_stack") or {}
-    if stack:
-        path = list(stack.values())[-1]
-        path = path[0] if isinstance(path, tuple) else path
-        if path:
-            return f"{path}."
-    return ""
+def _group_name(node: fx.Node, op: str) -> str:
+    """Name of a group made by an add or cat: ``"<module path>.<op>"``, or the fx node's name at
+    the top level."""
+    path = _module_path(node)
+    return f"{path}.{op}" if path else node.name
 
 
 def _pair_weight(weight: torch.Tensor, mask: torch.Tensor | None, fold: int) -> np.ndarray:
@@ -243,7 +304,12 @@ def _numpy_mask(mask: torch.Tensor | None, shape: tuple[int, ...]) -> np.ndarray
 
 
 class _Walker:
-    """One walk over the fx graph, building groups and blocks (see the module docstring)."""
+    """One walk over the fx graph, building groups and blocks (see the module docstring).
+
+    Every call node is dispatched once, by its rule (:data:`_RULES`), to the handler of that rule
+    in :attr:`_HANDLERS`; a handler gets the node and its activation arguments as
+    ``(fx node, _Value)`` pairs.
+    """
 
     def __init__(self, gm: fx.GraphModule, shapes: dict[str, tuple], masks: dict[str, torch.Tensor],
                  weight_names: dict[int, str]) -> None:
@@ -255,18 +321,18 @@ class _Walker:
         self.groups: list[_Group] = []
         self.blocks: list[tuple[EdgeBlock, int, int]] = []  # (block, src gid, dst gid)
         self.values: dict[str, _Value] = {}
-        self.adds: list[tuple[str, int, list[int]]] = []  # (name, sum gid, operand gids)
+        self.sums: list[_Sum] = []
         self.block_names: dict[str, int] = {}
         self.group_names: set[str] = set()
 
     # ----------------------------------------------------------------- helpers
-    def _new_group(self, name: str, size: int | None, shape: tuple, kind: str, node: str) -> int:
+    def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
         base, k = name, 1
         while name in self.group_names:
             name = f"{base}#{k}"
             k += 1
         self.group_names.add(name)
-        self.groups.append(_Group(name, size, shape, kind, nodes=[node]))
+        self.groups.append(_Group(name, size, shape, role, nodes=[node]))
         return len(self.groups) - 1
 
     def _block_name(self, name: str) -> str:
@@ -274,17 +340,18 @@ class _Walker:
         self.block_names[name] = k + 1
         return name if k == 0 else f"{name}#{k}"
 
-    def _activations(self, node: fx.Node) -> list[tuple[Any, _Value]]:
-        found = []
+    def _activations(self, node: fx.Node) -> list[tuple[fx.Node, _Value]]:
         flat: list[Any] = []
         fx.node.map_arg((node.args, node.kwargs), flat.append)
-        for n in flat:
-            if n.name in self.values:
-                found.append((n, self.values[n.name]))
-        return found
+        return [(n, self.values[n.name]) for n in flat if n.name in self.values]
 
     def _fail(self, node: fx.Node, why: str) -> ValueError:
         return ValueError(f"unsupported op {_op_name(node)!r} in {_where(node)}: {why}")
+
+    def _one(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> _Value:
+        if len(acts) != 1:
+            raise self._fail(node, f"expected one activation input, got {len(acts)}")
+        return acts[0][1]
 
     def _alias(self, node: fx.Node, value: _Value) -> None:
         self.values[node.name] = value
@@ -297,22 +364,17 @@ class _Walker:
         return self.shapes.get(node.name, ())
 
     # ----------------------------------------------------------------- walk
-    def run(self) -> tuple[list[_Group], list[tuple[EdgeBlock, int, int]], int]:
-        output_gid = None
-        placeholders = 0
+    def run(self) -> _Walk:
+        output = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
-                placeholders += 1
-                if placeholders > 1:
+                if any(g.role == "input" for g in self.groups):
                     raise ValueError(
                         f"model takes more than one input ({node.name!r}); n2ngraph traces "
                         "single-input models"
                     )
-                shape = self._shape(node)
-                gid = self._new_group("input", None, tuple(shape[1:]), "input", node.name)
+                gid = self._new_group("input", None, tuple(self._shape(node)[1:]), "input", node.name)
                 self.values[node.name] = _Value(gid)
-            elif node.op == "get_attr":
-                continue
             elif node.op == "call_module":
                 self._call_module(node)
             elif node.op in ("call_function", "call_method"):
@@ -326,70 +388,59 @@ class _Walker:
                     )
                 _, value = acts[0]
                 self._use(value)
-                output_gid = value.gid
-        if output_gid is None:
+                output = value.gid
+        if output is None:
             raise ValueError("the traced model has no output")
-        return self.groups, self.blocks, output_gid
-
-    def _single_input(self, node: fx.Node) -> _Value:
-        acts = self._activations(node)
-        if len(acts) != 1:
-            raise self._fail(node, f"expected one activation input, got {len(acts)}")
-        return acts[0][1]
+        return _Walk(self.groups, self.blocks, self.sums, output)
 
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
-        if hasattr(module, SKIP_MARKER):
-            self._skip(node, module)
-        elif isinstance(module, PRUNABLE_TYPES):
-            self._weight_layer(node, module)
-        elif isinstance(module, _ALIAS_MODULES):
-            self._alias(node, self._single_input(node))
-        elif isinstance(module, nn.Flatten):
-            self._reshape(node, self._single_input(node))
-        else:
+        rule = _module_rule(module)
+        if rule is None:
             raise ValueError(
                 f"unsupported module {type(module).__name__} at {node.target!r}: n2ngraph "
                 "knows Linear, Conv2d, BatchNorm, activations, pooling, dropout and flatten"
             )
+        acts = self._activations(node)
+        if rule != "skip":
+            self._one(node, acts)  # every module but a skip reads one activation
+        self._HANDLERS[rule](self, node, acts)
 
     def _call_function(self, node: fx.Node) -> None:
-        target = node.target
-        is_method = node.op == "call_method"
         acts = self._activations(node)
         if not acts:
             return  # shapes, sizes, constants: not activations
+        target = node.target
         if node.name not in self.shapes:
-            if target in (getattr,) or (is_method and target in ("size", "dim")) or target is operator.getitem:
+            if target in (getattr, operator.getitem) or (node.op == "call_method" and target in ("size", "dim")):
                 return  # x.size(), x.shape, x.dim(): metadata only
             raise self._fail(node, "its output is not a tensor")
-        if (is_method and target in _ALIAS_METHODS) or (not is_method and target in _ALIAS_FUNCTIONS):
-            self._alias(node, acts[0][1])
-        elif (is_method and target in _RESHAPE_METHODS) or (not is_method and target in _RESHAPE_FUNCTIONS):
-            self._reshape(node, self._single_input(node))
-        elif (is_method and target in _REDUCE_METHODS) or (not is_method and target in _REDUCE_FUNCTIONS):
-            self._reduce(node, self._single_input(node))
-        elif (is_method and target in _ADD_METHODS) or (not is_method and target in _ADD_FUNCTIONS):
-            if len(acts) == 1:
-                self._alias(node, acts[0][1])  # activation plus a constant
-            else:
-                self._add(node, [v for _, v in acts])
-        elif (is_method and target in _SCALAR_METHODS) or (not is_method and target in _SCALAR_FUNCTIONS):
-            if len(acts) != 1:
-                raise self._fail(node, "a product or difference of two activations (gating) has "
-                                 "no place in the graph semantics")
-            self._alias(node, acts[0][1])
-        elif not is_method and target in _CAT_FUNCTIONS:
-            self._cat(node, [v for _, v in acts])
-        else:
+        rule = _RULES[node.op].get(target)
+        if rule is None:
             raise self._fail(node, "n2ngraph knows weight layers, channel-keeping ops, flatten/"
                              "reshape of a batch, residual adds and channel concatenation")
+        self._HANDLERS[rule](self, node, acts)
 
     # -------------------------------------------------------------- op rules
-    def _skip(self, node: fx.Node, module: nn.Module) -> None:
+    def _on_alias(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        self._alias(node, acts[0][1])
+
+    def _on_add(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        if len(acts) == 1:
+            self._alias(node, acts[0][1])  # activation plus a constant
+        else:
+            self._add(node, [v for _, v in acts])
+
+    def _on_scale(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        if len(acts) != 1:
+            raise self._fail(node, "a product or difference of two activations (gating) has "
+                             "no place in the graph semantics")
+        self._alias(node, acts[0][1])
+
+    def _skip(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """A marked skip module called as ``skip(a_src, z_dst)`` (``n2ngraph.bridge``): its output
         replaces ``z_dst``, so it aliases the destination group and adds one block."""
-        acts = self._activations(node)
+        module = self.modules[node.target]
         if len(acts) != 2:
             raise self._fail(node, f"skip module {node.target!r} must be called as skip(a, z)")
         (_, src), (_, dst) = acts
@@ -409,62 +460,77 @@ class _Walker:
         self.blocks.append((block, src.gid, dst.gid))
         self._alias(node, dst)
 
-    def _weight_layer(self, node: fx.Node, module: nn.Module) -> None:
-        value = self._single_input(node)
+    def _weight_layer(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """A Linear / Conv2d: checks its input (:meth:`_input_fold`), then a new group and a
+        ``sequential`` block with the layer's spec (:func:`_layer_spec`) and mask
+        (:meth:`_layer_mask`)."""
+        value = self._one(node, acts)
+        module = self.modules[node.target]
+        path = str(node.target)
+        weight = weight_of(module)
+        linear = isinstance(module, nn.Linear) or weight.dim() == 2
+        fold = self._input_fold(node, linear, weight, value)
+        spec, conv_groups = _layer_spec(module, path, linear)
+        mask, pair = self._layer_mask(module, weight, fold)
+        self._use(value)
+        gid = self._new_group(path, int(weight.shape[0]), tuple(self._shape(node)[1:]), "layer", node.name)
+        block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, conv_groups=conv_groups,
+                          fold=fold, spec=spec)
+        self.blocks.append((block, value.gid, gid))
+        self.values[node.name] = _Value(gid)
+
+    def _input_fold(self, node: fx.Node, linear: bool, weight: torch.Tensor, value: _Value) -> int:
+        """Check that a weight layer can read its input activation and return the fold: input
+        columns per source node (``h * w`` for a Linear after a flatten of channels, else 1).
+        The network input, still without a size, takes the layer's input width."""
         group = self.groups[value.gid]
         in_shape = self.shapes.get(node.args[0].name, ())
         path = str(node.target)
-        weight = weight_of(module)
         fold = value.fold
-        if isinstance(module, nn.Linear) or weight.dim() == 2:
+        if linear:
             in_features = weight.shape[1]
             if len(in_shape) != 2:
                 raise ValueError(
                     f"Linear {path!r} is applied to an activation of shape {in_shape}; n2ngraph "
                     "supports Linear layers on (batch, features) inputs"
                 )
-            if group.kind == "input" and group.size is None:
+            if group.role == "input" and group.size is None:
                 group.size, fold = in_features, 1
             if group.size * fold != in_features:
-                if group.kind == "input" and group.size == in_features:
+                if group.role == "input" and group.size == in_features:
                     fold = 1
                 else:
                     raise ValueError(
                         f"Linear {path!r} has {in_features} inputs, but its input activation "
                         f"{group.name!r} has {group.size} nodes x fold {fold}"
                     )
-            spec = LayerSpec(op="Linear", module=path)
-            conv_groups = 1
-        else:
-            if fold != 1 or len(in_shape) != 4:
-                raise ValueError(
-                    f"Conv2d {path!r} is applied to an activation of shape {in_shape}; expected "
-                    "(batch, channels, height, width) from a channel group"
-                )
-            in_channels = in_shape[1]
-            if group.kind == "input" and group.size is None:
-                group.size = in_channels
-            if group.size != in_channels:
-                raise ValueError(
-                    f"Conv2d {path!r} takes {in_channels} channels but group {group.name!r} has "
-                    f"{group.size} nodes (a reshape of neurons into channels is not supported)"
-                )
-            conv_groups = int(getattr(module, "groups", 1))
-            spec = LayerSpec(op="Conv2d", module=path, kernel_size=module.kernel_size,
-                             stride=module.stride, padding=module.padding, dilation=module.dilation)
+            return fold
+        if fold != 1 or len(in_shape) != 4:
+            raise ValueError(
+                f"Conv2d {path!r} is applied to an activation of shape {in_shape}; expected "
+                "(batch, channels, height, width) from a channel group"
+            )
+        in_channels = in_shape[1]
+        if group.role == "input" and group.size is None:
+            group.size = in_channels
+        if group.size != in_channels:
+            raise ValueError(
+                f"Conv2d {path!r} takes {in_channels} channels but group {group.name!r} has "
+                f"{group.size} nodes (a reshape of neurons into channels is not supported)"
+            )
+        return fold
+
+    def _layer_mask(self, module: nn.Module, weight: torch.Tensor,
+                    fold: int) -> tuple[np.ndarray, np.ndarray]:
+        """The layer's weight-shaped bool mask (all kept without one) and its pair weights."""
         pname = self.weight_names.get(id(module))
         mask_t = self.masks.get(pname) if pname else None
         mask = _numpy_mask(mask_t, tuple(weight.shape))
         pair = _pair_weight(weight, None if mask_t is None else mask_t.to(torch.bool), fold)
-        self._use(value)
-        out_shape = self._shape(node)
-        gid = self._new_group(path, int(weight.shape[0]), tuple(out_shape[1:]), "layer", node.name)
-        block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, conv_groups=conv_groups,
-                          fold=fold, spec=spec)
-        self.blocks.append((block, value.gid, gid))
-        self.values[node.name] = _Value(gid)
+        return mask, pair
 
-    def _reshape(self, node: fx.Node, value: _Value) -> None:
+    def _reshape(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        value = self._one(node, acts)
         in_shape = self.shapes[node.args[0].name if isinstance(node.args[0], fx.Node) else ""]
         out_shape = self._shape(node)
         if in_shape == out_shape:
@@ -472,7 +538,7 @@ class _Walker:
             return
         group = self.groups[value.gid]
         if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]:
-            if group.kind == "input":
+            if group.role == "input":
                 self._alias(node, value)  # the input takes its first layer's granularity
                 return
             if len(in_shape) > 2 and value.fold == 1:
@@ -481,7 +547,8 @@ class _Walker:
         raise self._fail(node, f"reshape from {in_shape} to {out_shape} is not a flatten of a "
                          "batch of channels")
 
-    def _reduce(self, node: fx.Node, value: _Value) -> None:
+    def _reduce(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        value = self._one(node, acts)
         in_shape = self.shapes[node.args[0].name]
         out_shape = self._shape(node)
         if len(in_shape) == 4 and value.fold == 1 and out_shape[:2] == in_shape[:2]:
@@ -497,22 +564,21 @@ class _Walker:
                              f"({[self.groups[v.gid].name for v in operands]})")
         for v in operands:
             self._use(v)
-        name = f"{_prefix(node)}add" if _prefix(node) else node.name
-        gid = self._new_group(name, sizes.pop(), tuple(shape[1:]), "sum", node.name)
-        self.adds.append((name, gid, [v.gid for v in operands]))
+        gid = self._new_group(_group_name(node, "add"), sizes.pop(), tuple(shape[1:]), "sum", node.name)
+        self.sums.append(_Sum(gid, tuple(v.gid for v in operands)))
         self.values[node.name] = _Value(gid)
 
-    def _cat(self, node: fx.Node, operands: list[_Value]) -> None:
+    def _cat(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        operands = [v for _, v in acts]
         dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
-        in_shapes = [self.shapes[n.name] for n, _ in self._activations(node)]
+        in_shapes = [self.shapes[n.name] for n, _ in acts]
         if dim < 0:
             dim += len(in_shapes[0])
         if dim != 1 or any(v.fold != 1 for v in operands):
             raise self._fail(node, f"concatenation along dim {dim}; only channel (dim 1) "
                              "concatenation of unfolded activations is supported")
-        name = f"{_prefix(node)}cat" if _prefix(node) else node.name
         size = sum(self.groups[v.gid].size for v in operands)
-        gid = self._new_group(name, size, tuple(self._shape(node)[1:]), "cat", node.name)
+        gid = self._new_group(_group_name(node, "cat"), size, tuple(self._shape(node)[1:]), "cat", node.name)
         offset = 0
         for k, v in enumerate(operands):
             self._use(v)
@@ -523,11 +589,23 @@ class _Walker:
             offset += src.size
         self.values[node.name] = _Value(gid)
 
+    #: Handler of each rule of :data:`_RULES` and of ``skip``.
+    _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "reduce": _reduce, "add": _on_add,
+                 "scale": _on_scale, "cat": _cat, "weight_layer": _weight_layer, "skip": _skip}
 
-def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
-              adds: list[tuple[str, int, list[int]]], output_gid: int,
-              provenance: dict) -> tuple[NetworkGraph, dict[str, tuple[str, ...]]]:
-    """Merge add operands, drop merged groups, number nodes, and build the NetworkGraph."""
+
+def _layer_spec(module: nn.Module, path: str, linear: bool) -> tuple[LayerSpec, int]:
+    """The spec of a traced weight layer and its convolution groups (1 for a Linear)."""
+    if linear:
+        return LayerSpec(op="Linear", module=path), 1
+    spec = LayerSpec(op="Conv2d", module=path, kernel_size=module.kernel_size, stride=module.stride,
+                     padding=module.padding, dilation=module.dilation)
+    return spec, int(getattr(module, "groups", 1))
+
+
+def _assemble(walk: _Walk, provenance: dict) -> tuple[NetworkGraph, dict[str, tuple[str, ...]]]:
+    """Merge sum operands, drop merged groups, number nodes, and build the NetworkGraph."""
+    groups = walk.groups
     root = list(range(len(groups)))
 
     def find(g: int) -> int:
@@ -536,20 +614,20 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
         return g
 
     residuals: list[tuple[EdgeBlock, int, int]] = []
-    for _, sum_gid, operands in adds:
-        for k, op in enumerate(operands):
+    for s in walk.sums:
+        for k, op in enumerate(s.operands):
             grp = groups[op]
-            if grp.kind in ("layer", "sum") and grp.uses == 1 and operands.count(op) == 1:
-                root[op] = sum_gid
-                groups[sum_gid].nodes[:0] = grp.nodes
+            if grp.role in ("layer", "sum") and grp.uses == 1 and s.operands.count(op) == 1:
+                root[op] = s.gid
+                groups[s.gid].nodes[:0] = grp.nodes
             else:
-                block = EdgeBlock(f"{groups[sum_gid].name}.residual{k}", "", "", "residual",
+                block = EdgeBlock(f"{groups[s.gid].name}.residual{k}", "", "", "residual",
                                   spec=LayerSpec(op="add"))
-                residuals.append((block, op, sum_gid))
+                residuals.append((block, op, s.gid))
     kept = [g for g in range(len(groups)) if find(g) == g]
-    if find(output_gid) != kept[-1]:
+    if find(walk.output) != kept[-1]:
         raise ValueError(
-            f"the output activation ({groups[find(output_gid)].name!r}) is not the last node group "
+            f"the output activation ({groups[find(walk.output)].name!r}) is not the last node group "
             f"({groups[kept[-1]].name!r}); models with unused branches are not supported"
         )
     unused = [groups[g].name for g in kept if groups[g].size is None]
@@ -562,7 +640,7 @@ def _assemble(groups: list[_Group], blocks: list[tuple[EdgeBlock, int, int]],
         node_groups.append(NodeGroup(grp.name, start, int(grp.size), tuple(int(s) for s in grp.shape)))
         start += grp.size
     final_blocks = []
-    for block, src, dst in blocks + residuals:
+    for block, src, dst in walk.blocks + residuals:
         s, d = find(src), find(dst)
         added = bool(block.spec.added_by)  # variant blocks follow the traced ones
         final_blocks.append(((position[d], added),
@@ -617,12 +695,11 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
         raise TypeError(f"example_input must be a tensor, got {type(x).__name__}")
     shapes = record_shapes(gm, model, x)
     weight_names = {id(m): n for n, m in weights.items()}
-    walker = _Walker(gm, shapes, all_masks, weight_names)
-    groups, blocks, output_gid = walker.run()
+    walk = _Walker(gm, shapes, all_masks, weight_names).run()
     from n2ngraph import __version__
 
     provenance = {"model": name or type(model).__name__, "library_version": __version__}
-    graph, group_nodes = _assemble(groups, blocks, walker.adds, output_gid, provenance)
+    graph, group_nodes = _assemble(walk, provenance)
     return Trace(graph, gm, group_nodes)
 
 

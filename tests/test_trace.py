@@ -287,3 +287,20 @@ def test_skip_modules_are_read_back_as_blocks(skip_cls):
     np.testing.assert_array_equal(skip.mask, [[1, 0, 1, 0], [0, 0, 0, 1]])
     np.testing.assert_allclose(skip.pair_weight, [[0.5, 0, 2.0, 0], [0, 0, 0, 1.5]])
     assert skip.spec == LayerSpec(op="Linear", added_by="add_n2nskip", order="pool-conv-act")
+
+
+def test_rule_table_is_one_dispatch():
+    """Every op target has one rule and every rule one handler of the walk."""
+    from n2ngraph.trace import _OP_RULES, _RULES, _module_rule, _Walker
+
+    for i, (rule, functions, methods) in enumerate(_OP_RULES):
+        for other, functions2, methods2 in _OP_RULES[i + 1:]:
+            assert not functions & functions2 and not methods & methods2, (rule, other)
+    rules = {r for table in _RULES.values() for r in table.values()}
+    assert set(_Walker._HANDLERS) == rules | {"skip"}
+
+    class MyReLU(nn.ReLU):  # a subclass follows its nearest base with a rule, as isinstance would
+        pass
+
+    assert _module_rule(MyReLU()) == "alias" and _module_rule(nn.Conv2d(1, 1, 1)) == "weight_layer"
+    assert _module_rule(_DenseSkip()) == "skip" and _module_rule(nn.LSTM(1, 1)) is None
