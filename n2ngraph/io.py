@@ -47,8 +47,17 @@ _OLD_CONV_GROUPS_KEY = "groups"
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place.
 
-    The temporary file is removed if ``write`` fails, so ``path`` is either the complete new
-    file or untouched.
+    The temporary file is flushed to disk (``fsync``) before the move, so after a crash or a
+    power cut ``path`` is either the complete new file or untouched; the temporary file is
+    removed if ``write`` fails. The one atomic write of the package (graphs, figures, tables,
+    checkpoints).
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> folder = pathlib.Path(tempfile.mkdtemp())
+    >>> atomic_write(folder / "a.txt", lambda tmp: pathlib.Path(tmp).write_text("done")).read_text()
+    'done'
     """
     path = Path(path)
     if not path.parent.exists():
@@ -57,6 +66,8 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as fh:  # read-write: fsync needs a writable handle on some systems
+            os.fsync(fh.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
