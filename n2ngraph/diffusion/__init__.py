@@ -15,7 +15,8 @@ diagrams, the saturation time and the algebraic connectivity. See ``docs/diffusi
 
 Every function takes a :class:`~n2ngraph.graph.NetworkGraph` or a symmetric, non-negative
 ``scipy.sparse`` adjacency (then ``sources`` is required). torch is imported only by the
-``torch`` engine.
+``torch`` engine, and by ``method="auto"`` on graphs of at least ``TORCH_MIN_NODES`` (2e5)
+nodes, to ask whether a CUDA device is present (``_engines``).
 
 References
 ----------

@@ -91,6 +91,18 @@ CHECK_EVERY_4_UNTIL = 32
 
 #: quadrature nodes per decade of s for the residual integral
 _NODES_PER_DECADE = 48
+#: the quadrature grid starts this fraction below ``min(t, 1 / lam_max)``: the integrand is
+#: increasing from 0 there and below ``(s lam_max)^(m-1)``, so ``[0, s_min]`` adds at most
+#: ``1e-6 s_min`` relative
+_QUAD_START_REL = 1e-6
+#: at most this many decades of ``s`` (float64 spans about 630)
+_QUAD_MAX_DECADES = 700.0
+#: arguments of ``exp`` are capped here (``exp(700) ~ 1e304`` < the float64 maximum
+#: ``exp(709.8)``); the Taylor bound ``exp(x) P(m-1, x)`` is evaluated only for ``x = s lam_max``
+#: below ``_TAYLOR_MAX_X``, with room to spare before ``exp(x)`` overflows; beyond it the
+#: integrand's own bound 1 is used
+_EXP_MAX_ARG = 700.0
+_TAYLOR_MAX_X = 600.0
 
 
 def _residual_integral(theta, q_first, q_last, m, lam_max, t, shift=0.0):
@@ -112,15 +124,17 @@ def _residual_integral(theta, q_first, q_last, m, lam_max, t, shift=0.0):
     tp = t[pos]
     lam = max(lam_max, 1e-300)
     t_max = float(tp.max())
-    s_min = max(min(float(tp.min()), 1.0 / lam) * 1e-6, 1e-300)
-    decades = min(max(np.log10(t_max) - np.log10(s_min), 1.0), 700.0)
-    grid = np.unique(np.concatenate([np.geomspace(s_min, t_max, int(decades * _NODES_PER_DECADE) + 2), tp]))
+    s_min = max(min(float(tp.min()), 1.0 / lam) * _QUAD_START_REL, 1e-300)
+    decades = min(max(np.log10(t_max) - np.log10(s_min), 1.0), _QUAD_MAX_DECADES)
+    nodes = int(decades * _NODES_PER_DECADE) + 2
+    grid = np.unique(np.concatenate([np.geomspace(s_min, t_max, nodes), tp]))
     w = q_first * q_last
     with np.errstate(over="ignore", under="ignore", invalid="ignore"):
         h = np.abs(np.exp(-np.outer(grid, np.maximum(theta - shift, 0.0))) @ w)
         x = grid * lam
-        taylor = np.where(x < 600, np.exp(np.minimum(x, 600)) * gammainc(max(m - 1, 1), x), np.inf)
-        taylor = taylor * np.exp(np.minimum(grid * shift, 700.0))
+        taylor = np.where(x < _TAYLOR_MAX_X,
+                          np.exp(np.minimum(x, _TAYLOR_MAX_X)) * gammainc(max(m - 1, 1), x), np.inf)
+        taylor = taylor * np.exp(np.minimum(grid * shift, _EXP_MAX_ARG))
         h = np.minimum(np.minimum(h, taylor), 1.0)
         cum = np.concatenate([[0.0], np.cumsum(0.5 * (h[1:] + h[:-1]) * np.diff(grid))])
         cum += s_min * h[0]  # [0, s_min]: the integrand is increasing from 0 there

@@ -36,6 +36,10 @@ APPROX_MAX_EIGENPAIRS = 2000
 #: extra Lanczos vectors ARPACK keeps beyond the ``q`` wanted (``ncv = max(2 q + 20, 40)``):
 #: the usual ``ncv > 2 q`` advice with room for the clustered spectra of layered graphs
 ARPACK_EXTRA_VECTORS = 20
+ARPACK_MIN_VECTORS = 40
+#: ``smallest_eigenpairs`` warns when an eigen-residual ``||L x - lambda x||`` exceeds this
+#: fraction of ``lam_max``: such eigenvalues are off by up to that much, visible in alpha
+EIGEN_RESIDUAL_WARN = 1e-6
 #: shift of the shift-invert solve, relative to ``lam_max``: small enough that ``(L + s I)^-1``
 #: separates the smallest eigenvalues well, large enough that ``L + s I`` factors stably
 SHIFT_INVERT_REL = 1e-4
@@ -98,13 +102,13 @@ def smallest_eigenpairs(problem, q: int, *, seed=None,
         op = LinearOperator((n, n), matvec=lambda x: project(lu.solve(project(np.ravel(x)))),
                             dtype=np.float64)
         v0 = project(rng.standard_normal(n))
-        ncv = min(n - problem.n_components, max(2 * q + ARPACK_EXTRA_VECTORS, 40))
+        ncv = min(n - problem.n_components, max(2 * q + ARPACK_EXTRA_VECTORS, ARPACK_MIN_VECTORS))
         mu, V = eigsh(op, k=q, which="LM", v0=v0, ncv=ncv, tol=tol, maxiter=50 * n)
     lam = 1.0 / mu - shift
     order = np.argsort(lam)
     lam, V = lam[order], V[:, order]
     res = np.linalg.norm(problem.L @ V - V * lam, axis=0)
-    if res.max() > 1e-6 * max(problem.lam_max, 1.0):
+    if res.max() > EIGEN_RESIDUAL_WARN * max(problem.lam_max, 1.0):
         warn_caller(
             f"partial eigensolve: largest eigen-residual {res.max():.3g}; scree values may be "
             "inaccurate"
