@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks._graphs import PAPER_MLP, mlp_graph
 from n2ngraph.diffusion import algebraic_connectivity, connectivity_distance
-from n2ngraph.diffusion._problem import build_problem
+from n2ngraph.metrics import connected_components
 
 MULTIPLES = np.array([0.01, 0.1, 0.3, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 100.0, 300.0, 1000.0, np.inf])
 
@@ -47,7 +47,7 @@ def main(argv=None):
             for name, f in (("RP", 0.0), ("N2NSkip-RP", 0.5)):
                 g = mlp_graph(PAPER_MLP, args.density, seed=seed, skip_fraction=f)
                 F[name].append(connectivity_distance(ref, g, t))
-                comps[name].append(build_problem(g).n_components)
+                comps[name].append(connected_components(g)["n_components"])
     rp, nn = np.array(F["RP"]), np.array(F["N2NSkip-RP"])
     print(f"paper MLP reference lambda_2 = {lam2:.6g}; density {args.density}; seeds "
           f"0..{args.seeds - 1}; components RP {comps['RP']}, N2NSkip-RP {comps['N2NSkip-RP']}; "
