@@ -533,12 +533,10 @@ def _init_skip(module: N2NSkip, block: EdgeBlock, fan: dict[str, torch.Tensor], 
     with the destination unit's kept fan-in ``n_u``, only for the kept entries; ``init="dense"``
     takes :func:`n2ngraph.n2nskip.skip_initial_weights` (Kaiming normal with the dense fan-in),
     so the graph's pair weights are the model's initial ones."""
-    if fan:
-        std = math.sqrt(2.0) / fan[block.dst].clamp(min=1).sqrt()
-        w = torch.randn(module.weight.shape, generator=gen, dtype=torch.float64)
-        w = w * std[module.dst_index.cpu()].reshape(-1, *[1] * (w.dim() - 1))
+    if fan:  # one row per kept pair, each with its destination unit's kept fan-in
+        w = _kaiming(tuple(module.weight.shape), fan[block.dst][module.dst_index.cpu()], gen)
         with torch.no_grad():
-            module.weight.copy_(w.float())
+            module.weight.copy_(w)
             if module.tap_mask is not None:
                 module.weight.masked_fill_(~module.tap_mask, 0)
         return

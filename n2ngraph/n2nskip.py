@@ -344,7 +344,7 @@ def skip_initial_weights(block: EdgeBlock) -> np.ndarray:
     return out
 
 
-def _pair_weight(mask: np.ndarray, name: str, init_seed: int,
+def _initial_pair_weight(mask: np.ndarray, name: str, init_seed: int,
                  flat: np.ndarray | None = None) -> np.ndarray:
     """``sum |w0|`` over the kept taps of each ``(out, in)`` pair, float32 ``(out, in)``;
     ``flat``: the sorted flat indices of the kept entries, when known."""
@@ -465,7 +465,7 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
             src, dst, _ = cands[i]
             name = f"n2nskip:{src}->{dst}"
             new_blocks.append(EdgeBlock(name, src, dst, "n2nskip", mask,
-                                        pair_weight=_pair_weight(mask, name, init_seed, pick),
+                                        pair_weight=_initial_pair_weight(mask, name, init_seed, pick),
                                         spec=dataclasses.replace(spec, init_seed=init_seed)))
     prov = {**graph.provenance, "n2nskip_params": n_skip, "n2nskip_seed": seed,
             "n2nskip_wiring": wiring, "n2nskip_skip_kernel": skip_kernel,
