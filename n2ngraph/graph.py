@@ -139,6 +139,16 @@ class LayerSpec:
         Seed of an N2NSkip block's initial weights.
     pad_channels : int, optional
         Zero channels an identity skip appends to reach the target's width.
+
+    Examples
+    --------
+    >>> spec = LayerSpec(op="Conv2d", module="features.0", kernel_size=3, padding=(1, 1))
+    >>> spec.kernel_size
+    (3,)
+    >>> spec.to_dict()
+    {'op': 'Conv2d', 'module': 'features.0', 'kernel_size': [3], 'padding': [1, 1]}
+    >>> LayerSpec.from_dict(spec.to_dict()) == spec
+    True
     """
 
     op: str | None = None
@@ -415,6 +425,20 @@ class NetworkGraph:
     Equality (``==``) compares topology: group names, sizes and order, and every block's
     groups, kind and mask. Weights and provenance are ignored, so a graph traced back from a
     trained masked model equals the graph it was built from (docs/design.md, "bridge").
+
+    Examples
+    --------
+    A 3-2-1 network whose first layer keeps three of its six weights:
+
+    >>> import numpy as np
+    >>> groups = (NodeGroup("input", 0, 3), NodeGroup("h", 3, 2), NodeGroup("out", 5, 1))
+    >>> blocks = (EdgeBlock("h", "input", "h", "sequential", np.array([[1, 0, 1], [0, 1, 0]], bool)),
+    ...           EdgeBlock("out", "h", "out", "sequential", np.ones((1, 2), bool)))
+    >>> g = NetworkGraph(groups, blocks)
+    >>> g.num_nodes, g.num_edges, g.num_params, g.dense_params
+    (6, 5, 5, 8)
+    >>> g.adjacency().toarray()[3]  # node h0 joins input nodes 0 and 2 and the output
+    array([1., 0., 1., 0., 0., 1.])
     """
 
     groups: tuple[NodeGroup, ...]

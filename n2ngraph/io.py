@@ -88,7 +88,17 @@ def check_output_folder(out: str | os.PathLike) -> None:
 
 
 def save_graph(graph: NetworkGraph, path: str | os.PathLike) -> Path:
-    """Write ``graph`` to ``path`` (``.npz`` is appended when missing); returns the path."""
+    """Write ``graph`` to ``path`` (``.npz`` is appended when missing); returns the path.
+
+    Examples
+    --------
+    >>> import tempfile, pathlib
+    >>> from n2ngraph import models, to_graph
+    >>> g = to_graph(models.lenet300())
+    >>> path = save_graph(g, pathlib.Path(tempfile.mkdtemp()) / "lenet")
+    >>> path.name, load_graph(path) == g
+    ('lenet.npz', True)
+    """
     if not isinstance(graph, NetworkGraph):
         raise TypeError(f"save_graph needs a NetworkGraph, got {type(graph).__name__}")
     path = Path(path)

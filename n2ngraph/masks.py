@@ -23,6 +23,12 @@ def prunable_weights(model: nn.Module) -> dict[str, nn.Module]:
     """``{"<module path>.weight": module}`` for every Linear/Conv2d of ``model``, in module order.
 
     A module reachable under several paths (shared weights) is listed once, by its first path.
+
+    Examples
+    --------
+    >>> from n2ngraph import models
+    >>> list(prunable_weights(models.lenet300()))
+    ['1.weight', '3.weight', '5.weight']
     """
     seen: set[int] = set()
     out: dict[str, nn.Module] = {}

@@ -533,9 +533,13 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
 
     Examples
     --------
-    >>> g2 = add_n2nskip(g, 0.01, seed=0)                             # doctest: +SKIP
-    >>> g2.num_params - g.num_params == round(0.01 * g.dense_params)  # doctest: +SKIP
+    >>> from n2ngraph import models, to_graph
+    >>> g = to_graph(models.paper_mlp())
+    >>> g2 = add_n2nskip(g, 0.01, seed=0)
+    >>> g2.num_params - g.num_params == round(0.01 * g.dense_params)
     True
+    >>> len(g2.blocks_of_kind("n2nskip"))  # C(6, 2) - 5 pairs of the 3072-512-256-128-64-10 MLP
+    10
     """
     _check_graph(graph)
     density = check_density(density, allow_zero=True, allow_above_one=True)
