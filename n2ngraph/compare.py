@@ -343,7 +343,16 @@ def cell_config(config: CompareConfig, cell: Cell, times: Sequence[float], label
 
 
 def cell_digest(spec: dict) -> str:
-    """The cell's id: SHA-256 (first 20 hex digits) of its cell config as canonical JSON."""
+    """The cell's id: SHA-256 (first 20 hex digits) of its cell config as canonical JSON
+    (sorted keys, no spaces), so the order of the keys does not matter.
+
+    Examples
+    --------
+    >>> cell_digest({"format": 2, "seed": 0})
+    '840171328cba0a0b2a02'
+    >>> cell_digest({"seed": 0, "format": 2}) == cell_digest({"format": 2, "seed": 0})
+    True
+    """
     text = json.dumps(spec, sort_keys=True, separators=(",", ":"), allow_nan=False)
     return hashlib.sha256(text.encode()).hexdigest()[:20]
 

@@ -153,6 +153,19 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         or a skip budget the wiring cannot hold.
     TypeError
         ``density`` is not a real number (:func:`n2ngraph.budget.check_density`).
+
+    Examples
+    --------
+    Plain random pruning (RP) and N2NSkip-RP at 10% keep the same number of weights:
+
+    >>> from n2ngraph import models
+    >>> model = models.lenet300()
+    >>> plain = variant(model, "expander", 0.1, skips=False, seed=0)
+    >>> skipped = variant(model, "expander", 0.1, seed=0)
+    >>> skipped.num_params == plain.num_params
+    True
+    >>> plain.provenance["variant"], skipped.provenance["variant"]
+    ('plain', 'n2nskip')
     """
     from n2ngraph.n2nskip import _add_n2nskip_count, skip_capacity
     from n2ngraph.pruning import kept_count, prune

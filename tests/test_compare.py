@@ -22,6 +22,7 @@ from n2ngraph.compare import (
     cell_config,
     cell_digest,
     cells_of,
+    run_cells,
     run_sweep,
 )
 
@@ -278,6 +279,46 @@ def test_killed_sweep_resumes_without_loss_or_repeats(tmp_path):
     table = pd.read_csv(out / "results.csv")
     assert len(table) == 24 and table["cell_id"].is_unique
     assert not [p for p in (out / "cells").iterdir() if not p.name.endswith(".json")]
+
+
+def _square(spec, offset):
+    """A cell of the engine test: the spec's x squared plus a shared offset."""
+    return {"x": spec["x"], "y": spec["x"] ** 2 + offset}
+
+
+def test_run_cells_is_a_generic_resumable_engine(tmp_path):
+    specs = [{"format": 1, "x": x} for x in (3, 1, 2)]
+    loaded = []
+
+    def load(key):
+        loaded.append(key)
+        return 10
+
+    def check(spec, row):
+        return None if "y" in row else "incomplete (no y)"
+
+    rows = run_cells(_square, specs, tmp_path, inputs=lambda s: ("offset",), load=load,
+                     check=check, inline=True, progress=False)
+    assert [r["y"] for r in rows] == [19, 11, 14] and loaded == ["offset"]
+    assert sorted(p.stem for p in (tmp_path / "cells").glob("*.json")) == sorted(map(cell_digest, specs))
+    # a finished cell is never recomputed, nor its shared input rebuilt
+    rows = run_cells(_square, specs, tmp_path, inputs=lambda s: ("offset",), load=load,
+                     check=check, inline=True, progress=False)
+    assert [r["y"] for r in rows] == [19, 11, 14] and loaded == ["offset"]
+    # a row the sweep's check refuses, or a file of another format, is recomputed with a warning
+    path = tmp_path / "cells" / f"{cell_digest(specs[0])}.json"
+    doc = json.loads(path.read_text())
+    path.write_text(json.dumps({**doc, "row": {"x": 3}}))
+    other = tmp_path / "cells" / f"{cell_digest(specs[1])}.json"
+    other.write_text(json.dumps({**json.loads(other.read_text()), "format": 0}))
+    with pytest.warns(UserWarning) as record:
+        rows = run_cells(_square, specs, tmp_path, inputs=lambda s: ("offset",), load=load,
+                         check=check, inline=True, progress=False)
+    messages = "\n".join(str(w.message) for w in record)
+    assert "incomplete (no y)" in messages and "of format 0, not 1" in messages
+    assert [r["y"] for r in rows] == [19, 11, 14] and loaded == ["offset", "offset"]
+    with pytest.raises(ValueError, match="workers"):
+        run_cells(_square, specs, tmp_path, workers=0)
 
 
 def test_weighted_sweep_on_every_variant(tmp_path):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from n2ngraph.recipes import RECIPES, Recipe, get_recipe
+from n2ngraph.recipes import GRANULARITIES, RECIPES, SCOPES, Recipe, get_recipe, resolve_recipe
 
 
 def test_registry_holds_the_paper_and_all_pairs_recipes():
@@ -51,3 +51,22 @@ def test_bad_fields_are_refused(field, bad):
 def test_integer_wiring_and_kernel():
     r = dataclasses.replace(RECIPES["all-pairs"], wiring=3, skip_kernel=3, name="span3")
     assert r.wiring == 3 and r.skip_kernel == 3 and r.to_json()["wiring"] == 3
+
+
+def test_resolve_recipe_derives_and_names_once():
+    assert resolve_recipe("paper") is RECIPES["paper"]
+    assert resolve_recipe("paper", n2nskip_fraction=0.5, scope="global") is RECIPES["paper"]
+    r = resolve_recipe("paper", n2nskip_fraction=0.25, scope="layerwise")
+    assert (r.name, r.n2nskip_fraction, r.scope) == ("paper-f0.25-layerwise", 0.25, "layerwise")
+    assert dataclasses.replace(r, name="x", n2nskip_fraction=0.5, scope="global") == \
+        dataclasses.replace(RECIPES["paper"], name="x")
+    with pytest.raises(ValueError, match="n2nskip_fraction"):
+        resolve_recipe("paper", n2nskip_fraction=1.0)
+    with pytest.raises(ValueError, match="unknown scope 'sideways'"):
+        resolve_recipe("paper", scope="sideways")
+
+
+def test_mask_vocabularies_agree_with_pruning():
+    from n2ngraph import pruning
+
+    assert set(SCOPES) == set(pruning.SCOPES) and set(GRANULARITIES) == set(pruning.GRANULARITIES)
