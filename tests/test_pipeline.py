@@ -32,7 +32,7 @@ def test_paper_resnet50_has_one_3x3_skip_per_block_at_equal_budget():
     g = variant(model, "expander", 0.02, recipe="paper")
     skips = g.blocks_of_kind("n2nskip")
     assert 10 <= len(skips) <= 20
-    assert all(b.mask.shape[2:] == (3, 3) and b.spec["kernel_size"] == [3, 3] for b in skips)
+    assert all(b.mask.shape[2:] == (3, 3) and b.spec.kernel_size == (3, 3) for b in skips)
     plain = variant(model, "expander", 0.02, recipe="paper", skips=False)
     assert g.num_params == plain.num_params and not plain.blocks_of_kind("n2nskip")
     assert g.provenance["recipe"] == "paper" and plain.provenance["recipe"] == "paper"
