@@ -209,22 +209,6 @@ class LayerSpec:
                 out[f.name] = list(value) if isinstance(value, tuple) else value
         return out
 
-    # Transitional mapping access, for code not yet moved to attributes; removed in this change.
-    def get(self, key: str, default: Any = None) -> Any:
-        value = getattr(self, "op" if key == "type" else key, None)
-        return default if value is None else (list(value) if isinstance(value, tuple) else value)
-
-    def __getitem__(self, key: str) -> Any:
-        if ("op" if key == "type" else key) not in {f.name for f in dataclasses.fields(self)}:
-            raise KeyError(key)
-        return self.get(key)
-
-    def __contains__(self, key: str) -> bool:
-        return self.get(key) is not None
-
-    def keys(self):
-        return self.to_dict().keys()
-
 
 def _frozen_array(array: np.ndarray | None, dtype) -> np.ndarray | None:
     if array is None:
@@ -266,9 +250,9 @@ class EdgeBlock:
     offset : int
         For ``residual`` blocks, source node ``i`` joins destination node ``i + offset``
         (concatenation places operands at an offset).
-    spec : LayerSpec or mapping
-        The layer's op and geometry (:class:`LayerSpec`; a mapping is read with
-        :meth:`LayerSpec.from_dict`). Not part of topology.
+    spec : LayerSpec
+        The layer's op and geometry. Not part of topology. (A JSON object of a saved graph is
+        read with :meth:`LayerSpec.from_dict`.)
     """
 
     name: str
@@ -313,7 +297,9 @@ class EdgeBlock:
             )
         object.__setattr__(self, "mask", _frozen_array(self.mask, np.bool_))
         object.__setattr__(self, "pair_weight", _frozen_array(self.pair_weight, np.float32))
-        object.__setattr__(self, "spec", LayerSpec.from_dict(self.spec))
+        if not isinstance(self.spec, LayerSpec):
+            raise TypeError(f"block {self.name!r}: spec must be a LayerSpec, got {type(self.spec).__name__}"
+                            " (LayerSpec.from_dict reads a mapping)")
         if self.mask is not None:
             cols = self.mask.shape[1]
             if cols % self.fold:

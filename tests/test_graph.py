@@ -1,13 +1,14 @@
 """NetworkGraph: validation, adjacency against hand-computed matrices, equality, immutability."""
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
 import scipy.sparse as sp
 import torch
 
-from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 
 
 def test_small_graph_adjacency_is_hand_computed(small_graph):
@@ -193,3 +194,41 @@ def test_graph_command_reports_bad_models_in_one_line(tmp_path, capsys, spec, wo
     assert cli.main(["graph", spec, "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith("n2ngraph graph: error:") and words in err, err
+
+
+# ------------------------------------------------------------------------ LayerSpec
+def test_layer_spec_is_typed_and_round_trips_through_json():
+    spec = LayerSpec(op="Conv2d", module="features.0", kernel_size=np.int64(3), stride=[2, 2],
+                     padding="same", span=np.int32(2))
+    assert spec.kernel_size == (3,) and spec.stride == (2, 2) and spec.padding == "same"
+    assert type(spec.span) is int and spec.norm is None
+    data = spec.to_dict()
+    assert data == {"op": "Conv2d", "module": "features.0", "kernel_size": [3], "stride": [2, 2],
+                    "padding": "same", "span": 2}
+    assert LayerSpec.from_dict(json.loads(json.dumps(data))) == spec
+    assert LayerSpec.from_dict({"type": "add"}) == LayerSpec(op="add")  # files of version 0.1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        spec.op = "Linear"
+
+
+@pytest.mark.parametrize("data, error, words", [
+    ({"op": 3}, TypeError, "op must be a str"),
+    ({"stride": [1.5]}, TypeError, "stride must be an int or a sequence of ints"),
+    ({"span": True}, TypeError, "span must be an int"),
+    ({"colour": "red"}, ValueError, r"unknown layer spec keys \['colour'\]; accepted keys are"),
+    ({"op": "add", "type": "add"}, ValueError, "both 'op' and its former name 'type'"),
+    (["op"], TypeError, "must be a LayerSpec or a mapping"),
+])
+def test_layer_spec_refuses_bad_fields(data, error, words):
+    with pytest.raises(error, match=words):
+        LayerSpec.from_dict(data)
+
+
+def test_block_spec_is_a_layer_spec_and_not_topology():
+    mask = np.ones((1, 1), bool)
+    a = EdgeBlock("e", "a", "b", "sequential", mask, spec=LayerSpec(op="Linear", module="fc"))
+    b = EdgeBlock("e", "a", "b", "sequential", mask)
+    assert a.spec.module == "fc" and b.spec == LayerSpec() and a.same_topology(b)
+    with pytest.raises(TypeError, match="spec must be a LayerSpec.*from_dict"):
+        EdgeBlock("e", "a", "b", "sequential", mask, spec={"op": "Linear"})
+    assert a.with_mask(~mask).spec is a.spec
