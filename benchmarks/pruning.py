@@ -50,14 +50,15 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from threadpoolctl import threadpool_limits
 from torch import nn
 
+from n2ngraph.io import atomic_write
 from n2ngraph.masks import prunable_weights
 from n2ngraph.models import build_model
 from n2ngraph.pruning import METHODS, prune
@@ -429,12 +430,9 @@ def main(argv: list[str] | None = None) -> dict:
         for method, row in result["results"].items():
             print(f"{method:>10} {row['median_s']:10.2f} {row['ratio_vs_random']:10.2f}")
     if args.out:
-        folder = os.path.dirname(os.path.abspath(args.out))
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
-        with os.fdopen(fd, "w") as fh:
-            json.dump(result, fh, indent=2)
-        os.replace(tmp, args.out)
+        out = Path(args.out).resolve()
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(out, lambda tmp: Path(tmp).write_text(json.dumps(result, indent=2)))
     return result
 
 
