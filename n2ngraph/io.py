@@ -25,7 +25,7 @@ import hashlib
 import json
 import math
 import os
-import tempfile
+import secrets
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -44,13 +44,31 @@ FORMAT_VERSION = 1
 _OLD_CONV_GROUPS_KEY = "groups"
 
 
+def _new_temporary(path: Path) -> str:
+    """Create an empty, new temporary file beside ``path`` and return its name.
+
+    Created with mode ``0o666`` so the kernel applies the process umask, as for any file a
+    program opens for writing (``tempfile.mkstemp`` would make it ``0o600`` whatever the umask).
+    """
+    for _ in range(100):
+        tmp = str(path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp"))
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return tmp
+    raise FileExistsError(f"no free temporary name beside {str(path)!r}")
+
+
 def atomic_write(path: str | os.PathLike, write) -> Path:
     """Call ``write(tmp_path)`` on a temporary file beside ``path``, then move it into place.
 
     The temporary file is flushed to disk (``fsync``) before the move, so after a crash or a
     power cut ``path`` is either the complete new file or untouched; the temporary file is
-    removed if ``write`` fails. The one atomic write of the package (graphs, figures, tables,
-    checkpoints).
+    removed if ``write`` fails. The file gets the mode of any newly created file,
+    ``0o666 & ~umask`` (0644 under the usual umask 022). The one atomic write of the package
+    (graphs, figures, tables, checkpoints).
 
     Examples
     --------
@@ -62,8 +80,7 @@ def atomic_write(path: str | os.PathLike, write) -> Path:
     path = Path(path)
     if not path.parent.exists():
         raise FileNotFoundError(f"folder {str(path.parent)!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
+    tmp = _new_temporary(path)
     try:
         write(tmp)
         with open(tmp, "rb+") as fh:  # read-write: fsync needs a writable handle on some systems

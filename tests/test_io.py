@@ -2,6 +2,7 @@
 
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,6 +111,21 @@ def test_atomic_write_leaves_nothing_on_failure(tmp_path):
     assert os.listdir(tmp_path) == []
     with pytest.raises(FileNotFoundError, match="does not exist"):
         save_graph(to_graph(models.lenet300()), tmp_path / "no" / "such" / "dir.npz")
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077, 0o002])
+def test_atomic_write_files_follow_the_umask(tmp_path, umask):
+    """A file written atomically gets the mode of any newly created file, 0o666 & ~umask (the
+    temporary file of tempfile.mkstemp would be 0600 whatever the umask)."""
+    old = os.umask(umask)
+    try:
+        written = [atomic_write(tmp_path / "a.txt", lambda tmp: Path(tmp).write_text("x")),
+                   save_graph(to_graph(models.mlp([3, 2])), tmp_path / "g.npz")]
+    finally:
+        os.umask(old)
+    for path in written:
+        assert path.stat().st_mode & 0o777 == 0o666 & ~umask, (path, oct(umask))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "g.npz"]  # no temporary left
 
 
 def test_graph_digest_is_topology(tmp_path, small_graph):
