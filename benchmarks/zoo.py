@@ -1,0 +1,262 @@
+"""Benchmark: trace every torchvision classification model (and a set of timm families).
+
+For each model (random init, as constructed, never downloaded weights) and each mode (train,
+eval) the model is traced with :func:`n2ngraph.trace.trace` on one ``1 x 3 x S x S`` input and the
+result is one of
+
+- ``ok``: traced, and the independent fx data-flow check found no mismatch;
+- ``mismatch``: traced, but the graph disagrees with the fx data flow (a wrong graph: a bug);
+- ``error``: a clear ``ValueError`` / ``TypeError`` (the op and module are in ``why``);
+- ``crash``: any other exception (an unclear failure: a bug).
+
+The independent check does not reuse the tracer's walk. For every weight layer of the graph it
+walks the fx graph upstream from the layer's call, through every tensor-valued node, and stops at
+the nearest weight layers (or the input placeholder); the graph must give the same set when its
+blocks are followed backwards from the layer's source group (sequential blocks into a group name
+the layers that made it; residual blocks lead on to their source group). It also counts the
+model's prunable layers that the graph does not contain (``outside``: e.g. aux heads in eval).
+
+torch runs single-threaded (``torch.set_num_threads(1)``, set OMP/OPENBLAS_NUM_THREADS=1 too).
+torchvision and timm are not dependencies of n2ngraph; the torchvision wheel on CPU-torch
+machines needs the import helper of ``tests/_zoo_support.py``.
+
+Run: ``OMP_NUM_THREADS=1 python benchmarks/zoo.py [--library torchvision timm] [--models a b]
+[--max-params 200e6] [--size 224] [--csv rows.csv]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import csv
+import gc
+import re
+import sys
+import time
+from pathlib import Path
+
+import torch
+from torch import fx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from _zoo_support import import_timm, import_torchvision, torchvision_classifiers  # noqa: E402
+
+from n2ngraph.masks import PRUNABLE_TYPES, prunable_weights  # noqa: E402
+from n2ngraph.trace import trace  # noqa: E402
+
+#: timm models across families (the issue's 26): small members, random init.
+TIMM_MODELS = (
+    "resnet18", "densenet121", "inception_v3", "vgg11", "dla34", "repvgg_a0",
+    "efficientnet_b0", "mobilenetv3_small_100", "regnety_002", "tinynet_a", "efficientnetv2_rw_t",
+    "convnext_atto", "swin_tiny_patch4_window7_224", "vit_tiny_patch16_224", "deit_tiny_patch16_224",
+    "mixer_s16_224", "levit_128s", "coat_lite_tiny", "poolformer_s12",
+    "cspresnet50", "res2net50_26w_4s", "skresnet18", "ghostnet_100", "rexnet_100", "dpn68",
+    "mobilevit_xxs",
+)
+
+
+def fx_upstream(gm: fx.GraphModule, shapes: dict, layer_paths: set[str]) -> dict[str, set[str]]:
+    """``{weight layer path: nearest upstream weight layer paths or "input"}`` from the fx graph
+    alone: a backward walk over tensor-valued nodes that stops at weight layers and placeholders."""
+    result: dict[str, set[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in layer_paths:
+            continue
+        found: set[str] = set()
+        seen: set[str] = set()
+        stack = [a for a in node.all_input_nodes if a.name in shapes]
+        while stack:
+            n = stack.pop()
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.op == "placeholder":
+                found.add("input")
+            elif n.op == "call_module" and n.target in layer_paths:
+                found.add(str(n.target))
+            else:
+                stack.extend(a for a in n.all_input_nodes if a.name in shapes)
+        result.setdefault(str(node.target), set()).update(found)
+    return result
+
+
+def graph_upstream(graph) -> dict[str, set[str]]:
+    """The same sets read from the graph: follow blocks backwards from each layer's source."""
+    into = collections.defaultdict(list)
+    for b in graph.blocks:
+        into[b.dst].append(b)
+    first = graph.groups[0].name
+
+    def producers(group: str, seen: set[str]) -> set[str]:
+        if group in seen:
+            return set()
+        seen.add(group)
+        out = {"input"} if group == first else set()
+        for b in into[group]:
+            if b.kind == "sequential":
+                out.add(b.spec.module)
+            else:
+                out |= producers(b.src, seen)
+        return out
+
+    return {b.spec.module: producers(b.src, set()) for b in graph.blocks if b.kind == "sequential"}
+
+
+def check(result, model) -> tuple[int, int]:
+    """(mismatching layers, prunable layers outside the graph) of one trace."""
+    from n2ngraph.trace import record_shapes
+
+    gm, graph = result.module, result.graph
+    layers = {b.spec.module for b in graph.blocks if b.kind == "sequential"}
+    shapes = record_shapes(gm, model, _example(model))
+    ref = fx_upstream(gm, shapes, {p for p, m in gm.named_modules() if isinstance(m, PRUNABLE_TYPES)})
+    got = graph_upstream(graph)
+    bad = [p for p in layers if ref.get(p) != got.get(p)]
+    outside = [p for p in prunable_weights(model) if p.removesuffix(".weight") not in layers]
+    return len(bad), len(outside)
+
+
+_INPUT: dict[int, torch.Tensor] = {}
+
+
+def _example(model) -> torch.Tensor:
+    return _INPUT[id(model)]
+
+
+def _blocker(message: str) -> str:
+    m = re.search(r"unsupported (?:op|module) '?([\w.]+)'?", message)
+    if m:
+        return m.group(1)
+    for key in ("returns", "more than one input", "not the last node group", "Linear", "Conv2d",
+                "cannot trace"):
+        if key in message:
+            return key
+    return message[:40]
+
+
+def run_one(build, name: str, size: int) -> list[dict]:
+    rows = []
+    try:
+        model = build(name)
+    except Exception as exc:  # noqa: BLE001
+        return [{"model": name, "mode": m, "result": "build-failed", "why": str(exc)[:200]} for m in ("train", "eval")]
+    params = sum(p.numel() for p in model.parameters())
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    _INPUT[id(model)] = x
+    for mode in ("train", "eval"):
+        model.train(mode == "train")
+        t0 = time.perf_counter()
+        row = {"model": name, "mode": mode, "params": params}
+        try:
+            result = trace(model, example_input=x, name=name)
+            bad, outside = check(result, model)
+            row.update(result="ok" if bad == 0 else "mismatch", mismatches=bad, outside=outside,
+                       nodes=result.graph.num_nodes, why="")
+        except (ValueError, TypeError) as exc:
+            row.update(result="error", why=str(exc).replace("\n", " ")[:300], blocker=_blocker(str(exc)))
+        except Exception as exc:  # noqa: BLE001 - reported as an unclear failure
+            row.update(result="crash", why=f"{type(exc).__name__}: {exc}"[:300])
+        row["seconds"] = round(time.perf_counter() - t0, 2)
+        rows.append(row)
+        print(f"  {name:32s} {mode:5s} {row['result']:8s} {row['seconds']:6.1f}s {row.get('why', '')[:110]}",
+              file=sys.stderr, flush=True)
+    del _INPUT[id(model)]
+    del model
+    gc.collect()
+    return rows
+
+
+def _size_for(library: str, name: str, size: int) -> int:
+    if re.match(r"(vit|swin|maxvit|deit|mixer|levit|coat|mobilevit)", name):
+        return 224  # fixed image size (position embeddings, windows)
+    return size
+
+
+def _meta_params(build, name: str) -> float:
+    """Parameters of a model built on the meta device (no memory, no init time)."""
+    try:
+        with torch.device("meta"):
+            return float(sum(p.numel() for p in build(name).parameters()))
+    except Exception:  # noqa: BLE001 - unknown: let the real build decide
+        return 0.0
+
+
+def summarize(rows: list[dict], library: str) -> str:
+    by_model = collections.defaultdict(dict)
+    for r in rows:
+        by_model[r["model"]][r["mode"]] = r
+    n = len(by_model)
+    both = sum(all(m.get(k, {}).get("result") == "ok" for k in ("train", "eval")) for m in by_model.values())
+    clear = sum(any(m[k]["result"] == "error" for k in m) and not any(
+        m[k]["result"] in ("crash", "mismatch") for k in m) for m in by_model.values())
+    unclear = sum(any(m[k]["result"] in ("crash", "mismatch", "build-failed") for k in m) for m in by_model.values())
+    blockers = collections.Counter(
+        next((m[k].get("blocker") for k in ("train", "eval") if m[k].get("blocker")), None)
+        for m in by_model.values())
+    blockers.pop(None, None)
+    lines = [f"## {library}: {both} of {n} trace in train and eval mode with the data-flow check passing; "
+             f"{clear} clear errors, {unclear} crashes/mismatches", "",
+             "| model | train | eval | outside (eval) | why |", "|---|---|---|---|---|"]
+    for name, m in by_model.items():
+        why = next((m[k]["why"] for k in ("train", "eval") if m[k].get("why")), "")
+        lines.append(f"| {name} | {m['train']['result']} | {m['eval']['result']} | "
+                     f"{m['eval'].get('outside', '')} | {why[:120]} |")
+    lines += ["", "| first blocker | models |", "|---|---|"]
+    lines += [f"| `{op}` | {count} |" for op, count in blockers.most_common()]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--library", nargs="+", default=["torchvision", "timm"], choices=["torchvision", "timm"])
+    parser.add_argument("--models", nargs="+", help="only these model names")
+    parser.add_argument("--max-params", type=float, default=float("inf"),
+                        help="skip models with more parameters (counted at build, e.g. 200e6)")
+    parser.add_argument("--size", type=int, default=224, help="input size of CNNs (default 224)")
+    parser.add_argument("--csv", type=Path, help="write every row to this CSV file")
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    all_rows = []
+    for library in args.library:
+        if library == "torchvision":
+            tv = import_torchvision()
+            if tv is None:
+                print("torchvision is not importable: skipped", file=sys.stderr)
+                continue
+            names = torchvision_classifiers()
+
+            def build(n, tv=tv):
+                return tv.models.get_model(n, weights=None)
+        else:
+            timm = import_timm()
+            if timm is None:
+                print("timm is not importable: skipped", file=sys.stderr)
+                continue
+            names = list(TIMM_MODELS)
+
+            def build(n, timm=timm):
+                return timm.create_model(n, pretrained=False)
+        if args.models:
+            names = [n for n in names if n in args.models]
+        rows = []
+        for name in names:
+            if args.max_params < float("inf") and _meta_params(build, name) > args.max_params:
+                print(f"  {name}: over --max-params, skipped", file=sys.stderr)
+                continue
+            rows += run_one(build, name, _size_for(library, name, args.size))
+        for r in rows:
+            r["library"] = library
+        all_rows += rows
+        print(summarize(rows, library))
+        print()
+    if args.csv:
+        keys = ["library", "model", "mode", "result", "params", "nodes", "mismatches", "outside",
+                "seconds", "blocker", "why"]
+        with open(args.csv, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, keys, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(all_rows)
+
+
+if __name__ == "__main__":
+    main()
