@@ -204,15 +204,17 @@ def layer_collapse(graph: NetworkGraph) -> dict[str, Any]:
     """Weight layers (sequential blocks) left without any surviving path.
 
     A sequential block *collapses* when none of its kept weights is effective (it keeps no
-    weight, or none on an input-to-output path). The network can stay connected through skip or
-    residual blocks around a collapsed layer, so ``connected`` is reported beside it.
+    weight, or none on an input-to-output path). The network can still carry inputs to outputs
+    through skip or residual blocks around a collapsed layer, so ``inputs_reach_outputs`` is
+    reported beside it.
 
     Returns
     -------
     dict
         ``collapsed`` (names of collapsed sequential blocks, in order); ``empty`` (those keeping
-        no weight at all); ``any`` (bool); ``connected`` (some input node reaches some output
-        node).
+        no weight at all); ``any`` (bool); ``inputs_reach_outputs`` (a directed path leads from
+        some input node to some output node; not the same as one connected component: the
+        undirected graph may also hold components off that path).
     """
     graph = _check(graph)
     per_block = _effective_by_block(graph)
@@ -223,7 +225,7 @@ def layer_collapse(graph: NetworkGraph) -> dict[str, Any]:
         "collapsed": collapsed,
         "empty": [b.name for b in sequential if b.num_params == 0],
         "any": bool(collapsed),
-        "connected": bool(reach["from_input"][graph.output_nodes].any()),
+        "inputs_reach_outputs": bool(reach["from_input"][graph.output_nodes].any()),
     }
 
 
@@ -347,7 +349,8 @@ def summary(graph: NetworkGraph) -> dict[str, Any]:
 
     Keys: ``nodes``, ``edges``, ``params``, ``dense_params``, ``density``, ``effective_params``,
     ``effective_density``, ``n_components``, ``largest_fraction``, ``isolated``, ``dead_units``,
-    ``dead_fraction``, ``collapsed_layers``, ``connected``, ``mean_degree``.
+    ``dead_fraction``, ``collapsed_layers``, ``inputs_reach_outputs`` (a directed path leads from
+    some input to some output; ``n_components`` counts the undirected components), ``mean_degree``.
     """
     graph = _check(graph)
     comp = connected_components(graph)
@@ -362,6 +365,6 @@ def summary(graph: NetworkGraph) -> dict[str, Any]:
         "dead_units": dead["n_dead"],
         "dead_fraction": dead["dead_fraction"],
         "collapsed_layers": len(collapse["collapsed"]),
-        "connected": collapse["connected"],
+        "inputs_reach_outputs": collapse["inputs_reach_outputs"],
         "mean_degree": float(2 * graph.num_edges / graph.num_nodes),
     }

@@ -67,7 +67,7 @@ def test_collapsed_layer():
     g = chain([2, 2, 2, 1], [m1, m2, m3])
     c = metrics.layer_collapse(g)
     assert c["collapsed"] == ["b0", "b1", "b2"]  # no input-output path at all: every layer
-    assert c["empty"] == [] and c["any"] and not c["connected"]
+    assert c["empty"] == [] and c["any"] and not c["inputs_reach_outputs"]
     assert metrics.effective_density(g)["effective_params"] == 0
     assert metrics.dead_units(g)["n_dead"] == g.num_nodes
 
@@ -78,11 +78,22 @@ def test_empty_layer_collapse_only_that_layer_with_skip():
     g = chain([2, 2, 1], [[[1, 1], [0, 1]], [[0, 0]]], extra=(skip,))
     c = metrics.layer_collapse(g)
     assert c["collapsed"] == ["b0", "b1"]  # b0's weights end in units that reach no output
-    assert c["empty"] == ["b1"] and c["connected"]
+    assert c["empty"] == ["b1"] and c["inputs_reach_outputs"]
     e = metrics.effective_density(g)
     assert e["effective_params"] == 1 and e["per_block"]["skip"] == 1
     # x0 reaches the output via the skip; x1 and both hidden units are dead
     np.testing.assert_array_equal(metrics.dead_units(g)["dead"], [0, 1, 1, 1, 0])
+
+
+def test_inputs_reach_outputs_is_not_one_component():
+    """x0 -> h0 -> y and nothing else: inputs reach the output although x1 and h1 are isolated,
+    so the undirected graph has 3 components ({x0, h0, y}, {x1}, {h1})."""
+    g = chain([2, 2, 1], [[[1, 0], [0, 0]], [[1, 0]]])
+    s = metrics.summary(g)
+    assert s["inputs_reach_outputs"] and s["n_components"] == 3 and s["isolated"] == 2
+    assert "connected" not in s  # the old name said something else than it meant
+    cut = chain([2, 2, 1], [[[1, 0], [0, 0]], [[0, 1]]])  # h0 feeds nothing, h1 is fed nothing
+    assert not metrics.summary(cut)["inputs_reach_outputs"]
 
 
 def test_two_components():
@@ -108,7 +119,7 @@ def test_residual_block_carries_paths_but_no_weights():
     )
     g = NetworkGraph(groups, blocks)
     c = metrics.layer_collapse(g)
-    assert c["collapsed"] == ["y"] and c["connected"]
+    assert c["collapsed"] == ["y"] and c["inputs_reach_outputs"]
     assert metrics.dead_units(g)["n_dead"] == 0
     e = metrics.effective_density(g)
     assert e["effective_params"] == 11 and e["params"] == 11
@@ -174,7 +185,7 @@ def test_layer_density_small_graph(small_graph):
 
 def test_summary_small_graph(small_graph):
     s = metrics.summary(small_graph)
-    assert s["n_components"] == 1 and s["dead_units"] == 0 and s["connected"]
+    assert s["n_components"] == 1 and s["dead_units"] == 0 and s["inputs_reach_outputs"]
     assert s["params"] == 6 and s["dense_params"] == 8 and s["effective_density"] == 0.75
     assert s["edges"] == 6 and s["mean_degree"] == pytest.approx(2.0)
 
@@ -189,7 +200,7 @@ def test_single_group_and_isolated_nodes():
         "collapsed": [],
         "empty": [],
         "any": False,
-        "connected": True,
+        "inputs_reach_outputs": True,
     }
 
 
