@@ -5,6 +5,8 @@ sequential blocks with random masks (fan-in balanced, as the paper's RP) and, op
 ``n2nskip`` blocks between non-consecutive groups (docs/design.md, "N2NSkip": the skip budget is spread
 over target layers in proportion to their sequential size). ``layered_adjacency`` builds the
 1M-node benchmark graph as a scipy sparse adjacency (dense masks would not fit in memory).
+``residual_mlp_graph`` builds a transformer-MLP-shaped ``NetworkGraph`` (width -> hidden -> width
+blocks with residual sums) of any size, e.g. the ~52M edges of ViT-H/14's MLP widths.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import scipy.sparse as sp
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 
-__all__ = ["PAPER_MLP", "layered_adjacency", "mlp_graph", "random_mask"]
+__all__ = ["PAPER_MLP", "layered_adjacency", "mlp_graph", "random_mask", "residual_mlp_graph"]
 
 #: the N2NSkip paper's MLP, 3072-512-256-128-64-10 (n = 4042)
 PAPER_MLP = (3072, 512, 256, 128, 64, 10)
@@ -109,3 +111,24 @@ def layered_adjacency(n_layers: int, width: int, fan_in: int, seed=0) -> sp.csr_
     W.sum_duplicates()
     W.data[:] = 1.0
     return W
+
+
+def residual_mlp_graph(width: int = 1280, hidden: int = 5120, n_blocks: int = 4) -> NetworkGraph:
+    """NetworkGraph of ``n_blocks`` dense residual MLP blocks ``x + fc2(fc1(x))`` (as in a
+    transformer, ViT-H/14: 1280 -> 5120 -> 1280), traced-graph style: groups ``input``,
+    ``fc1_k`` (hidden) and ``sum_k`` (width); ``fc2_k`` targets the sum's group and the previous
+    width group joins it by a ``residual`` block. Every mask is dense (a model at random
+    initialisation), so the graph has ``n_blocks * (2 * width * hidden + width)`` edges."""
+    groups = [NodeGroup("input", 0, width, (width,))]
+    blocks = []
+    prev, start = "input", width
+    for k in range(1, n_blocks + 1):
+        groups += [NodeGroup(f"fc1_{k}", start, hidden, (hidden,)),
+                   NodeGroup(f"sum_{k}", start + hidden, width, (width,))]
+        start += hidden + width
+        blocks += [EdgeBlock(f"fc1_{k}", prev, f"fc1_{k}", "sequential", np.ones((hidden, width), bool)),
+                   EdgeBlock(f"fc2_{k}", f"fc1_{k}", f"sum_{k}", "sequential",
+                             np.ones((width, hidden), bool)),
+                   EdgeBlock(f"sum_{k}.residual", prev, f"sum_{k}", "residual")]
+        prev = f"sum_{k}"
+    return NetworkGraph(tuple(groups), tuple(blocks), {"model": "residual_mlp"})

@@ -556,7 +556,16 @@ class NetworkGraph:
 
         Binary (``weighted=False``): 1 where any block joins the pair. Weighted: the sum over
         blocks of ``|w|`` over the kept taps of each channel pair; a residual edge weighs 1.
-        The result is cached and read-only; copy it before editing.
+        The result is in canonical form (sorted column indices, no duplicates), cached and
+        read-only; copy it before editing.
+
+        Notes
+        -----
+        Built row range by row range (a node group, or a slice of one holding at most
+        :data:`_CHUNK_ENTRIES` entries): each range gathers the entries of the blocks that touch
+        its group, merges duplicates and is written into arrays sized once for the whole matrix.
+        No edge list of the whole graph is held, so the peak memory stays within the final CSR
+        plus one range's temporaries (benchmarks/adjacency.py measures it on a 50M-edge graph).
         """
         key = ("adjacency", bool(weighted))
         if key not in self._cache:
@@ -567,17 +576,7 @@ class NetworkGraph:
                         f"weighted adjacency needs weights, but blocks {missing} have none; "
                         "trace the graph from a model with weights or use weighted=False"
                     )
-            src, dst, w = self.edge_list(weighted=weighted)
-            n = self.num_nodes
-            idx_dtype = np.int32 if n < 2**31 - 1 else np.int64
-            rows = np.concatenate([src, dst]).astype(idx_dtype)
-            cols = np.concatenate([dst, src]).astype(idx_dtype)
-            mat = sp.coo_array((np.concatenate([w, w]), (rows, cols)), shape=(n, n)).tocsr()
-            mat.sum_duplicates()
-            if not weighted:
-                mat.data[:] = 1.0
-            else:
-                mat.eliminate_zeros()
+            mat = _symmetric_csr(self, weighted)
             for arr in (mat.data, mat.indices, mat.indptr):
                 arr.flags.writeable = False
             self._cache[key] = mat
@@ -639,3 +638,137 @@ class NetworkGraph:
             f"NetworkGraph(model={model!r}, groups={len(self.groups)}, nodes={self.num_nodes}, "
             f"blocks={kinds}, params={self.num_params}, density={self.density:.4g})"
         )
+
+
+# ------------------------------------------------------------------ adjacency, range by range
+#: Most directed entries one row range of :meth:`NetworkGraph.adjacency` gathers at a time (a
+#: group holding more is split into row slices). Each entry costs about 50 bytes of temporaries
+#: (int64 pair indices, the range's COO and CSR), so a range stays near 200 MB whatever the
+#: graph's size; ranges are group slices, so most graphs take one range per group.
+_CHUNK_ENTRIES = 1 << 22
+
+
+def _pair_rows(block: EdgeBlock, r0: int, r1: int) -> np.ndarray:
+    """Channel-pair mask of the block's rows ``r0:r1`` (a view of the mask, reduced over taps)."""
+    rows = block.mask[r0:r1]
+    return rows.reshape(r1 - r0, rows.shape[1] // block.fold, -1).any(axis=2)
+
+
+def _pair_columns(block: EdgeBlock, c0: int, c1: int) -> np.ndarray:
+    """Channel-pair mask of the block's source channels ``c0:c1`` (``conv_groups == 1``)."""
+    f = block.fold
+    cols = block.mask[:, c0 * f : c1 * f]
+    return cols.reshape(cols.shape[0], c1 - c0, -1).any(axis=2)
+
+
+def _entries(block: EdgeBlock, src: NodeGroup, dst: NodeGroup, end: str, lo: int, hi: int,
+             weighted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Entries ``(row - lo, column, weight)`` of the adjacency that ``block`` puts in the rows
+    ``lo:hi`` (node indices inside its ``end`` group, ``"dst"`` or ``"src"``)."""
+    if block.mask is None:  # residual: source node i joins destination node i + offset
+        if end == "dst":
+            j = np.arange(max(lo - dst.start, block.offset), min(hi - dst.start, block.offset + src.size))
+            rows, cols = j + dst.start - lo, j - block.offset + src.start
+        else:
+            i = np.arange(lo - src.start, hi - src.start)
+            rows, cols = i + src.start - lo, i + block.offset + dst.start
+        return rows, cols, np.ones(rows.size)
+    out_per_group = block.mask.shape[0] // block.conv_groups
+    in_per_group = block.mask.shape[1] // block.fold
+    if end == "dst":
+        r0 = lo - dst.start
+        o, c = np.nonzero(_pair_rows(block, r0, hi - dst.start))
+        o_all = o + r0
+        w = block.pair_weight[o_all, c].astype(np.float64) if weighted else np.ones(o.size)
+        if block.conv_groups > 1:
+            c = c + (o_all // out_per_group) * in_per_group
+        return o, c + src.start, w
+    a, b = lo - src.start, hi - src.start
+    if block.conv_groups == 1:
+        o, c = np.nonzero(_pair_columns(block, a, b))
+        w = block.pair_weight[o, c + a].astype(np.float64) if weighted else np.ones(o.size)
+        return c, o + dst.start, w
+    o0 = (a // in_per_group) * out_per_group  # the output channels whose conv group reads a:b
+    o1 = ((b - 1) // in_per_group + 1) * out_per_group
+    o, c = np.nonzero(_pair_rows(block, o0, o1))
+    o += o0
+    s = c + (o // out_per_group) * in_per_group
+    keep = (s >= a) & (s < b)
+    o, c, s = o[keep], c[keep], s[keep]
+    w = block.pair_weight[o, c].astype(np.float64) if weighted else np.ones(o.size)
+    return s - a, o + dst.start, w
+
+
+def _row_entries(graph: NetworkGraph) -> np.ndarray:
+    """Adjacency entries of every row before duplicates merge, shape ``(n,)``, int64."""
+    deg = np.zeros(graph.num_nodes, dtype=np.int64)
+    for b in graph.blocks:
+        src, dst = graph.group(b.src), graph.group(b.dst)
+        if b.mask is None:
+            deg[src.start : src.stop] += 1
+            deg[dst.start + b.offset : dst.start + b.offset + src.size] += 1
+            continue
+        pm = b.pair_mask()
+        deg[dst.start : dst.stop] += pm.sum(axis=1)
+        per_src = pm.reshape(b.conv_groups, -1, pm.shape[1]).sum(axis=1).reshape(-1)
+        deg[src.start : src.stop] += per_src
+    return deg
+
+
+def _row_ranges(start: int, stop: int, deg: np.ndarray, cap: int):
+    """Slices ``lo:hi`` of the rows ``start:stop`` holding at most ``cap`` entries each (or one row)."""
+    cum = np.cumsum(deg[start:stop])
+    lo = start
+    while lo < stop:
+        base = int(cum[lo - start - 1]) if lo > start else 0
+        hi = start + int(np.searchsorted(cum, base + cap, side="right"))
+        hi = min(max(hi, lo + 1), stop)
+        yield lo, hi
+        lo = hi
+
+
+def _symmetric_csr(graph: NetworkGraph, weighted: bool) -> sp.csr_array:
+    """The adjacency of :meth:`NetworkGraph.adjacency`, built row range by row range into arrays
+    sized once (entries before merging duplicates) and shrunk in place at the end."""
+    n = graph.num_nodes
+    deg = _row_entries(graph)
+    total = int(deg.sum())
+    idx = np.int32 if max(n, total) < 2**31 - 1 else np.int64
+    indptr = np.zeros(n + 1, dtype=idx)
+    indices = np.empty(total, dtype=idx)
+    data = np.empty(total, dtype=np.float64)
+    touching: dict[str, list[tuple[EdgeBlock, str]]] = {g.name: [] for g in graph.groups}
+    for b in graph.blocks:
+        touching[b.dst].append((b, "dst"))
+        touching[b.src].append((b, "src"))
+    pos = 0
+    for g in graph.groups:
+        for lo, hi in _row_ranges(g.start, g.stop, deg, _CHUNK_ENTRIES):
+            parts = [_entries(b, graph.group(b.src), graph.group(b.dst), end, lo, hi, weighted)
+                     for b, end in touching[g.name]]
+            parts = [p for p in parts if p[0].size]
+            if not parts:
+                indptr[lo + 1 : hi + 1] = pos
+                continue
+            rows = np.concatenate([p[0] for p in parts]).astype(idx, copy=False)
+            cols = np.concatenate([p[1] for p in parts]).astype(idx, copy=False)
+            vals = np.concatenate([p[2] for p in parts])
+            del parts
+            chunk = sp.coo_array((vals, (rows, cols)), shape=(hi - lo, n)).tocsr()
+            del rows, cols, vals
+            chunk.sum_duplicates()
+            if weighted:
+                chunk.eliminate_zeros()
+            else:
+                chunk.data[:] = 1.0
+            k = chunk.nnz
+            indices[pos : pos + k] = chunk.indices
+            data[pos : pos + k] = chunk.data
+            indptr[lo + 1 : hi + 1] = pos + chunk.indptr[1:]
+            pos += k
+            del chunk
+    indices.resize(pos, refcheck=False)  # shrinks in place (realloc): no second copy
+    data.resize(pos, refcheck=False)
+    mat = sp.csr_array((data, indices, indptr), shape=(n, n))
+    mat.has_canonical_format = True  # every range is sorted and merged
+    return mat

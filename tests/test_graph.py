@@ -232,3 +232,63 @@ def test_block_spec_is_a_layer_spec_and_not_topology():
     with pytest.raises(TypeError, match="spec must be a LayerSpec.*from_dict"):
         EdgeBlock("e", "a", "b", "sequential", mask, spec={"op": "Linear"})
     assert a.with_mask(~mask).spec is a.spec
+
+
+# ------------------------------------------------------------ adjacency against the edge list
+def _random_graph(seed):
+    """Channel groups with every block layout: dense and grouped/depthwise convs, a Linear with
+    fold, residual blocks at offsets, a skip duplicating a sequential block's pairs, and pair
+    weights with exact zeros."""
+    rng = np.random.default_rng(seed)
+    sizes = {"x": 6, "a": 8, "b": 8, "c": 16, "d": 5, "out": 3}
+    groups, start = [], 0
+    for name, size in sizes.items():
+        groups.append(NodeGroup(name, start, size))
+        start += size
+
+    def block(name, src, dst, kind, shape, **kw):
+        mask = rng.random(shape) < 0.4
+        pm = mask.reshape(shape[0], shape[1] // kw.get("fold", 1), -1).any(axis=2)
+        pw = np.where(rng.random(pm.shape) < 0.2, 0.0, rng.random(pm.shape)).astype(np.float32)
+        return EdgeBlock(name, src, dst, kind, mask, pair_weight=pw, **kw)
+
+    blocks = [
+        block("a", "x", "a", "sequential", (8, 6, 3, 3)),
+        block("b", "a", "b", "sequential", (8, 2, 3, 3), conv_groups=4),
+        block("dw", "a", "b", "n2nskip", (8, 1, 1, 1), conv_groups=8),
+        EdgeBlock("ab.res", "a", "b", "residual"),
+        EdgeBlock("c.in0", "a", "c", "residual"),
+        EdgeBlock("c.in1", "b", "c", "residual", offset=8),
+        block("d", "c", "d", "sequential", (5, 16 * 4), fold=4),
+        block("skip", "x", "d", "n2nskip", (5, 6, 1, 1)),
+        block("out", "d", "out", "sequential", (3, 5)),
+        block("out2", "d", "out", "n2nskip", (3, 5)),
+    ]
+    return NetworkGraph(tuple(groups), tuple(blocks))
+
+
+@pytest.mark.parametrize("chunk", [None, 1, 7])
+@pytest.mark.parametrize("seed", range(4))
+def test_adjacency_equals_the_global_edge_list_construction(seed, chunk, monkeypatch):
+    from benchmarks.adjacency import edge_list_adjacency
+    from n2ngraph import graph as graph_module
+
+    if chunk is not None:  # split groups into row slices of at most `chunk` entries
+        monkeypatch.setattr(graph_module, "_CHUNK_ENTRIES", chunk)
+    g = _random_graph(seed)
+    for weighted in (False, True):
+        got, want = g.adjacency(weighted=weighted), edge_list_adjacency(g, weighted)
+        assert got.has_canonical_format
+        assert got.shape == want.shape and got.dtype == want.dtype == np.float64
+        np.testing.assert_array_equal(got.indptr, want.indptr)
+        np.testing.assert_array_equal(got.indices, want.indices)
+        np.testing.assert_array_equal(got.data, want.data)
+        assert (got != got.T).nnz == 0
+
+
+def test_adjacency_of_graphs_without_edges_and_isolated_groups():
+    g = NetworkGraph((NodeGroup("a", 0, 3), NodeGroup("b", 3, 2), NodeGroup("c", 5, 1)),
+                     (EdgeBlock("c", "a", "c", "sequential", np.zeros((1, 3), bool)),))
+    adj = g.adjacency()
+    assert adj.shape == (6, 6) and adj.nnz == 0
+    np.testing.assert_array_equal(adj.indptr, np.zeros(7))
