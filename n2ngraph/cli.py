@@ -20,6 +20,8 @@ import sys
 import zipfile
 from importlib import import_module
 
+from n2ngraph import __version__
+
 __all__ = ["main", "SUBCOMMANDS", "USER_ERRORS"]
 
 #: subcommand -> (module, one-line help)
@@ -44,6 +46,7 @@ def _parser(argv: list[str]) -> argparse.ArgumentParser:
         prog="n2ngraph",
         description="Connectivity of sparse neural networks: trace, prune, N2NSkip, heat diffusion.",
     )
+    parser.add_argument("--version", action="version", version=f"n2ngraph {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
     chosen = next((a for a in argv if not a.startswith("-")), None)

@@ -146,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
     from n2ngraph.data import load_dataset
     from n2ngraph.io import atomic_write, graph_digest, load_graph
     from n2ngraph.models import MODELS, resolve_model
-    from n2ngraph.training import check_resume, train
+    from n2ngraph.training import CheckpointExistsError, check_resume, train
 
     graph = load_graph(graph_path)
     made_from = graph.provenance.get("model")
@@ -167,8 +167,12 @@ def run(args: argparse.Namespace) -> int:
     identity = {"graph": graph_digest(graph),
                 "factory": {"model": args.model, "kwargs": model_kwargs, "init": args.init}}
     # refuse a mismatched --resume (or a run without it) before writing anything into OUT
-    check_resume(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed,
-                 identity=identity)
+    try:
+        check_resume(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed,
+                     identity=identity)
+    except CheckpointExistsError as exc:  # the library's words (resume=True) in the command's
+        raise ValueError(f"{exc.path} exists; pass --resume to continue that run, or choose "
+                         "another --out") from None
     out.mkdir(parents=True, exist_ok=True)
     cli_record = json.dumps({k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
                              if not k.startswith("_")}, indent=2, default=str)

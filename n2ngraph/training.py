@@ -63,6 +63,7 @@ from n2ngraph.io import FileFormatError, atomic_write
 __all__ = [
     "AMP_MODES",
     "CHECKPOINT_NAME",
+    "CheckpointExistsError",
     "CONFIG_NAME",
     "LOG_COLUMNS",
     "LOG_NAME",
@@ -88,6 +89,18 @@ LOG_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc", "lr"
 AMP_MODES = ("auto", "off", "bf16", "fp16")
 #: Config fields that may differ between a run and its resumption (they do not change the result).
 _RESUME_FREE = {"epochs", "progress", "device", "eval_batch_size", "num_workers", "compile", "preload"}
+
+
+class CheckpointExistsError(ValueError):
+    """``out_dir`` already holds a checkpoint and ``resume`` was not asked for.
+
+    ``path`` is the checkpoint's path; front ends (the ``train`` command) restate the message in
+    their own words (``--resume``, ``--out``)."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        super().__init__(f"{self.path} exists; pass resume=True to continue that run, or choose "
+                         "another out_dir")
 
 
 @dataclass
@@ -588,8 +601,7 @@ def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,
     if not ckpt_path.exists():
         return None
     if not resume:
-        raise ValueError(f"{ckpt_path} exists; pass resume=True (--resume) to continue that run, "
-                         "or choose another output folder")
+        raise CheckpointExistsError(ckpt_path)
     state = load_checkpoint(ckpt_path)
     try:
         _check_fits(ckpt_path, state, model, train_set, test_set, config, int(seed), identity)

@@ -101,3 +101,47 @@ def test_version_is_the_installed_package_metadata():
 
     pyproject = tomllib.loads((Path(__file__).parents[1] / "pyproject.toml").read_text())
     assert n2ngraph.__version__ == importlib.metadata.version("n2ngraph") == pyproject["project"]["version"]
+
+
+def test_version_option_prints_the_package_version(capsys):
+    import n2ngraph
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0
+    assert capsys.readouterr().out.strip() == f"n2ngraph {n2ngraph.__version__}"
+
+
+def test_train_writes_a_plain_cli_record_and_speaks_cli_words(tmp_path, capsys):
+    """cli.json holds the command's arguments only (no parser internals such as the function
+    that runs it); a second run into the same folder names --resume and --out, not the
+    library's resume=True / out_dir; files follow the umask."""
+    import json
+    import os
+
+    from n2ngraph.io import save_graph
+    from n2ngraph.models import build_model
+    from n2ngraph.trace import to_graph
+
+    graph = save_graph(to_graph(build_model("paper_mlp", seed=0, num_classes=3, in_features=16)),
+                       tmp_path / "g.npz")
+    out = tmp_path / "run"
+    argv = ["train", "--graph", str(graph), "--model", "paper_mlp", "--out", str(out),
+            "--data", "synthetic:n=32,classes=3,shape=1x4x4", "--epochs", "1", "--device", "cpu",
+            "--no-progress", "--batch-size", "16"]
+    old = os.umask(0o022)
+    try:
+        assert main(argv) == 0
+    finally:
+        os.umask(old)
+    record = json.loads((out / "cli.json").read_text())
+    assert record["graph"] == str(graph) and record["epochs"] == 1
+    assert not any(k.startswith("_") for k in record)
+    assert "<function" not in (out / "cli.json").read_text()
+    for name in ("cli.json", "config.json", "log.csv", "checkpoint.pt"):
+        assert (out / name).stat().st_mode & 0o777 == 0o644, name
+    capsys.readouterr()
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "pass --resume" in err and "--out" in err
+    assert "resume=True" not in err and "out_dir" not in err

@@ -196,7 +196,7 @@ def test_resume_refuses_changed_settings_and_extends_epochs(tmp_path):
     config.epochs = 1
     m = model()
     train(m, train_set, test_set, config, out_dir=tmp_path, seed=0)
-    with pytest.raises(ValueError, match="exists; pass resume=True"):
+    with pytest.raises(ValueError, match="exists; pass resume=True to continue that run, or choose another out_dir"):
         train(model(), train_set, test_set, config, out_dir=tmp_path, seed=0)
     with pytest.raises(ValueError, match="lr: checkpoint 0.05 vs now 0.1"):
         train(model(), train_set, test_set, TrainConfig(**{**config.__dict__, "lr": 0.1}), out_dir=tmp_path,
