@@ -14,7 +14,6 @@ import argparse
 import dataclasses
 import json
 import math
-import sys
 from pathlib import Path
 
 __all__ = ["add_arguments", "run"]
@@ -137,21 +136,32 @@ def run(args: argparse.Namespace) -> int:
     table, summary, _ = run_sweep(config, out, scheduler=args.scheduler, workers=args.workers,
                                   threads=args.threads, progress=args.progress,
                                   inline=args.inline)
-    from n2ngraph.compare import caption
+    from n2ngraph.compare import sweep_markdown
     from n2ngraph.plotting import plot_compare, plot_delta_f
 
     plot_compare(summary, path=out / "compare")
-    figures = ["compare.png|pdf"]
+    figures = ["compare"]
     if {"plain", "n2nskip"} <= set(table["variant"]):
         plot_delta_f(table, path=out / "delta_F")  # the claim: F(X) - F(N2NSkip-X) > 0
-        figures.append("delta_F.png|pdf")
-    stat = [c for c in summary.columns if not c.endswith("_std")
-            and c.startswith(("F(t=", "escaped-ref(t="))]
-    cols = ["method", "variant", "density", "seeds", *stat, "lambda_2/ref", "n_components",
-            "dead_units", "effective_density"]
-    print(caption(table.attrs))
-    print(summary[[c for c in cols if c in summary.columns]].to_string(index=False,
-                                                                       float_format="%.4g"))
-    print(f"wrote {out}/ config.json results.csv|md summary.csv|md {' '.join(figures)} "
-          f"({len(table)} cells in cells/)", file=sys.stdout)
+        figures.append("delta_F")
+    print(sweep_markdown(summary), end="")  # the text of summary.md
+    print(_wrote(out, table, figures))
     return 0
+
+
+def _wrote(out: Path, table, figures) -> str:
+    """The closing lines: every file the run wrote, by folder."""
+    written = [Path(p) for p in table.attrs["files"]]
+    written += [out / f"{name}.{ext}" for name in figures for ext in ("png", "pdf")
+                if (out / f"{name}.{ext}").exists()]  # plotting.save_figure's formats
+    by_folder: dict[Path, list[str]] = {}
+    for p in written:
+        by_folder.setdefault(p.parent, []).append(p.name)
+    lines = [f"wrote {out}/"]
+    for folder, names in sorted(by_folder.items(), key=lambda kv: kv[0] != out):
+        where = "" if folder == out else f"{folder.relative_to(out)}/: "
+        lines.append(f"  {where}{' '.join(names)}")
+    cells = len(set(table["cell_id"]))
+    lines.append(f"  cells/: {cells} cell file{'' if cells == 1 else 's'} of this config "
+                 "(<cell id>.json, one per method, density, seed and variant)")
+    return "\n".join(lines)

@@ -53,7 +53,11 @@ Output folder
                                     the ids of its cells
           results.csv|md            one row per cell of this config only
           summary.csv|md            mean and std over seeds
-      config.json, results.*, summary.*, compare.png   the latest run (same files as its
+                                    (the CSV files hold every column; the Markdown files a
+                                    readable view of at most MAX_COLUMNS columns, ``mean ±
+                                    std`` cells, under a header defining F and stating
+                                    lambda_2 of the reference: :func:`sweep_markdown`)
+      config.json, results.*, summary.*   the latest run (same files as its
                                     configs/<digest>/; ``config.json`` is removed before the
                                     tables are rewritten and written last, so it never
                                     describes tables it did not produce)
@@ -106,6 +110,9 @@ __all__ = [
     "cell_config",
     "cell_digest",
     "caption",
+    "MAX_COLUMNS",
+    "readable_table",
+    "sweep_markdown",
     "run_cell",
     "run_cells",
     "run_sweep",
@@ -622,7 +629,22 @@ def load_cells(out_dir: str | os.PathLike, ids: Sequence[str] | None = None):
     return _sorted_table(pd.DataFrame(rows))
 
 
+def _renamed(table):
+    """``table`` with the columns of earlier versions under their present names (rows of old
+    and new cells in one table fill one column)."""
+    for old, new in _RENAMED_COLUMNS.items():
+        if old not in table.columns:
+            continue
+        if new in table.columns:
+            table = table.assign(**{new: table[new].where(table[new].notna(), table[old])})
+            table = table.drop(columns=old)
+        else:
+            table = table.rename(columns={old: new})
+    return table
+
+
 def _sorted_table(table):
+    table = _renamed(table)
     if not table.empty:
         table = table.sort_values(["method", "variant", "density", "seed"],
                                   ascending=[True, False, False, True], kind="stable")
@@ -818,14 +840,144 @@ def run_cells(run, specs: Sequence[dict], out_dir: str | os.PathLike, *, inputs=
     return [rows[d] for d in ids]
 
 
-def caption(meta: dict) -> str:
-    """Markdown header of a sweep table: model, recipe, lambda_2 of the reference, times."""
-    ts = ", ".join(f"{lab} = {t:.6g}" for lab, t in zip(meta["time_labels"], meta["times"]))
+#: Most columns of a Markdown table and of the printed summary; the CSV files keep every column.
+MAX_COLUMNS = 12
+
+#: Columns of rows written by earlier versions, under their present names (a reader of old
+#: cell files sees the new name).
+_RENAMED_COLUMNS = {"connected": "inputs_reach_outputs"}
+
+#: How a variant is named in readable tables ("snip + N2NSkip").
+_VARIANT_SUFFIX = {"plain": "", "n2nskip": " + N2NSkip"}
+
+#: Readable names of the structural columns shown in the short tables.
+_SHORT_NAMES = {"lambda_2/ref": "lambda_2/ref", "n_components": "components",
+                "dead_units": "dead units", "effective_density": "effective density"}
+
+F_DEFINITION = ("F(t) = ||S_ref(t) - S(t)||_2: distance between the heat signatures "
+                "S(t) = exp(-tL) A of the dense reference and of the pruned graph (A: unit heat "
+                "on the input nodes, L the graph Laplacian); lower is closer to the dense network.")
+
+
+def caption(meta: dict, *, per_cell: bool = False) -> str:
+    """The two-line header of a sweep's Markdown tables and printed summary: what ``F`` is;
+    the model, recipe, ``lambda_2`` of the reference and the times (in units of
+    ``1/lambda_2`` when so stated), and what a row holds."""
     lam = meta["lambda_2_reference"]
-    return (f"{meta['config']['model']}, recipe {meta['recipe']['name']}, "
-            f"{'weighted' if meta['config']['weighted'] else 'binary'}: lambda_2(reference) = "
-            f"{lam:.6g}; t: {ts}. escaped-ref(t) > 0: heat leaves the inputs faster than in the "
-            "reference.")
+    pairs = ", ".join(f"{lab} = {t:.4g}" for lab, t in zip(meta["time_labels"], meta["times"]))
+    if meta.get("times_in_units_of_1/lambda_2", True):
+        when = f"t in units of 1/lambda_2 (l2): {pairs}"
+    else:
+        when = "t absolute: " + ", ".join(meta["time_labels"])
+    if per_cell:
+        rows = "one row per cell (one seed)"
+    elif meta["config"].get("seeds") == 1:
+        rows = "one seed (n = 1), so no std"
+    else:
+        rows = "mean ± std over n seeds"
+    return (f"{F_DEFINITION}\n\n"
+            f"{meta['config']['model']}, recipe {meta['recipe']['name']}, "
+            f"{'weighted' if meta['config']['weighted'] else 'binary'} adjacency: "
+            f"lambda_2(reference) = {lam:.6g}; {when}; {rows}.")
+
+
+def _short_columns(frame) -> tuple[list[str], list[str]]:
+    """Columns of ``frame`` the short table shows (at most :data:`MAX_COLUMNS` with the three
+    identity columns), and the ``F`` columns left out for lack of room."""
+    value = [c for c in frame.columns if not c.endswith("_std")]
+    f_cols = [c for c in value if c.startswith("F(t=") and c != "F(t=inf)"]
+    escaped = [c for c in value if c.startswith("escaped-ref(t=")]
+    room = MAX_COLUMNS - 3  # method, density, n or seed
+    shown_f, dropped = f_cols[:room], f_cols[room:]
+    room -= len(shown_f)
+    # by priority: the saturated distance, connectivity, structure; then the signed measure at
+    # the middle stated time (where plain and N2NSkip variants differ most, docs/diffusion.md)
+    extras = ["F(t=inf)", "lambda_2/ref", "n_components", "dead_units", "effective_density",
+              *escaped[len(escaped) // 2:][:1]]
+    chosen = [c for c in extras if c in frame.columns][:max(room, 0)]
+    order = [*shown_f, *(c for c in ("F(t=inf)", *escaped) if c in chosen),
+             *(c for c in chosen if not c.startswith(("F(", "escaped-")))]
+    return order, dropped
+
+
+def _number(v: float, digits: int = 4) -> str:
+    return f"{v:.{digits}g}"
+
+
+def readable_table(frame):
+    """The short view of a sweep table that ``summary.md``, ``results.md`` and the printed
+    summary show: at most :data:`MAX_COLUMNS` columns, one ``mean ± std`` cell per quantity.
+
+    ``frame`` is a summary (:func:`summarize`, with ``seeds``) or a results table (one row per
+    cell, with ``seed``). Rows: per method, density (descending), then variant, so that a
+    method and its N2NSkip variant at the same budget are neighbours. Columns: ``method`` (``"snip + N2NSkip"`` for the N2NSkip variant),
+    ``density``, ``n`` (seeds) or ``seed``, ``F`` at every stated time (as many as fit), then
+    as room allows ``F(t=inf)``, the signed escaped-heat difference at the middle stated time,
+    ``lambda_2/ref``, components, dead units and effective density. A summary cell reads
+    ``mean ± std`` (std over seeds, ``ddof=1``); with one seed (``n = 1``) just the mean. A
+    quantity that is not defined (``lambda_2/ref`` of a disconnected reference) reads ``-``.
+    """
+    import pandas as pd
+
+    per_cell = "seeds" not in frame.columns
+    columns, _ = _short_columns(frame)
+    count = "seed" if per_cell else "n"
+    methods = list(dict.fromkeys(frame["method"]))
+    records = sorted(frame.to_dict("records"), key=lambda r: (  # a method's variants side by side
+        methods.index(r["method"]), -float(r["density"]),
+        VARIANTS.index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS),
+        r.get("seed", 0)))
+    rows = []
+    for r in records:
+        n = 1 if per_cell else int(r["seeds"])
+        row = {"method": f"{r['method']}{_VARIANT_SUFFIX.get(r['variant'], ' ' + str(r['variant']))}",
+               "density": f"{float(r['density']):g}",
+               count: int(r["seed"]) if per_cell else n}
+        for c in columns:
+            mean, std = r[c], r.get(f"{c}_std")
+            if mean is None or not math.isfinite(float(mean)):
+                text = None if mean is None or math.isnan(float(mean)) else str(float(mean))
+            else:
+                text = _number(float(mean))
+                if n > 1 and std is not None and math.isfinite(float(std)):
+                    text += f" ± {_number(float(std), 2)}"
+            row[_SHORT_NAMES.get(c, c)] = text
+        rows.append(row)
+    names = ["method", "density", count, *(_SHORT_NAMES.get(c, c) for c in columns)]
+    return pd.DataFrame(rows, columns=names)
+
+
+def _notes(frame) -> str:
+    """What the short table's columns mean, below it; where the rest is."""
+    columns, dropped = _short_columns(frame)
+    said = []
+    if any(c.startswith("escaped-ref") for c in columns):
+        said.append("escaped-ref(t): share of the input heat that has left the input nodes by t, "
+                    "minus the reference's (> 0: spreads faster)")
+    if "lambda_2/ref" in columns:
+        said.append("lambda_2/ref: algebraic connectivity over the reference's")
+    if "n_components" in columns:
+        said.append("components: connected components")
+    if "dead_units" in columns:
+        said.append("dead units: units on no input-to-output path")
+    if "effective_density" in columns:
+        said.append("effective density: kept weights on an input-to-output path / dense weights")
+    name = "results.csv" if "seeds" not in frame.columns else "summary.csv"
+    rest = f"Every column{' (with its std)' if name == 'summary.csv' else ''} is in {name}"
+    if dropped:
+        rest += f", F at {len(dropped)} more times too"
+    return "; ".join(said) + (". " if said else "") + rest + "."
+
+
+def sweep_markdown(frame) -> str:
+    """The Markdown text of ``summary.md`` (``frame`` a summary) or ``results.md`` (a results
+    table): :func:`caption`, :func:`readable_table` and a note on its columns. ``frame.attrs``
+    holds the sweep's metadata (as :func:`run_sweep` returns it)."""
+    from n2ngraph.tables import markdown_document
+
+    per_cell = "seeds" not in frame.columns
+    return markdown_document(readable_table(frame), title=caption(frame.attrs, per_cell=per_cell),
+                             notes=_notes(frame))
 
 
 def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: str | None = None,
@@ -853,7 +1005,8 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     -------
     table, summary : DataFrame
         One row per cell of this config; mean and std over seeds. ``attrs`` holds the config
-        file's content (times, labels, ``lambda_2`` of the reference, recipe).
+        file's content (times, labels, ``lambda_2`` of the reference, recipe); ``table.attrs``
+        also ``files``, the paths of the tables and config files written.
     times : tuple of float
         The absolute times the sweep used.
     """
@@ -908,14 +1061,17 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     table = _sorted_table(pd.DataFrame(rows))
     table.attrs = {k: v for k, v in meta.items() if k != "cells"}
     summary = summarize(table)
-    title = caption(meta)
     meta_text = json.dumps(meta, indent=2)
     own = out / "configs" / config_id
     own.mkdir(parents=True, exist_ok=True)
+    written = []
     for folder in (own, out):
         if folder == out:
             (out / "config.json").unlink(missing_ok=True)
-        write_table(table, folder / "results", title=title)
-        write_table(summary, folder / "summary", title=title)
-        atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(meta_text))
+        for frame, name in ((table, "results"), (summary, "summary")):
+            per_cell = frame is table
+            written += write_table(frame, folder / name, markdown=readable_table(frame),
+                                   title=caption(meta, per_cell=per_cell), notes=_notes(frame))
+        written.append(atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(meta_text)))
+    table.attrs["files"] = [str(p) for p in written]
     return table, summary, tuple(times)

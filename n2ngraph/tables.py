@@ -7,7 +7,7 @@ import pandas as pd
 
 from n2ngraph.graph import NetworkGraph
 
-__all__ = ["group_table", "block_table", "write_table"]
+__all__ = ["group_table", "block_table", "markdown_document", "markdown_table", "write_table"]
 
 
 def group_table(graph: NetworkGraph) -> pd.DataFrame:
@@ -27,7 +27,12 @@ def group_table(graph: NetworkGraph) -> pd.DataFrame:
 
 def block_table(graph: NetworkGraph) -> pd.DataFrame:
     """One row per edge block: kind, groups joined, mask shape, kept and dense weights, density,
-    and node-pair edges (channel pairs with any kept tap)."""
+    and node-pair edges (channel pairs with any kept tap).
+
+    ``density`` (kept / dense weights of the block) is defined only for blocks with weights: a
+    ``residual`` block has none, so its density is missing (empty in the CSV, ``-`` in the
+    Markdown table), never a NaN that reads like a failed computation.
+    """
     rows = []
     for b in graph.blocks:
         src = graph.group(b.src)
@@ -36,7 +41,7 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
             "block": b.name, "kind": b.kind, "src": b.src, "dst": b.dst,
             "mask_shape": "" if b.mask is None else "x".join(map(str, b.mask.shape)),
             "kept_weights": b.num_params, "dense_weights": b.dense_params,
-            "density": b.num_params / b.dense_params if b.dense_params else float("nan"),
+            "density": b.num_params / b.dense_params if b.dense_params else None,
             "edges": edges,
         })
     rows.append({
@@ -48,11 +53,14 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str = "%.6g",
-                title: str | None = None) -> list:
+                title: str | None = None, markdown: pd.DataFrame | None = None,
+                notes: str | None = None) -> list:
     """Write ``table`` as CSV and Markdown (``.csv``, ``.md``) atomically; returns the paths.
 
-    ``title``: a paragraph above the Markdown table (what the CSV cannot say: the model, the
-    recipe, the reference's ``lambda_2``, the stated times).
+    The CSV holds every column of ``table``. The Markdown file holds :func:`markdown_document`
+    of ``markdown`` (a shorter view for reading, e.g. ``mean ± std`` cells; default ``table``
+    itself) with ``title`` above it (what the CSV cannot say: the model, the recipe, the
+    reference's ``lambda_2``, the stated times) and ``notes`` below it.
     """
     from pathlib import Path
 
@@ -61,22 +69,48 @@ def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str =
     base = Path(path_without_suffix)
     csv_path = atomic_write(base.with_name(base.name + ".csv"),
                             lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
-    md = _markdown(table, float_format)
-    if title:
-        md = f"{title.strip()}\n\n{md}"
+    md = markdown_document(table if markdown is None else markdown, title=title, notes=notes,
+                           float_format=float_format)
     md_path = atomic_write(base.with_name(base.name + ".md"),
                            lambda tmp: Path(tmp).write_text(md, encoding="utf-8"))
     return [csv_path, md_path]
 
 
-def _markdown(table: pd.DataFrame, float_format: str) -> str:
-    """A GitHub Markdown table (no dependency on the optional ``tabulate`` package)."""
+def markdown_document(table: pd.DataFrame, *, title: str | None = None, notes: str | None = None,
+                      float_format: str = "%.6g") -> str:
+    """``title``, the table as :func:`markdown_table` and ``notes``, separated by blank lines."""
+    parts = [p.strip() for p in (title, markdown_table(table, float_format), notes) if p and p.strip()]
+    return "\n\n".join(parts) + "\n"
+
+
+def markdown_table(table: pd.DataFrame, float_format: str = "%.6g") -> str:
+    """``table`` as a GitHub Markdown table whose columns are padded to one width, so the text
+    reads as a table in a terminal too (no dependency on the optional ``tabulate`` package).
+
+    Floats are written with ``float_format``; a missing value (None, NaN, NA) is written ``-``.
+
+    Examples
+    --------
+    >>> print(markdown_table(pd.DataFrame({"kind": ["sequential", "residual"],
+    ...                                    "density": [0.25, None]})), end="")
+    | kind       | density |
+    |------------|---------|
+    | sequential | 0.25    |
+    | residual   | -       |
+    """
     def cell(v) -> str:
+        if v is None or (pd.api.types.is_scalar(v) and pd.isna(v)):
+            return "-"
         if isinstance(v, (float, np.floating)):
             return float_format % v
-        return str(v)
+        return str(v).replace("|", "\\|")
 
-    header = "| " + " | ".join(map(str, table.columns)) + " |"
-    rule = "|" + "|".join("---" for _ in table.columns) + "|"
-    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in table.itertuples(index=False)]
-    return "\n".join([header, rule, *body]) + "\n"
+    header = [str(c) for c in table.columns]
+    body = [[cell(v) for v in row] for row in table.itertuples(index=False)]
+    widths = [max([len(h), *(len(r[k]) for r in body)]) for k, h in enumerate(header)]
+
+    def line(cells) -> str:
+        return "| " + " | ".join(c.ljust(w) for c, w in zip(cells, widths)) + " |"
+
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    return "\n".join([line(header), rule, *(line(r) for r in body)]) + "\n"

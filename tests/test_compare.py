@@ -17,13 +17,18 @@ import pytest
 from n2ngraph.cli import main
 from n2ngraph.compare import (
     CELL_FORMAT,
+    MAX_COLUMNS,
     Cell,
     CompareConfig,
     cell_config,
     cell_digest,
     cells_of,
+    load_cells,
+    readable_table,
     run_cells,
     run_sweep,
+    summarize,
+    sweep_markdown,
 )
 
 SMALL = dict(model="lenet300", methods=("random", "snip"), densities=(0.05,), seeds=1, times=(0.5, 5.0))
@@ -34,6 +39,13 @@ SWEEP = ["--model", "lenet300", "--methods", "random,expander", "--densities", "
 
 def _cells(out):
     return {p.name: p.read_text() for p in sorted((Path(out) / "cells").glob("*.json"))}
+
+
+def _md_columns(md: str) -> int:
+    """Columns of the one Markdown table in ``md`` (every table line has the same count)."""
+    counts = {line.count(" | ") + 1 for line in md.splitlines() if line.startswith("| ")}
+    assert len(counts) == 1, counts
+    return counts.pop()
 
 
 def _mtimes(out):
@@ -59,6 +71,12 @@ def test_inline_sweep_rows_and_budgets(tmp_path):
     assert len(summary) == 4 and (summary["seeds"] == 1).all() and (summary["recipe"] == "paper").all()
     for name in ("results.csv", "results.md", "summary.csv", "summary.md", "config.json"):
         assert (tmp_path / name).stat().st_size > 0
+    # short Markdown tables, every column in the CSV files; one seed: no std, no nan
+    for name, frame in (("results", table), ("summary", summary)):
+        md = (tmp_path / f"{name}.md").read_text(encoding="utf-8")
+        assert _md_columns(md) <= MAX_COLUMNS and "nan" not in md.lower() and "±" not in md
+        assert list(pd.read_csv(tmp_path / f"{name}.csv").columns) == list(frame.columns)
+    assert "inputs_reach_outputs" in table.columns and "connected" not in table.columns
     meta = json.loads((tmp_path / "config.json").read_text())
     assert meta["times"] == [0.5, 5.0] and meta["recipe"]["name"] == "paper"
     assert meta["lambda_2_reference"] == pytest.approx(table["lambda_2_ref"][0])
@@ -79,8 +97,9 @@ def test_times_in_units_of_lambda2_signed_measure_and_large_t(tmp_path):
     assert np.all(np.abs(esc) <= 1)
     # at 100 / lambda_2 the reference has saturated: F is far below its value at 1 / lambda_2
     assert (table["F(t=100/l2)"] < 1e-2 * table["F(t=1/l2)"]).all()
-    header = (tmp_path / "results.md").read_text().splitlines()[0]
-    assert "lambda_2(reference) = " in header and "1/l2 = " in header
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[0].startswith("F(t) = ||S_ref(t) - S(t)||_2")  # the header defines F ...
+    assert "lambda_2(reference) = " in lines[2] and "1/l2 = " in lines[2]  # ... and states lambda_2
     assert table.attrs["lambda_2_reference"] == pytest.approx(lam2)
 
 
@@ -140,7 +159,18 @@ def test_two_configs_in_one_folder_get_their_own_tables(tmp_path, capsys):
     assert "F(t=1)" in first.columns
     for figure in ("compare.png", "delta_F.png", "delta_F.pdf"):  # the claim at a glance
         assert (out / figure).stat().st_size > 0, figure
-    assert "delta_F.png|pdf" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    # the printed summary is summary.md's text; the closing lines name every file written
+    assert (out / "summary.md").read_text(encoding="utf-8") in printed
+    wrote = printed[printed.index(f"wrote {out.resolve()}/"):]
+    config_id = json.loads((out / "config.json").read_text())["config_id"]
+    named = wrote.splitlines()
+    for path in out.iterdir():
+        if path.is_file():
+            assert path.name in named[1].split(), path.name
+    own = next(line for line in named if line.strip().startswith(f"configs/{config_id}/:"))
+    assert sorted(own.split(":", 1)[1].split()) == sorted(p.name for p in (out / "configs" / config_id).iterdir())
+    assert "cells/: 4 cell files" in wrote
     mtimes = _mtimes(out)
     assert main(["compare", *SWEEP, "--times", "2", "--out", str(out), "--inline"]) == 0
     second = pd.read_csv(out / "results.csv")
@@ -397,3 +427,77 @@ def test_unparsable_number_gives_one_line(capsys):
         main(["compare", "--seeds", "three"])
     assert exc.value.code == 2
     assert "--seeds" in _one_error_line(capsys)
+
+
+# ------------------------------------------------------------------------- readable tables
+def _results(labels=("1/l2", "3/l2", "100/l2"), seeds=(0, 1)):
+    """A results table of hand-set numbers: F(t=<label k>) = k + 1 + 2 * seed, so over seeds
+    0 and 1 the mean is k + 2 and the std (ddof=1) sqrt(2); ``attrs`` as run_sweep sets them."""
+    rows = []
+    for method in ("snip", "random"):
+        for variant in ("plain", "n2nskip"):
+            for seed in seeds:
+                row = {"cell_id": f"{method}{variant}{seed}", "model": "m", "recipe": "paper",
+                       "method": method, "variant": variant, "density": 0.1, "seed": seed}
+                for k, lab in enumerate(labels):
+                    row[f"F(t={lab})"] = k + 1.0 + 2 * seed
+                    row[f"escaped-ref(t={lab})"] = -0.5
+                row.update({"F(t=inf)": 0.0, "lambda_2/ref": 0.25, "n_components": 1,
+                            "dead_units": 3 + seed, "effective_density": 0.05,
+                            "inputs_reach_outputs": True, "lambda_2_ref": 4.0})
+                rows.append(row)
+    table = pd.DataFrame(rows)
+    table.attrs = {"config": {"model": "m", "weighted": False, "seeds": len(seeds)},
+                   "recipe": {"name": "paper"},
+                   "times": [0.25 * (k + 1) for k in range(len(labels))],
+                   "time_labels": list(labels), "times_in_units_of_1/lambda_2": True,
+                   "lambda_2_reference": 4.0}
+    return table
+
+
+def test_readable_summary_has_mean_pm_std_cells_and_at_most_12_columns():
+    summary = summarize(_results())
+    short = readable_table(summary)
+    assert list(short.columns) == ["method", "density", "n", "F(t=1/l2)", "F(t=3/l2)", "F(t=100/l2)",
+                                   "F(t=inf)", "escaped-ref(t=3/l2)", "lambda_2/ref", "components",
+                                   "dead units", "effective density"]
+    # a method's variants side by side, methods in the table's order
+    assert list(short["method"]) == ["snip", "snip + N2NSkip", "random", "random + N2NSkip"]
+    row = short.iloc[0]
+    assert row["n"] == 2 and row["F(t=1/l2)"] == "2 ± 1.4" and row["F(t=100/l2)"] == "4 ± 1.4"
+    assert row["dead units"] == "3.5 ± 0.71" and row["components"] == "1 ± 0"  # sqrt(1/2)
+    text = sweep_markdown(summary)
+    lines = text.splitlines()
+    assert lines[0].startswith("F(t) = ||S_ref(t) - S(t)||_2") and lines[1] == ""
+    assert "lambda_2(reference) = 4;" in lines[2] and "1/l2 = 0.25, 3/l2 = 0.5, 100/l2 = 0.75" in lines[2]
+    assert _md_columns(text) == 12 and "nan" not in text.lower()
+    assert "Every column (with its std) is in summary.csv." in text
+
+
+def test_readable_table_one_seed_many_times_and_undefined_values():
+    labels = tuple(f"{k}/l2" for k in range(1, 12))  # 11 stated times: more than fit
+    table = _results(labels, seeds=(0,))
+    table.loc[0, "lambda_2/ref"] = float("nan")  # a disconnected reference: not defined
+    summary = summarize(table)
+    short = readable_table(summary)
+    assert len(short.columns) == MAX_COLUMNS
+    assert list(short.columns[3:]) == [f"F(t={lab})" for lab in labels[:9]]
+    assert short.iloc[0]["F(t=1/l2)"] == "1" and (short["n"] == 1).all()  # n = 1: no std
+    text = sweep_markdown(summary)
+    assert "±" not in text and "nan" not in text.lower() and "F at 2 more times" in text
+    # per cell: a seed column, the same short view
+    per_cell = readable_table(table)
+    assert list(per_cell.columns[:3]) == ["method", "density", "seed"]
+    few = readable_table(_results(seeds=(0,)).assign(**{"lambda_2/ref": float("nan")}))
+    assert (few["lambda_2/ref"].isna()).all()  # written "-" in the Markdown table
+    assert "| -" in sweep_markdown(_results(seeds=(0,)).assign(**{"lambda_2/ref": float("nan")}))
+
+
+def test_cells_written_with_the_old_column_name_read_under_the_new_one(tmp_path):
+    (tmp_path / "cells").mkdir()
+    for k, key in enumerate(("connected", "inputs_reach_outputs")):
+        row = {"method": "random", "variant": "plain", "density": 0.1, "seed": k, key: bool(k)}
+        (tmp_path / "cells" / f"{k}.json").write_text(json.dumps({"row": row}))
+    table = load_cells(tmp_path)
+    assert "connected" not in table.columns
+    assert sorted(table["inputs_reach_outputs"]) == [False, True]
