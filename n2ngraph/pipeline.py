@@ -3,7 +3,8 @@
 :func:`variant` builds the graph a table row stands for, plain (``skips=False``: the RP / CSP
 baseline) or with N2NSkip connections at the same total budget (``skips=True``), under one named
 :class:`~n2ngraph.recipes.Recipe` (``docs/recipes.md``). :func:`dense_layer_names` finds the
-layers a recipe keeps dense by their role in the traced graph, and :func:`calibration_batch`
+layers a recipe keeps dense by their role in the traced graph, :func:`graph_layers` the layers
+the budget covers (those in the traced graph), and :func:`calibration_batch`
 draws the batch that data-driven pruners (SNIP, GraSP) score on.
 """
 
@@ -18,7 +19,8 @@ from n2ngraph.budget import check_density
 from n2ngraph.graph import NetworkGraph
 from n2ngraph.recipes import DENSE_ROLES, Recipe, get_recipe
 
-__all__ = ["RANDOM_METHODS", "VARIANTS", "calibration_batch", "dense_layer_names", "variant"]
+__all__ = ["RANDOM_METHODS", "VARIANTS", "calibration_batch", "dense_layer_names", "graph_layers",
+           "variant"]
 
 #: Methods whose masks are random (no score): always pruned layerwise, and the ones a recipe's
 #: ``granularity`` applies to.
@@ -134,7 +136,8 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         Provenance records ``recipe`` (name), ``recipe_fields``, ``model``, ``method``,
         ``density``, ``seed``, ``scope``, ``granularity``, ``dense_layers`` (module paths),
         ``sequential_params``, ``sequential_density``, ``n2nskip_fraction`` (requested),
-        ``n2nskip_fraction_effective`` (skips only) and ``variant`` (``"plain"`` or
+        ``n2nskip_fraction_effective`` (skips only), ``outside_graph`` (module paths of the
+        weight layers outside the graph, see Notes) and ``variant`` (``"plain"`` or
         ``"n2nskip"``, :data:`VARIANTS`).
 
     Notes
@@ -146,11 +149,19 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     ``wiring``, ``skip_kernel``, ``skip_order`` and, for conv skips, ``granularity``
     (:func:`n2ngraph.n2nskip.add_n2nskip`).
 
+    The budget is the graph's: ``density`` is the kept fraction of the weights of the layers in
+    the traced graph (:func:`graph_layers`), and pruning and :func:`~n2ngraph.pruning.kept_count`
+    cover exactly those layers. A weight layer the traced forward never reaches (an auxiliary
+    head in eval mode, a layer the forward skips) takes no part in it: it is left unpruned, named
+    in a warning and in provenance ``outside_graph``, and its weights are neither counted nor
+    given to the skips. Trace the mode that uses it (``model.train()``) to have it in the graph.
+
     Raises
     ------
     ValueError
         Unknown recipe or method, density outside (0, 1], dense layers larger than the budget,
-        or a skip budget the wiring cannot hold.
+        a skip budget the wiring cannot hold, or a weight layer applied more than once in the
+        forward (:func:`graph_layers`).
     TypeError
         ``density`` is not a real number (:func:`n2ngraph.budget.check_density`).
 
@@ -176,8 +187,12 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     is_random = method in RANDOM_METHODS
     scope = "layerwise" if is_random else r.scope
     granularity = r.granularity if is_random else "weight"
-    dense = dense_layer_names(model, r.dense_layers) if r.dense_layers else ()
-    opts = {"scope": scope, "granularity": granularity, "dense": dense}
+    reference = trace(model, example_input=example_input).graph
+    layers, outside = graph_layers(model, reference)
+    if outside:
+        warnings.warn(_outside_message(model, outside), stacklevel=2)
+    dense = dense_layer_names(reference, r.dense_layers) if r.dense_layers else ()
+    opts = {"scope": scope, "granularity": granularity, "dense": dense, "layers": layers}
     f = r.n2nskip_fraction if skips else 0.0
     seq_density = density * (1 - f)
     masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
@@ -186,7 +201,8 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
             "density": density, "seed": seed, "scope": scope, "granularity": granularity,
             "dense_layers": list(dense), "recipe": r.name, "recipe_fields": r.to_json(),
             "sequential_params": graph.num_params, "sequential_density": seq_density,
-            "n2nskip_fraction": f}
+            "n2nskip_fraction": f,
+            "outside_graph": [n.removesuffix(".weight") for n in outside]}
     if not skips:
         return graph.replace(provenance={**graph.provenance, **prov, "variant": "plain"})
     target = kept_count(model, density, **opts)
@@ -217,6 +233,63 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         graph, n_skip, seed=seed, granularity=r.granularity,
         provenance={**prov, "variant": "n2nskip"}, **layout,
     )
+
+
+def graph_layers(model, graph: NetworkGraph) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The prunable weights of ``model`` inside and outside its traced ``graph``.
+
+    Parameters
+    ----------
+    model : nn.Module
+    graph : NetworkGraph
+        Traced from ``model`` (its traced ``sequential`` blocks name their module by
+        ``spec.module``; blocks added by a graph edit are ignored).
+
+    Returns
+    -------
+    inside, outside : tuple of str
+        Weight names as in :func:`n2ngraph.masks.prunable_weights` (``"features.0.weight"``), in
+        module order: the layers the graph holds (what :func:`~n2ngraph.pruning.prune` and
+        :func:`~n2ngraph.pruning.kept_count` take as ``layers``) and those it does not.
+
+    Raises
+    ------
+    ValueError
+        A weight layer is applied more than once in the forward (the graph has one block per
+        call, pruning one mask per weight, so their budgets would differ), or a block names a
+        module that is not a prunable layer of ``model``.
+    """
+    from collections import Counter
+
+    from n2ngraph.masks import prunable_weights
+
+    weights = prunable_weights(model)
+    paths = [b.spec.module if b.spec.module is not None else b.name for b in graph.blocks
+             if b.kind == "sequential" and not b.spec.added_by]
+    reused = sorted(p for p, k in Counter(paths).items() if k > 1)
+    if reused:
+        raise ValueError(f"weight layers {reused} are applied more than once in the forward; the "
+                         "graph has one block per call but pruning one mask per weight, so their "
+                         "budgets cannot agree (n2ngraph supports each weight layer used once)")
+    names = {f"{p}.weight" if p else "weight" for p in paths}
+    unknown = sorted(names - set(weights))
+    if unknown:
+        raise ValueError(f"the graph's layers {unknown} are not prunable weights of "
+                         f"{type(model).__name__}; was the graph traced from this model?")
+    return (tuple(n for n in weights if n in names), tuple(n for n in weights if n not in names))
+
+
+def _outside_message(model, outside: tuple[str, ...]) -> str:
+    from n2ngraph.masks import prunable_weights, weight_of
+
+    weights = prunable_weights(model)
+    count = sum(weight_of(weights[n]).numel() for n in outside)
+    mode = "training" if model.training else "eval"
+    paths = [n.removesuffix(".weight") for n in outside]
+    return (f"{type(model).__name__}: weight layers {paths} ({count:,} weights) are not in the "
+            f"traced graph (its forward in {mode} mode never reaches them, e.g. auxiliary heads); "
+            "the budget covers the graph's layers only, these are left unpruned and their "
+            "weights are not given to the skips. Trace the mode that uses them to include them.")
 
 
 def _fill_density(model, density: float, low: float, at_least: int, opts: dict) -> float:

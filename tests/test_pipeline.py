@@ -2,6 +2,7 @@
 
 import dataclasses
 import hashlib
+import warnings
 
 import numpy as np
 import pytest
@@ -238,3 +239,76 @@ def test_skips_the_wiring_cannot_hold_are_given_back_to_the_network():
     assert g.num_params == plain.num_params
     assert 0.4 < g.provenance["sequential_density"] < 0.8
     assert g.provenance["n2nskip_fraction_effective"] < 0.5 == g.provenance["n2nskip_fraction"]
+
+
+# --------------------------------------------------- weight layers outside the traced graph
+class _AuxHeadNet(torch.nn.Module):
+    """conv1 (3->8, 3x3: 216 weights) -> relu -> conv2 (8->8: 576) -> relu -> pool -> fc (8->10:
+    80), and an auxiliary head ``aux`` (8->10: 80) that the forward never calls, as
+    googlenet's aux heads in eval mode."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 8, 3, padding=1, bias=False)
+        self.aux = torch.nn.Linear(8, 10, bias=False)
+        self.conv2 = torch.nn.Conv2d(8, 8, 3, padding=1, bias=False)
+        self.fc = torch.nn.Linear(8, 10, bias=False)
+
+    def forward(self, x):
+        x = torch.relu(self.conv1(x))
+        x = torch.relu(self.conv2(x))
+        return self.fc(torch.flatten(torch.nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+@pytest.mark.parametrize("method, recipe, density, skips, expected", [
+    ("random", "all-pairs", 0.3, False, 65 + 173 + 24),  # layerwise: round(0.3 * n_l) per layer
+    ("random", "all-pairs", 0.3, True, 65 + 173 + 24),  # skips hold what the plain graph keeps
+    ("magnitude", "paper", 0.8, False, 698),  # global: round(0.8 * 872), conv1 and fc dense
+])
+def test_layers_outside_the_graph_take_no_part_in_the_budget(method, recipe, density, skips, expected):
+    from n2ngraph.pipeline import graph_layers
+    from n2ngraph.pruning import kept_count
+    from n2ngraph.trace import to_graph
+
+    model = _AuxHeadNet().eval()
+    inside, outside = graph_layers(model, to_graph(model))
+    assert inside == ("conv1.weight", "conv2.weight", "fc.weight") and outside == ("aux.weight",)
+    with pytest.warns(UserWarning, match=r"\['aux'\] \(80 weights\) are not in the traced graph"):
+        g = variant(model, method, density, recipe=recipe, skips=skips, seed=0)
+    assert g.dense_params == 216 + 576 + 80  # the aux head is not in the graph
+    assert expected == kept_count(model, density, scope=RECIPES[recipe].scope, layers=inside,
+                                  dense=g.provenance["dense_layers"])
+    assert g.num_params == expected  # the aux head's share is not moved into the skips
+    assert g.provenance["outside_graph"] == ["aux"]
+    assert len(g.blocks_of_kind("n2nskip")) > 0 if skips else not g.blocks_of_kind("n2nskip")
+
+
+def test_graph_layers_are_all_of_a_model_that_uses_every_layer():
+    from n2ngraph.pipeline import graph_layers
+    from n2ngraph.trace import to_graph
+
+    model = models.lenet300()
+    assert graph_layers(model, to_graph(model)) == (("1.weight", "3.weight", "5.weight"), ())
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning when the graph holds every layer
+        g = variant(model, "random", 0.1, seed=0)
+    assert g.provenance["outside_graph"] == []
+
+
+def test_a_layer_applied_twice_is_refused():
+    from n2ngraph.pipeline import graph_layers
+    from n2ngraph.trace import to_graph
+
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc1, self.fc2 = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc2(torch.relu(self.fc1(torch.relu(self.fc1(x)))))
+
+    model = Twice()
+    with pytest.raises(ValueError, match=r"\['fc1'\] are applied more than once"):
+        graph_layers(model, to_graph(model))
+    with pytest.raises(ValueError, match="applied more than once"):
+        variant(model, "random", 0.5, recipe="all-pairs")

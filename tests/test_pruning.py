@@ -540,3 +540,35 @@ def test_kept_count_predicts_the_pruned_count(method, scope):
     for density in (0.5, 0.1, 0.013):
         masks = prune(model, method, density, scope=scope, seed=3)
         assert kept_count(model, density, scope=scope) == sum(int(m.sum()) for m in masks.values())
+
+
+# ------------------------------------------------------------- pruning a subset of the layers
+@pytest.mark.parametrize("method", ["random", "expander", "magnitude", "synflow"])
+@pytest.mark.parametrize("scope", ["layerwise", "global"])
+def test_layers_restricts_the_budget_and_the_result(method, scope):
+    from n2ngraph.pruning import kept_count
+
+    model = nn.Sequential(nn.Linear(10, 20), nn.ReLU(), nn.Linear(20, 30), nn.ReLU(), nn.Linear(30, 5))
+    options = {"rounds": 3} if method == "synflow" else {}
+    masks = prune(model, method, 0.25, scope=scope, layers=["0", "4.weight"], seed=1, **options)
+    assert list(masks) == ["0.weight", "4.weight"]  # layer 2 is left out: no mask
+    kept = sum(int(m.sum()) for m in masks.values())
+    # layerwise: round(0.25 * 200) + round(0.25 * 150) = 50 + 38; global: round(0.25 * 350) = 88
+    assert kept == 88 == kept_count(model, 0.25, scope=scope, layers=["0", "4"])
+    if scope == "layerwise":
+        assert [int(m.sum()) for m in masks.values()] == [50, 38]
+
+
+def test_layers_errors_name_the_bad_value():
+    from n2ngraph.pruning import kept_count
+
+    model = nn.Sequential(nn.Linear(4, 3), nn.ReLU(), nn.Linear(3, 2))
+    with pytest.raises(ValueError, match=r"layers layer 'nope' is not a prunable layer.*\['0', '2'\]"):
+        prune(model, "random", 0.5, layers=["nope"])
+    with pytest.raises(ValueError, match="layers is empty"):
+        kept_count(model, 0.5, layers=[])
+    with pytest.raises(TypeError, match="got the string '0'"):
+        kept_count(model, 0.5, layers="0")
+    with pytest.raises(ValueError, match=r"dense layers \['2.weight'\] are not among the layers pruned"):
+        prune(model, "random", 0.5, layers=["0"], dense=["2"])
+    assert kept_count(model, 1.0, layers=["0"], dense=["0"]) == 12  # dense inside the layers

@@ -267,15 +267,16 @@ def _check_data(name: str, spec: PruningMethod, data: Any) -> None:
 
 
 # ---------------------------------------------------------------------------- budgets
-def _dense_names(modules: Mapping[str, nn.Module], dense: Any) -> frozenset[str]:
-    """``dense`` (module paths, or weight names as in ``prunable_weights``) as weight names."""
-    if isinstance(dense, str):
-        raise TypeError(f"dense must be a sequence of module paths, got the string {dense!r}")
+def _layer_names(modules: Mapping[str, nn.Module], items: Any, what: str) -> frozenset[str]:
+    """``items`` (module paths, or weight names as in ``prunable_weights``) as weight names;
+    ``what`` names the argument in errors (``"dense"``, ``"layers"``)."""
+    if isinstance(items, str):
+        raise TypeError(f"{what} must be a sequence of module paths, got the string {items!r}")
     try:
-        items = list(dense)
+        items = list(items)
     except TypeError:
         raise TypeError(
-            f"dense must be a sequence of module paths, got {type(dense).__name__}"
+            f"{what} must be a sequence of module paths, got {type(items).__name__}"
         ) from None
     paths = {n.removesuffix(".weight") if n != "weight" else "": n for n in modules}
     out = set()
@@ -286,10 +287,32 @@ def _dense_names(modules: Mapping[str, nn.Module], dense: Any) -> frozenset[str]
             out.add(paths[item])
         else:
             raise ValueError(
-                f"dense layer {item!r} is not a prunable layer of the model; valid module paths "
+                f"{what} layer {item!r} is not a prunable layer of the model; valid module paths "
                 f"are {list(paths)}"
             )
     return frozenset(out)
+
+
+def _selected(model: Any, layers: Any) -> dict[str, nn.Module]:
+    """The prunable weights of ``model`` that a call prunes and counts: all of them
+    (``layers=None``) or those named in ``layers``, in module order."""
+    modules = _modules(model)
+    if layers is None:
+        return modules
+    names = _layer_names(modules, layers, "layers")
+    if not names:
+        raise ValueError("layers is empty; name at least one prunable layer (or pass layers=None)")
+    return {n: m for n, m in modules.items() if n in names}
+
+
+def _dense_names(modules: Mapping[str, nn.Module], dense: Any, everything: Mapping[str, nn.Module]
+                 ) -> frozenset[str]:
+    """``dense`` as weight names among ``modules`` (the selected layers of ``everything``)."""
+    names = _layer_names(everything, dense, "dense")
+    outside = sorted(names - set(modules))
+    if outside:
+        raise ValueError(f"dense layers {outside} are not among the layers pruned ({list(modules)})")
+    return names
 
 
 def _check_layout(scope: Any, granularity: Any) -> None:
@@ -353,9 +376,10 @@ def _plan(
     scope: str,
     granularity: str,
     dense: Any,
+    everything: Mapping[str, nn.Module] | None = None,
 ) -> _Plan:
     shapes = {n: weight_of(m).shape for n, m in modules.items()}
-    dense_names = _dense_names(modules, dense)
+    dense_names = _dense_names(modules, dense, modules if everything is None else everything)
     sizes = {n: math.prod(s) for n, s in shapes.items()}
     n_dense = sum(sizes[n] for n in dense_names)
     n_free = sum(sizes.values()) - n_dense
@@ -395,12 +419,14 @@ def kept_count(
     scope: str = "layerwise",
     granularity: str = "weight",
     dense: Any = (),
+    layers: Any = None,
 ) -> int:
     """Weights that :func:`prune` keeps with the same arguments, whatever the method (for
     ``granularity="channel"``: whatever method of :data:`CHANNEL_METHODS`): budgets are exact.
 
     With nothing dense, ``layerwise`` keeps ``sum_l budget(n_l, density)`` and ``global``
-    ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up). Dense layers are paid from
+    ``budget(sum_l n_l, density)`` (:func:`budget` rounds half up), the sums over the pruned
+    layers (all prunable layers, or those named in ``layers``). Dense layers are paid from
     ``budget(N, density)``; see :func:`prune` for the rest.
 
     Examples
@@ -412,10 +438,13 @@ def kept_count(
     26620
     >>> kept_count(lenet300(), 0.1, dense=["5"])  # the classifier whole, paid from the budget
     26620
+    >>> kept_count(lenet300(), 0.1, layers=["1", "3"])  # the classifier outside the budget
+    26520
     """
     _check_layout(scope, granularity)
     density = check_density(density)
-    return _plan(_modules(model), density, scope, granularity, dense).kept()
+    modules = _selected(model, layers)
+    return _plan(modules, density, scope, granularity, dense, _modules(model)).kept()
 
 
 def prune(
@@ -428,6 +457,7 @@ def prune(
     seed: int | None = 0,
     granularity: str = "weight",
     dense: Any = (),
+    layers: Any = None,
     **options: Any,
 ) -> dict[str, torch.Tensor]:
     """Masks keeping a ``density`` fraction of the prunable weights of ``model``.
@@ -462,6 +492,13 @@ def prune(
         Layers kept whole, by module path (``"features.0"``) or weight name
         (``"features.0.weight"``), as in :func:`n2ngraph.masks.prunable_weights`. Their weights
         are paid from the total budget; see Notes.
+    layers : sequence of str, optional
+        Prune only these layers (module paths or weight names): the budget, the ``global``
+        threshold and the result cover them alone, and the other prunable layers get no mask
+        (they stay as they are wherever masks are applied). :func:`n2ngraph.pipeline.variant`
+        passes the layers of the traced graph, so that weight layers the forward never reaches
+        (e.g. auxiliary heads in eval mode) take no part in the budget. Default: every
+        prunable layer.
     **options
         ``rounds`` (any method but ``expander``; default 100 for ``synflow``, 1 otherwise);
         ``loss`` (``snip``, ``grasp``: ``loss(outputs, targets)``, default cross-entropy);
@@ -474,7 +511,7 @@ def prune(
     -------
     dict
         ``{"<module path>.weight": bool tensor}``, one per prunable weight in module order, of
-        the weight's shape and on its device; ``True`` = kept.
+        the weight's shape and on its device; ``True`` = kept. With ``layers``, only those.
 
     Raises
     ------
@@ -482,7 +519,8 @@ def prune(
         Unknown method, scope or granularity (the valid names are listed), density outside
         (0, 1], ``data`` missing for ``snip``/``grasp``, a model without Linear/Conv2d layers,
         ``granularity="channel"`` with a scored method, ``global`` scope or ``rounds > 1``, an
-        unknown ``dense`` layer, dense layers holding more weights than the budget.
+        unknown ``dense`` or ``layers`` entry, empty ``layers``, dense layers outside
+        ``layers`` or holding more weights than the budget.
     TypeError
         ``model`` is not an ``nn.Module``, ``density`` is not a number, badly shaped ``data``,
         an option the method does not have.
@@ -583,7 +621,7 @@ def prune(
             f"{method!r} ranks single weights: pass granularity='weight'"
         )
     density = check_density(density)
-    modules = _modules(model)
+    modules = _selected(model, layers)
     rounds, zero_ties, options = _options(method, spec, options)
     if granularity == "channel" and rounds != 1:
         raise ValueError(f"granularity='channel' is one-shot; rounds must be 1, got {rounds}")
@@ -591,7 +629,7 @@ def prune(
     targets = {name: weight_of(m) for name, m in modules.items()}
     rng = np.random.default_rng(seed)
 
-    plan = _plan(modules, density, scope, granularity, dense)
+    plan = _plan(modules, density, scope, granularity, dense, _modules(model))
     if density == 1.0:
         masks = {n: torch.ones(shape, dtype=torch.bool) for n, shape in plan.shapes.items()}
     else:
