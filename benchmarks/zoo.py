@@ -36,12 +36,16 @@ import time
 from pathlib import Path
 
 import torch
-from torch import fx
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from _zoo_support import import_timm, import_torchvision, torchvision_classifiers  # noqa: E402
+from _zoo_support import (  # noqa: E402
+    dataflow_mismatches,
+    import_timm,
+    import_torchvision,
+    torchvision_classifiers,
+)
 
-from n2ngraph.masks import PRUNABLE_TYPES, prunable_weights  # noqa: E402
+from n2ngraph.masks import prunable_weights  # noqa: E402
 from n2ngraph.trace import trace  # noqa: E402
 
 #: timm models across families (the issue's 26): small members, random init.
@@ -55,72 +59,11 @@ TIMM_MODELS = (
 )
 
 
-def fx_upstream(gm: fx.GraphModule, shapes: dict, layer_paths: set[str]) -> dict[str, set[str]]:
-    """``{weight layer path: nearest upstream weight layer paths or "input"}`` from the fx graph
-    alone: a backward walk over tensor-valued nodes that stops at weight layers and placeholders."""
-    result: dict[str, set[str]] = {}
-    for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target not in layer_paths:
-            continue
-        found: set[str] = set()
-        seen: set[str] = set()
-        stack = [a for a in node.all_input_nodes if a.name in shapes]
-        while stack:
-            n = stack.pop()
-            if n.name in seen:
-                continue
-            seen.add(n.name)
-            if n.op == "placeholder":
-                found.add("input")
-            elif n.op == "call_module" and n.target in layer_paths:
-                found.add(str(n.target))
-            else:
-                stack.extend(a for a in n.all_input_nodes if a.name in shapes)
-        result.setdefault(str(node.target), set()).update(found)
-    return result
-
-
-def graph_upstream(graph) -> dict[str, set[str]]:
-    """The same sets read from the graph: follow blocks backwards from each layer's source."""
-    into = collections.defaultdict(list)
-    for b in graph.blocks:
-        into[b.dst].append(b)
-    first = graph.groups[0].name
-
-    def producers(group: str, seen: set[str]) -> set[str]:
-        if group in seen:
-            return set()
-        seen.add(group)
-        out = {"input"} if group == first else set()
-        for b in into[group]:
-            if b.kind == "sequential":
-                out.add(b.spec.module)
-            else:
-                out |= producers(b.src, seen)
-        return out
-
-    return {b.spec.module: producers(b.src, set()) for b in graph.blocks if b.kind == "sequential"}
-
-
-def check(result, model) -> tuple[int, int]:
+def check(result, model, x) -> tuple[int, int]:
     """(mismatching layers, prunable layers outside the graph) of one trace."""
-    from n2ngraph.trace import record_shapes
-
-    gm, graph = result.module, result.graph
-    layers = {b.spec.module for b in graph.blocks if b.kind == "sequential"}
-    shapes = record_shapes(gm, model, _example(model))
-    ref = fx_upstream(gm, shapes, {p for p, m in gm.named_modules() if isinstance(m, PRUNABLE_TYPES)})
-    got = graph_upstream(graph)
-    bad = [p for p in layers if ref.get(p) != got.get(p)]
+    layers = {b.spec.module for b in result.graph.blocks if b.kind == "sequential"}
     outside = [p for p in prunable_weights(model) if p.removesuffix(".weight") not in layers]
-    return len(bad), len(outside)
-
-
-_INPUT: dict[int, torch.Tensor] = {}
-
-
-def _example(model) -> torch.Tensor:
-    return _INPUT[id(model)]
+    return len(dataflow_mismatches(result, model, x)), len(outside)
 
 
 def _blocker(message: str) -> str:
@@ -142,14 +85,13 @@ def run_one(build, name: str, size: int) -> list[dict]:
         return [{"model": name, "mode": m, "result": "build-failed", "why": str(exc)[:200]} for m in ("train", "eval")]
     params = sum(p.numel() for p in model.parameters())
     x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
-    _INPUT[id(model)] = x
     for mode in ("train", "eval"):
         model.train(mode == "train")
         t0 = time.perf_counter()
         row = {"model": name, "mode": mode, "params": params}
         try:
             result = trace(model, example_input=x, name=name)
-            bad, outside = check(result, model)
+            bad, outside = check(result, model, x)
             row.update(result="ok" if bad == 0 else "mismatch", mismatches=bad, outside=outside,
                        nodes=result.graph.num_nodes, why="")
         except (ValueError, TypeError) as exc:
@@ -160,7 +102,6 @@ def run_one(build, name: str, size: int) -> list[dict]:
         rows.append(row)
         print(f"  {name:32s} {mode:5s} {row['result']:8s} {row['seconds']:6.1f}s {row.get('why', '')[:110]}",
               file=sys.stderr, flush=True)
-    del _INPUT[id(model)]
     del model
     gc.collect()
     return rows
@@ -169,6 +110,8 @@ def run_one(build, name: str, size: int) -> list[dict]:
 def _size_for(library: str, name: str, size: int) -> int:
     if re.match(r"(vit|swin|maxvit|deit|mixer|levit|coat|mobilevit)", name):
         return 224  # fixed image size (position embeddings, windows)
+    if "inception" in name:
+        return 299  # the aux head's 5 x 5 conv needs the native size in training mode
     return size
 
 

@@ -13,7 +13,15 @@ activation's shape. The walk over the fx graph applies docs/design.md's graph se
 - a residual add makes a sum group; an operand that is a weight layer's (or another sum's) output
   used nowhere else merges into it, every other operand joins through a ``residual`` block;
 - a concatenation along channels makes a group whose channels are the operands' channels in order,
-  joined channel to channel by ``residual`` blocks at the right offset.
+  joined channel to channel by ``residual`` blocks at the right offset;
+- a gate (the product of activations of two groups, squeeze-excitation ``x * s``) and a
+  difference make a group like a sum; the joining ``residual`` block's ``spec.op`` says
+  ``"mul"`` / ``"sub"``; element-wise ops within one group alias it;
+- every activation carries the tensor axis of its nodes, moved by ``permute`` / ``transpose`` and
+  kept by reshapes that keep that axis whole, so a Linear on the channel axis of a channels-last
+  tensor (ConvNeXt) is a channel-mixing layer;
+- every output of a model returning a tuple or named tuple is traced; optional inputs left at a
+  non-tensor default are not inputs; stochastic depth aliases.
 
 Anything else raises ``ValueError`` naming the op and the module it sits in: the tracer never
 returns a silently wrong graph.
@@ -75,12 +83,22 @@ _ALIAS_METHODS = {
 _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("alias", _ALIAS_FUNCTIONS, _ALIAS_METHODS),
     ("reshape", {torch.flatten, torch.reshape, torch.squeeze}, {"view", "reshape", "flatten", "squeeze"}),
+    ("permute", {torch.permute, torch.transpose, torch.movedim},
+     {"permute", "transpose", "movedim"}),
     ("reduce", {torch.mean, torch.amax, torch.sum}, {"mean", "amax", "sum"}),
-    ("add", {operator.add, operator.iadd, torch.add}, {"add", "add_"}),
-    ("scale", {operator.mul, operator.imul, operator.truediv, operator.itruediv, operator.sub,
-               operator.isub, torch.mul, torch.div, torch.sub}, {"mul", "mul_", "div", "div_", "sub", "sub_"}),
+    ("add", {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub},
+     {"add", "add_", "sub", "sub_"}),
+    ("mul", {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div},
+     {"mul", "mul_", "div", "div_"}),
     ("cat", {torch.cat, torch.concat}, set()),
 )
+
+#: Functions of optional libraries, by ``module.qualname`` (no import of those libraries here):
+#: stochastic depth / drop path alias like dropout (docs/design.md, "The model zoo").
+_QUALIFIED_RULES = {
+    "torchvision.ops.stochastic_depth.stochastic_depth": "alias",
+    "timm.layers.drop.drop_path": "alias",
+}
 
 
 def _rule_table() -> dict[str, dict[Any, str]]:
@@ -91,7 +109,19 @@ def _rule_table() -> dict[str, dict[Any, str]]:
         table["call_method"].update(dict.fromkeys(methods, rule))
     table["call_module"].update({**dict.fromkeys(_ALIAS_MODULES, "alias"), nn.Flatten: "reshape",
                                  **dict.fromkeys(PRUNABLE_TYPES, "weight_layer")})
+    table["call_function"].update(_QUALIFIED_RULES)
     return table
+
+
+def _function_rule(node: fx.Node) -> str | None:
+    """The rule of a torch function or ``Tensor`` method node (by target, else by the target's
+    qualified name for :data:`_QUALIFIED_RULES`)."""
+    table = _RULES[node.op]
+    rule = table.get(node.target)
+    if rule is None and node.op == "call_function":
+        target = node.target
+        rule = table.get(f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', '')}")
+    return rule
 
 
 #: The rule of every op the tracer knows (docs/design.md, "Graph semantics"), by fx node kind:
@@ -100,10 +130,14 @@ def _rule_table() -> dict[str, dict[Any, str]]:
 #:
 #: - ``alias``: channel-keeping ops; the output is the first activation argument's group (other
 #:   activation arguments, as in ``x.type_as(y)``, only lend a dtype);
-#: - ``reshape``: a flatten or reshape of a batch (aliases; a flatten of channels sets the fold);
-#: - ``reduce``: a mean / max / sum over the spatial axes (global pooling, aliases);
-#: - ``add``: a residual sum (a new group), or activation plus constant (aliases);
-#: - ``scale``: activation times, divided by or minus a constant (aliases);
+#: - ``reshape``: a flatten or reshape that keeps the channel axis whole (aliases; the batch
+#:   flatten of channels before a classifier sets the fold);
+#: - ``permute``: ``permute`` / ``transpose`` / ``movedim`` (aliases; moves the channel axis);
+#: - ``reduce``: a mean / max / sum over axes other than the channel axis (aliases);
+#: - ``add``: a residual sum or difference (a new group), or an activation plus a constant or
+#:   plus activations of its own group (aliases);
+#: - ``mul``: a gate, the product of activations of two groups (a new group, built like a sum),
+#:   or an activation times or divided by a constant or its own group (aliases);
 #: - ``cat``: concatenation along channels (a new group);
 #: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
 #:
@@ -154,19 +188,23 @@ class _Group:
 
 @dataclass(frozen=True)
 class _Value:
-    """An activation: the group it belongs to and how many columns fold onto each node."""
+    """An activation: the group it belongs to, how many columns fold onto each node, and the
+    tensor axis that holds the group's nodes (1 for ``(batch, channels, ...)``; the last axis of
+    a channels-last tensor)."""
 
     gid: int
     fold: int = 1
+    axis: int = 1
 
 
 @dataclass(frozen=True)
 class _Sum:
-    """A residual add seen by the walk: its group and its operands' groups, merged or joined by
-    :func:`_assemble`."""
+    """A residual add (or a difference, or a gate's product: ``op``) seen by the walk: its group
+    and its operands' groups, merged or joined by :func:`_assemble`."""
 
     gid: int
     operands: tuple[int, ...]
+    op: str = "add"
 
 
 @dataclass
@@ -180,7 +218,7 @@ class _Walk:
     groups: list[_Group]
     blocks: list[tuple[EdgeBlock, int, int]]
     sums: list[_Sum]
-    output: int
+    outputs: tuple[int, ...]
 
 
 class _Tracer(fx.Tracer):
@@ -324,6 +362,7 @@ class _Walker:
         self.sums: list[_Sum] = []
         self.block_names: dict[str, int] = {}
         self.group_names: set[str] = set()
+        self.containers: dict[str, list[_Value]] = {}  # tuple / named tuple outputs
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -363,11 +402,24 @@ class _Walker:
     def _shape(self, node: fx.Node) -> tuple:
         return self.shapes.get(node.name, ())
 
+    def _in_shape(self, node: fx.Node) -> tuple:
+        arg = node.args[0] if node.args else None
+        return self.shapes.get(arg.name, ()) if isinstance(arg, fx.Node) else ()
+
+    def _group_shape(self, node: fx.Node, axis: int) -> tuple[int, ...]:
+        """Per-sample shape of a new group's activation, channel axis first."""
+        shape = list(self._shape(node))
+        if len(shape) > 1 and 0 < axis < len(shape):
+            shape.insert(1, shape.pop(axis))
+        return tuple(shape[1:])
+
     # ----------------------------------------------------------------- walk
     def run(self) -> _Walk:
         output = None
         for node in self.gm.graph.nodes:
             if node.op == "placeholder":
+                if node.name not in self.shapes and node.args:
+                    continue  # an optional input left at its non-tensor default (attn_mask=None)
                 if any(g.role == "input" for g in self.groups):
                     raise ValueError(
                         f"model takes more than one input ({node.name!r}); n2ngraph traces "
@@ -380,18 +432,23 @@ class _Walker:
             elif node.op in ("call_function", "call_method"):
                 self._call_function(node)
             elif node.op == "output":
-                acts = self._activations(node)
-                if len(acts) != 1:
-                    raise ValueError(
-                        f"the model returns {len(acts)} activations; n2ngraph traces models with "
-                        "one output tensor"
-                    )
-                _, value = acts[0]
-                self._use(value)
-                output = value.gid
-        if output is None:
-            raise ValueError("the traced model has no output")
+                output = self._outputs(node)
+        if not output:
+            raise ValueError("the traced model has no output activation")
         return _Walk(self.groups, self.blocks, self.sums, output)
+
+    def _outputs(self, node: fx.Node) -> tuple[int, ...]:
+        """Groups of every returned activation (tuples and named tuples included), in order."""
+        flat: list[Any] = []
+        fx.node.map_arg((node.args, node.kwargs), flat.append)
+        values: list[_Value] = []
+        for n in flat:
+            values += [self.values[n.name]] if n.name in self.values else self.containers.get(n.name, [])
+        for value in values:
+            if value.fold != 1 and len(values) > 1:
+                raise ValueError("a model with several outputs returns a flattened conv activation")
+            self._use(value)
+        return tuple(dict.fromkeys(v.gid for v in values))
 
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
@@ -414,11 +471,15 @@ class _Walker:
         if node.name not in self.shapes:
             if target in (getattr, operator.getitem) or (node.op == "call_method" and target in ("size", "dim")):
                 return  # x.size(), x.shape, x.dim(): metadata only
+            if isinstance(target, type) and issubclass(target, tuple):
+                self.containers[node.name] = [v for _, v in acts]  # a named tuple of outputs
+                return
             raise self._fail(node, "its output is not a tensor")
-        rule = _RULES[node.op].get(target)
+        rule = _function_rule(node)
         if rule is None:
-            raise self._fail(node, "n2ngraph knows weight layers, channel-keeping ops, flatten/"
-                             "reshape of a batch, residual adds and channel concatenation")
+            raise self._fail(node, "n2ngraph knows weight layers, channel-keeping ops, reshapes "
+                             "and permutes that keep the channel axis, residual adds, gates and "
+                             "channel concatenation")
         self._HANDLERS[rule](self, node, acts)
 
     # -------------------------------------------------------------- op rules
@@ -426,16 +487,19 @@ class _Walker:
         self._alias(node, acts[0][1])
 
     def _on_add(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
-        if len(acts) == 1:
-            self._alias(node, acts[0][1])  # activation plus a constant
+        if len({v for _, v in acts}) == 1:
+            self._alias(node, acts[0][1])  # plus a constant, or plus its own group
         else:
-            self._add(node, [v for _, v in acts])
+            self._add(node, [v for _, v in acts], "sub" if "sub" in _op_name(node) else "add")
 
-    def _on_scale(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
-        if len(acts) != 1:
-            raise self._fail(node, "a product or difference of two activations (gating) has "
-                             "no place in the graph semantics")
-        self._alias(node, acts[0][1])
+    def _on_mul(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        if len({v for _, v in acts}) == 1:
+            self._alias(node, acts[0][1])  # times a constant or its own group (x * sigmoid(x))
+        elif "div" in _op_name(node):
+            raise self._fail(node, "a quotient of activations of different groups has no place "
+                             "in the graph semantics (docs/design.md)")
+        else:
+            self._add(node, [v for _, v in acts], "mul")
 
     def _skip(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """A marked skip module called as ``skip(a_src, z_dst)`` (``n2ngraph.bridge``): its output
@@ -473,11 +537,12 @@ class _Walker:
         spec, conv_groups = _layer_spec(module, path, linear)
         mask, pair = self._layer_mask(module, weight, fold)
         self._use(value)
-        gid = self._new_group(path, int(weight.shape[0]), tuple(self._shape(node)[1:]), "layer", node.name)
+        axis = len(self._shape(node)) - 1 if linear else 1  # a Linear writes its last axis
+        gid = self._new_group(path, int(weight.shape[0]), self._group_shape(node, axis), "layer", node.name)
         block = EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, conv_groups=conv_groups,
                           fold=fold, spec=spec)
         self.blocks.append((block, value.gid, gid))
-        self.values[node.name] = _Value(gid)
+        self.values[node.name] = _Value(gid, 1, axis)
 
     def _input_fold(self, node: fx.Node, linear: bool, weight: torch.Tensor, value: _Value) -> int:
         """Check that a weight layer can read its input activation and return the fold: input
@@ -489,10 +554,12 @@ class _Walker:
         fold = value.fold
         if linear:
             in_features = weight.shape[1]
-            if len(in_shape) != 2:
+            if len(in_shape) < 2 or (len(in_shape) > 2 and value.axis != len(in_shape) - 1):
                 raise ValueError(
-                    f"Linear {path!r} is applied to an activation of shape {in_shape}; n2ngraph "
-                    "supports Linear layers on (batch, features) inputs"
+                    f"Linear {path!r} is applied to the last axis of an activation of shape "
+                    f"{in_shape} whose nodes (group {group.name!r}) lie on axis {value.axis}; "
+                    "n2ngraph supports Linear layers on the feature or channel axis (token-mixing "
+                    "Linear layers are not supported)"
                 )
             if group.role == "input" and group.size is None:
                 group.size, fold = in_features, 1
@@ -505,7 +572,7 @@ class _Walker:
                         f"{group.name!r} has {group.size} nodes x fold {fold}"
                     )
             return fold
-        if fold != 1 or len(in_shape) != 4:
+        if fold != 1 or len(in_shape) != 4 or value.axis != 1:
             raise ValueError(
                 f"Conv2d {path!r} is applied to an activation of shape {in_shape}; expected "
                 "(batch, channels, height, width) from a channel group"
@@ -530,43 +597,94 @@ class _Walker:
         return mask, pair
 
     def _reshape(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """A reshape keeps the group when the channel axis survives whole (the axes before it and
+        after it are regrouped among themselves); a batch flatten of ``(B, C, h, w)`` folds."""
         value = self._one(node, acts)
-        in_shape = self.shapes[node.args[0].name if isinstance(node.args[0], fx.Node) else ""]
+        in_shape = self._in_shape(node)
         out_shape = self._shape(node)
         if in_shape == out_shape:
             self._alias(node, value)
             return
         group = self.groups[value.gid]
+        axis = value.axis
+        if value.fold == 1 and 0 < axis < len(in_shape):
+            before = math.prod(in_shape[:axis])
+            for b in range(1, len(out_shape)):
+                if math.prod(out_shape[:b]) == before and out_shape[b] == in_shape[axis] \
+                        and out_shape[0] == in_shape[0]:
+                    self._alias(node, _Value(value.gid, 1, b))
+                    return
         if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]:
             if group.role == "input":
                 self._alias(node, value)  # the input takes its first layer's granularity
                 return
-            if len(in_shape) > 2 and value.fold == 1:
+            if len(in_shape) > 2 and value.fold == 1 and axis == 1:
                 self._alias(node, _Value(value.gid, math.prod(in_shape[2:])))
                 return
-        raise self._fail(node, f"reshape from {in_shape} to {out_shape} is not a flatten of a "
-                         "batch of channels")
+        raise self._fail(node, f"reshape from {in_shape} to {out_shape} (nodes of group "
+                         f"{group.name!r} on axis {axis}) does not keep the channel axis whole")
+
+    def _permute(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``permute`` / ``transpose`` / ``movedim``: the same group, its channel axis moved."""
+        value = self._one(node, acts)
+        ndim = len(self._in_shape(node))
+        if value.fold != 1:
+            raise self._fail(node, "permute of a flattened conv activation")
+        args = [a for a in node.args[1:]] + list(node.kwargs.values())
+        if len(args) == 1 and isinstance(args[0], (list, tuple)):
+            args = list(args[0])
+        if not all(isinstance(a, int) for a in args):
+            raise self._fail(node, f"axes {args} are not constant")
+        order = list(range(ndim))
+        name = _op_name(node)
+        if "permute" in name:
+            order = [a % ndim for a in args]
+        elif "transpose" in name and len(args) == 2:
+            i, j = (a % ndim for a in args)
+            order[i], order[j] = order[j], order[i]
+        elif "movedim" in name and len(args) == 2:
+            src, dst = (a % ndim for a in args)
+            order.remove(src)
+            order.insert(dst, src)
+        else:
+            raise self._fail(node, f"cannot read the axes {args}")
+        if order[0] != 0:
+            raise self._fail(node, "the batch axis is moved")
+        self._alias(node, _Value(value.gid, 1, order.index(value.axis)))
 
     def _reduce(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """A mean / max / sum over axes other than the batch and the channel axis (pooling)."""
         value = self._one(node, acts)
-        in_shape = self.shapes[node.args[0].name]
-        out_shape = self._shape(node)
-        if len(in_shape) == 4 and value.fold == 1 and out_shape[:2] == in_shape[:2]:
-            self._alias(node, value)  # global pooling over the spatial dimensions
-            return
-        raise self._fail(node, f"reduction from {in_shape} to {out_shape} does not keep channels")
+        in_shape = self._in_shape(node)
+        dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
+        keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
+        dims = [dims] if isinstance(dims, int) else dims
+        if value.fold == 1 and isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
+            dims = sorted({d % len(in_shape) for d in dims})
+            if 0 not in dims and value.axis not in dims:
+                axis = value.axis if keepdim else value.axis - sum(d < value.axis for d in dims)
+                self._alias(node, _Value(value.gid, 1, axis))  # pooling over the other axes
+                return
+        raise self._fail(node, f"reduction over dims {dims} of {in_shape} does not keep the "
+                         f"channel axis ({value.axis})")
 
-    def _add(self, node: fx.Node, operands: list[_Value]) -> None:
-        shape = self._shape(node)
+    def _add(self, node: fx.Node, operands: list[_Value], op: str) -> None:
+        """A sum group (``op``: ``"add"``, ``"sub"``, or ``"mul"`` for a gate's product)."""
         sizes = {self.groups[v.gid].size for v in operands}
-        if any(v.fold != 1 for v in operands) or len(sizes) != 1 or None in sizes:
-            raise self._fail(node, "residual add of activations with different node sets "
-                             f"({[self.groups[v.gid].name for v in operands]})")
+        axes = {v.axis - len(self.shapes[n.name]) for n, v in self._operand_nodes(node)}
+        if any(v.fold != 1 for v in operands) or len(sizes) != 1 or None in sizes or len(axes) != 1:
+            what = "gate (product)" if op == "mul" else "residual " + op
+            raise self._fail(node, f"{what} of activations with different node sets "
+                             f"({[(self.groups[v.gid].name, self.groups[v.gid].size) for v in operands]})")
         for v in operands:
             self._use(v)
-        gid = self._new_group(_group_name(node, "add"), sizes.pop(), tuple(shape[1:]), "sum", node.name)
-        self.sums.append(_Sum(gid, tuple(v.gid for v in operands)))
-        self.values[node.name] = _Value(gid)
+        axis = len(self._shape(node)) + axes.pop()
+        gid = self._new_group(_group_name(node, op), sizes.pop(), self._group_shape(node, axis), "sum", node.name)
+        self.sums.append(_Sum(gid, tuple(v.gid for v in operands), op))
+        self.values[node.name] = _Value(gid, 1, axis)
+
+    def _operand_nodes(self, node: fx.Node) -> list[tuple[fx.Node, _Value]]:
+        return [(n, v) for n, v in self._activations(node) if n.name in self.shapes]
 
     def _cat(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         operands = [v for _, v in acts]
@@ -574,11 +692,11 @@ class _Walker:
         in_shapes = [self.shapes[n.name] for n, _ in acts]
         if dim < 0:
             dim += len(in_shapes[0])
-        if dim != 1 or any(v.fold != 1 for v in operands):
-            raise self._fail(node, f"concatenation along dim {dim}; only channel (dim 1) "
-                             "concatenation of unfolded activations is supported")
+        if any(v.fold != 1 or v.axis != dim for v in operands):
+            raise self._fail(node, f"concatenation along dim {dim}; only concatenation of unfolded "
+                             "activations along their channel axis is supported")
         size = sum(self.groups[v.gid].size for v in operands)
-        gid = self._new_group(_group_name(node, "cat"), size, tuple(self._shape(node)[1:]), "cat", node.name)
+        gid = self._new_group(_group_name(node, "cat"), size, self._group_shape(node, dim), "cat", node.name)
         offset = 0
         for k, v in enumerate(operands):
             self._use(v)
@@ -587,11 +705,12 @@ class _Walker:
                               offset=offset, spec=LayerSpec(op="concat"))
             self.blocks.append((block, v.gid, gid))
             offset += src.size
-        self.values[node.name] = _Value(gid)
+        self.values[node.name] = _Value(gid, 1, dim)
 
     #: Handler of each rule of :data:`_RULES` and of ``skip``.
-    _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "reduce": _reduce, "add": _on_add,
-                 "scale": _on_scale, "cat": _cat, "weight_layer": _weight_layer, "skip": _skip}
+    _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
+                 "add": _on_add, "mul": _on_mul, "cat": _cat, "weight_layer": _weight_layer,
+                 "skip": _skip}
 
 
 def _layer_spec(module: nn.Module, path: str, linear: bool) -> tuple[LayerSpec, int]:
@@ -621,13 +740,15 @@ def _assemble(walk: _Walk, provenance: dict) -> tuple[NetworkGraph, dict[str, tu
                 root[op] = s.gid
                 groups[s.gid].nodes[:0] = grp.nodes
             else:
-                block = EdgeBlock(f"{groups[s.gid].name}.residual{k}", "", "", "residual",
-                                  spec=LayerSpec(op="add"))
+                label = "residual" if s.op == "add" else s.op
+                block = EdgeBlock(f"{groups[s.gid].name}.{label}{k}", "", "", "residual",
+                                  spec=LayerSpec(op=s.op))
                 residuals.append((block, op, s.gid))
     kept = [g for g in range(len(groups)) if find(g) == g]
-    if find(walk.output) != kept[-1]:
+    outputs = [find(g) for g in walk.outputs]
+    if kept[-1] not in outputs:
         raise ValueError(
-            f"the output activation ({groups[find(walk.output)].name!r}) is not the last node group "
+            f"no output activation ({[groups[g].name for g in outputs]}) is the last node group "
             f"({groups[kept[-1]].name!r}); models with unused branches are not supported"
         )
     unused = [groups[g].name for g in kept if groups[g].size is None]

@@ -14,12 +14,14 @@ Neither library is a dependency of n2ngraph: callers skip (tests) or say so (ben
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import importlib
 import sys
 from types import ModuleType
 
-__all__ = ["import_torchvision", "import_timm", "torchvision_classifiers"]
+__all__ = ["import_torchvision", "import_timm", "torchvision_classifiers", "fx_upstream", "graph_upstream",
+           "dataflow_mismatches"]
 
 
 @contextlib.contextmanager
@@ -70,3 +72,64 @@ def torchvision_classifiers() -> list[str]:
     if tv is None:
         return []
     return sorted(tv.models.list_models(module=tv.models))
+
+
+def fx_upstream(gm, shapes: dict, layer_paths: set[str]) -> dict[str, set[str]]:
+    """``{weight layer path: nearest upstream weight layer paths or "input"}`` from the fx graph
+    alone: a backward walk over tensor-valued nodes that stops at weight layers and placeholders."""
+    result: dict[str, set[str]] = {}
+    for node in gm.graph.nodes:
+        if node.op != "call_module" or node.target not in layer_paths:
+            continue
+        found: set[str] = set()
+        seen: set[str] = set()
+        stack = [a for a in node.all_input_nodes if a.name in shapes]
+        while stack:
+            n = stack.pop()
+            if n.name in seen:
+                continue
+            seen.add(n.name)
+            if n.op == "placeholder":
+                found.add("input")
+            elif n.op == "call_module" and n.target in layer_paths:
+                found.add(str(n.target))
+            else:
+                stack.extend(a for a in n.all_input_nodes if a.name in shapes)
+        result.setdefault(str(node.target), set()).update(found)
+    return result
+
+
+def graph_upstream(graph) -> dict[str, set[str]]:
+    """The same sets read from the graph: follow blocks backwards from each layer's source."""
+    into = collections.defaultdict(list)
+    for b in graph.blocks:
+        into[b.dst].append(b)
+    first = graph.groups[0].name
+
+    def producers(group: str, seen: set[str]) -> set[str]:
+        if group in seen:
+            return set()
+        seen.add(group)
+        out = {"input"} if group == first else set()
+        for b in into[group]:
+            if b.kind == "sequential":
+                out.add(b.spec.module)
+            else:
+                out |= producers(b.src, seen)
+        return out
+
+    return {b.spec.module: producers(b.src, set()) for b in graph.blocks if b.kind == "sequential"}
+
+
+def dataflow_mismatches(result, model, example_input) -> list[str]:
+    """Weight layers of ``result.graph`` (a :class:`n2ngraph.trace.Trace`) whose nearest upstream
+    layers differ between the graph and the fx data flow (:func:`fx_upstream`)."""
+    from n2ngraph.masks import PRUNABLE_TYPES
+    from n2ngraph.trace import record_shapes
+
+    gm, graph = result.module, result.graph
+    shapes = record_shapes(gm, model, example_input)
+    ref = fx_upstream(gm, shapes, {p for p, m in gm.named_modules() if isinstance(m, PRUNABLE_TYPES)})
+    got = graph_upstream(graph)
+    layers = [b.spec.module for b in graph.blocks if b.kind == "sequential"]
+    return [p for p in layers if ref.get(p) != got.get(p)]

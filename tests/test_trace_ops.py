@@ -1,0 +1,296 @@
+"""Tracing the ops of modern models (docs/design.md, "The model zoo"): small models of our own,
+each checked against a hand-computed adjacency and the independent fx data-flow walk of
+tests/_zoo_support.py."""
+
+from collections import namedtuple
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from _zoo_support import dataflow_mismatches, import_torchvision
+from torch import nn
+
+from n2ngraph.trace import trace
+
+
+def _traced(model, x):
+    result = trace(model, example_input=x)
+    assert dataflow_mismatches(result, model, x) == []
+    return result.graph
+
+
+def _adjacency(n, pairs):
+    a = np.zeros((n, n))
+    for i, j in pairs:
+        a[i, j] = a[j, i] = 1
+    return a
+
+
+def _all(src, dst):
+    return [(i, j) for i in src for j in dst]
+
+
+class SqueezeExcite(nn.Module):
+    """conv a (1 -> 2), a squeeze-excitation gate on it, conv b (2 -> 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 1)
+        self.fc1 = nn.Conv2d(2, 1, 1)
+        self.fc2 = nn.Conv2d(1, 2, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        s = torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(h, 1)))))
+        return self.b(h * s)
+
+
+def test_gate_is_a_product_group_joined_channel_to_channel():
+    g = _traced(SqueezeExcite(), torch.randn(1, 1, 4, 4))
+    # nodes: input 0, a 1-2, fc1 3, mul 4-5 (fc2 merges into the product), b 6
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("a", 2), ("fc1", 1), ("mul", 2), ("b", 1)]
+    assert g.block("fc2").dst == "mul"
+    gate = g.block("mul.mul0")
+    assert (gate.kind, gate.src, gate.dst, gate.spec.op) == ("residual", "a", "mul", "mul")
+    pairs = _all([0], [1, 2]) + _all([1, 2], [3]) + _all([3], [4, 5]) + [(1, 4), (2, 5)] + _all([4, 5], [6])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(7, pairs))
+    assert g.num_params == 2 + 2 + 2 + 2  # the gate has no weights
+
+
+class OneGroupOps(nn.Module):
+    """Element-wise ops whose operands all belong to one group: x * sigmoid(x), pool(x) - x,
+    x * a parameter, x / 2 (all alias)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 1)
+        self.scale = nn.Parameter(torch.ones(2, 1, 1))
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        h = h * torch.sigmoid(h)
+        h = F.avg_pool2d(h, 3, 1, 1) - h
+        return self.b(self.scale * h / 2)
+
+
+def test_elementwise_ops_within_one_group_alias():
+    result = trace(OneGroupOps(), example_input=torch.randn(1, 1, 4, 4))
+    g = result.graph
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("a", 2), ("b", 1)]
+    assert [b.kind for b in g.blocks] == ["sequential", "sequential"]
+    assert {"mul", "sub", "truediv"} <= set(result.group_nodes["a"])
+
+
+class Difference(nn.Module):
+    """``conv(h) - h``: a difference of two groups is a sum group, like an add."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 1)
+        self.c = nn.Conv2d(2, 2, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(self.c(h) - h)
+
+
+def test_sub_of_two_groups_is_a_sum():
+    g = _traced(Difference(), torch.randn(1, 1, 3, 3))
+    assert [x.name for x in g.groups] == ["input", "a", "sub", "b"]
+    res = g.blocks_of_kind("residual")
+    assert [(b.src, b.dst, b.spec.op) for b in res] == [("a", "sub", "sub")]
+    # input 0, a 1-2, sub 3-4 (c merged), b 5
+    pairs = _all([0], [1, 2]) + _all([1, 2], [3, 4]) + [(1, 3), (2, 4)] + _all([3, 4], [5])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(6, pairs))
+
+
+class ChannelsLastBlock(nn.Module):
+    """A ConvNeXt block: stem conv, depthwise conv, permute to channels-last, LayerNorm, two
+    Linear layers on the channel axis, permute back, layer scale, residual add; then a head."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 2, 1)
+        self.dw = nn.Conv2d(2, 2, 3, padding=1, groups=2)
+        self.norm = nn.LayerNorm(2)
+        self.fc1 = nn.Linear(2, 4)
+        self.fc2 = nn.Linear(4, 2)
+        self.gamma = nn.Parameter(torch.ones(2, 1, 1))
+        self.head = nn.Linear(2, 3)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.dw(x).permute(0, 2, 3, 1)
+        y = self.fc2(F.gelu(self.fc1(self.norm(y))))
+        x = x + self.gamma * y.permute(0, 3, 1, 2)
+        return self.head(x.mean((2, 3)))
+
+
+def test_linear_on_the_channel_axis_of_a_channels_last_tensor():
+    g = _traced(ChannelsLastBlock(), torch.randn(1, 1, 5, 6))
+    assert [(x.name, x.size) for x in g.groups] == [
+        ("input", 1), ("stem", 2), ("dw", 2), ("fc1", 4), ("add", 2), ("head", 3)]
+    assert g.group("fc1").shape == (4, 5, 6)  # channel axis first, whatever the tensor layout
+    assert g.block("fc2").dst == "add"
+    # input 0, stem 1-2, dw 3-4, fc1 5-8, add 9-10, head 11-13
+    pairs = (_all([0], [1, 2]) + [(1, 3), (2, 4)] + _all([3, 4], range(5, 9)) + _all(range(5, 9), [9, 10])
+             + [(1, 9), (2, 10)] + _all([9, 10], range(11, 14)))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(14, pairs))
+
+
+class TokensLinear(nn.Module):
+    """(B, C, h, w) -> flatten(2) -> transpose -> (B, hw, C): a Linear on C mixes channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 3, 2, stride=2)
+        self.proj = nn.Linear(3, 2)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        return self.proj(t).mean(1)
+
+
+def test_reshape_and_transpose_follow_the_channel_axis():
+    g = _traced(TokensLinear(), torch.randn(1, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("embed", 3), ("proj", 2)]
+    pairs = _all([0], [1, 2, 3]) + _all([1, 2, 3], [4, 5])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(6, pairs))
+
+
+Outputs = namedtuple("Outputs", ["logits", "aux"])
+
+
+class AuxHead(nn.Module):
+    """A main path and an aux head on the middle activation, returned as a named tuple (or as a
+    plain tuple) in training mode, the main output alone in eval mode."""
+
+    def __init__(self, named=True):
+        super().__init__()
+        self.named = named
+        self.a = nn.Linear(3, 4)
+        self.aux = nn.Linear(4, 2)
+        self.b = nn.Linear(4, 2)
+
+    def forward(self, x):
+        h = F.relu(self.a(x))
+        aux = self.aux(h) if self.training else None
+        out = self.b(h)
+        if self.training:
+            return Outputs(out, aux) if self.named else (out, aux)
+        return out
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_every_output_is_traced(named):
+    model = AuxHead(named)
+    g = _traced(model.train(), torch.randn(1, 3))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 3), ("a", 4), ("aux", 2), ("b", 2)]
+    # input 0-2, a 3-6, aux 7-8, b 9-10
+    pairs = _all(range(3), range(3, 7)) + _all(range(3, 7), [7, 8, 9, 10])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(11, pairs))
+    assert model.training  # the trace restores the mode
+    g_eval = _traced(model.eval(), torch.randn(1, 3))
+    assert [x.name for x in g_eval.groups] == ["input", "a", "b"]
+
+
+class OptionalMask(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x, attn_mask=None):
+        return self.fc(x)
+
+
+def test_optional_input_left_at_its_default_is_not_an_input():
+    g = _traced(OptionalMask(), torch.randn(1, 3))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 3), ("fc", 2)]
+
+
+class ChannelSum(nn.Module):
+    """A conv output summed over its channels, flattened into a Linear; 4 channels on a 4 x 4
+    image, so the shapes alone cannot tell channels from rows."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 4, 1)
+        self.fc = nn.Linear(16, 2)
+
+    def forward(self, x):
+        return self.fc(self.conv(x).sum(dim=1).flatten(1))
+
+
+class TokenMixing(nn.Module):
+    """A Linear over the spatial axis of (B, C, L): it mixes positions, not channels."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 3, 1)
+        self.mix = nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.mix(self.conv(x).flatten(2))
+
+
+class SpatialGate(nn.Module):
+    """A one-channel spatial attention map times a 2-channel activation."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 1)
+        self.att = nn.Conv2d(2, 1, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        return self.b(h * torch.sigmoid(self.att(h)))
+
+
+class Split(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        left, _ = self.a(x).chunk(2, dim=1)
+        return self.b(left)
+
+
+@pytest.mark.parametrize("model, match", [
+    (ChannelSum(), r"sum.*dims \[1\].*channel axis"),
+    (TokenMixing(), r"Linear 'mix'.*axis 1.*token-mixing"),
+    (SpatialGate(), r"gate.*different node sets.*\('att', 1\)"),
+    (Split(), r"chunk"),
+])
+def test_ops_outside_the_semantics_are_refused_by_name(model, match):
+    with pytest.raises(ValueError, match=match):
+        trace(model, example_input=torch.randn(1, 1, 4, 4))
+
+
+def test_stochastic_depth_aliases_in_training_and_eval():
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not importable")
+
+    class Block(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.Conv2d(1, 2, 1)
+            self.c = nn.Conv2d(2, 2, 1)
+            self.drop = tv.ops.StochasticDepth(0.5, "row")
+
+        def forward(self, x):
+            h = self.a(x)
+            return self.drop(self.c(h)) + h
+
+    for mode in (True, False):
+        g = _traced(Block().train(mode), torch.randn(1, 1, 3, 3))
+        assert [x.name for x in g.groups] == ["input", "a", "add"]
+        assert [(b.name, b.kind) for b in g.blocks] == [("a", "sequential"), ("c", "sequential"),
+                                                        ("add.residual1", "residual")]
