@@ -26,9 +26,9 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLoca
 
 from n2ngraph.graph import BLOCK_KINDS, EdgeBlock, NetworkGraph
 
-__all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "paired_delta",
-           "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_scree",
-           "save_figure"]
+__all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "group_labels", "paired_delta",
+           "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_methods",
+           "plot_scree", "save_figure", "VARIANT_COLORS"]
 
 #: Kinds drawn in adjacency figures: the graph's block kinds (:data:`~n2ngraph.graph.BLOCK_KINDS`),
 #: with the channel-to-channel joins of a concatenation (``residual`` blocks whose ``spec.op`` is
@@ -61,9 +61,12 @@ def _tick_text(value: float, _pos=None) -> str:
     return f"{value:g}"
 
 
-def _readable_log_axis(axis) -> None:
-    """Decade ticks labelled as plain numbers (``0.01``, ``1``, ``100``), no minor labels."""
-    axis.set_major_locator(LogLocator(base=10))
+def _readable_log_axis(axis, low: float | None = None, high: float | None = None) -> None:
+    """Log ticks labelled as plain numbers (``0.01``, ``1``, ``100``), no minor labels: at
+    every decade, and also at 2 and 5 times each decade when the data (``low`` to ``high``)
+    span less than two decades, so a short range still shows several labelled ticks."""
+    short = low is not None and high is not None and low > 0 and high < 100 * low
+    axis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0) if short else (1.0,)))
     axis.set_major_formatter(FuncFormatter(_tick_text))
     axis.set_minor_formatter(NullFormatter())
 
@@ -103,31 +106,67 @@ def adjacency_image(graph: NetworkGraph, kind: str | None = None, *, bins: int =
     return image
 
 
+def group_labels(graph: NetworkGraph) -> dict[str, str]:
+    """Display name of every node group: its name (the module path of the layer that writes it,
+    ``layer2.0.conv1``), except where that path is only indices (the layers of a bare
+    ``nn.Sequential``: ``1``, ``3``, ``5``), which are named by layer type and rank instead
+    (``Linear 1``, ``Linear 2``, ...). ``input`` stays ``input``."""
+    writers: dict[str, str] = {}
+    for block in graph.blocks:
+        if block.kind == "sequential":
+            writers.setdefault(block.dst, block.spec.op or "layer")
+    counts: dict[str, int] = {}
+    labels = {}
+    for g in graph.groups:
+        op = writers.get(g.name)
+        if op is not None and all(part.isdigit() for part in g.name.split(".")):
+            counts[op] = counts.get(op, 0) + 1
+            labels[g.name] = f"{op} {counts[op]}"
+        else:
+            labels[g.name] = g.name
+    return labels
+
+
 def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]]]:
     """Boundary positions and ``(centre, label)`` ticks for the axes of an adjacency figure.
 
     Up to :data:`_MAX_LABELLED_GROUPS` groups: every group is bounded and labelled with its
-    name. Deeper nets: groups are gathered into stages (consecutive groups with the same traced
-    spatial size, and the neuron groups after them), each labelled by its first group's name.
+    display name (:func:`group_labels`). Deeper nets: groups are gathered into stages
+    (consecutive groups with the same traced spatial size, and the neuron groups after them),
+    each labelled by the top-level module holding most of its nodes (``layer2 (16x16)``).
+    Labels of groups too thin to hold their own (centres within 3% of the nodes of the previous
+    label) are joined to that label.
     """
     groups = graph.groups
+    names = group_labels(graph)
     if len(groups) <= _MAX_LABELLED_GROUPS:
         bounds = [g.start for g in groups[1:]]
-        ticks = [(g.start + g.size / 2, g.name) for g in groups]
-        return bounds, ticks
-    stages: list[list] = []
-    for g in groups:
-        key = g.spatial if g.spatial else "features"
-        if stages and stages[-1][0] == key:
-            stages[-1][1].append(g)
+        spans = [(g.start, g.stop, names[g.name]) for g in groups]
+    else:
+        stages: list[list] = []
+        for g in groups:
+            key = g.spatial if g.spatial else "features"
+            if stages and stages[-1][0] == key:
+                stages[-1][1].append(g)
+            else:
+                stages.append([key, [g]])
+        bounds = [members[0].start for _, members in stages[1:]]
+        spans = []
+        for key, members in stages:
+            nodes: dict[str, int] = {}
+            for g in members:
+                top = g.name.split(".")[0]
+                nodes[top] = nodes.get(top, 0) + g.size
+            where = "x".join(map(str, key)) if key != "features" else "neurons"
+            spans.append((members[0].start, members[-1].stop, f"{max(nodes, key=nodes.get)} ({where})"))
+    ticks: list[tuple[float, str]] = []
+    gap = 0.03 * graph.num_nodes
+    for start, stop, label in spans:
+        centre = (start + stop) / 2
+        if ticks and centre - ticks[-1][0] < gap:
+            ticks[-1] = (ticks[-1][0], f"{ticks[-1][1]}, {label}")
         else:
-            stages.append([key, [g]])
-    bounds = [members[0].start for _, members in stages[1:]]
-    ticks = []
-    for key, members in stages:
-        start, stop = members[0].start, members[-1].stop
-        where = "x".join(map(str, key)) if key != "features" else "neurons"
-        ticks.append(((start + stop) / 2, f"{members[0].name} ({where})"))
+            ticks.append((centre, label))
     return bounds, ticks
 
 
@@ -206,27 +245,92 @@ def save_figure(fig: Figure, path: str | os.PathLike, *, formats: Sequence[str] 
 
 
 # --------------------------------------------------------------------------------- sweeps
+_LAMBDA_2 = re.compile(r"(?<![A-Za-z_])l2\b")
+
+#: Display names of sweep columns (y-axis labels and panel titles).
+_COLUMN_LABELS = {"n_components": "connected components", "dead_units": "dead units",
+                  "dead_fraction": "dead fraction of units", "effective_density": "effective density",
+                  "collapsed_layers": "collapsed layers", "lambda_2": "λ2", "lambda_2/ref": "λ2 / λ2(ref)",
+                  "isolated": "isolated units", "saturation_time": "saturation time"}
+
+
+def _column_title(column: str) -> str:
+    """Panel title of a sweep column: ``F(t=1/λ2)`` for ``F(t=1/l2)``, names in words."""
+    if _F_COLUMN.match(column):
+        return _LAMBDA_2.sub("λ2", column)
+    return _COLUMN_LABELS.get(column, column.replace("_", " "))
+
+
 def _column_label(column: str) -> str:
     """y-axis label of a sweep column."""
     match = _F_COLUMN.match(column)
     if match:
-        return f"F at t = {match.group(1)}   (||S_ref - S||_2)"
-    return {"n_components": "connected components", "dead_units": "dead units",
-            "effective_density": "effective density", "lambda_2": "lambda_2"}.get(
-        column, column.replace("_", " "))
+        return f"F at t = {_LAMBDA_2.sub('λ2', match.group(1))}\n(lower: closer to reference)"
+    return _column_title(column)
+
+
+def _distinct(table, key: str) -> list[str]:
+    if key not in getattr(table, "columns", ()):
+        return []
+    return list(dict.fromkeys(str(v) for v in table[key]))
 
 
 def _sweep_title(table, title: str | None) -> str | None:
-    """``title``, or one line naming the model and recipe found in ``table``."""
+    """``title``, or what the sweep in ``table`` is: model, recipe, calibration data (when a
+    data-driven pruning method is drawn), seeds, and ``lambda_2`` of the reference (from the
+    columns and from ``table.attrs``, the sweep's metadata, where present)."""
     if title is not None:
         return title
+    attrs = getattr(table, "attrs", None) or {}
+    config = attrs.get("config") or {}
     parts = []
-    for key in ("model", "recipe"):
-        if key in getattr(table, "columns", ()):
-            values = list(dict.fromkeys(str(v) for v in table[key]))
-            if values:
-                parts.append(f"{key} {', '.join(values)}")
+    models = _distinct(table, "model") or ([str(config["model"])] if config.get("model") else [])
+    if models:
+        parts.append(f"model {', '.join(models)}")
+    recipes = _distinct(table, "recipe")
+    if recipes:
+        parts.append(f"recipe {', '.join(recipes)}")
+    dataset = config.get("dataset")
+    if dataset:
+        from n2ngraph.pruning import METHODS
+
+        data_driven = [m for m in _distinct(table, "method") if m in METHODS and METHODS[m].needs_data]
+        if data_driven:
+            parts.append(f"calibration data {dataset} ({', '.join(data_driven)})")
+    if "seeds" in getattr(table, "columns", ()):
+        seeds = int(np.nanmax(np.asarray(table["seeds"], float)))
+    elif "seed" in getattr(table, "columns", ()):
+        seeds = len(set(table["seed"]))
+    else:
+        seeds = 0
+    if seeds:
+        parts.append(f"{seeds} seed{'s' if seeds != 1 else ''}")
+    lam = attrs.get("lambda_2_reference")
+    if lam is not None and np.isfinite(lam):
+        parts.append(f"λ2(reference) = {lam:.4g}")
     return ", ".join(parts) or None
+
+
+def _constant_columns(table, columns: Sequence[str]) -> dict[str, float]:
+    """The ``columns`` of ``table`` whose value is the same in every row (and whose spread over
+    seeds, if given, is zero): a panel of them shows nothing, a note says the value."""
+    constant = {}
+    for column in columns:
+        values = np.asarray(table[column], float)
+        std = np.asarray(table[f"{column}_std"], float) if f"{column}_std" in table.columns else np.zeros(1)
+        finite = values[np.isfinite(values)]
+        if finite.size == values.size and finite.size and np.ptp(finite) == 0 \
+                and not np.nan_to_num(std).any():
+            constant[column] = float(finite[0])
+    return constant
+
+
+def _with_note(heading: str | None, constant: dict[str, float]) -> str | None:
+    if not constant:
+        return heading
+    note = "not drawn, the same in every cell: " + ", ".join(
+        f"{_column_title(c)} = {v:g}" for c, v in constant.items())
+    return f"{heading}\n{note}" if heading else note
 
 
 def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
@@ -234,23 +338,30 @@ def _method_colors(methods: Sequence[str]) -> dict[str, tuple]:
     return {m: palette(k % 10) for k, m in enumerate(methods)}
 
 
-def _variant_legend(fig: Figure, methods: Sequence[str], colors: dict, *, styles: bool = True) -> int:
-    """One legend: a colour per method, then the line style of each variant."""
+def _variant_legend(fig: Figure, methods: Sequence[str], colors: dict, *,
+                    styles: str | None = "lines") -> int:
+    """One legend: a colour per method, then how each variant is drawn (``styles``: ``"lines"``
+    solid / dashed, ``"markers"`` circles / squares, None: not shown)."""
     handles = [Line2D([], [], color=colors[m], lw=2) for m in methods]
     labels = list(methods)
-    if styles:
+    if styles == "lines":
         handles += [Line2D([], [], color="0.2", ls="-", marker="o", ms=3),
                     Line2D([], [], color="0.2", ls="--", marker="s", ms=3)]
         labels += ["plain pruning (solid)", "+ N2NSkip, same budget (dashed)"]
+    elif styles == "markers":
+        handles += [Line2D([], [], color="0.2", ls="none", marker="o", ms=4),
+                    Line2D([], [], color="0.2", ls="none", marker="s", ms=4)]
+        labels += ["plain pruning (circle)", "+ N2NSkip, same budget (square)"]
     ncol = min(8, len(labels))
     fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
     return math.ceil(len(labels) / ncol)
 
 
 def _panel_grid(panels: int) -> tuple[Figure, np.ndarray]:
-    """A figure with ``panels`` axes, at most four per row; spare axes are hidden."""
-    ncols = min(4, panels)
-    nrows = math.ceil(panels / ncols)
+    """A figure with ``panels`` axes, at most four per row, rows as full as possible; spare
+    axes are hidden."""
+    nrows = math.ceil(panels / 4)
+    ncols = math.ceil(panels / nrows)  # balanced rows: 6 panels as 2 x 3, not 4 + 2
     fig = Figure(figsize=(3.9 * ncols, 3.3 * nrows + 0.9))
     axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
     for ax in axes[panels:]:
@@ -267,8 +378,11 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
     variant at the same budget (both shown in the legend); error bars are the standard deviation
     over seeds (``<column>_std``). By default the panels are every ``F(t=...)`` column and the
     number of connected components. A sweep at a single density is drawn per method instead of
-    against density. A column is drawn on a log axis (decade ticks) when ``log`` and its values
-    are positive and span more than a factor of 10.
+    against density (circles plain, squares N2NSkip). A column is drawn on a log axis when
+    ``log`` and its values are positive and span more than a factor of 10. A column with the
+    same value in every row gets no panel; the title says its value. The title (default: model,
+    recipe, calibration data, seeds, ``lambda_2`` of the reference, :func:`_sweep_title`) goes
+    above the panels.
     """
     if columns is None:
         columns = [c for c in summary.columns if _F_COLUMN.match(c) and not c.endswith("_std")]
@@ -276,6 +390,11 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
     columns = [c for c in columns if c in summary.columns]
     if not columns:
         raise ValueError("plot_compare: the summary has none of the requested columns")
+    constant = _constant_columns(summary, columns)
+    if len(constant) < len(columns):
+        columns = [c for c in columns if c not in constant]
+    else:
+        constant = {}
     methods = list(dict.fromkeys(summary["method"]))
     colors = _method_colors(methods)
     densities = sorted(set(float(d) for d in summary["density"]))
@@ -301,16 +420,89 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
             ax.set_xticks(densities, [f"{d:g}" for d in densities])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("density (kept fraction)", fontsize=8)
-        values = np.asarray(summary[column], float)
-        values = values[np.isfinite(values)]
-        if log and values.size and (values > 0).all() and values.max() > 10 * values.min():
-            ax.set_yscale("log")
-            _readable_log_axis(ax.yaxis)
+        _value_axis(ax, np.asarray(summary[column], float), log)
         ax.set_ylabel(_column_label(column), fontsize=8)
-        ax.set_title(column, fontsize=9)
+        ax.set_title(_column_title(column), fontsize=9)
         ax.grid(alpha=0.3)
-    rows = _variant_legend(fig, methods, colors, styles=True)
-    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, _suptitle(fig, _sweep_title(summary, title))))
+    rows = _variant_legend(fig, methods, colors, styles="markers" if single else "lines")
+    heading = _with_note(_sweep_title(summary, title), constant)
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * rows, 1, _suptitle(fig, heading)))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _value_axis(ax, values: np.ndarray, log: bool) -> None:
+    """A log y-axis with readable ticks when ``log`` and the finite ``values`` are positive and
+    span more than a factor of 10; linear otherwise."""
+    values = values[np.isfinite(values)]
+    if log and values.size and (values > 0).all() and values.max() > 10 * values.min():
+        ax.set_yscale("log")
+        _readable_log_axis(ax.yaxis, float(values.min()), float(values.max()))
+
+
+#: Colours of the two variants where each panel shows one method (plain blue, N2NSkip red).
+VARIANT_COLORS = {"plain": "#1f4e9c", "n2nskip": "#d7301f"}
+
+
+def plot_methods(summary, metrics: Sequence[str], *, path: str | os.PathLike | None = None,
+                 log: bool = True, title: str | None = None) -> Figure:
+    """Many metrics of a sweep over pruning methods, one small panel per metric and method.
+
+    Rows are ``metrics`` (columns of ``summary``, a sweep summary as for :func:`plot_compare`),
+    columns are the pruning methods; each panel draws plain pruning (solid, blue) and its
+    N2NSkip variant at the same budget (dashed, red) against density, with the standard
+    deviation over seeds as error bars, so the claim (N2NSkip closer to the reference at equal
+    budget) is read within a panel and the methods are compared along a row (one y-scale per
+    row). A metric with the same value in every row gets no panel (the title says its value).
+    A sweep at a single density has nothing to draw against density: it is drawn by
+    :func:`plot_compare` (methods along the x-axis), one panel per metric.
+    """
+    metrics = [c for c in metrics if c in summary.columns]
+    if not metrics:
+        raise ValueError("plot_methods: the summary has none of the requested metrics")
+    densities = sorted(set(float(d) for d in summary["density"]))
+    if len(densities) == 1:
+        return plot_compare(summary, columns=metrics, path=path, log=log, title=title)
+    constant = _constant_columns(summary, metrics)
+    if len(constant) < len(metrics):
+        metrics = [c for c in metrics if c not in constant]
+    else:
+        constant = {}
+    methods = list(dict.fromkeys(summary["method"]))
+    fig = Figure(figsize=(2.2 * len(methods) + 1.0, 1.75 * len(metrics) + 1.3))
+    axes = fig.subplots(len(metrics), len(methods), squeeze=False, sharex=True, sharey="row")
+    for r, metric in enumerate(metrics):
+        for c, method in enumerate(methods):
+            ax = axes[r][c]
+            for variant, style, marker in (("plain", "-", "o"), ("n2nskip", "--", "s")):
+                part = summary[(summary["method"] == method) & (summary["variant"] == variant)]
+                if part.empty:
+                    continue
+                part = part.sort_values("density")
+                std = part.get(f"{metric}_std")
+                err = None if std is None else np.nan_to_num(np.asarray(std, float))
+                ax.errorbar(np.asarray(part["density"], float), np.asarray(part[metric], float),
+                            yerr=err, color=VARIANT_COLORS[variant], ls=style, marker=marker, ms=3,
+                            capsize=1.5, lw=1.1)
+            ax.grid(alpha=0.3)
+            ax.tick_params(labelsize=7)
+            if r == 0:
+                ax.set_title(method, fontsize=9)
+            if c == 0:
+                ax.set_ylabel(_column_label(metric), fontsize=7)
+            if r == len(metrics) - 1:
+                ax.set_xlabel("density", fontsize=7)
+        _value_axis(axes[r][0], np.asarray(summary[metric], float), log)
+    axes[0][0].set_xscale("log")
+    axes[0][0].set_xticks(densities, [f"{d:g}" for d in densities])
+    axes[0][0].xaxis.set_minor_locator(NullLocator())
+    handles = [Line2D([], [], color=VARIANT_COLORS["plain"], ls="-", marker="o", ms=3),
+               Line2D([], [], color=VARIANT_COLORS["n2nskip"], ls="--", marker="s", ms=3)]
+    fig.legend(handles, ["plain pruning", "+ N2NSkip, same budget"], loc="lower center", ncol=2,
+               fontsize=8, frameon=False)
+    heading = _with_note(_sweep_title(summary, title), constant)
+    fig.tight_layout(rect=(0, 0.35 / fig.get_figheight(), 1, _suptitle(fig, heading)))
     if path is not None:
         save_figure(fig, path)
     return fig
@@ -386,9 +578,9 @@ def plot_delta_f(table, *, columns: Sequence[str] | None = None, confidence: flo
         ax.set_xticks(range(len(densities)), [f"{d:g}" for d in densities])
         ax.set_xlabel("density (kept fraction)", fontsize=8)
         ax.set_ylabel("F(plain) - F(N2NSkip)\n> 0: N2NSkip closer to reference", fontsize=7)
-        ax.set_title(column, fontsize=9)
+        ax.set_title(_column_title(column), fontsize=9)
         ax.grid(alpha=0.3, axis="y")
-    rows = _variant_legend(fig, methods, colors, styles=False)
+    rows = _variant_legend(fig, methods, colors, styles=None)
     heading = _sweep_title(table, title)
     interval = f"mean over {seeds} paired seeds, {confidence:.0%} t-interval" if seeds > 1 \
         else "one seed: no interval"
@@ -474,7 +666,7 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
     methods = list(dict.fromkeys(sparse["method"]))
     fig = Figure(figsize=(4.0 * len(methods), 3.4 * len(inits) + (0.4 if title else 0)))
     axes = fig.subplots(len(inits), len(methods), squeeze=False)
-    colors = {"plain": "#1f4e9c", "n2nskip": "#d7301f"}
+    colors = VARIANT_COLORS
     densities = sorted(set(sparse["density"]))
     for r, init in enumerate(inits):
         for c, method in enumerate(methods):

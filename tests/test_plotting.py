@@ -12,10 +12,12 @@ from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 from n2ngraph.plotting import (
     adjacency_image,
     display_kind,
+    group_labels,
     paired_delta,
     plot_adjacency,
     plot_compare,
     plot_delta_f,
+    plot_methods,
 )
 
 
@@ -90,6 +92,45 @@ def test_deep_graph_is_labelled_by_stage():
     fig = plot_adjacency(NetworkGraph(tuple(groups), tuple(blocks), {"model": "deep"}))
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert len(labels) == 3 and labels[0].startswith("g0 (8x8)") and labels[1].startswith("g10 (4x4)")
+    assert len(fig.axes[0].get_lines()) == 2 * 2  # one boundary per stage, on each axis
+
+
+def _mlp_graph(names):
+    """A bare nn.Sequential's traced naming: groups named by index, one Linear block each."""
+    sizes = [4, 3, 3, 2]
+    groups, start = [], 0
+    for name, size in zip(["input", *names], sizes):
+        groups.append(NodeGroup(name, start, size, (size,)))
+        start += size
+    blocks = [EdgeBlock(b.name, a.name, b.name, "sequential", np.ones((b.size, a.size), bool),
+                        spec=LayerSpec(op="Linear")) for a, b in zip(groups, groups[1:])]
+    return NetworkGraph(tuple(groups), tuple(blocks), {"model": "mlp"})
+
+
+def test_index_named_layers_are_shown_by_type_and_rank():
+    assert group_labels(_mlp_graph(["1", "3", "5"])) == {
+        "input": "input", "1": "Linear 1", "3": "Linear 2", "5": "Linear 3"}
+    assert group_labels(_mlp_graph(["fc1", "fc2", "0.5"]))["fc2"] == "fc2"  # real names stay
+    fig = plot_adjacency(_mlp_graph(["1", "3", "5"]))
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["input", "Linear 1", "Linear 2",
+                                                                      "Linear 3"]
+
+
+def test_stage_is_named_by_its_main_module():
+    """Groups of a ResNet-like net: a stage is labelled by the top-level module holding most of
+    its nodes, not by the name of whichever layer happens to open it."""
+    spec = [("input", 2, 8), ("conv1", 2, 8), *[(f"layer1.{i}", 2, 8) for i in range(8)],
+            ("layer2.0.conv1", 2, 8), *[(f"layer2.{i}", 4, 4) for i in range(1, 9)], ("fc", 3, 0)]
+    groups, start = [], 0
+    for name, size, side in spec:
+        groups.append(NodeGroup(name, start, size, (size, side, side) if side else (size,)))
+        start += size
+    blocks = [EdgeBlock(f"l{i}", a.name, b.name, "sequential",
+                        np.ones((b.size, a.size, 1, 1) if b.shape[1:] else (b.size, a.size), bool))
+              for i, (a, b) in enumerate(zip(groups, groups[1:]))]
+    fig = plot_adjacency(NetworkGraph(tuple(groups), tuple(blocks), {"model": "deep"}))
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels == ["layer1 (8x8)", "layer2 (4x4)", "fc (neurons)"]
 
 
 def _sweep_table():
@@ -142,6 +183,54 @@ def test_single_density_compare_is_drawn_per_method():
         ["method", "variant", "density"], as_index=False)[["F(t=1/l2)"]].mean()
     fig = plot_compare(summary, columns=["F(t=1/l2)"])
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["expander", "snip"]
+    texts = _legend_texts(fig)  # no lines are drawn: the legend names the markers
+    assert any("circle" in t for t in texts) and not any("dashed" in t for t in texts)
+    assert fig.axes[0].get_title() == "F(t=1/λ2)"
+
+
+def _summary(table):
+    out = table.groupby(["model", "recipe", "method", "variant", "density"], as_index=False)[
+        ["F(t=1/l2)", "n_components"]].agg(["mean", "std"])
+    out.columns = [a if b in ("", "mean") else f"{a}_{b}" for a, b in out.columns]
+    out["collapsed_layers"] = 0.0
+    out["collapsed_layers_std"] = 0.0
+    out["seeds"] = 3
+    return out
+
+
+def test_constant_metric_gets_no_panel_and_the_title_says_its_value():
+    summary = _summary(_sweep_table())
+    fig = plot_compare(summary, columns=["F(t=1/l2)", "n_components", "collapsed_layers"])
+    assert [a.get_title() for a in fig.axes if a.get_visible()] == ["F(t=1/λ2)", "connected components"]
+    heading = fig._suptitle.get_text()
+    assert "collapsed layers = 0" in heading and "paper_mlp" in heading and "3 seeds" in heading
+
+
+def test_methods_figure_is_a_metric_by_method_grid(tmp_path):
+    summary = _summary(_sweep_table())
+    summary.attrs = {"config": {"dataset": "digits"}, "lambda_2_reference": 0.25}
+    fig = plot_methods(summary, ["F(t=1/l2)", "n_components", "collapsed_layers"],
+                       path=tmp_path / "methods")
+    assert _is_png(tmp_path / "methods.png")
+    visible = [a for a in fig.axes if a.get_visible()]
+    assert len(visible) == 2 * 2  # 2 metrics (collapsed_layers is constant) x 2 methods
+    assert [a.get_title() for a in visible[:2]] == ["expander", "snip"]
+    assert all(len(a.get_lines()) >= 2 for a in visible)  # plain and N2NSkip in every panel
+    heading = fig._suptitle.get_text()
+    assert "calibration data digits (snip)" in heading and "λ2(reference) = 0.25" in heading
+    single = plot_methods(summary[summary["density"] == 0.1], ["F(t=1/l2)", "n_components"])
+    assert [t.get_text() for t in single.axes[0].get_xticklabels()] == ["expander", "snip"]
+
+
+def test_short_log_range_has_several_tick_labels():
+    summary = _summary(_sweep_table())
+    summary["n_components"] = np.where(summary["density"] == 0.1, 2.0, 30.0)
+    fig = plot_compare(summary, columns=["n_components"])
+    fig.canvas.draw()
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels() if t.get_text()]
+    lo, hi = fig.axes[0].get_ylim()
+    shown = [float(x) for x in labels]
+    assert len([v for v in shown if lo <= v <= hi]) >= 3, labels
 
 
 def test_importing_plotting_leaves_the_backend_alone():
