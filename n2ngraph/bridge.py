@@ -9,13 +9,19 @@ Where a skip acts (forward rule of N2NSkip, arXiv:2208.03662)
 -------------------------------------------------------------
 ``a_{l+k} = g(z_{l+k} + g(skip(a_l)))`` with, on the traced data flow:
 
-- ``a_l``: the source group's activation as the next weight layer receives it, i.e. the output of
-  the last op aliasing the group that still has the group's layout (after BatchNorm, the
-  non-linearity, pooling and dropout; before a flatten of channels);
+- ``a_l``: the source group's activation as the target's side of the network receives it: the
+  output of the last op aliasing the group, with the group's layout (after BatchNorm, the
+  non-linearity, pooling and dropout; before a flatten of channels), that every path from the
+  group to ``z_{l+k}`` reads through. In a branching model (an inception block reading one
+  group through a 1x1 conv on one branch and a max-pool on another) a skip into the first
+  branch taps what that branch reads, not the later branch's pool;
 - ``z_{l+k}``: the target group's pre-activation, the input of the first non-linearity that
-  follows the target's producer. In a BatchNorm net that is the BatchNorm output
-  (``z = BN(conv(x))``); in a ResNet sum group it is the residual sum (``z = bn3(conv3(x)) + x``);
-  in the output layer (no non-linearity) it is the logits;
+  follows the target's producer, when every consumer of the group reads through it. In a
+  BatchNorm net that is the BatchNorm output (``z = BN(conv(x))``); in a ResNet sum group it is
+  the residual sum (``z = bn3(conv3(x)) + x``); in the output layer (no non-linearity) it is the
+  logits. A group without such a non-linearity (a concatenation read by several branches, a
+  non-linearity on one branch only) takes the skip at its last node, with the group's own
+  shape, that every consumer reads through, and ``g`` is the identity;
 - ``g``: that non-linearity (identity for the output layer), applied inside the skip module
   as well. ResSkip adds ``a_l`` (pooled, zero-padded) without ``g`` and without weights.
 
@@ -494,26 +500,63 @@ def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str
     return None
 
 
-def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules) -> tuple[fx.Node, fx.Node | None, tuple[str, float]]:
+class _Flow:
+    """Data-flow reachability in an fx graph, as ancestor bitsets (bit ``i``: the ``i``-th node
+    in graph order), and the exits of a node group's chain of aliases."""
+
+    def __init__(self, graph: fx.Graph) -> None:
+        self.bit: dict[fx.Node, int] = {}
+        self.above: dict[fx.Node, int] = {}
+        for i, node in enumerate(graph.nodes):
+            above = 0
+            for p in node.all_input_nodes:
+                above |= self.above[p] | self.bit[p]
+            self.bit[node], self.above[node] = 1 << i, above
+
+    def reaches(self, a: fx.Node, b: fx.Node) -> bool:
+        """``a`` is ``b`` or one of its ancestors."""
+        return a is b or bool(self.above[b] & self.bit[a])
+
+    def dominates(self, node: fx.Node, chain: list[fx.Node], toward: fx.Node | None = None) -> bool:
+        """Every use of the group outside its chain (that leads to ``toward``, when given) reads
+        ``node`` or an alias computed from it: what is added at ``node`` reaches every such
+        consumer, and ``node`` is what every such consumer receives."""
+        inside = set(chain)
+        return all(self.reaches(node, a) for a in chain for user in a.users
+                   if user not in inside and user in self.bit
+                   and (toward is None or self.reaches(user, toward)))
+
+
+def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
+               flow: _Flow) -> tuple[fx.Node, fx.Node | None, tuple[str, float]]:
     """``(z, g_node, (g, param))`` of a target group: ``z`` is the input of the first
-    non-linearity ``g_node`` of the group's chain; without one, ``z`` is the last node with the
-    group's own shape and ``g`` is the identity."""
+    non-linearity ``g_node`` of the group's chain when every consumer of the group reads it
+    through ``z``; otherwise (no non-linearity, or one on a branch only, as in a concatenation
+    read by several branches) ``z`` is the last node with the group's own shape that every
+    consumer reads through, and ``g`` is the identity."""
     for node in chain:
         act = _activation_of(node, modules)
         if act is not None and isinstance(node.args[0], fx.Node):
-            return node.args[0], node, act
-    full = [n for n in chain if n.meta.get("_n2n_shape", ())[1:] == shape]
+            if flow.dominates(node.args[0], chain):
+                return node.args[0], node, act
+            break
+    full = [n for n in chain if n.meta.get("_n2n_shape", ())[1:] == shape and flow.dominates(n, chain)]
     if not full:
         raise ValueError(f"cannot find the pre-activation of group with nodes {[n.name for n in chain]}")
     return full[-1], None, ("identity", 0.0)
 
 
-def _tap(chain: list[fx.Node], rank: int) -> fx.Node:
-    """The source activation ``a_l``: the last alias of the group with the group's layout."""
+def _tap(chain: list[fx.Node], rank: int, z: fx.Node, flow: _Flow) -> fx.Node:
+    """The source activation ``a_l``: the last alias of the group with the group's layout that
+    every path from the group to the target's pre-activation ``z`` reads through (the
+    activation as the target's side of the network receives it, not a later branch's); for a
+    target on a parallel branch, the last such alias of every consumer of the group."""
     ok = [n for n in chain if len(n.meta.get("_n2n_shape", ())) == rank + 1]
-    if not ok:
+    upstream = [n for n in ok if flow.reaches(n, z) and flow.dominates(n, chain, toward=z)]
+    common = [n for n in ok if flow.dominates(n, chain)]
+    if not (upstream or common):
         raise ValueError(f"cannot find the activation of group with nodes {[n.name for n in chain]}")
-    return ok[-1]
+    return (upstream or common)[-1]
 
 
 def _fan_in(graph: NetworkGraph) -> dict[str, torch.Tensor]:
@@ -650,14 +693,17 @@ def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphMod
     gm.add_submodule("n2nskips", skips)
     device = example_input.device
     dtype = next((p.dtype for p in model.parameters()), torch.float32)
+    flow = _Flow(gm.graph)  # of the traced reference, before any skip is inserted
     state: dict[str, tuple[fx.Node, fx.Node, fx.Node | None, tuple[str, float]]] = {}
     for b in added:
         src, dst = graph.group(b.src), graph.group(b.dst)
-        tap = _tap([nodes[k] for k in tr.group_nodes[b.src]], len(src.shape) or (2 if b.mask is not None and b.mask.ndim == 2 else 3))
         if b.dst not in state:
-            z, g_node, act = _injection([nodes[k] for k in tr.group_nodes[b.dst]], tuple(dst.shape), modules)
+            z, g_node, act = _injection([nodes[k] for k in tr.group_nodes[b.dst]], tuple(dst.shape),
+                                        modules, flow)
             state[b.dst] = (z, z, g_node, act)
         z0, z, g_node, act = state[b.dst]
+        rank = len(src.shape) or (2 if b.mask is not None and b.mask.ndim == 2 else 3)
+        tap = _tap([nodes[k] for k in tr.group_nodes[b.src]], rank, z0, flow)
         if b.kind == "n2nskip":
             module = N2NSkip(b, *act)
             _init_skip(module, b, fan, gen)

@@ -518,3 +518,113 @@ def test_loading_another_topology_is_refused():
     with pytest.raises(MaskError, match="skip 'n2nskip:"):
         m1.load_state_dict(m2.state_dict())
     m1.load_state_dict(to_model(g1, ref, example_input=X_CONV[:1], seed=3).state_dict())  # same topology
+
+
+# ------------------------------------------- branching models (inception): where a skip acts
+class _BasicConv(nn.Module):
+    """conv (no bias) -> BatchNorm -> relu, as torchvision's googlenet BasicConv2d."""
+
+    def __init__(self, i, o, k):
+        super().__init__()
+        self.conv = nn.Conv2d(i, o, k, padding=k // 2, bias=False)
+        self.bn = nn.BatchNorm2d(o)
+
+    def forward(self, x):
+        return F.relu(self.bn(self.conv(x)))
+
+
+class _Inception(nn.Module):
+    """Three branches on one input, concatenated: 1x1; 1x1 -> 3x3; 3x3 max-pool (stride 1, so
+    it keeps the input's shape and aliases its group) -> 1x1."""
+
+    def __init__(self, i, o):
+        super().__init__()
+        self.b1 = _BasicConv(i, o, 1)
+        self.b2 = nn.Sequential(_BasicConv(i, o, 1), _BasicConv(o, o, 3))
+        self.b4 = nn.Sequential(nn.MaxPool2d(3, 1, 1), _BasicConv(i, o, 1))
+
+    def forward(self, x):
+        return torch.cat([self.b1(x), self.b2(x), self.b4(x)], 1)
+
+
+class _InceptionNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.stem = _BasicConv(3, 6, 3)
+        self.i1, self.i2 = _Inception(6, 4), _Inception(12, 4)
+        self.fc = nn.Linear(12, 10)
+
+    def forward(self, x):
+        x = self.i2(self.i1(self.stem(x)))
+        return self.fc(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+X_INC = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(3))
+
+
+def _inception(skips):
+    """The reference net in eval mode, its pruned graph and that graph with only the skips named
+    ``(src, dst)`` in ``skips`` (from all-pairs wiring); ``skips=None`` keeps them all."""
+    torch.manual_seed(0)
+    ref = _InceptionNet().eval()
+    base = to_graph(ref, prune(ref, "random", 0.5, seed=0), example_input=X_INC)
+    full = add_n2nskip(base, 0.1, seed=0, skip_kernel=1)
+    keep = [b for b in full.blocks if b.kind != "n2nskip" or skips is None or (b.src, b.dst) in skips]
+    return ref, base, full.replace(blocks=keep)
+
+
+def _skip_calls(model):
+    return {model.get_submodule(n.target).n2ngraph_block_name: n for n in model.graph.nodes
+            if n.op == "call_module" and str(n.target).startswith("n2nskips.")}
+
+
+def test_every_skip_of_a_branching_model_is_built_and_round_trips():
+    ref, _, g = _inception(None)
+    assert len(g.blocks_of_kind("n2nskip")) > 20
+    model = to_model(g, ref, example_input=X_INC[:1])
+    assert model(X_INC).shape == (2, 10)
+    assert to_graph(model, example_input=X_INC) == g
+    calls = _skip_calls(model)
+    # the stem's group is also read by i1's branch-4 max-pool; a skip into i1's second 3x3
+    # branch taps the stem's relu (what that branch reads), not the pool of the branch after it
+    stem_skip = calls["n2nskip:stem.conv->i1.b2.1.conv"].args[0]
+    assert stem_skip.op == "call_function" and stem_skip.target is F.relu
+    # a skip from i1's concatenation into the logits taps the concatenation, which every branch
+    # of i2 reads, not i2's branch-4 pool of it
+    assert calls["n2nskip:i1.cat->fc"].args[0].target is torch.cat
+
+
+def test_a_skip_across_branches_adds_what_the_target_branch_reads():
+    ref, base, g = _inception({("stem.conv", "i1.b2.1.conv")})
+    model = to_model(g, ref, example_input=X_INC[:1])
+    plain = to_model(base, ref, example_input=X_INC[:1])  # same masked weights, no skip
+    skip = model.n2nskips[0]
+    with torch.no_grad():
+        s = plain.stem(X_INC)
+        b2 = plain.i1.b2
+        z = b2[1].bn(b2[1].conv(b2[0](s)))
+        y2 = skip(s, z)  # z + relu(skip(a)), then the branch's own relu
+        i1 = torch.cat([plain.i1.b1(s), F.relu(y2), plain.i1.b4(s)], 1)
+        expected = plain.fc(torch.flatten(F.adaptive_avg_pool2d(plain.i2(i1), 1), 1))
+        torch.testing.assert_close(model(X_INC), expected)
+
+
+def test_a_skip_into_a_concatenation_reaches_every_branch_that_reads_it():
+    ref, base, g = _inception(set())
+    donor = next(b for b in add_n2nskip(base, 0.1, seed=0, skip_kernel=1).blocks
+                 if (b.src, b.dst) == ("input", "i1.b1.conv"))
+    mask = np.zeros((12, 3, 1, 1), bool)
+    mask[[0, 5, 11], [0, 1, 2]] = True
+    block = EdgeBlock("n2nskip:input->i1.cat", "input", "i1.cat", "n2nskip", mask,
+                      spec=donor.spec)
+    position = {grp.name: i for i, grp in enumerate(g.groups)}  # blocks in order of their target
+    g = g.replace(blocks=sorted(g.blocks + (block,), key=lambda b: (position[b.dst], bool(b.spec.added_by))))
+    model = to_model(g, ref, example_input=X_INC[:1])
+    plain = to_model(base, ref, example_input=X_INC[:1])
+    skip = model.n2nskips[0]
+    assert skip.n2ngraph_block_name == block.name
+    with torch.no_grad():
+        c = skip(X_INC, plain.i1(plain.stem(X_INC)))  # no non-linearity after a concatenation
+        expected = plain.fc(torch.flatten(F.adaptive_avg_pool2d(plain.i2(c), 1), 1))
+        torch.testing.assert_close(model(X_INC), expected)
+    assert to_graph(model, example_input=X_INC) == g
