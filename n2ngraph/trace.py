@@ -91,6 +91,7 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("mul", {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div},
      {"mul", "mul_", "div", "div_"}),
     ("cat", {torch.cat, torch.concat}, set()),
+    ("index", {operator.getitem}, set()),
 )
 
 #: Functions of optional libraries, by ``module.qualname`` (no import of those libraries here):
@@ -138,7 +139,9 @@ def _function_rule(node: fx.Node) -> str | None:
 #:   plus activations of its own group (aliases);
 #: - ``mul``: a gate, the product of activations of two groups (a new group, built like a sum),
 #:   or an activation times or divided by a constant or its own group (aliases);
-#: - ``cat``: concatenation along channels (a new group);
+#: - ``cat``: concatenation along channels (a new group), or of one group along another axis
+#:   (aliases: a class token prepended to a token sequence);
+#: - ``index``: ``x[...]`` keeping the batch and channel axes whole (aliases);
 #: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
 #:
 #: A module with the :data:`SKIP_MARKER` attribute follows the ``skip`` rule whatever its class.
@@ -624,6 +627,39 @@ class _Walker:
         raise self._fail(node, f"reshape from {in_shape} to {out_shape} (nodes of group "
                          f"{group.name!r} on axis {axis}) does not keep the channel axis whole")
 
+    def _index(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``x[...]`` that keeps the batch and the channel axis whole (``x[:, 0]`` takes the class
+        token of a token sequence): aliases, the channel axis renumbered."""
+        value = self._one(node, acts)
+        ndim = len(self._in_shape(node))
+        index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if sum(i is Ellipsis for i in index) > 1 or value.fold != 1 or not all(
+                i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in index):
+            raise self._fail(node, f"index {index}")
+        if Ellipsis in index:
+            k = index.index(Ellipsis)
+            rest = len([i for i in index if i is not None and i is not Ellipsis])
+            index = index[:k] + (slice(None),) * (ndim - rest) + index[k + 1:]
+        axis, dim, new_axis = value.axis, 0, None
+        out_dim = 0
+        for i in index:
+            if i is None:
+                out_dim += 1
+                continue
+            full = isinstance(i, slice) and i == slice(None)
+            if dim in (0, axis) and not full:
+                what = "the batch axis" if dim == 0 else "the channel axis (a channel slice)"
+                raise self._fail(node, f"index {index} narrows {what}; channel ranges are not "
+                                 "supported yet")
+            if dim == axis:
+                new_axis = out_dim
+            if not isinstance(i, int):
+                out_dim += 1
+            dim += 1
+        if new_axis is None:
+            new_axis = out_dim + (axis - dim)  # the channel axis lies after the indexed ones
+        self._alias(node, _Value(value.gid, 1, new_axis))
+
     def _permute(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``permute`` / ``transpose`` / ``movedim``: the same group, its channel axis moved."""
         value = self._one(node, acts)
@@ -692,6 +728,9 @@ class _Walker:
         in_shapes = [self.shapes[n.name] for n, _ in acts]
         if dim < 0:
             dim += len(in_shapes[0])
+        if len(set(operands)) == 1 and operands[0].fold == 1 and 0 < dim != operands[0].axis:
+            self._alias(node, operands[0])  # along another axis (a class token): same channels
+            return
         if any(v.fold != 1 or v.axis != dim for v in operands):
             raise self._fail(node, f"concatenation along dim {dim}; only concatenation of unfolded "
                              "activations along their channel axis is supported")
@@ -709,7 +748,8 @@ class _Walker:
 
     #: Handler of each rule of :data:`_RULES` and of ``skip``.
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
-                 "add": _on_add, "mul": _on_mul, "cat": _cat, "weight_layer": _weight_layer,
+                 "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index,
+                 "weight_layer": _weight_layer,
                  "skip": _skip}
 
 

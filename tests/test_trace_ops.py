@@ -294,3 +294,45 @@ def test_stochastic_depth_aliases_in_training_and_eval():
         assert [x.name for x in g.groups] == ["input", "a", "add"]
         assert [(b.name, b.kind) for b in g.blocks] == [("a", "sequential"), ("c", "sequential"),
                                                         ("add.residual1", "residual")]
+
+
+class ClassToken(nn.Module):
+    """A ViT-style head: patch embedding, a class token prepended along the token axis, a
+    position embedding added, a Linear on the features, ``x[:, 0]`` into the classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 3, 2, stride=2)
+        self.token = nn.Parameter(torch.zeros(1, 1, 3))
+        self.pos = nn.Parameter(torch.zeros(1, 5, 3))
+        self.mlp = nn.Linear(3, 3)
+        self.head = nn.Linear(3, 2)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).permute(0, 2, 1)
+        t = torch.cat([self.token.expand(t.shape[0], -1, -1), t], dim=1) + self.pos
+        t = t + self.mlp(t)
+        return self.head(t[:, 0])
+
+
+def test_class_token_and_token_indexing_keep_the_feature_set():
+    g = _traced(ClassToken(), torch.randn(1, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("embed", 3), ("add_1", 3), ("head", 2)]
+    # input 0, embed 1-3, add 4-6 (mlp merged), head 7-8
+    pairs = _all([0], [1, 2, 3]) + _all([1, 2, 3], [4, 5, 6]) + [(1, 4), (2, 5), (3, 6)] + _all([4, 5, 6], [7, 8])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(9, pairs))
+
+
+class ChannelSlice(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        return self.b(self.a(x)[:, 1:3])
+
+
+def test_channel_slices_are_refused_until_groups_over_ranges_exist():
+    with pytest.raises(ValueError, match=r"getitem.*channel slice"):
+        trace(ChannelSlice(), example_input=torch.randn(1, 1, 2, 2))
