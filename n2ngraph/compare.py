@@ -851,10 +851,10 @@ _RENAMED_COLUMNS = {"connected": "inputs_reach_outputs"}
 _VARIANT_SUFFIX = {"plain": "", "n2nskip": " + N2NSkip"}
 
 #: Readable names of the structural columns shown in the short tables.
-_SHORT_NAMES = {"lambda_2/ref": "lambda_2/ref", "n_components": "components",
+_SHORT_NAMES = {"n_components": "components",
                 "dead_units": "dead units", "effective_density": "effective density"}
 
-F_DEFINITION = ("F(t) = ||S_ref(t) - S(t)||_2: distance between the heat signatures "
+_F_DEFINITION = ("F(t) = ||S_ref(t) - S(t)||_2: distance between the heat signatures "
                 "S(t) = exp(-tL) A of the dense reference and of the pruned graph (A: unit heat "
                 "on the input nodes, L the graph Laplacian); lower is closer to the dense network.")
 
@@ -875,7 +875,7 @@ def caption(meta: dict, *, per_cell: bool = False) -> str:
         rows = "one seed (n = 1), so no std"
     else:
         rows = "mean ± std over n seeds"
-    return (f"{F_DEFINITION}\n\n"
+    return (f"{_F_DEFINITION}\n\n"
             f"{meta['config']['model']}, recipe {meta['recipe']['name']}, "
             f"{'weighted' if meta['config']['weighted'] else 'binary'} adjacency: "
             f"lambda_2(reference) = {lam:.6g}; {when}; {rows}.")
@@ -910,8 +910,9 @@ def readable_table(frame):
 
     ``frame`` is a summary (:func:`summarize`, with ``seeds``) or a results table (one row per
     cell, with ``seed``). Rows: per method, density (descending), then variant, so that a
-    method and its N2NSkip variant at the same budget are neighbours. Columns: ``method`` (``"snip + N2NSkip"`` for the N2NSkip variant),
-    ``density``, ``n`` (seeds) or ``seed``, ``F`` at every stated time (as many as fit), then
+    method and its N2NSkip variant at the same budget are neighbours. Columns: ``method``
+    (``"snip + N2NSkip"`` for the N2NSkip variant), ``density``, ``n`` (seeds) or ``seed``,
+    ``F`` at every stated time (as many as fit), then
     as room allows ``F(t=inf)``, the signed escaped-heat difference at the middle stated time,
     ``lambda_2/ref``, components, dead units and effective density. A summary cell reads
     ``mean ± std`` (std over seeds, ``ddof=1``); with one seed (``n = 1``) just the mean. A
@@ -922,7 +923,7 @@ def readable_table(frame):
     per_cell = "seeds" not in frame.columns
     columns, _ = _short_columns(frame)
     count = "seed" if per_cell else "n"
-    methods = list(dict.fromkeys(frame["method"]))
+    methods = list(dict.fromkeys(frame["method"])) if "method" in frame.columns else []
     records = sorted(frame.to_dict("records"), key=lambda r: (  # a method's variants side by side
         methods.index(r["method"]), -float(r["density"]),
         VARIANTS.index(r["variant"]) if r["variant"] in VARIANTS else len(VARIANTS),
@@ -1069,9 +1070,7 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
         if folder == out:
             (out / "config.json").unlink(missing_ok=True)
         for frame, name in ((table, "results"), (summary, "summary")):
-            per_cell = frame is table
-            written += write_table(frame, folder / name, markdown=readable_table(frame),
-                                   title=caption(meta, per_cell=per_cell), notes=_notes(frame))
+            written += write_table(frame, folder / name, markdown=sweep_markdown(frame))
         written.append(atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(meta_text)))
     table.attrs["files"] = [str(p) for p in written]
     return table, summary, tuple(times)

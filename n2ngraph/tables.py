@@ -53,14 +53,15 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
 
 
 def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str = "%.6g",
-                title: str | None = None, markdown: pd.DataFrame | None = None,
+                title: str | None = None, markdown: pd.DataFrame | str | None = None,
                 notes: str | None = None) -> list:
     """Write ``table`` as CSV and Markdown (``.csv``, ``.md``) atomically; returns the paths.
 
     The CSV holds every column of ``table``. The Markdown file holds :func:`markdown_document`
     of ``markdown`` (a shorter view for reading, e.g. ``mean ± std`` cells; default ``table``
     itself) with ``title`` above it (what the CSV cannot say: the model, the recipe, the
-    reference's ``lambda_2``, the stated times) and ``notes`` below it.
+    reference's ``lambda_2``, the stated times) and ``notes`` below it; or ``markdown`` itself
+    when it is a string (a document made elsewhere, e.g. ``n2ngraph.compare.sweep_markdown``).
     """
     from pathlib import Path
 
@@ -69,8 +70,11 @@ def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str =
     base = Path(path_without_suffix)
     csv_path = atomic_write(base.with_name(base.name + ".csv"),
                             lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
-    md = markdown_document(table if markdown is None else markdown, title=title, notes=notes,
-                           float_format=float_format)
+    if isinstance(markdown, str):
+        md = markdown
+    else:
+        md = markdown_document(table if markdown is None else markdown, title=title, notes=notes,
+                               float_format=float_format)
     md_path = atomic_write(base.with_name(base.name + ".md"),
                            lambda tmp: Path(tmp).write_text(md, encoding="utf-8"))
     return [csv_path, md_path]

@@ -62,3 +62,6 @@ def test_write_table_keeps_every_column_in_csv_and_the_short_view_in_markdown(tm
     assert list(pd.read_csv(csv).columns) == ["a", "b", "c"]
     assert md.read_text(encoding="utf-8") == ("Title line.\n\n| a |\n|---|\n| 1 |\n| 2 |\n\n"
                                               "A note.\n")
+    # a document made elsewhere is written as it is; the CSV still holds the whole table
+    csv, md = write_table(full, tmp_path / "u", markdown="# made elsewhere\n")
+    assert md.read_text(encoding="utf-8") == "# made elsewhere\n" and len(pd.read_csv(csv).columns) == 3
