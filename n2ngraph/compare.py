@@ -868,7 +868,8 @@ def caption(meta: dict, *, per_cell: bool = False) -> str:
     if meta.get("times_in_units_of_1/lambda_2", True):
         when = f"t in units of 1/lambda_2 (l2): {pairs}"
     else:
-        when = "t absolute: " + ", ".join(meta["time_labels"])
+        when = (f"t absolute: {', '.join(meta['time_labels'])} "
+                f"(t * lambda_2 = {', '.join(f'{t * lam:.3g}' for t in meta['times'])})")
     if per_cell:
         rows = "one row per cell (one seed)"
     elif meta["config"].get("seeds") == 1:
@@ -893,7 +894,7 @@ def _short_columns(frame) -> tuple[list[str], list[str]]:
     # by priority: the saturated distance, connectivity, structure; then the signed measure at
     # the middle stated time (where plain and N2NSkip variants differ most, docs/diffusion.md)
     extras = ["F(t=inf)", "lambda_2/ref", "n_components", "dead_units", "effective_density",
-              *escaped[len(escaped) // 2:][:1]]
+              *escaped[(len(escaped) - 1) // 2:][:1]]
     chosen = [c for c in extras if c in frame.columns][:max(room, 0)]
     order = [*shown_f, *(c for c in ("F(t=inf)", *escaped) if c in chosen),
              *(c for c in chosen if not c.startswith(("F(", "escaped-")))]
@@ -912,9 +913,9 @@ def readable_table(frame):
     cell, with ``seed``). Rows: per method, density (descending), then variant, so that a
     method and its N2NSkip variant at the same budget are neighbours. Columns: ``method``
     (``"snip + N2NSkip"`` for the N2NSkip variant), ``density``, ``n`` (seeds) or ``seed``,
-    ``F`` at every stated time (as many as fit), then
-    as room allows ``F(t=inf)``, the signed escaped-heat difference at the middle stated time,
-    ``lambda_2/ref``, components, dead units and effective density. A summary cell reads
+    ``F`` at every stated time (as many as fit), then as room allows ``F(t=inf)``, the signed
+    escaped-heat difference at the middle stated time (the earlier of two), ``lambda_2/ref``,
+    components, dead units and effective density. A summary cell reads
     ``mean ± std`` (std over seeds, ``ddof=1``); with one seed (``n = 1``) just the mean. A
     quantity that is not defined (``lambda_2/ref`` of a disconnected reference) reads ``-``.
     """

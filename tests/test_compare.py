@@ -501,3 +501,12 @@ def test_cells_written_with_the_old_column_name_read_under_the_new_one(tmp_path)
     table = load_cells(tmp_path)
     assert "connected" not in table.columns
     assert sorted(table["inputs_reach_outputs"]) == [False, True]
+
+
+def test_caption_with_absolute_times_states_them_in_units_of_lambda2_too():
+    table = _results(labels=("0.5", "5"), seeds=(0,))
+    table.attrs.update({"times": [0.5, 5.0], "times_in_units_of_1/lambda_2": False})
+    text = sweep_markdown(table)  # one row per cell
+    assert "t absolute: 0.5, 5 (t * lambda_2 = 2, 20)" in text  # lambda_2(reference) = 4
+    assert "one row per cell" in text
+    assert "escaped-ref(t=0.5)" in readable_table(table).columns  # the earlier of two times
