@@ -249,10 +249,17 @@ class EdgeBlock:
         and its column ``j`` belongs to channel ``j // fold``.
     offset : int
         For ``residual`` blocks, source node ``i`` joins destination node ``i + offset``
-        (concatenation places operands at an offset).
+        (concatenation places operands at an offset ``>= 0``, and they must fit in the
+        destination). A negative offset takes a channel range: a slice ``x[:, a:b]`` of a group
+        is a group of ``b - a`` nodes joined from source nodes ``a .. b-1`` by ``offset = -a``;
+        source nodes that land outside the destination are not joined. Other kinds: 0.
     spec : LayerSpec
         The layer's op and geometry. Not part of topology. (A JSON object of a saved graph is
         read with :meth:`LayerSpec.from_dict`.)
+    index : ndarray of int, optional
+        For ``residual`` blocks only, a general node map in place of ``offset`` (which must then
+        be 0): source node ``i`` joins destination node ``index[i]``, none where ``index[i]`` is
+        -1. Shape ``(src size,)``. A channel shuffle is a permutation ``index``.
     """
 
     name: str
@@ -265,6 +272,7 @@ class EdgeBlock:
     fold: int = 1
     offset: int = 0
     spec: LayerSpec = field(default_factory=LayerSpec)
+    index: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         for attr in ("name", "src", "dst", "kind"):
@@ -290,11 +298,24 @@ class EdgeBlock:
                 )
             if mask.ndim < 2:
                 raise ValueError(f"block {self.name!r}: mask must be at least 2-D, got {mask.shape}")
-        if self.conv_groups < 1 or self.fold < 1 or self.offset < 0:
+        if self.conv_groups < 1 or self.fold < 1 or (self.offset < 0 and self.kind != "residual"):
             raise ValueError(
                 f"block {self.name!r}: conv_groups={self.conv_groups}, fold={self.fold}, "
-                f"offset={self.offset}; conv_groups and fold must be >= 1 and offset >= 0"
+                f"offset={self.offset}; conv_groups and fold must be >= 1 and offset >= 0 "
+                "(negative offsets take channel ranges of residual blocks only)"
             )
+        if self.index is not None:
+            if self.kind != "residual" or self.offset != 0:
+                raise ValueError(f"block {self.name!r}: index maps the nodes of residual blocks with "
+                                 f"offset 0 only, got kind {self.kind!r} and offset {self.offset}")
+            index = np.asarray(self.index)
+            if index.ndim != 1 or not (np.issubdtype(index.dtype, np.integer) or index.size == 0):
+                raise TypeError(f"block {self.name!r}: index must be a 1-d integer array, got "
+                                f"{index.dtype} of shape {index.shape}")
+            if index.size and index.min() < -1:
+                raise ValueError(f"block {self.name!r}: index holds {int(index.min())}; destination "
+                                 "nodes are >= 0, and -1 means none")
+            object.__setattr__(self, "index", _frozen_array(index, np.int64))
         object.__setattr__(self, "mask", _frozen_array(self.mask, np.bool_))
         object.__setattr__(self, "pair_weight", _frozen_array(self.pair_weight, np.float32))
         if not isinstance(self.spec, LayerSpec):
@@ -349,15 +370,25 @@ class EdgeBlock:
         out, cols = self.mask.shape[:2]
         return self.mask.reshape(out, cols // self.fold, -1).any(axis=2)
 
-    def local_pairs(self, src_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def local_pairs(self, src_size: int, dst_size: int | None = None
+                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Edges as local indices ``(dst_index, src_index, weight)``.
 
         ``weight`` is ``pair_weight`` (or 1 where that is unknown); a residual block gives
-        ``(i + offset, i, 1)`` for every source node ``i``.
+        ``(i + offset, i, 1)`` for every source node ``i`` that lands in the destination (or
+        ``(index[i], i, 1)`` where ``index[i] >= 0``). ``dst_size``, the destination group's
+        size, is needed by residual blocks with a negative offset (a channel range).
         """
         if self.mask is None:
-            src = np.arange(src_size)
-            return src + self.offset, src, np.ones(src_size)
+            if self.index is not None:
+                src = np.flatnonzero(self.index >= 0)
+                return self.index[src], src, np.ones(src.size)
+            if self.offset < 0 and dst_size is None:
+                raise ValueError(f"residual block {self.name!r} takes a channel range (offset "
+                                 f"{self.offset}): pass dst_size, the destination group's size")
+            hi = src_size if dst_size is None else min(src_size, dst_size - self.offset)
+            src = np.arange(max(0, -self.offset), max(hi, 0))
+            return src + self.offset, src, np.ones(src.size)
         pm = self.pair_mask()
         rows, cols = np.nonzero(pm)
         if self.pair_weight is None:
@@ -374,9 +405,12 @@ class EdgeBlock:
         return (self.name, self.src, self.dst, self.kind, self.conv_groups, self.fold, self.offset)
 
     def same_topology(self, other: EdgeBlock) -> bool:
-        """True when both blocks join the same groups with the same kind and mask."""
+        """True when both blocks join the same groups with the same kind and mask (or node map)."""
         if self._ends() != other._ends():
             return False
+        if self.index is not None or other.index is not None:
+            if self.index is None or other.index is None or not np.array_equal(self.index, other.index):
+                return False
         if self.mask is None or other.mask is None:
             return self.mask is None and other.mask is None
         return self.mask.shape == other.mask.shape and bool(np.array_equal(self.mask, other.mask))
@@ -465,10 +499,22 @@ class NetworkGraph:
                 )
             src, dst = names[b.src], names[b.dst]
             if b.mask is None:
-                if b.offset + src.size > dst.size:
+                if b.index is not None:
+                    if b.index.size != src.size or (b.index.size and b.index.max() >= dst.size):
+                        raise ValueError(
+                            f"residual block {b.name!r}: index of {b.index.size} entries up to "
+                            f"{int(b.index.max()) if b.index.size else None} must map the {src.size} "
+                            f"source nodes onto the {dst.size} destination nodes (or -1)"
+                        )
+                elif b.offset >= 0 and b.offset + src.size > dst.size:
                     raise ValueError(
                         f"residual block {b.name!r}: {src.size} source nodes at offset "
                         f"{b.offset} do not fit in {dst.size} destination nodes"
+                    )
+                elif b.offset < 0 and not -b.offset < min(src.size, dst.size - b.offset):
+                    raise ValueError(
+                        f"residual block {b.name!r}: offset {b.offset} joins none of the "
+                        f"{src.size} source nodes to the {dst.size} destination nodes"
                     )
             elif b.out_size != dst.size or b.in_size != src.size:
                 raise ValueError(
@@ -542,7 +588,7 @@ class NetworkGraph:
         rows, cols, data = [], [], []
         for b in self.blocks:
             src, dst = self.group(b.src), self.group(b.dst)
-            r, c, w = b.local_pairs(src.size)
+            r, c, w = b.local_pairs(src.size, dst.size)
             rows.append(r + dst.start)
             cols.append(c + src.start)
             data.append(w if weighted else np.ones(r.size))
@@ -665,13 +711,14 @@ def _entries(block: EdgeBlock, src: NodeGroup, dst: NodeGroup, end: str, lo: int
              weighted: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Entries ``(row - lo, column, weight)`` of the adjacency that ``block`` puts in the rows
     ``lo:hi`` (node indices inside its ``end`` group, ``"dst"`` or ``"src"``)."""
-    if block.mask is None:  # residual: source node i joins destination node i + offset
+    if block.mask is None:  # residual: at most one pair per source node, all of them at once
+        j, i, _ = block.local_pairs(src.size, dst.size)
         if end == "dst":
-            j = np.arange(max(lo - dst.start, block.offset), min(hi - dst.start, block.offset + src.size))
-            rows, cols = j + dst.start - lo, j - block.offset + src.start
+            keep = (j >= lo - dst.start) & (j < hi - dst.start)
+            rows, cols = j[keep] + dst.start - lo, i[keep] + src.start
         else:
-            i = np.arange(lo - src.start, hi - src.start)
-            rows, cols = i + src.start - lo, i + block.offset + dst.start
+            keep = (i >= lo - src.start) & (i < hi - src.start)
+            rows, cols = i[keep] + src.start - lo, j[keep] + dst.start
         return rows, cols, np.ones(rows.size)
     out_per_group = block.mask.shape[0] // block.conv_groups
     in_per_group = block.mask.shape[1] // block.fold
@@ -705,8 +752,9 @@ def _row_entries(graph: NetworkGraph) -> np.ndarray:
     for b in graph.blocks:
         src, dst = graph.group(b.src), graph.group(b.dst)
         if b.mask is None:
-            deg[src.start : src.stop] += 1
-            deg[dst.start + b.offset : dst.start + b.offset + src.size] += 1
+            j, i, _ = b.local_pairs(src.size, dst.size)
+            deg[src.start + i] += 1  # at most one pair per source node
+            deg[dst.start : dst.stop] += np.bincount(j, minlength=dst.size)
             continue
         pm = b.pair_mask()
         deg[dst.start : dst.stop] += pm.sum(axis=1)

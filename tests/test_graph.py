@@ -240,7 +240,7 @@ def _random_graph(seed):
     fold, residual blocks at offsets, a skip duplicating a sequential block's pairs, and pair
     weights with exact zeros."""
     rng = np.random.default_rng(seed)
-    sizes = {"x": 6, "a": 8, "b": 8, "c": 16, "d": 5, "out": 3}
+    sizes = {"x": 6, "a": 8, "b": 8, "c": 16, "s": 6, "p": 8, "d": 5, "out": 3}
     groups, start = [], 0
     for name, size in sizes.items():
         groups.append(NodeGroup(name, start, size))
@@ -259,6 +259,9 @@ def _random_graph(seed):
         EdgeBlock("ab.res", "a", "b", "residual"),
         EdgeBlock("c.in0", "a", "c", "residual"),
         EdgeBlock("c.in1", "b", "c", "residual", offset=8),
+        EdgeBlock("s.slice", "c", "s", "residual", offset=-3),  # s = c[:, 3:9]
+        EdgeBlock("p.shuffle", "b", "p", "residual", index=rng.permutation(8)),
+        block("s.out", "s", "out", "sequential", (3, 6)),
         block("d", "c", "d", "sequential", (5, 16 * 4), fold=4),
         block("skip", "x", "d", "n2nskip", (5, 6, 1, 1)),
         block("out", "d", "out", "sequential", (3, 5)),
@@ -292,3 +295,46 @@ def test_adjacency_of_graphs_without_edges_and_isolated_groups():
     adj = g.adjacency()
     assert adj.shape == (6, 6) and adj.nnz == 0
     np.testing.assert_array_equal(adj.indptr, np.zeros(7))
+
+
+def test_channel_ranges_and_node_maps_of_residual_blocks():
+    # x (6) -> y = x[:, 2:5] (3 nodes) and z = x[:, [1, 0, 5, 4, 3, 2]] restricted to 4 nodes
+    groups = (NodeGroup("x", 0, 6), NodeGroup("y", 6, 3), NodeGroup("z", 9, 4))
+    index = np.array([1, 0, -1, -1, 3, 2])  # x0 -> z1, x1 -> z0, x4 -> z3, x5 -> z2
+    blocks = (EdgeBlock("slice", "x", "y", "residual", offset=-2),
+              EdgeBlock("map", "x", "z", "residual", index=index))
+    g = NetworkGraph(groups, blocks)
+    expected = np.zeros((13, 13))
+    for i, j in [(2, 6), (3, 7), (4, 8), (0, 10), (1, 9), (4, 12), (5, 11)]:
+        expected[i, j] = expected[j, i] = 1
+    np.testing.assert_array_equal(g.adjacency().toarray(), expected)
+    np.testing.assert_array_equal(g.adjacency(weighted=True).toarray(), expected)
+    r, c, _ = blocks[0].local_pairs(6, 3)
+    assert r.tolist() == [0, 1, 2] and c.tolist() == [2, 3, 4]
+    with pytest.raises(ValueError, match="pass dst_size"):
+        blocks[0].local_pairs(6)
+    assert blocks[1].index.dtype == np.int64 and not blocks[1].index.flags.writeable
+    other = dataclasses.replace(blocks[1], index=np.array([0, 1, -1, -1, 3, 2]))
+    assert g != g.replace(blocks=(blocks[0], other)) and g == g.replace(blocks=blocks)
+
+
+@pytest.mark.parametrize("block, message", [
+    (EdgeBlock("r", "x", "y", "residual", offset=-6), "joins none"),
+    (EdgeBlock("r", "x", "y", "residual", offset=1), "do not fit"),
+    (EdgeBlock("r", "x", "y", "residual", index=np.array([0, 1, 2, 3, 4])), "index of 5 entries"),
+    (EdgeBlock("r", "x", "y", "residual", index=np.array([0, 1, 2, 3, 4, 3])), "must map"),
+])
+def test_residual_node_maps_must_fit_their_groups(block, message):
+    with pytest.raises(ValueError, match=message):
+        NetworkGraph((NodeGroup("x", 0, 6), NodeGroup("y", 6, 3)), (block,))
+
+
+def test_residual_node_maps_refuse_bad_values():
+    with pytest.raises(ValueError, match="negative offsets take channel ranges of residual"):
+        EdgeBlock("e", "a", "b", "sequential", np.ones((1, 1), bool), offset=-1)
+    with pytest.raises(ValueError, match="offset 0 only"):
+        EdgeBlock("e", "a", "b", "residual", offset=1, index=np.arange(3))
+    with pytest.raises(TypeError, match="1-d integer array"):
+        EdgeBlock("e", "a", "b", "residual", index=np.array([0.0, 1.0]))
+    with pytest.raises(ValueError, match="-1 means none"):
+        EdgeBlock("e", "a", "b", "residual", index=np.array([0, -2]))
