@@ -61,6 +61,8 @@ Output folder
                                     configs/<digest>/; ``config.json`` is removed before the
                                     tables are rewritten and written last, so it never
                                     describes tables it did not produce)
+      compare.png|pdf, delta_F.png|pdf   figures of the latest run (``n2ngraph compare``:
+                                    ``n2ngraph.plotting.plot_compare`` and ``plot_delta_f``)
 
 A rerun computes the cells its config lacks and builds its tables from its own cells only. A
 cell file that cannot be read, is truncated, or lacks anything its config needs (``{}``, another
