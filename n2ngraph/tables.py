@@ -71,6 +71,9 @@ def write_table(table: pd.DataFrame, path_without_suffix, *, float_format: str =
     csv_path = atomic_write(base.with_name(base.name + ".csv"),
                             lambda tmp: table.to_csv(tmp, index=False, float_format=float_format))
     if isinstance(markdown, str):
+        if title or notes:
+            raise ValueError("write_table: give title and notes with a table to show, not with a "
+                             "ready Markdown document (markdown=str)")
         md = markdown
     else:
         md = markdown_document(table if markdown is None else markdown, title=title, notes=notes,

@@ -65,3 +65,5 @@ def test_write_table_keeps_every_column_in_csv_and_the_short_view_in_markdown(tm
     # a document made elsewhere is written as it is; the CSV still holds the whole table
     csv, md = write_table(full, tmp_path / "u", markdown="# made elsewhere\n")
     assert md.read_text(encoding="utf-8") == "# made elsewhere\n" and len(pd.read_csv(csv).columns) == 3
+    with pytest.raises(ValueError, match="ready Markdown document"):
+        write_table(full, tmp_path / "v", markdown="# made elsewhere\n", title="lost")
