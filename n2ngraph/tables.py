@@ -36,7 +36,7 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
     rows = []
     for b in graph.blocks:
         src = graph.group(b.src)
-        edges = len(b.local_pairs(src.size)[0])
+        edges = len(b.local_pairs(src.size, graph.group(b.dst).size)[0])
         rows.append({
             "block": b.name, "kind": b.kind, "src": b.src, "dst": b.dst,
             "mask_shape": "" if b.mask is None else "x".join(map(str, b.mask.shape)),

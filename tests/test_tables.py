@@ -67,3 +67,14 @@ def test_write_table_keeps_every_column_in_csv_and_the_short_view_in_markdown(tm
     assert md.read_text(encoding="utf-8") == "# made elsewhere\n" and len(pd.read_csv(csv).columns) == 3
     with pytest.raises(ValueError, match="ready Markdown document"):
         write_table(full, tmp_path / "v", markdown="# made elsewhere\n", title="lost")
+
+
+def test_block_table_counts_a_channel_slice():
+    """s = x[:, 2:4] joins x2 -> s0 and x3 -> s1 (a residual block of offset -2): 2 edges."""
+    g = NetworkGraph((NodeGroup("x", 0, 4), NodeGroup("s", 4, 2), NodeGroup("y", 6, 1)),
+                     (EdgeBlock("slice", "x", "s", "residual", offset=-2),
+                      EdgeBlock("fc", "s", "y", "sequential", np.ones((1, 2), bool))))
+    t = block_table(g)
+    assert list(t["edges"]) == [2, 2, 4] and pd.isna(t["density"][0])
+    degrees = group_table(g)
+    assert list(degrees["degree_min"]) == [0, 2, 2] and list(degrees["degree_max"]) == [1, 2, 2]
