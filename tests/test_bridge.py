@@ -628,3 +628,32 @@ def test_a_skip_into_a_concatenation_reaches_every_branch_that_reads_it():
         expected = plain.fc(torch.flatten(F.adaptive_avg_pool2d(plain.i2(c), 1), 1))
         torch.testing.assert_close(model(X_INC), expected)
     assert to_graph(model, example_input=X_INC) == g
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name, size", [("googlenet", 224), ("inception_v3", 299)])
+def test_torchvision_inception_models_get_skips_at_their_graphs_budget(name, size):
+    """The issue's two cases (eval mode: the aux heads are outside the graph): the budget is the
+    graph's, and N2NSkip modules are built, run and trace back to the graph."""
+    from _zoo_support import import_torchvision
+
+    from n2ngraph.pipeline import graph_layers, variant
+    from n2ngraph.pruning import kept_count
+
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not importable")
+    torch.manual_seed(0)
+    model = tv.models.get_model(name, weights=None, init_weights=False).eval()
+    x = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(0))
+    with pytest.warns(UserWarning, match="not in the traced graph"):
+        g = variant(model, "random", 0.5, recipe="paper", seed=0, example_input=x)
+    inside, outside = graph_layers(model, to_graph(model, example_input=x))
+    assert outside and all("aux" in n.lower() for n in outside)
+    assert g.num_params == kept_count(model, 0.5, granularity="channel", layers=inside,
+                                      dense=g.provenance["dense_layers"])
+    assert abs(g.density - 0.5) < 1e-4 and g.blocks_of_kind("n2nskip")
+    back = to_model(g, model, example_input=x)
+    with torch.no_grad():
+        assert back(torch.cat([x, x])).shape == (2, 1000)
+    assert to_graph(back, example_input=x) == g
