@@ -37,10 +37,13 @@ __all__ = [
     "SweepSettings",
     "PAPER_LABELS",
     "base_parser",
+    "comma_list",
     "config_from_args",
     "config_dict",
     "config_hash",
+    "graph_title",
     "paper_label",
+    "plural",
     "recipe_columns",
     "results_dir",
     "save_config",
@@ -185,6 +188,46 @@ def recipe_columns(recipe) -> dict:
     fields = {k: v for k, v in recipe.to_json().items() if k != "name"}
     return {"recipe": recipe.name,
             "recipe_fields": json.dumps(fields, sort_keys=True, separators=(",", ":"))}
+
+
+def graph_title(config: GraphSettings) -> str:
+    """One line stating what a :class:`GraphSettings` figure shows: model, recipe, pruning
+    method (the paper's name) at its density, the N2NSkip share, the calibration data of a
+    data-driven method, and the seed."""
+    from n2ngraph.pruning import METHODS
+    from n2ngraph.recipes import resolve_recipe
+
+    recipe = resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction)
+    name = paper_label(config.method, "plain")
+    method = name if name == config.method else f"{name} ({config.method})"
+    parts = [f"model {config.model}", f"recipe {recipe.name}", f"{method} at density {config.density:g}",
+             f"N2NSkip share {recipe.n2nskip_fraction:g} of the budget"]
+    if config.method in METHODS and METHODS[config.method].needs_data:
+        parts.append(f"calibration data {config.dataset} (batch {config.batch_size})")
+    parts.append(f"seed {config.seed}")
+    return ", ".join(parts)
+
+
+def plural(count: int, noun: str) -> str:
+    """``1 epoch``, ``3 epochs``: ``count`` and ``noun``, with an ``s`` unless ``count`` is 1."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def comma_list(kind: type = str):
+    """An argparse ``type``: a comma-separated list (``0.1,0.02``) as a tuple of ``kind``, as
+    every driver takes lists; a bad item is a one-line argparse error naming it."""
+    def parse(text: str) -> tuple:
+        items = [item.strip() for item in text.split(",") if item.strip()]
+        if not items:
+            raise argparse.ArgumentTypeError(f"expected a comma-separated list, got {text!r}")
+        try:
+            return tuple(kind(item) for item in items)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"expected comma-separated {kind.__name__} values, got {text!r}") from None
+
+    parse.__name__ = f"comma-separated {kind.__name__} list"
+    return parse
 
 
 def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ...]) -> Any:

@@ -27,6 +27,7 @@ from analysis.common import (
     GraphSettings,
     base_parser,
     config_from_args,
+    graph_title,
     paper_label,
     recipe_columns,
     results_dir,
@@ -100,7 +101,7 @@ def main(config: Config = Config()) -> Path:
         rows.append(row)
     write_table(pd.DataFrame(rows), out / "graphs")
     plot_adjacency([g for _, g in panels], [label for label, _ in panels], bins=config.bins,
-                   path=out / ARTIFACT)
+                   path=out / ARTIFACT, title=graph_title(config))
     save_config(out, ARTIFACT, config)
     return out
 

@@ -34,7 +34,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from analysis.common import (
     GraphSettings,
     base_parser,
+    comma_list,
     config_from_args,
+    graph_title,
     recipe_columns,
     results_dir,
     save_config,
@@ -151,7 +153,8 @@ def main(config: Config = Config()) -> Path:
     recipe = recipe_columns(resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction))
     write_table(curves.assign(**recipe), out / "scree")
     write_table(_summary(curves, graphs, lam2s).assign(**recipe), out / "scree_summary")
-    plot_scree(curves, path=out / ARTIFACT)
+    plot_scree(curves, path=out / ARTIFACT,
+               title=f"{graph_title(config)}\nλ2(reference) = {lam2_ref:.4g}")
     save_config(out, ARTIFACT, config, times=list(times), lambda_2_reference=lam2_ref)
     return out
 
@@ -161,7 +164,7 @@ def _parse(argv=None) -> Config:
     parser.add_argument("--model")
     parser.add_argument("--method")
     parser.add_argument("--density", type=float)
-    parser.add_argument("--times", type=lambda s: tuple(float(v) for v in s.split(",")),
+    parser.add_argument("--times", type=comma_list(float),
                         help="absolute diffusion times, comma-separated")
     args = parser.parse_args(argv)
     return config_from_args(SMALL if args.small else Config(), args,

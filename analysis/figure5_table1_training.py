@@ -34,9 +34,9 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, results_dir, save_config
+from analysis.common import base_parser, paper_label, plural, results_dir, save_config
 
-__all__ = ["Config", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
+__all__ = ["Config", "figure_title", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
 
 ARTIFACT = "figure5"
 RUN_META = "run.json"
@@ -76,9 +76,10 @@ def _meta(run: Path) -> dict:
 
 
 def find_runs(logs: str | Path, metric: str = "test_acc"):
-    """One row per run under ``logs``: its identity, ``label`` (the paper's name), ``epochs``
-    and the final ``metric`` in % (last epoch of ``log.csv``), sorted; raises ValueError when
-    there is no run, a run lacks metadata, or the metric is not a log column."""
+    """One row per run under ``logs``: its identity, ``label`` (the paper's name), ``model`` and
+    ``dataset`` (:data:`UNRECORDED` when its metadata does not say), ``epochs`` (finished, from
+    the log) and the final ``metric`` in % (last epoch of ``log.csv``), sorted; raises
+    ValueError when there is no run, a run lacks metadata, or the metric is not a log column."""
     import pandas as pd
 
     root = Path(logs)
@@ -101,6 +102,7 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
             "method": meta["method"], "variant": meta["variant"], "density": float(meta["density"]),
             "init": meta.get("init", "dense"), "seed": int(meta["seed"]),
             "recipe": meta.get("recipe", UNRECORDED), "recipe_fields": meta.get("recipe_fields", ""),
+            "model": meta.get("model", UNRECORDED), "dataset": meta.get("dataset", UNRECORDED),
             "epochs": int(frame["epoch"].iloc[-1]), metric: value,
             "run": str(run.relative_to(root)),
         })
@@ -159,6 +161,21 @@ def make_demo_logs(folder: str | Path, config=None) -> Path:
     return mnist_reproduction.main(dataclasses.replace(config, results_root=str(folder)))
 
 
+def figure_title(runs) -> str:
+    """What Figure 5 shows, from the runs themselves: dataset, model, epochs trained, recipe,
+    seeds (each value, or each of several when the runs differ), and what is reported."""
+    def values(column: str) -> str:
+        return ", ".join(str(v) for v in dict.fromkeys(runs[column]))
+
+    epochs = sorted(set(int(e) for e in runs["epochs"]))
+    trained = plural(epochs[0], "epoch") if len(epochs) == 1 else f"{', '.join(map(str, epochs))} epochs"
+    seeds = runs.groupby(["recipe", "init", "method", "variant", "density"])["seed"].nunique()
+    counted = plural(int(seeds.max()), "seed") if seeds.min() == seeds.max() \
+        else f"{int(seeds.min())}-{int(seeds.max())} seeds"
+    return (f"dataset {values('dataset')}, model {values('model')}, {trained}, recipe "
+            f"{values('recipe')}, {counted}\naccuracy after the last epoch, mean ± std over seeds")
+
+
 def main(config: Config = Config()) -> Path:
     """Read the runs under ``config.logs`` and write Table 1 and Figure 5; returns the folder."""
     from n2ngraph.plotting import plot_accuracy
@@ -170,7 +187,7 @@ def main(config: Config = Config()) -> Path:
     write_table(runs, out / "runs")
     write_table(summary, out / "accuracy")
     write_table(table1(summary, config.metric), out / "table1")
-    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT)
+    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=figure_title(runs))
     save_config(out, ARTIFACT, config, runs=len(runs))
     return out
 

@@ -18,8 +18,10 @@ Run (from the repository root)::
     python -m analysis.methods_comparison --small   # LeNet-300-100, 1 density, 1 seed, inline
 
 Writes ``results/methods-<hash>/``: ``methods.csv|md`` (mean ± std over seeds per method x variant
-x density), ``cells.csv|md`` (one row per cell), ``methods.png|pdf`` (every metric against
-density), ``sweep/`` (the cells, resumable) and ``config.json`` (with the resolved times).
+x density), ``cells.csv|md`` (one row per cell), ``methods.png|pdf`` (one panel per metric and
+method: plain vs N2NSkip against density; ``n2ngraph.plotting.plot_methods``), ``delta_F.png|pdf``
+(F(X) - F(N2NSkip-X) per method and density with 95% intervals over seeds), ``sweep/`` (the
+cells, resumable) and ``config.json`` (with the resolved times).
 """
 
 from __future__ import annotations
@@ -36,8 +38,10 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from analysis.common import (
     SweepSettings,
     base_parser,
+    comma_list,
     config_from_args,
     paper_label,
+    plural,
     results_dir,
     save_config,
     sweep_config,
@@ -83,10 +87,32 @@ def methods_table(summary):
     return table
 
 
+def figure_title(config: Config, times) -> str:
+    """What the figures show: model, recipe, calibration data (for data-driven methods),
+    seeds, and the stated times in units of ``1/lambda_2`` of the reference."""
+    from n2ngraph.pruning import METHODS
+    from n2ngraph.recipes import resolve_recipe
+
+    recipe = resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction)
+    parts = [f"model {config.model}", f"recipe {recipe.name} (N2NSkip share "
+             f"{recipe.n2nskip_fraction:g} of the budget)"]
+    data_driven = [m for m in config.methods if m in METHODS and METHODS[m].needs_data]
+    if data_driven:
+        parts.append(f"calibration data {config.dataset}, batch {config.batch_size} "
+                     f"({', '.join(data_driven)})")
+    parts.append(plural(config.seeds, "seed"))
+    line = ", ".join(parts)
+    if config.times is None:
+        lam2 = config.t_lambda2[0] / times[0]
+        line += (f"\nt in units of 1/λ2 of the reference (λ2 = {lam2:.4g}): "
+                 + ", ".join(f"{c:g}/λ2 = {t:.4g}" for c, t in zip(config.t_lambda2, times)))
+    return line
+
+
 def main(config: Config = Config()) -> Path:
     """Run the sweep (finished cells are reused) and write the comparison; returns the folder."""
     from n2ngraph.compare import run_sweep
-    from n2ngraph.plotting import plot_compare
+    from n2ngraph.plotting import plot_delta_f, plot_methods
     from n2ngraph.tables import write_table
 
     out = results_dir(ARTIFACT, config)
@@ -100,8 +126,10 @@ def main(config: Config = Config()) -> Path:
                        else 0, "recipe_fields", table["recipe_fields"].iloc[0])
     write_table(methods, out / ARTIFACT)
     f_cols = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
-    plot_compare(summary, columns=[*f_cols, "n_components", "dead_fraction", "effective_density",
-                                   "collapsed_layers"], path=out / ARTIFACT)
+    title = figure_title(config, times)
+    plot_methods(summary, [*f_cols, "n_components", "dead_fraction", "effective_density",
+                           "collapsed_layers"], path=out / ARTIFACT, title=title)
+    plot_delta_f(table, path=out / "delta_F", title=title)
     save_config(out, ARTIFACT, config, times=list(times))
     return out
 
@@ -109,13 +137,16 @@ def main(config: Config = Config()) -> Path:
 def _parse(argv=None) -> Config:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--model")
-    parser.add_argument("--methods", type=lambda s: tuple(s.split(",")))
-    parser.add_argument("--densities", type=lambda s: tuple(float(v) for v in s.split(",")))
+    parser.add_argument("--methods", type=comma_list(str))
+    parser.add_argument("--densities", type=comma_list(float))
     parser.add_argument("--seeds", type=int)
+    parser.add_argument("--dataset", help="calibration data of snip and grasp (n2ngraph.data spec; "
+                        f"default {Config.dataset})")
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
     return config_from_args(SMALL if args.small else Config(), args,
-                            ("model", "methods", "densities", "seeds", "recipe", "results_root"))
+                            ("model", "methods", "densities", "seeds", "dataset", "recipe",
+                             "results_root"))
 
 
 if __name__ == "__main__":

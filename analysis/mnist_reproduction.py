@@ -51,7 +51,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository root importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from analysis.common import base_parser, paper_label, recipe_columns, results_dir, save_config
+from analysis.common import (
+    base_parser,
+    comma_list,
+    paper_label,
+    plural,
+    recipe_columns,
+    results_dir,
+    save_config,
+)
 from n2ngraph.training import TrainConfig
 
 __all__ = ["CELL_FORMAT", "DEMO", "SMALL", "Config", "cell_specs", "main", "run_cell", "summarize"]
@@ -242,7 +250,7 @@ def _markdown(summary, config: Config) -> str:
 
     labels = [c for c in COLUMN_ORDER if c in set(summary["label"])]
     recipe = config.resolved_recipe
-    lines = [f"# {config.dataset}, paper MLP: test accuracy (%) after {config.train.epochs} epochs",
+    lines = [f"# {config.dataset}, paper MLP: test accuracy (%) after {plural(config.train.epochs, 'epoch')}",
              "", (f"Mean ± sample std over seeds {list(config.seeds)}; equal parameter budget per "
              f"density (N2NSkip: {recipe.n2nskip_fraction:g} of it on skips). RP = expander "
              "random pruning, CSP = SNIP."),
@@ -295,11 +303,11 @@ def main(config: Config = Config()) -> Path:
 
     columns = recipe_columns(config.resolved_recipe)
     runs = [{k: v for k, v in row.items() if k != "log"} | columns for row in rows]
-    for row, run in zip(rows, runs):
+    for spec, row, run in zip(specs, rows, runs):  # rows come in the order of specs
         folder = out / "runs" / run_id(run)
         folder.mkdir(parents=True, exist_ok=True)
         write(folder / "log.csv", pd.DataFrame(row["log"]).to_csv(index=False))
-        write(folder / "run.json", json.dumps({**run, "dataset": config.dataset,
+        write(folder / "run.json", json.dumps({**run, "model": spec["model"], "dataset": config.dataset,
                                                "epochs": config.train.epochs}, indent=2))
     frame = pd.DataFrame(runs)
     summary = summarize(frame)
@@ -312,8 +320,13 @@ def main(config: Config = Config()) -> Path:
 def _parse(argv: list[str] | None = None) -> Config:
     p = base_parser(__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int)
-    p.add_argument("--seeds", type=int, nargs="+")
-    p.add_argument("--densities", type=float, nargs="+")
+    p.add_argument("--seeds", type=comma_list(int), help="comma-separated seeds, e.g. 0,1,2")
+    p.add_argument("--densities", type=comma_list(float), help="comma-separated densities, e.g. 0.1,0.02")
+    p.add_argument("--methods", type=comma_list(str), help="comma-separated pruning methods "
+                   "(default expander,snip: the paper's RP and CSP)")
+    p.add_argument("--inits", type=comma_list(str), help="comma-separated initialisations of the "
+                   "masked model: dense, sparse")
+    p.add_argument("--dataset", help="dataset spec (default mnist5k; n2ngraph.data)")
     p.add_argument("--threads", type=int, help="torch CPU threads per process (default: 1; 0: "
                    "torch's choice, in this process only)")
     p.add_argument("--workers", type=int, help="cells run in this many processes (default: 2)")
@@ -322,8 +335,8 @@ def _parse(argv: list[str] | None = None) -> Config:
     config = SMALL if a.small else Config()
     changes = {k: v for k, v in {"results_root": a.results_root, "threads": a.threads,
                                  "workers": a.workers, "scheduler": a.scheduler, "recipe": a.recipe,
-                                 "seeds": a.seeds and tuple(a.seeds),
-                                 "densities": a.densities and tuple(a.densities)}.items()
+                                 "seeds": a.seeds, "densities": a.densities, "methods": a.methods,
+                                 "inits": a.inits, "dataset": a.dataset}.items()
                if v is not None}
     if a.epochs is not None:
         changes["train"] = dataclasses.replace(config.train, epochs=a.epochs)

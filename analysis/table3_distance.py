@@ -43,6 +43,7 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from analysis.common import (
     SweepSettings,
     base_parser,
+    comma_list,
     config_from_args,
     paper_label,
     recipe_columns,
@@ -170,8 +171,8 @@ def main(config: Config = Config()) -> Path:
 
 def _parse(argv=None) -> Config:
     parser = base_parser(__doc__.split("\n\n")[0])
-    parser.add_argument("--models", type=lambda s: tuple(s.split(",")))
-    parser.add_argument("--densities", type=lambda s: tuple(float(v) for v in s.split(",")))
+    parser.add_argument("--models", type=comma_list(str))
+    parser.add_argument("--densities", type=comma_list(float))
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--workers", type=int, help="Dask worker processes (default 2)")
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")

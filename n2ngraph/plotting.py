@@ -72,12 +72,11 @@ def _readable_log_axis(axis, low: float | None = None, high: float | None = None
 
 
 def _suptitle(fig: Figure, title: str | None) -> float:
-    """Put ``title`` above the panels; returns the top of the panel area (figure fraction)."""
-    if not title:
-        return 1.0
-    lines = title.count("\n") + 1
-    fig.suptitle(title, fontsize=9)
-    return 1.0 - (0.17 * lines + 0.08) / fig.get_figheight()  # about 0.17 inch per 9-pt line
+    """Put ``title`` above the panels; returns the top of the panel area (figure fraction) for
+    ``tight_layout``, which itself leaves room below a figure title."""
+    if title:
+        fig.suptitle(title, fontsize=9)
+    return 1.0
 
 
 # ------------------------------------------------------------------------------- adjacency
@@ -622,10 +621,10 @@ def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = T
                 continue
             ax.plot(part["K_percent"], part["alpha"], color=colors(k % 10), ls=styles[k % 4],
                     marker="o", ms=2.5, lw=1.2, label=name)
-        title = f"t = {t:.4g}"
+        panel = f"t = {t:.4g}"
         if "t_lambda2" in at_t.columns and at_t["t_lambda2"].notna().any():
-            title += f"  (t·λ2,ref = {at_t['t_lambda2'].iloc[0]:.3g})"
-        ax.set_title(title, fontsize=9)
+            panel += f"  (t·λ2,ref = {at_t['t_lambda2'].iloc[0]:.3g})"
+        ax.set_title(panel, fontsize=9)
         if log_k:
             ax.set_xscale("log")
         ax.set_ylim(-0.02, 1.02)
@@ -690,9 +689,8 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
             ax.set_xticks(densities, [f"{x:g}" for x in densities])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("density (kept fraction)")
-            ax.set_ylabel(metric.replace("_", " "))
-            title = str(method) if init is None else f"{method}, init={init}"
-            ax.set_title(title, fontsize=9)
+            ax.set_ylabel(metric.replace("_acc", " accuracy").replace("_", " "))
+            ax.set_title(str(method) if init is None else f"{method}, init={init}", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, _suptitle(fig, title)))

@@ -175,6 +175,11 @@ def test_methods_comparison(tmp_path):
     got = table[(table["method"] == "snip") & (table["variant"] == "plain")]["dead_units"].iloc[0]
     assert got == pytest.approx(mean)
     assert set(table["label"]) == {"random", "N2NSkip-random", "CSP", "N2NSkip-CSP"}
+    check_figure(out / "delta_F")  # the claim: F(X) - F(N2NSkip-X), paired by seed
+    title = methods_comparison.figure_title(config, meta["times"])
+    assert TINY in title and "calibration data digits, batch 16 (snip)" in title and "2 seeds" in title
+    lam2 = cells["lambda_2_ref"].iloc[0]
+    assert f"λ2 = {lam2:.4g}" in title
 
 
 # ----------------------------------------------------------------------------- figure 5
@@ -216,6 +221,12 @@ def test_figure5_table1_from_logs_hand_computed(tmp_path):
     assert str(table.set_index("method").loc["CSP"]["0.02"]) == "50.0"  # one seed: no std
     assert table.set_index("method").loc["dense"]["1"] == "98.0 ± 1.4"
     assert list(table["method"]) == ["dense", "RP", "N2NSkip-RP", "CSP", "N2NSkip-CSP"]
+    # the figure states what it shows; this metadata names no dataset or model
+    title = figure5_table1_training.figure_title(pd.read_csv(out / "runs.csv"))
+    assert title.startswith("dataset (unrecorded), model (unrecorded), 2 epochs, recipe (unrecorded), 1-2 seeds")  # snip: one seed
+    one = runs[runs["seed"] == 0].assign(dataset="digits", model="paper_mlp", epochs=1)
+    assert figure5_table1_training.figure_title(one).startswith("dataset digits, model paper_mlp, 1 epoch,")
+    assert "1 seed\n" in figure5_table1_training.figure_title(one)
 
 
 def test_figure5_errors(tmp_path):
@@ -307,6 +318,9 @@ def test_make_demo_logs_trains_real_runs(tmp_path, monkeypatch):
     runs = figure5_table1_training.find_runs(logs)
     assert sorted(runs["label"]) == ["N2NSkip-RP", "RP"]
     assert runs["epochs"].tolist() == [1, 1]
+    assert set(runs["dataset"]) == {"digits"} and set(runs["model"]) == {"paper_mlp"}
+    assert figure5_table1_training.figure_title(runs).startswith(
+        "dataset digits, model paper_mlp, 1 epoch, recipe paper, 1 seed")
     assert ((runs["test_acc"] >= 0) & (runs["test_acc"] <= 100)).all()
 
     def no_training(*args, **kwargs):
@@ -342,3 +356,21 @@ def test_cli_parsers_small():
     with pytest.raises(SystemExit):
         table3_distance._parse(["--recipe", "nope"])
     assert methods_comparison._parse(["--small", "--seeds", "2"]).seeds == 2
+    assert methods_comparison._parse(["--dataset", "digits"]).dataset == "digits"
+
+
+def test_every_driver_takes_comma_lists():
+    """One convention: lists are comma-separated (0.1,0.02), never space-separated."""
+    parsed = mnist_reproduction._parse(["--densities", "0.1,0.02", "--seeds", "0,1,2",
+                                        "--methods", "expander", "--inits", "dense,sparse"])
+    assert parsed.densities == (0.1, 0.02) and parsed.seeds == (0, 1, 2)
+    assert parsed.methods == ("expander",) and parsed.inits == ("dense", "sparse")
+    assert methods_comparison._parse(["--densities", "0.2, 0.05"]).densities == (0.2, 0.05)
+    assert table3_distance._parse(["--models", "a:b,c:d"]).models == ("a:b", "c:d")
+    for argv in (["--densities", "0.1", "0.02"], ["--densities", "0.1,x"], ["--seeds", ","]):
+        with pytest.raises(SystemExit):
+            mnist_reproduction._parse(argv)
+
+
+def test_plural():
+    assert [common.plural(n, "epoch") for n in (0, 1, 2)] == ["0 epochs", "1 epoch", "2 epochs"]
