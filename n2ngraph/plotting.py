@@ -627,6 +627,7 @@ def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = T
         ax.set_title(panel, fontsize=9)
         if log_k:
             ax.set_xscale("log")
+            _readable_log_axis(ax.xaxis)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel("K (% of eigenvalues)")
         ax.set_ylabel("α(K, t)")

@@ -48,3 +48,27 @@ def test_notebook_executes(path, tmp_path, monkeypatch):
         assert png.with_suffix(".pdf").stat().st_size > 0
     shown = [o for c in book.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
     assert shown, f"{path.name} displayed no figure"
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+def test_first_cell_states_the_settings(path):
+    """A reader learns from the first cell what the notebook runs as committed (QUICK) and
+    otherwise: every model the code names, densities, and which settings are small."""
+    import re
+
+    from n2ngraph.models import MODELS
+
+    book = nbformat.read(path, as_version=4)
+    first = book.cells[0]
+    assert first.cell_type == "markdown"
+    text = first.source
+    assert "**Settings.**" in text and "QUICK = True" in text and "QUICK = False" in text
+    assert "densit" in text and ("--small" in text or "DEMO" in text or "QUICK = False" in text)
+    code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
+    named = set(re.findall(r'"(analysis\.common:\w+)"', code))
+    named |= {m for m in re.findall(r'"(\w+)"', code) if m in MODELS}
+    for model in named:
+        assert f"`{model}`" in text, f"{path.name}: first cell does not name model {model!r}"
+    quick = re.findall(r"densit(?:y|ies)=\(?([0-9.]+)", code) + re.findall(r"DENSITY = ([0-9.]+)", code)
+    for value in quick:
+        assert f"{float(value):g}" in text, f"{path.name}: first cell does not state density {value}"
