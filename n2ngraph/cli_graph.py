@@ -35,7 +35,7 @@ def run(args: argparse.Namespace) -> int:
     """Trace the model of parsed ``args`` and write its tables, figure and graph; returns 0."""
     from n2ngraph.io import atomic_write, check_output_folder, save_graph
     from n2ngraph.models import resolve_model
-    from n2ngraph.plotting import plot_adjacency
+    from n2ngraph.plotting import plot_adjacency, save_figure
     from n2ngraph.tables import block_table, group_table, write_table
     from n2ngraph.trace import to_graph
 
@@ -52,14 +52,16 @@ def run(args: argparse.Namespace) -> int:
     check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     groups, blocks = group_table(graph), block_table(graph)
-    write_table(groups, out / "groups")
-    write_table(blocks, out / "blocks")
-    plot_adjacency([graph], [args.model], bins=args.bins, path=out / "adjacency")
-    save_graph(graph, out / "graph.npz")
+    written = [*write_table(groups, out / "groups"), *write_table(blocks, out / "blocks")]
+    figure = plot_adjacency([graph], [args.model], bins=args.bins,
+                            title=f"model {args.model}, dense, seed {args.seed}")
+    written += save_figure(figure, out / "adjacency")
+    written.append(save_graph(graph, out / "graph.npz"))
     config = {"command": "graph", "model": args.model, "seed": args.seed, "bins": args.bins}
-    atomic_write(out / "config.json", lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2)))
+    written.append(atomic_write(out / "config.json",
+                                lambda tmp: Path(tmp).write_text(json.dumps(config, indent=2))))
     print(f"{args.model}: {graph.num_nodes} nodes in {len(graph.groups)} groups, "
           f"{graph.num_edges} edges, {graph.num_params} weights")
     print(blocks.to_string(index=False))
-    print(f"wrote {out}/ groups.csv blocks.csv adjacency.png graph.npz")
+    print(f"wrote {out}/ {' '.join(Path(p).name for p in written)}")
     return 0

@@ -146,7 +146,14 @@ def run(args: argparse.Namespace) -> int:
     from n2ngraph.data import load_dataset
     from n2ngraph.io import atomic_write, graph_digest, load_graph
     from n2ngraph.models import MODELS, resolve_model
-    from n2ngraph.training import CheckpointExistsError, check_resume, train
+    from n2ngraph.training import (
+        CHECKPOINT_NAME,
+        CONFIG_NAME,
+        LOG_NAME,
+        CheckpointExistsError,
+        check_resume,
+        train,
+    )
 
     graph = load_graph(graph_path)
     made_from = graph.provenance.get("model")
@@ -182,8 +189,9 @@ def run(args: argparse.Namespace) -> int:
     if len(log):
         last = log.iloc[-1]
         print(f"epoch {int(last['epoch'])}: test accuracy {100 * last['test_acc']:.2f}% "
-              f"(best {100 * log['test_acc'].max():.2f}%), train loss {last['train_loss']:.4f}; "
-              f"log and checkpoint in {out}")
+              f"(best {100 * log['test_acc'].max():.2f}%), train loss {last['train_loss']:.4f}")
+    names = ["cli.json", *(n for n in (CONFIG_NAME, LOG_NAME, CHECKPOINT_NAME) if (out / n).exists())]
+    print(f"wrote {out}/ {' '.join(names)}")
     return 0
 
 

@@ -17,7 +17,11 @@ def test_graph_command_writes_tables_figure_and_graph(tmp_path, capsys):
         assert (out / name).stat().st_size > 0, name
     blocks = pd.read_csv(out / "blocks.csv")
     assert blocks["kept_weights"].iloc[-1] == 784 * 300 + 300 * 100 + 100 * 10
-    assert "1194 nodes" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "1194 nodes" in printed
+    wrote = printed.strip().splitlines()[-1].split()
+    assert wrote[:2] == ["wrote", f"{out}/"]
+    assert sorted(wrote[2:]) == sorted(p.name for p in out.iterdir())  # every file it wrote
 
 
 def test_unknown_model_lists_valid_names(tmp_path, capsys):
@@ -140,7 +144,9 @@ def test_train_writes_a_plain_cli_record_and_speaks_cli_words(tmp_path, capsys):
     assert "<function" not in (out / "cli.json").read_text()
     for name in ("cli.json", "config.json", "log.csv", "checkpoint.pt"):
         assert (out / name).stat().st_mode & 0o777 == 0o644, name
-    capsys.readouterr()
+    wrote = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert wrote[:2] == ["wrote", f"{out}/"]
+    assert sorted(wrote[2:]) == sorted(p.name for p in out.iterdir())  # every file it wrote
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert "pass --resume" in err and "--out" in err
