@@ -17,8 +17,10 @@ Run (from the repository root)::
     python -m analysis.methods_comparison           # paper MLP, 6 methods x 3 densities x 3 seeds
     python -m analysis.methods_comparison --small   # LeNet-300-100, 1 density, 1 seed, inline
 
-Writes ``results/methods-<hash>/``: ``methods.csv|md`` (mean ± std over seeds per method x variant
-x density), ``cells.csv|md`` (one row per cell), ``methods.png|pdf`` (one panel per metric and
+Writes ``results/methods-<hash>/``: ``methods.csv`` (mean and std over seeds of every metric per
+method x variant x density), ``methods.md`` (the short view: at most 12 columns of ``mean ± std``,
+F defined and lambda_2 of the reference stated above it; ``n2ngraph.compare.readable_table``),
+``cells.csv|md`` (one row per cell), ``methods.png|pdf`` (one panel per metric and
 method: plain vs N2NSkip against density; ``n2ngraph.plotting.plot_methods``), ``delta_F.png|pdf``
 (F(X) - F(N2NSkip-X) per method and density with 95% intervals over seeds), ``sweep/`` (the
 cells, resumable) and ``config.json`` (with the resolved times).
@@ -111,7 +113,7 @@ def figure_title(config: Config, times) -> str:
 
 def main(config: Config = Config()) -> Path:
     """Run the sweep (finished cells are reused) and write the comparison; returns the folder."""
-    from n2ngraph.compare import run_sweep
+    from n2ngraph.compare import caption, readable_table, run_sweep
     from n2ngraph.plotting import plot_delta_f, plot_methods
     from n2ngraph.tables import write_table
 
@@ -119,12 +121,17 @@ def main(config: Config = Config()) -> Path:
     cc = sweep_config(config)
     table, summary, times = run_sweep(cc, out / "sweep", scheduler=config.scheduler,
                                       workers=config.workers, progress=False, inline=config.inline)
-    write_table(table, out / "cells")
+    write_table(table, out / "cells", markdown=readable_table(table),
+                title=caption(table.attrs, per_cell=True),
+                notes="Every column is in cells.csv.")
     methods = methods_table(summary)
     if "recipe_fields" in table.columns:
         methods.insert(list(methods.columns).index("recipe") + 1 if "recipe" in methods.columns
                        else 0, "recipe_fields", table["recipe_fields"].iloc[0])
-    write_table(methods, out / ARTIFACT)
+    write_table(methods, out / ARTIFACT, markdown=readable_table(summary),
+                title=caption(summary.attrs),
+                notes=f"Every column (each with its std over seeds: {', '.join(METRICS)}) is in "
+                      f"{ARTIFACT}.csv; one row per cell in cells.csv.")
     f_cols = [c for c in summary.columns if c.startswith("F(t=") and not c.endswith("_std")]
     title = figure_title(config, times)
     plot_methods(summary, [*f_cols, "n_components", "dead_fraction", "effective_density",

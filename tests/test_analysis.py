@@ -39,8 +39,14 @@ def check_table(base):
     csv, md = base.with_name(base.name + ".csv"), base.with_name(base.name + ".md")
     table = pd.read_csv(csv)
     assert len(table) > 0
-    assert md.read_text().startswith("| ")
+    assert any(line.startswith("| ") for line in md.read_text().splitlines())
     return table
+
+
+def markdown_columns(md):
+    """Column count of the (first) Markdown table in file ``md``."""
+    header = next(line for line in md.read_text().splitlines() if line.startswith("| "))
+    return header.count("|") - 1
 
 
 def check_config(folder, artifact, config):
@@ -176,6 +182,12 @@ def test_methods_comparison(tmp_path):
     assert got == pytest.approx(mean)
     assert set(table["label"]) == {"random", "N2NSkip-random", "CSP", "N2NSkip-CSP"}
     check_figure(out / "delta_F")  # the claim: F(X) - F(N2NSkip-X), paired by seed
+    # the Markdown files are the short view: at most 12 columns, F defined, mean ± std cells
+    for name in ("methods", "cells"):
+        text = (out / f"{name}.md").read_text()
+        assert 3 < markdown_columns(out / f"{name}.md") <= 12 and text.startswith("F(t) = ")
+        assert "nan" not in text
+    assert " ± " in (out / "methods.md").read_text()
     title = methods_comparison.figure_title(config, meta["times"])
     assert TINY in title and "calibration data digits, batch 16 (snip)" in title and "2 seeds" in title
     lam2 = cells["lambda_2_ref"].iloc[0]
