@@ -789,6 +789,8 @@ def _symmetric_csr(graph: NetworkGraph, weighted: bool) -> sp.csr_array:
     for b in graph.blocks:
         touching[b.dst].append((b, "dst"))
         touching[b.src].append((b, "src"))
+    for ends in touching.values():  # by the column range they fill: rows come out sorted
+        ends.sort(key=lambda item: graph.group(item[0].src if item[1] == "dst" else item[0].dst).start)
     pos = 0
     for g in graph.groups:
         for lo, hi in _row_ranges(g.start, g.stop, deg, _CHUNK_ENTRIES):
