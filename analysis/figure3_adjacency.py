@@ -38,6 +38,10 @@ __all__ = ["SMALL", "Config", "build_graphs", "main"]
 
 ARTIFACT = "figure3"
 
+#: Columns of ``graphs.md`` (the short view; ``graphs.csv`` has every column).
+SHORT_COLUMNS = ("panel", "params", "n2nskip_params", "density", "edges", "n_components", "isolated",
+                 "dead_units", "effective_density", "collapsed_layers", "inputs_reach_outputs")
+
 
 @dataclass(frozen=True)
 class Config(GraphSettings):
@@ -99,7 +103,12 @@ def main(config: Config = Config()) -> Path:
         row = {"panel": label, **recipe, **metrics.summary(graph)}
         row["n2nskip_params"] = sum(b.num_params for b in graph.blocks_of_kind("n2nskip"))
         rows.append(row)
-    write_table(pd.DataFrame(rows), out / "graphs")
+    table = pd.DataFrame(rows)
+    write_table(table, out / "graphs", markdown=table[[c for c in SHORT_COLUMNS if c in table.columns]],
+                title=f"{graph_title(config)}. Recipe fields: {recipe['recipe_fields']}",
+                notes="params: kept weights (n2nskip_params of them on N2NSkip connections); "
+                      "dead units: on no input-to-output path; effective density: kept weights on "
+                      "an input-to-output path / dense weights. Every column is in graphs.csv.")
     plot_adjacency([g for _, g in panels], [label for label, _ in panels], bins=config.bins,
                    path=out / ARTIFACT, title=graph_title(config))
     save_config(out, ARTIFACT, config)

@@ -184,7 +184,8 @@ def main(config: Config = Config()) -> Path:
     runs = find_runs(config.logs, config.metric)
     summary = summarize_runs(runs, config.metric)
     out = results_dir(ARTIFACT, config)
-    write_table(runs, out / "runs")
+    write_table(runs, out / "runs", markdown=runs.drop(columns="recipe_fields"),
+                notes="The recipes' fields are in runs.csv.")
     write_table(summary, out / "accuracy")
     write_table(table1(summary, config.metric), out / "table1")
     plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=figure_title(runs))
