@@ -92,6 +92,8 @@ def test_figure3(tmp_path):
     assert table["params"][0] == dense and table["params"][1] == table["params"][2]
     assert table["n2nskip_params"][1] == 0 < table["n2nskip_params"][2]
     assert set(table["recipe"]) == {"paper"} and json.loads(table["recipe_fields"][0])["wiring"] == "blocks"
+    assert markdown_columns(out / "graphs.md") <= 12 < len(table.columns)  # the CSV keeps them all
+    assert (out / "graphs.md").read_text().startswith(f"model {TINY}, recipe paper, RP (expander) at density 0.2")
 
 
 def test_figure4(tmp_path):
