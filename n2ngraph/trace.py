@@ -92,6 +92,7 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
      {"mul", "mul_", "div", "div_"}),
     ("cat", {torch.cat, torch.concat}, set()),
     ("index", {operator.getitem}, set()),
+    ("split", {torch.split, torch.chunk}, {"split", "chunk"}),
 )
 
 #: Functions of optional libraries, by ``module.qualname`` (no import of those libraries here):
@@ -141,7 +142,8 @@ def _function_rule(node: fx.Node) -> str | None:
 #:   or an activation times or divided by a constant or its own group (aliases);
 #: - ``cat``: concatenation along channels (a new group), or of one group along another axis
 #:   (aliases: a class token prepended to a token sequence);
-#: - ``index``: ``x[...]`` keeping the batch and channel axes whole (aliases);
+#: - ``index``: ``x[...]`` keeping the batch axis whole: aliases, or a channel range (a new group);
+#: - ``split``: ``split`` / ``chunk``: pieces over channel ranges (new groups, made when used);
 #: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
 #:
 #: A module with the :data:`SKIP_MARKER` attribute follows the ``skip`` rule whatever its class.
@@ -366,6 +368,7 @@ class _Walker:
         self.block_names: dict[str, int] = {}
         self.group_names: set[str] = set()
         self.containers: dict[str, list[_Value]] = {}  # tuple / named tuple outputs
+        self.splits: dict[str, tuple[_Value, list | None]] = {}  # split node -> (value, ranges)
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -467,10 +470,16 @@ class _Walker:
         self._HANDLERS[rule](self, node, acts)
 
     def _call_function(self, node: fx.Node) -> None:
+        target = node.target
+        if target is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0].name in self.splits:
+            self._piece(node, node.args[0])
+            return
         acts = self._activations(node)
         if not acts:
             return  # shapes, sizes, constants: not activations
-        target = node.target
+        if _function_rule(node) == "split":
+            self._split(node, acts)
+            return
         if node.name not in self.shapes:
             if target in (getattr, operator.getitem) or (node.op == "call_method" and target in ("size", "dim")):
                 return  # x.size(), x.shape, x.dim(): metadata only
@@ -640,25 +649,92 @@ class _Walker:
             k = index.index(Ellipsis)
             rest = len([i for i in index if i is not None and i is not Ellipsis])
             index = index[:k] + (slice(None),) * (ndim - rest) + index[k + 1:]
-        axis, dim, new_axis = value.axis, 0, None
+        axis, dim, new_axis, channels = value.axis, 0, None, None
         out_dim = 0
         for i in index:
             if i is None:
                 out_dim += 1
                 continue
             full = isinstance(i, slice) and i == slice(None)
-            if dim in (0, axis) and not full:
-                what = "the batch axis" if dim == 0 else "the channel axis (a channel slice)"
-                raise self._fail(node, f"index {index} narrows {what}; channel ranges are not "
-                                 "supported yet")
+            if dim == 0 and not full:
+                raise self._fail(node, f"index {index} narrows the batch axis")
             if dim == axis:
+                if not full and not (isinstance(i, slice) and i.step in (None, 1)):
+                    raise self._fail(node, f"index {index} picks single channels")
+                channels = None if full else i.indices(self.groups[value.gid].size)[:2]
                 new_axis = out_dim
             if not isinstance(i, int):
                 out_dim += 1
             dim += 1
         if new_axis is None:
             new_axis = out_dim + (axis - dim)  # the channel axis lies after the indexed ones
-        self._alias(node, _Value(value.gid, 1, new_axis))
+        value = _Value(value.gid, 1, new_axis)
+        if channels is not None and channels != (0, self.groups[value.gid].size):
+            self.values[node.name] = self._channel_range(node, value, *channels)
+        else:
+            self._alias(node, value)
+
+    def _channel_range(self, node: fx.Node, value: _Value, start: int, stop: int) -> _Value:
+        """A group over channels ``start .. stop - 1`` of ``value``'s group (a slice, a piece of
+        a split or chunk): source node ``start + i`` joins node ``i`` through a ``residual``
+        block with offset ``-start`` (a node map ``index`` when ``start`` is 0)."""
+        if stop <= start:
+            raise self._fail(node, f"empty channel range {start}:{stop}")
+        self._use(value)
+        gid = self._new_group(_group_name(node, "slice"), stop - start, self._group_shape(node, value.axis),
+                              "slice", node.name)
+        size = self.groups[value.gid].size
+        index = None
+        if start == 0:  # an offset >= 0 must fit whole (concatenation): map the nodes instead
+            index = np.where(np.arange(size) < stop, np.arange(size), -1)
+        try:
+            block = EdgeBlock(self._block_name(self.groups[gid].name), "", "", "residual",
+                              offset=-start, spec=LayerSpec(op="slice"), index=index)
+        except ValueError as exc:
+            raise self._fail(node, f"a channel range {start}:{stop} of group "
+                             f"{self.groups[value.gid].name!r} needs a residual block with a negative "
+                             f"offset, which this graph version refuses ({exc})") from exc
+        self.blocks.append((block, value.gid, gid))
+        return _Value(gid, 1, value.axis)
+
+    def _split(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``split`` / ``chunk``: along the channel axis, pieces over channel
+        ranges (made when a piece is used, :meth:`_piece`); along another axis, pieces alias."""
+        value = self._one(node, acts)
+        in_shape = self._in_shape(node)
+        name = _op_name(node)
+        how = node.args[1] if len(node.args) > 1 else node.kwargs.get(
+            "chunks", node.kwargs.get("split_size_or_sections", node.kwargs.get("split_size")))
+        dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
+        if not isinstance(dim, int) or value.fold != 1 or not in_shape:
+            raise self._fail(node, f"split along {dim}")
+        dim %= len(in_shape)
+        if dim == 0:
+            raise self._fail(node, "a split of the batch axis")
+        size = in_shape[dim]
+        if "chunk" in name and isinstance(how, int):
+            step = -(-size // how)
+            sizes = [min(step, size - k) for k in range(0, size, step)]
+        elif "split" in name and isinstance(how, int):
+            sizes = [min(how, size - k) for k in range(0, size, how)]
+        elif "split" in name and isinstance(how, (list, tuple)) and all(isinstance(k, int) for k in how):
+            sizes = list(how)
+        else:
+            raise self._fail(node, f"cannot read the split {how!r}")
+        bounds = np.cumsum([0] + sizes).tolist()
+        ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])] if dim == value.axis else None
+        self.splits[node.name] = (value, ranges)
+
+    def _piece(self, node: fx.Node, source: fx.Node) -> None:
+        """``pieces[k]`` of a split seen by :meth:`_split`."""
+        value, ranges = self.splits[source.name]
+        k = node.args[1]
+        if not node.users:
+            return  # a piece unpacked and dropped (``a, _ = x.chunk(2, 1)``): no group
+        if ranges is None:
+            self._alias(node, value)
+        else:
+            self.values[node.name] = self._channel_range(node, value, *ranges[k])
 
     def _permute(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``permute`` / ``transpose`` / ``movedim``: the same group, its channel axis moved."""
@@ -748,7 +824,7 @@ class _Walker:
 
     #: Handler of each rule of :data:`_RULES` and of ``skip``.
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
-                 "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index,
+                 "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
                  "weight_layer": _weight_layer,
                  "skip": _skip}
 

@@ -74,7 +74,7 @@ def torchvision_classifiers() -> list[str]:
     return sorted(tv.models.list_models(module=tv.models))
 
 
-def fx_upstream(gm, shapes: dict, layer_paths: set[str]) -> dict[str, set[str]]:
+def fx_upstream(gm, shapes, layer_paths: set[str]) -> dict[str, set[str]]:
     """``{weight layer path: nearest upstream weight layer paths or "input"}`` from the fx graph
     alone: a backward walk over tensor-valued nodes that stops at weight layers and placeholders."""
     result: dict[str, set[str]] = {}
@@ -121,14 +121,43 @@ def graph_upstream(graph) -> dict[str, set[str]]:
     return {b.spec.module: producers(b.src, set()) for b in graph.blocks if b.kind == "sequential"}
 
 
+def _tensor_nodes(gm, model, x) -> set[str]:
+    """Names of the fx nodes whose value holds a tensor (a tensor, or a tuple / list of them as
+    ``split`` returns), from one eval-mode forward pass; sizes and shapes are left out."""
+    import torch
+
+    found: set[str] = set()
+
+    def holds_tensor(v) -> bool:
+        if isinstance(v, torch.Tensor):
+            return True
+        return isinstance(v, (tuple, list)) and any(holds_tensor(e) for e in v)
+
+    class Recorder(torch.fx.Interpreter):
+        def run_node(self, n):
+            out = super().run_node(n)
+            if holds_tensor(out):
+                found.add(n.name)
+            return out
+
+    modes = {m: m.training for m in model.modules()}
+    try:
+        model.eval()
+        with torch.no_grad():
+            Recorder(gm).run(x)
+    finally:
+        for m, mode in modes.items():
+            m.training = mode
+    return found
+
+
 def dataflow_mismatches(result, model, example_input) -> list[str]:
     """Weight layers of ``result.graph`` (a :class:`n2ngraph.trace.Trace`) whose nearest upstream
     layers differ between the graph and the fx data flow (:func:`fx_upstream`)."""
     from n2ngraph.masks import PRUNABLE_TYPES
-    from n2ngraph.trace import record_shapes
 
     gm, graph = result.module, result.graph
-    shapes = record_shapes(gm, model, example_input)
+    shapes = _tensor_nodes(gm, model, example_input)
     ref = fx_upstream(gm, shapes, {p for p, m in gm.named_modules() if isinstance(m, PRUNABLE_TYPES)})
     got = graph_upstream(graph)
     layers = [b.spec.module for b in graph.blocks if b.kind == "sequential"]

@@ -251,22 +251,10 @@ class SpatialGate(nn.Module):
         return self.b(h * torch.sigmoid(self.att(h)))
 
 
-class Split(nn.Module):
-    def __init__(self):
-        super().__init__()
-        self.a = nn.Conv2d(1, 4, 1)
-        self.b = nn.Conv2d(2, 1, 1)
-
-    def forward(self, x):
-        left, _ = self.a(x).chunk(2, dim=1)
-        return self.b(left)
-
-
 @pytest.mark.parametrize("model, match", [
     (ChannelSum(), r"sum.*dims \[1\].*channel axis"),
     (TokenMixing(), r"Linear 'mix'.*axis 1.*token-mixing"),
     (SpatialGate(), r"gate.*different node sets.*\('att', 1\)"),
-    (Split(), r"chunk"),
 ])
 def test_ops_outside_the_semantics_are_refused_by_name(model, match):
     with pytest.raises(ValueError, match=match):
@@ -333,6 +321,43 @@ class ChannelSlice(nn.Module):
         return self.b(self.a(x)[:, 1:3])
 
 
-def test_channel_slices_are_refused_until_groups_over_ranges_exist():
-    with pytest.raises(ValueError, match=r"getitem.*channel slice"):
-        trace(ChannelSlice(), example_input=torch.randn(1, 1, 2, 2))
+def _negative_offsets() -> bool:
+    """Whether this graph version has residual blocks with negative offsets (channel ranges)."""
+    from n2ngraph.graph import EdgeBlock
+
+    try:
+        EdgeBlock("r", "a", "b", "residual", offset=-1)
+    except ValueError:
+        return False
+    return True
+
+
+class ChunkPieces(nn.Module):
+    """chunk(2) along channels; the first half is used, the second dropped."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 4, 1)
+        self.b = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        left, _ = self.a(x).chunk(2, dim=1)
+        return self.b(left)
+
+
+@pytest.mark.parametrize("model, start", [(ChannelSlice(), 1), (ChunkPieces(), 0)])
+def test_channel_ranges_are_groups_joined_at_a_negative_offset(model, start):
+    x = torch.randn(1, 1, 2, 2)
+    if not _negative_offsets():
+        with pytest.raises(ValueError, match=rf"channel range {start}:{start + 2} of group 'a'.*negative offset"):
+            trace(model, example_input=x)
+        return
+    g = _traced(model, x)
+    assert [x.size for x in g.groups] == [1, 4, 2, 1]
+    (res,) = g.blocks_of_kind("residual")
+    assert (res.src, res.offset, res.spec.op) == ("a", -start, "slice")
+    if start == 0:
+        np.testing.assert_array_equal(res.index, [0, 1, -1, -1])
+    # input 0, a 1-4, slice 5-6 (a's channels start, start + 1), b 7
+    pairs = _all([0], range(1, 5)) + [(1 + start, 5), (2 + start, 6)] + _all([5, 6], [7])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(8, pairs))
