@@ -239,16 +239,17 @@ def config_from_args(config: Any, args: argparse.Namespace, names: tuple[str, ..
     return dataclasses.replace(config, **changes)
 
 
-def base_parser(description: str, *, recipe: bool = True) -> argparse.ArgumentParser:
-    """The options every driver shares: ``--small``, ``--results-root`` and (``recipe=True``)
-    ``--recipe``."""
+def base_parser(description: str, *, recipe: bool = True,
+                results_root: str = "results") -> argparse.ArgumentParser:
+    """The options every driver shares: ``--small``, ``--results-root`` (its help names the
+    driver's default, ``results_root``) and (``recipe=True``) ``--recipe``."""
     from n2ngraph.recipes import RECIPES
 
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--small", action="store_true",
                         help="the driver's small config (runs in well under a minute on a CPU)")
     parser.add_argument("--results-root", default=None,
-                        help="parent folder of the results folder (default: results)")
+                        help=f"parent folder of the results folder (default: {results_root})")
     if recipe:
         parser.add_argument("--recipe", choices=sorted(RECIPES), default=None,
                             help="how plain and N2NSkip graphs are built (default: paper; "

@@ -30,6 +30,9 @@ Run (from the repository root)::
     python -m analysis.mnist_reproduction            # full: 3 densities x 3 seeds x 2 inits
     python -m analysis.mnist_reproduction --workers 1 --threads 0   # this process, torch's threads
     python -m analysis.mnist_reproduction --small    # a 1-epoch smoke run
+    python -m analysis.mnist_reproduction --densities 0.1,0.02 --seeds 0,1 --epochs 20
+
+Lists are comma-separated, as in every driver and ``n2ngraph compare``.
 
 ``main(config)`` writes ``<results_root>/mnist-<hash>/``: ``config.json``, ``cells/`` (the
 engine's cell files), ``runs/<id>/`` (each run's ``log.csv`` and ``run.json``, the layout that
@@ -318,8 +321,9 @@ def main(config: Config = Config()) -> Path:
 
 
 def _parse(argv: list[str] | None = None) -> Config:
-    p = base_parser(__doc__.split("\n\n")[0])
-    p.add_argument("--epochs", type=int)
+    p = base_parser(__doc__.split("\n\n")[0], results_root=Config.results_root)
+    p.add_argument("--epochs", type=int, help=f"training epochs (default {STUDY_TRAINING.epochs}; "
+                   "--small: 1)")
     p.add_argument("--seeds", type=comma_list(int), help="comma-separated seeds, e.g. 0,1,2")
     p.add_argument("--densities", type=comma_list(float), help="comma-separated densities, e.g. 0.1,0.02")
     p.add_argument("--methods", type=comma_list(str), help="comma-separated pruning methods "
