@@ -152,7 +152,10 @@ def main(config: Config = Config()) -> Path:
              for k, (label, g) in enumerate(graphs)}
     recipe = recipe_columns(resolve_recipe(config.recipe, n2nskip_fraction=config.n2nskip_fraction))
     write_table(curves.assign(**recipe), out / "scree")
-    write_table(_summary(curves, graphs, lam2s).assign(**recipe), out / "scree_summary")
+    write_table(_summary(curves, graphs, lam2s).assign(**recipe), out / "scree_summary",
+                title=f"{graph_title(config)}; λ2(reference) = {lam2_ref:.4g}",
+                notes="K%_alpha>=a: the smallest K (% of the eigenvalues, on the K grid of the "
+                      "config) at which alpha(K, t) reaches a; '-' where it is not reached.")
     plot_scree(curves, path=out / ARTIFACT,
                title=f"{graph_title(config)}\nλ2(reference) = {lam2_ref:.4g}")
     save_config(out, ARTIFACT, config, times=list(times), lambda_2_reference=lam2_ref)
