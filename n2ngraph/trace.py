@@ -200,6 +200,9 @@ class _Value:
     gid: int
     fold: int = 1
     axis: int = 1
+    #: While the channel axis is split into several axes (a channel shuffle's ``view``): the
+    #: ``(tensor axis, size)`` of each, most significant first; ``axis`` is then unused.
+    sub: tuple[tuple[int, int], ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -467,6 +470,7 @@ class _Walker:
         acts = self._activations(node)
         if rule != "skip":
             self._one(node, acts)  # every module but a skip reads one activation
+        self._check_split_axis(node, rule, acts)
         self._HANDLERS[rule](self, node, acts)
 
     def _call_function(self, node: fx.Node) -> None:
@@ -492,7 +496,13 @@ class _Walker:
             raise self._fail(node, "n2ngraph knows weight layers, channel-keeping ops, reshapes "
                              "and permutes that keep the channel axis, residual adds, gates and "
                              "channel concatenation")
+        self._check_split_axis(node, rule, acts)
         self._HANDLERS[rule](self, node, acts)
+
+    def _check_split_axis(self, node: fx.Node, rule: str, acts: list[tuple[fx.Node, _Value]]) -> None:
+        if rule not in ("alias", "reshape", "permute") and any(v.sub for _, v in acts):
+            raise self._fail(node, "its input has the channel axis split into several axes; only "
+                             "element-wise ops, permutes and a reshape joining them back are supported")
 
     # -------------------------------------------------------------- op rules
     def _on_alias(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
@@ -618,14 +628,23 @@ class _Walker:
             self._alias(node, value)
             return
         group = self.groups[value.gid]
+        if value.sub:
+            self._join_channel_axes(node, value, in_shape, out_shape)
+            return
         axis = value.axis
-        if value.fold == 1 and 0 < axis < len(in_shape):
+        if value.fold == 1 and 0 < axis < len(in_shape) and out_shape and out_shape[0] == in_shape[0]:
             before = math.prod(in_shape[:axis])
             for b in range(1, len(out_shape)):
-                if math.prod(out_shape[:b]) == before and out_shape[b] == in_shape[axis] \
-                        and out_shape[0] == in_shape[0]:
+                if math.prod(out_shape[:b]) != before:
+                    continue
+                if out_shape[b] == in_shape[axis]:
                     self._alias(node, _Value(value.gid, 1, b))
                     return
+                for k in range(2, len(out_shape) - b + 1):  # the channel axis split in k axes
+                    if math.prod(out_shape[b:b + k]) == in_shape[axis] and out_shape[b] > 1:
+                        sub = tuple((b + i, out_shape[b + i]) for i in range(k))
+                        self._alias(node, _Value(value.gid, 1, b, sub))
+                        return
         if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]:
             if group.role == "input":
                 self._alias(node, value)  # the input takes its first layer's granularity
@@ -635,6 +654,34 @@ class _Walker:
                 return
         raise self._fail(node, f"reshape from {in_shape} to {out_shape} (nodes of group "
                          f"{group.name!r} on axis {axis}) does not keep the channel axis whole")
+
+    def _join_channel_axes(self, node: fx.Node, value: _Value, in_shape: tuple, out_shape: tuple) -> None:
+        """A reshape joining the split channel axes back into one: the channels come out in the
+        order of the axes' layout; unless that is the original order, a new group joined from
+        the original by a permutation (``residual`` block with ``index``, ``spec.op="shuffle"``)."""
+        axes = [a for a, _ in value.sub]
+        layout = sorted(range(len(axes)), key=lambda i: axes[i])
+        first = axes[layout[0]]
+        size = self.groups[value.gid].size
+        if [axes[i] for i in layout] != list(range(first, first + len(axes))):
+            raise self._fail(node, f"the channel axes {axes} of {in_shape} are not adjacent")
+        b = next((b for b in range(1, len(out_shape)) if math.prod(out_shape[:b]) == math.prod(in_shape[:first])
+                  and out_shape[b] == size), None)
+        if b is None or out_shape[0] != in_shape[0]:
+            raise self._fail(node, f"reshape from {in_shape} to {out_shape} does not join the "
+                             "split channel axes back into one")
+        sizes = [n for _, n in value.sub]
+        digits = np.unravel_index(np.arange(size), sizes)  # of each channel, most significant first
+        new = np.ravel_multi_index(tuple(digits[i] for i in layout), tuple(sizes[i] for i in layout))
+        if np.array_equal(new, np.arange(size)):
+            self._alias(node, _Value(value.gid, 1, b))
+            return
+        self._use(value)
+        gid = self._new_group(_group_name(node, "shuffle"), size, self._group_shape(node, b), "shuffle", node.name)
+        block = EdgeBlock(self._block_name(self.groups[gid].name), "", "", "residual",
+                          spec=LayerSpec(op="shuffle"), index=new.astype(np.int64))
+        self.blocks.append((block, value.gid, gid))
+        self.values[node.name] = _Value(gid, 1, b)
 
     def _index(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``x[...]`` that keeps the batch and the channel axis whole (``x[:, 0]`` takes the class
@@ -762,7 +809,11 @@ class _Walker:
             raise self._fail(node, f"cannot read the axes {args}")
         if order[0] != 0:
             raise self._fail(node, "the batch axis is moved")
-        self._alias(node, _Value(value.gid, 1, order.index(value.axis)))
+        if value.sub:
+            sub = tuple((order.index(a), n) for a, n in value.sub)
+            self._alias(node, _Value(value.gid, 1, value.axis, sub))
+        else:
+            self._alias(node, _Value(value.gid, 1, order.index(value.axis)))
 
     def _reduce(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """A mean / max / sum over axes other than the batch and the channel axis (pooling)."""

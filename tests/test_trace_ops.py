@@ -361,3 +361,36 @@ def test_channel_ranges_are_groups_joined_at_a_negative_offset(model, start):
     # input 0, a 1-4, slice 5-6 (a's channels start, start + 1), b 7
     pairs = _all([0], range(1, 5)) + [(1 + start, 5), (2 + start, 6)] + _all([5, 6], [7])
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(8, pairs))
+
+
+class Shuffle(nn.Module):
+    """ShuffleNet's channel shuffle of 6 channels in 2 groups between two convs."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 6, 1)
+        self.b = nn.Conv2d(6, 1, 1)
+
+    def forward(self, x):
+        h = self.a(x)
+        n, c, hh, ww = h.size()
+        h = h.view(n, 2, c // 2, hh, ww).transpose(1, 2).contiguous().view(n, c, hh, ww)
+        return self.b(h)
+
+
+def test_channel_shuffle_is_a_permutation_block():
+    g = _traced(Shuffle(), torch.randn(1, 1, 2, 2))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("a", 6), ("view_1", 6), ("b", 1)]
+    (perm,) = g.blocks_of_kind("residual")
+    assert (perm.src, perm.dst, perm.spec.op) == ("a", "view_1", "shuffle")
+    # channel c = 3 i + k (group i, k-th in its group) moves to 2 k + i
+    np.testing.assert_array_equal(perm.index, [0, 2, 4, 1, 3, 5])
+    # the same permutation, read from torch: a one-hot channel c lands at index[c]
+    for c in range(6):
+        h = torch.zeros(1, 6, 1, 1)
+        h[0, c] = 1
+        out = h.view(1, 2, 3, 1, 1).transpose(1, 2).contiguous().view(1, 6, 1, 1)
+        assert int(out.flatten().argmax()) == perm.index[c]
+    # input 0, a 1-6, shuffle 7-12, b 13
+    pairs = _all([0], range(1, 7)) + [(1 + c, 7 + int(perm.index[c])) for c in range(6)] + _all(range(7, 13), [13])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(14, pairs))
