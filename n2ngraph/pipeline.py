@@ -195,6 +195,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     opts = {"scope": scope, "granularity": granularity, "dense": dense, "layers": layers}
     f = r.n2nskip_fraction if skips else 0.0
     seq_density = density * (1 - f)
+    _check_dense_fits(model, r, dense, layers, density, seq_density)
     masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
     graph = trace(model, masks, example_input=example_input).graph
     prov = {"model": graph.provenance.get("model", type(model).__name__), "method": method,
@@ -290,6 +291,26 @@ def _outside_message(model, outside: tuple[str, ...]) -> str:
             f"traced graph (its forward in {mode} mode never reaches them, e.g. auxiliary heads); "
             "the budget covers the graph's layers only, these are left unpruned and their "
             "weights are not given to the skips. Trace the mode that uses them to include them.")
+
+
+def _check_dense_fits(model, r: Recipe, dense: tuple[str, ...], layers: tuple[str, ...],
+                      density: float, seq_density: float) -> None:
+    """Refuse, in the recipe's words, dense layers holding more than the sequential budget."""
+    if not dense:
+        return
+    from n2ngraph.masks import prunable_weights, weight_of
+    from n2ngraph.pruning import budget
+
+    weights = prunable_weights(model)
+    n_dense = sum(weight_of(weights[f"{p}.weight" if p else "weight"]).numel() for p in dense)
+    total = budget(sum(weight_of(weights[n]).numel() for n in layers), seq_density)
+    if n_dense > total:
+        share = "" if seq_density == density else f" ({seq_density:g} after the skips' share)"
+        raise ValueError(
+            f"recipe {r.name!r} keeps layers {list(dense)} dense ({n_dense:,} weights), more than the "
+            f"{total:,} weights the network keeps at density {density:g}{share}; raise the density "
+            f"or use a recipe without dense layers, e.g. dataclasses.replace(RECIPES[{r.name!r}], "
+            f"dense_layers=(), name='{r.name}-sparse')")
 
 
 def _fill_density(model, density: float, low: float, at_least: int, opts: dict) -> float:

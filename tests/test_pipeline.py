@@ -312,3 +312,12 @@ def test_a_layer_applied_twice_is_refused():
         graph_layers(model, to_graph(model))
     with pytest.raises(ValueError, match="applied more than once"):
         variant(model, "random", 0.5, recipe="all-pairs")
+
+
+def test_dense_layers_over_the_budget_are_refused_in_the_recipes_words():
+    model = _AuxHeadNet().eval()  # conv1 (216) and fc (80) are the paper recipe's dense layers
+    with pytest.warns(UserWarning, match="not in the traced graph"), pytest.raises(
+            ValueError, match=r"recipe 'paper' keeps layers \['conv1', 'fc'\] dense \(296 weights\), "
+            r"more than the 131 weights the network keeps at density 0.3 \(0.15 after the skips' "
+            r"share\).*dense_layers=\(\)"):
+        variant(model, "random", 0.3, recipe="paper")  # round(0.15 * 872) = 131
