@@ -444,8 +444,9 @@ def _check_structure(path: Path, state: Any) -> None:
                                           and rng["cuda"].ndim == 1)),
          "rng state is not a CPU generator state")
     log = state["log"]
-    want(isinstance(log, list) and len(log) == epoch, f"log has {len(log) if isinstance(log, list) else '?'} "
-                                                      f"rows for {epoch} finished epochs")
+    want(isinstance(log, list) and len(log) == epoch,
+         f"log has {len(log) if isinstance(log, list) else '?'} rows for {epoch} finished "
+         f"epoch{'' if epoch == 1 else 's'}")
     for i, row in enumerate(log):
         want(isinstance(row, dict) and set(row) == set(LOG_COLUMNS)
              and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in row.values())

@@ -452,3 +452,20 @@ def test_load_checkpoint_errors_name_the_file(tmp_path):
     bad.write_bytes(b"PK\x03\x04 not really")
     with pytest.raises(FileFormatError, match="bad.pt"):
         load_checkpoint(bad)
+
+
+def test_checkpoint_log_mismatch_names_the_count_in_plain_words(tmp_path):
+    """A checkpoint whose log does not match its epoch count is refused; one finished epoch is
+    'epoch', not 'epochs'."""
+    from n2ngraph.io import FileFormatError
+    from n2ngraph.training import CHECKPOINT_NAME
+
+    train_set, test_set, config, model = _resume_setup()
+    config.epochs = 1
+    train(model(), train_set, test_set, config, out_dir=tmp_path, seed=0)
+    path = tmp_path / CHECKPOINT_NAME
+    state = torch.load(path, weights_only=True)
+    state["log"] = state["log"] * 2
+    torch.save(state, path)
+    with pytest.raises(FileFormatError, match=r"log has 2 rows for 1 finished epoch\b(?!s)"):
+        load_checkpoint(path)
