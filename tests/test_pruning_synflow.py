@@ -89,11 +89,13 @@ def _final_counts_agree(model, density, scope):
      ("layerwise", "local", 0.25)],
 )
 @pytest.mark.parametrize("batch_norm", [True, False])
-def test_synflow_equals_the_reference_rule(scope, ref_scope, density, batch_norm):
-    """Where the reference's final count is our exact budget, the masks are identical."""
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_synflow_equals_the_reference_rule(scope, ref_scope, density, batch_norm, dtype):
+    """Where the reference's final count is our exact budget, the masks are identical (in
+    either precision: this small net has no near-ties that float32 rounding would swap)."""
     model = small_net(batch_norm)
     assert _final_counts_agree(model, density, scope)
-    ours = prune(model, "synflow", density, scope=scope, input_shape=(3, 8, 8))
+    ours = prune(model, "synflow", density, scope=scope, input_shape=(3, 8, 8), dtype=dtype)
     ref = reference_rule(model, density, 100, ref_scope)
     for name in ours:
         assert torch.equal(ours[name], ref[name]), name
@@ -185,6 +187,66 @@ def test_synflow_final_budget_is_exact_after_few_rounds():
     total = sum(m.numel() for m in a.values())
     assert sum(int(m.sum()) for m in b.values()) == math.floor(0.1 * total + 0.5)
     assert sum(int(m.sum()) for m in a.values()) == math.floor(0.3 * total + 0.5)
+
+
+# ------------------------------------------------------------------------ precision
+def deep_mlp(depth: int = 40, width: int = 6, scale: float = 3.0) -> nn.Sequential:
+    """A deep MLP of positive weights, uniform in ``[scale, 2 scale)``: every layer multiplies
+    the path sum by about ``1.5 * scale * width`` (27), so ``R`` is near ``27 ** depth``
+    (1.8e57 for 40 layers: past float32's 3.4e38, within float64's 1.8e308)."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        layers = []
+        for _ in range(depth):
+            layer = nn.Linear(width, width, bias=False)
+            with torch.no_grad():
+                layer.weight.uniform_(1.0, 2.0).mul_(scale)
+            layers += [layer, nn.ReLU()]
+        return nn.Sequential(*layers)
+
+
+def test_synflow_scores_in_float32_by_default_close_to_float64():
+    model = small_net()
+    s32 = score(model, "synflow", input_shape=(3, 8, 8))
+    s64 = score(model, "synflow", input_shape=(3, 8, 8), dtype="float64")
+    assert all(v.dtype == torch.float32 for v in s32.values())
+    assert all(v.dtype == torch.float64 for v in s64.values())
+    for name in s32:
+        assert torch.equal(s32[name] == 0, s64[name] == 0), name  # the same zero-flow weights
+        torch.testing.assert_close(s32[name].double(), s64[name], rtol=1e-5, atol=0)
+    assert torch.equal(score(model, "synflow", input_shape=(3, 8, 8), dtype=torch.float32)["0.weight"],
+                       s32["0.weight"])
+
+
+def test_synflow_falls_back_to_float64_where_float32_overflows():
+    """R of deep_mlp is about 27 ** 40 = 1.8e57: float32 overflows, float64 does not. The
+    default scores it in float64 (the same scores as asking for float64), and iterative
+    pruning gives the float64 masks."""
+    model = deep_mlp()
+    ones = torch.ones(1, 6)
+    with torch.no_grad():
+        r32 = model(ones).sum()
+        r64 = model.double()(ones.double()).sum()
+    model.float()
+    assert not torch.isfinite(r32) and 1e45 < float(r64) < 1e300
+    s = score(model, "synflow")
+    s64 = score(model, "synflow", dtype="float64")
+    for name in s64:
+        assert s[name].dtype == torch.float64 and torch.equal(s[name], s64[name]), name
+    a = prune(model, "synflow", 0.2, rounds=10)
+    b = prune(model, "synflow", 0.2, rounds=10, dtype="float64")
+    assert all(torch.equal(a[n], b[n]) for n in a)
+
+
+def test_synflow_overflowing_float64_is_refused():
+    with pytest.raises(ValueError, match="overflowed float64"):
+        score(deep_mlp(depth=300), "synflow")
+
+
+@pytest.mark.parametrize("bad", ["float16", torch.bfloat16, 32, None])
+def test_synflow_dtype_is_checked(bad):
+    with pytest.raises(ValueError, match=r"dtype must be one of \['float32', 'float64'\]"):
+        score(small_net(), "synflow", input_shape=(3, 8, 8), dtype=bad)
 
 
 # ----------------------------------------------------------------- the reference's code
