@@ -100,6 +100,8 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
 _QUALIFIED_RULES = {
     "torchvision.ops.stochastic_depth.stochastic_depth": "alias",
     "timm.layers.drop.drop_path": "alias",
+    "torchvision.models.swin_transformer._patch_merging_pad": "patch_merge",
+    "torchvision.models.swin_transformer.shifted_window_attention": "window_attention",
 }
 
 
@@ -358,8 +360,9 @@ class _Walker:
     """
 
     def __init__(self, gm: fx.GraphModule, shapes: dict[str, tuple], masks: dict[str, torch.Tensor],
-                 weight_names: dict[int, str]) -> None:
+                 weight_names: dict[int, str], root: nn.Module | None = None) -> None:
         self.gm = gm
+        self.root = gm if root is None else root  # the model: owns modules called functionally
         self.shapes = shapes
         self.masks = masks
         self.weight_names = weight_names
@@ -468,6 +471,8 @@ class _Walker:
                 "knows Linear, Conv2d, BatchNorm, activations, pooling, dropout and flatten"
             )
         acts = self._activations(node)
+        if not acts and rule != "skip":
+            return  # a module applied to constants (Swin v2's position-bias MLP): no activation
         if rule != "skip":
             self._one(node, acts)  # every module but a skip reads one activation
         self._check_split_axis(node, rule, acts)
@@ -565,6 +570,85 @@ class _Walker:
                           fold=fold, spec=spec)
         self.blocks.append((block, value.gid, gid))
         self.values[node.name] = _Value(gid, 1, axis)
+
+    def _linear_of(self, node: fx.Node, arg: Any) -> tuple[str, nn.Module]:
+        """The Linear module whose weight a functional call reads (a ``get_attr`` node)."""
+        if not (isinstance(arg, fx.Node) and arg.op == "get_attr" and str(arg.target).endswith(".weight")):
+            raise self._fail(node, f"its weight argument {arg} is not a module's weight")
+        path = str(arg.target)[: -len(".weight")]
+        try:
+            module = self.root.get_submodule(path)
+        except AttributeError:
+            module = None
+        if not isinstance(module, nn.Linear):
+            raise self._fail(node, f"its weight {arg.target!r} is not a Linear layer's")
+        return path, module
+
+    def _linear_block(self, node: fx.Node, path: str, module: nn.Linear, src: int, size: int,
+                      shape: tuple[int, ...]) -> int:
+        """A ``sequential`` block of a Linear called functionally; returns its new group."""
+        weight = weight_of(module)
+        if self.groups[src].size != weight.shape[1]:
+            raise self._fail(node, f"Linear {path!r} takes {weight.shape[1]} features, its input "
+                             f"group {self.groups[src].name!r} has {self.groups[src].size}")
+        mask, pair = self._layer_mask(module, weight, 1)
+        self._use(self._value_of(src))
+        gid = self._new_group(path, size, shape, "layer", node.name)
+        spec, _ = _layer_spec(module, path, True)
+        self.blocks.append((EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, spec=spec),
+                            src, gid))
+        return gid
+
+    def _value_of(self, gid: int) -> _Value:
+        return _Value(gid)
+
+    def _attention_group(self, node: fx.Node, name: str, qkv: int, width: int, shape: tuple[int, ...]) -> int:
+        """The output of attention over a fused ``q | k | v`` group of ``3 * width`` channels:
+        ``width`` channels, channel ``i`` joined from ``q_i``, ``k_i`` and ``v_i`` (docs/design.md,
+        "Tokens": attention keeps v's features head by head; q and k join like a gate)."""
+        self._use(self._value_of(qkv))
+        gid = self._new_group(name, width, shape, "sum", node.name)
+        size = self.groups[qkv].size
+        for k, part in enumerate("qkv"):
+            index = np.where(np.arange(size) < width, np.arange(size), -1) if k == 0 else None
+            block = EdgeBlock(self._block_name(f"{name}.{part}"), "", "", "residual", offset=-k * width,
+                              spec=LayerSpec(op="attention"), index=index)
+            self.blocks.append((block, qkv, gid))
+        return gid
+
+    def _patch_merge(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """torchvision Swin's ``_patch_merging_pad``: the four 2 x 2 neighbours of a channels-last
+        tensor concatenated along channels (``4C``): a concatenation of the group four times."""
+        value = self._one(node, acts)
+        in_shape, out_shape = self._in_shape(node), self._shape(node)
+        last = len(in_shape) - 1
+        if value.fold != 1 or value.sub or value.axis != last or out_shape[-1] != 4 * in_shape[-1]:
+            raise self._fail(node, f"expected a channels-last activation and 4x its channels, got "
+                             f"{in_shape} -> {out_shape}")
+        self._concat(node, [value] * 4, last)
+
+    def _window_attention(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """torchvision's ``shifted_window_attention(x, qkv_weight, proj_weight, ...)`` on a
+        channels-last ``(B, H, W, C)`` tensor: the ``qkv`` Linear (``3C`` channels), attention
+        (:meth:`_attention_group`), the ``proj`` Linear; windows, shifts and padding move tokens
+        only."""
+        value = self._one(node, acts)
+        in_shape = self._in_shape(node)
+        if value.fold != 1 or value.sub or value.axis != len(in_shape) - 1:
+            raise self._fail(node, "expected a channels-last (B, H, W, C) activation")
+        args = dict(zip(("input", "qkv_weight", "proj_weight"), node.args))
+        args.update(node.kwargs)
+        qkv_path, qkv = self._linear_of(node, args.get("qkv_weight"))
+        proj_path, proj = self._linear_of(node, args.get("proj_weight"))
+        width = proj.weight.shape[0]
+        if qkv.weight.shape[0] != 3 * width or proj.weight.shape[1] != width:
+            raise self._fail(node, f"qkv {tuple(qkv.weight.shape)} and proj {tuple(proj.weight.shape)} "
+                             "are not a fused q | k | v projection and its output projection")
+        spatial = tuple(in_shape[1:-1])
+        q = self._linear_block(node, qkv_path, qkv, value.gid, 3 * width, (3 * width, *spatial))
+        att = self._attention_group(node, _group_name(node, "attention"), q, width, (width, *spatial))
+        out = self._linear_block(node, proj_path, proj, att, width, (width, *spatial))
+        self.values[node.name] = _Value(out, 1, len(in_shape) - 1)
 
     def _input_fold(self, node: fx.Node, linear: bool, weight: torch.Tensor, value: _Value) -> int:
         """Check that a weight layer can read its input activation and return the fold: input
@@ -861,6 +945,9 @@ class _Walker:
         if any(v.fold != 1 or v.axis != dim for v in operands):
             raise self._fail(node, f"concatenation along dim {dim}; only concatenation of unfolded "
                              "activations along their channel axis is supported")
+        self._concat(node, operands, dim)
+
+    def _concat(self, node: fx.Node, operands: list[_Value], dim: int) -> None:
         size = sum(self.groups[v.gid].size for v in operands)
         gid = self._new_group(_group_name(node, "cat"), size, self._group_shape(node, dim), "cat", node.name)
         offset = 0
@@ -876,6 +963,7 @@ class _Walker:
     #: Handler of each rule of :data:`_RULES` and of ``skip``.
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
                  "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
+                 "window_attention": _window_attention, "patch_merge": _patch_merge,
                  "weight_layer": _weight_layer,
                  "skip": _skip}
 
@@ -983,7 +1071,7 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
         raise TypeError(f"example_input must be a tensor, got {type(x).__name__}")
     shapes = record_shapes(gm, model, x)
     weight_names = {id(m): n for n, m in weights.items()}
-    walk = _Walker(gm, shapes, all_masks, weight_names).run()
+    walk = _Walker(gm, shapes, all_masks, weight_names, model).run()
     from n2ngraph import __version__
 
     provenance = {"model": name or type(model).__name__, "library_version": __version__}

@@ -20,7 +20,7 @@ import importlib
 import sys
 from types import ModuleType
 
-__all__ = ["import_torchvision", "import_timm", "torchvision_classifiers", "fx_upstream", "graph_upstream",
+__all__ = ["import_torchvision", "import_timm", "torchvision_classifiers", "layer_units", "fx_upstream", "graph_upstream",
            "dataflow_mismatches"]
 
 
@@ -74,12 +74,35 @@ def torchvision_classifiers() -> list[str]:
     return sorted(tv.models.list_models(module=tv.models))
 
 
-def fx_upstream(gm, shapes, layer_paths: set[str]) -> dict[str, set[str]]:
-    """``{weight layer path: nearest upstream weight layer paths or "input"}`` from the fx graph
-    alone: a backward walk over tensor-valued nodes that stops at weight layers and placeholders."""
+def layer_units(gm, layer_paths: set[str]) -> dict[str, str]:
+    """``{fx node name: unit}`` of the nodes that apply weight layers: a module call is the unit
+    of its layer (named by its path); a function reading layers' weights (a fused op such as
+    torchvision Swin's ``shifted_window_attention``) is one unit, named by the node."""
+    units = {}
+    for node in gm.graph.nodes:
+        if node.op == "call_module" and node.target in layer_paths:
+            units[node.name] = str(node.target)
+        elif node.op in ("call_function", "call_method"):
+            read = [a for a in node.all_input_nodes if a.op == "get_attr"
+                    and str(a.target).removesuffix(".weight") in layer_paths]
+            if read:
+                units[node.name] = node.name
+    return units
+
+
+def fx_upstream(gm, shapes, units: dict[str, str]) -> dict[str, set[str]]:
+    """``{unit: nearest upstream units or "input"}`` from the fx graph alone: a backward walk over
+    tensor-valued nodes that depend on the input, stopping at the nodes of :func:`layer_units`
+    and at placeholders (layers applied to constants only, such as Swin v2's position-bias MLP,
+    are outside the activation graph)."""
+    live: set[str] = set()  # nodes that depend on the input (others compute from constants)
+    for node in gm.graph.nodes:
+        if node.op == "placeholder" or any(a.name in live for a in node.all_input_nodes):
+            live.add(node.name)
+    shapes = {n for n in shapes if n in live}
     result: dict[str, set[str]] = {}
     for node in gm.graph.nodes:
-        if node.op != "call_module" or node.target not in layer_paths:
+        if node.name not in units or node.name not in live:
             continue
         found: set[str] = set()
         seen: set[str] = set()
@@ -91,34 +114,43 @@ def fx_upstream(gm, shapes, layer_paths: set[str]) -> dict[str, set[str]]:
             seen.add(n.name)
             if n.op == "placeholder":
                 found.add("input")
-            elif n.op == "call_module" and n.target in layer_paths:
-                found.add(str(n.target))
+            elif n.name in units:
+                found.add(units[n.name])
             else:
                 stack.extend(a for a in n.all_input_nodes if a.name in shapes)
-        result.setdefault(str(node.target), set()).update(found)
+        result.setdefault(units[node.name], set()).update(found)
     return result
 
 
-def graph_upstream(graph) -> dict[str, set[str]]:
-    """The same sets read from the graph: follow blocks backwards from each layer's source."""
+def graph_upstream(graph, unit_of: dict[str, str] | None = None) -> dict[str, set[str]]:
+    """The same sets read from the graph: follow blocks backwards from the source of each unit's
+    layers (``unit_of``: layer path -> unit, default the path), through the unit's own layers."""
+    unit_of = unit_of or {}
     into = collections.defaultdict(list)
     for b in graph.blocks:
         into[b.dst].append(b)
     first = graph.groups[0].name
 
-    def producers(group: str, seen: set[str]) -> set[str]:
+    def unit(b) -> str:
+        return unit_of.get(b.spec.module, b.spec.module)
+
+    def producers(group: str, own: str, seen: set[str]) -> set[str]:
         if group in seen:
             return set()
         seen.add(group)
         out = {"input"} if group == first else set()
         for b in into[group]:
-            if b.kind == "sequential":
-                out.add(b.spec.module)
+            if b.kind == "sequential" and unit(b) != own:
+                out.add(unit(b))
             else:
-                out |= producers(b.src, seen)
+                out |= producers(b.src, own, seen)
         return out
 
-    return {b.spec.module: producers(b.src, set()) for b in graph.blocks if b.kind == "sequential"}
+    result: dict[str, set[str]] = {}
+    for b in graph.blocks:
+        if b.kind == "sequential":
+            result.setdefault(unit(b), set()).update(producers(b.src, unit(b), set()))
+    return result
 
 
 def _tensor_nodes(gm, model, x) -> set[str]:
@@ -158,7 +190,15 @@ def dataflow_mismatches(result, model, example_input) -> list[str]:
 
     gm, graph = result.module, result.graph
     shapes = _tensor_nodes(gm, model, example_input)
-    ref = fx_upstream(gm, shapes, {p for p, m in gm.named_modules() if isinstance(m, PRUNABLE_TYPES)})
-    got = graph_upstream(graph)
-    layers = [b.spec.module for b in graph.blocks if b.kind == "sequential"]
-    return [p for p in layers if ref.get(p) != got.get(p)]
+    paths = {p for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    units = layer_units(gm, paths)
+    unit_of = {}
+    for name, unit in units.items():  # the layers a fused unit reads
+        node = next(n for n in gm.graph.nodes if n.name == name)
+        for a in node.all_input_nodes:
+            if a.op == "get_attr":
+                unit_of[str(a.target).removesuffix(".weight")] = unit
+    ref = fx_upstream(gm, shapes, units)
+    got = graph_upstream(graph, unit_of)
+    layers = dict.fromkeys(unit_of.get(b.spec.module, b.spec.module) for b in graph.blocks if b.kind == "sequential")
+    return [u for u in layers if ref.get(u) != got.get(u)]

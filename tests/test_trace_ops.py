@@ -394,3 +394,38 @@ def test_channel_shuffle_is_a_permutation_block():
     # input 0, a 1-6, shuffle 7-12, b 13
     pairs = _all([0], range(1, 7)) + [(1 + c, 7 + int(perm.index[c])) for c in range(6)] + _all(range(7, 13), [13])
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(14, pairs))
+
+
+@pytest.mark.parametrize("version", [1, 2])
+def test_swin_window_attention_is_qkv_attention_proj(version):
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not importable")
+    from torchvision.models import swin_transformer as swin
+
+    attention = swin.ShiftedWindowAttention if version == 1 else swin.ShiftedWindowAttentionV2
+
+    class WindowBlock(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.stem = nn.Conv2d(1, 4, 1)
+            self.attn = attention(4, [2, 2], [1, 1], num_heads=2)
+            self.head = nn.Conv2d(4, 1, 1)
+
+        def forward(self, x):
+            x = self.stem(x).permute(0, 2, 3, 1)
+            x = x + self.attn(x)
+            return self.head(x.permute(0, 3, 1, 2))
+
+    g = _traced(WindowBlock(), torch.randn(1, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [
+        ("input", 1), ("stem", 4), ("attn.qkv", 12), ("attn.attention", 4), ("add", 4), ("head", 1)]
+    att = [b for b in g.blocks if b.spec.op == "attention"]
+    assert [(b.src, b.offset) for b in att] == [("attn.qkv", 0), ("attn.qkv", -4), ("attn.qkv", -8)]
+    # input 0, stem 1-4, qkv 5-16, attention 17-20, add 21-24 (proj merged), head 25
+    pairs = (_all([0], range(1, 5)) + _all(range(1, 5), range(5, 17))
+             + [(5 + part * 4 + i, 17 + i) for part in range(3) for i in range(4)]
+             + _all(range(17, 21), range(21, 25)) + [(1 + i, 21 + i) for i in range(4)] + _all(range(21, 25), [25]))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(26, pairs))
+    # Swin v2's position-bias MLP reads constants only: it is not in the graph
+    assert {b.spec.module for b in g.blocks_of_kind("sequential")} == {"stem", "attn.qkv", "attn.proj", "head"}
