@@ -30,17 +30,21 @@ __all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "g
            "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_methods",
            "plot_scree", "save_figure", "VARIANT_COLORS"]
 
-#: Kinds drawn in adjacency figures: the graph's block kinds (:data:`~n2ngraph.graph.BLOCK_KINDS`),
-#: with the channel-to-channel joins of a concatenation (``residual`` blocks whose ``spec.op`` is
-#: ``"concat"``) shown apart from identity shortcuts.
-DISPLAY_KINDS = (*BLOCK_KINDS, "concat")
+#: Parameter-free joins drawn apart from identity shortcuts: ``residual`` blocks whose
+#: ``spec.op`` is ``"concat"`` (the channel joins of a concatenation) or ``"mul"`` (a gate,
+#: ``x * s``, as in squeeze-and-excitation).
+_JOIN_OPS = {"concat": "concat", "mul": "gate"}
+
+#: Kinds drawn in adjacency figures: the graph's block kinds (:data:`~n2ngraph.graph.BLOCK_KINDS`)
+#: and the joins of :data:`_JOIN_OPS`.
+DISPLAY_KINDS = (*BLOCK_KINDS, *(k for k in _JOIN_OPS.values() if k not in BLOCK_KINDS))
 
 #: Colour of each display kind in adjacency figures.
 KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f",
-               "concat": "#9e6ac8"}
+               "concat": "#9e6ac8", "gate": "#e08214"}
 
 _KIND_LABELS = {"sequential": "weight layer", "n2nskip": "N2NSkip", "residual": "residual shortcut",
-                "concat": "concatenation"}
+                "concat": "concatenation", "gate": "gate (x * s)"}
 
 #: Above this many node groups an adjacency figure labels stages (runs of groups of one spatial
 #: size) instead of every group, so deep nets stay readable.
@@ -51,9 +55,9 @@ _F_COLUMN = re.compile(r"^F\(t=(.+)\)$")
 
 def display_kind(block: EdgeBlock) -> str:
     """The :data:`DISPLAY_KINDS` entry of ``block``: its kind, or ``"concat"`` for the joins of
-    a concatenation."""
-    if block.kind == "residual" and block.spec.op == "concat":
-        return "concat"
+    a concatenation and ``"gate"`` for those of a product ``x * s``."""
+    if block.kind == "residual" and block.spec.op in _JOIN_OPS:
+        return _JOIN_OPS[block.spec.op]
     return block.kind
 
 
@@ -126,6 +130,33 @@ def group_labels(graph: NetworkGraph) -> dict[str, str]:
     return labels
 
 
+def _stages(groups) -> list[list]:
+    """``[key, [groups]]`` runs of consecutive groups with one traced spatial size (``key``;
+    ``"features"`` for neuron groups). A run between two runs of one size (the 1 x 1 squeeze of
+    a squeeze-and-excitation block inside a stage) is part of that stage."""
+    stages: list[list] = []
+    for g in groups:
+        key = g.spatial if g.spatial else "features"
+        if stages and stages[-1][0] == key:
+            stages[-1][1].extend([g])
+        elif len(stages) >= 2 and stages[-2][0] == key:  # A B A: B was a detour inside A
+            detour = stages.pop()
+            stages[-1][1].extend([*detour[1], g])
+        else:
+            stages.append([key, [g]])
+    return stages
+
+
+def _main_module(members, depth: int) -> str:
+    """The module path (first ``depth`` parts of the group names) holding most of the nodes of
+    ``members``."""
+    nodes: dict[str, int] = {}
+    for g in members:
+        prefix = ".".join(g.name.split(".")[:depth])
+        nodes[prefix] = nodes.get(prefix, 0) + g.size
+    return max(nodes, key=nodes.get)
+
+
 def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]]]:
     """Boundary positions and ``(centre, label)`` ticks for the axes of an adjacency figure.
 
@@ -134,7 +165,7 @@ def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]
     (consecutive groups with the same traced spatial size, and the neuron groups after them),
     each labelled by the top-level module holding most of its nodes (``layer2 (16x16)``).
     Labels of groups too thin to hold their own (centres within 3% of the nodes of the previous
-    label) are joined to that label.
+    label) are joined to that label (``a, b``; ``a … c`` for three or more).
     """
     groups = graph.groups
     names = group_labels(graph)
@@ -142,30 +173,29 @@ def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]
         bounds = [g.start for g in groups[1:]]
         spans = [(g.start, g.stop, names[g.name]) for g in groups]
     else:
-        stages: list[list] = []
-        for g in groups:
-            key = g.spatial if g.spatial else "features"
-            if stages and stages[-1][0] == key:
-                stages[-1][1].append(g)
-            else:
-                stages.append([key, [g]])
+        stages = _stages(groups)
         bounds = [members[0].start for _, members in stages[1:]]
+        names_at = {depth: [_main_module(members, depth) for _, members in stages] for depth in (1, 2)}
+        # one top-level module for every stage (torchvision's `features`) says little: name the
+        # stages one level down when those names are words (`features.denseblock2`), not indices
+        spatial = [k for k, (key, _) in enumerate(stages) if key != "features" and names_at[1][k] != "input"]
+        deeper = len(spatial) > 1 and len({names_at[1][k] for k in spatial}) == 1 and not any(
+            names_at[2][k].split(".")[-1].isdigit() for k in spatial)
         spans = []
-        for key, members in stages:
-            nodes: dict[str, int] = {}
-            for g in members:
-                top = g.name.split(".")[0]
-                nodes[top] = nodes.get(top, 0) + g.size
+        for k, (key, members) in enumerate(stages):
             where = "x".join(map(str, key)) if key != "features" else "neurons"
-            spans.append((members[0].start, members[-1].stop, f"{max(nodes, key=nodes.get)} ({where})"))
-    ticks: list[tuple[float, str]] = []
+            spans.append((members[0].start, members[-1].stop,
+                          f"{names_at[2 if deeper else 1][k]} ({where})"))
+    runs: list[tuple[float, list[str]]] = []  # (centre, labels too close to stand apart)
     gap = 0.03 * graph.num_nodes
     for start, stop, label in spans:
         centre = (start + stop) / 2
-        if ticks and centre - ticks[-1][0] < gap:
-            ticks[-1] = (ticks[-1][0], f"{ticks[-1][1]}, {label}")
+        if runs and centre - runs[-1][0] < gap:
+            runs[-1][1].append(label)
         else:
-            ticks.append((centre, label))
+            runs.append((centre, [label]))
+    ticks = [(centre, ", ".join(labels) if len(labels) <= 2 else f"{labels[0]} … {labels[-1]}")
+             for centre, labels in runs]
     return bounds, ticks
 
 

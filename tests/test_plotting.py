@@ -64,7 +64,19 @@ def test_concatenation_is_its_own_display_kind():
     assert adjacency_image(graph, "residual").sum() == 0
     assert adjacency_image(graph, "concat").sum() == 2 * 3
     with pytest.raises(ValueError, match="not one of"):
-        adjacency_image(graph, "gate")
+        adjacency_image(graph, "bogus")
+
+
+def test_a_gate_is_its_own_display_kind():
+    """x * s (squeeze-and-excitation): a parameter-free join with spec.op 'mul', drawn and named
+    apart from residual shortcuts."""
+    groups = (NodeGroup("input", 0, 2), NodeGroup("x", 2, 2), NodeGroup("prod", 4, 2))
+    blocks = (EdgeBlock("x", "input", "x", "sequential", np.ones((2, 2), bool)),
+              EdgeBlock("prod.in0", "x", "prod", "residual", offset=0, spec=LayerSpec(op="mul")))
+    graph = NetworkGraph(groups, blocks, {"model": "hand"})
+    assert [display_kind(b) for b in graph.blocks] == ["sequential", "gate"]
+    assert adjacency_image(graph, "gate").sum() == 2 * 2 and adjacency_image(graph, "residual").sum() == 0
+    assert _legend_texts(plot_adjacency(graph)) == ["weight layer", "gate (x * s)"]
 
 
 def _legend_texts(fig):
@@ -114,6 +126,20 @@ def test_index_named_layers_are_shown_by_type_and_rank():
     fig = plot_adjacency(_mlp_graph(["1", "3", "5"]))
     assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["input", "Linear 1", "Linear 2",
                                                                       "Linear 3"]
+
+
+def test_a_squeeze_inside_a_stage_does_not_split_it():
+    """8x8, 1x1 (an SE squeeze), 8x8, 4x4: two stages, not four."""
+    spec = [("input", 2, 8), *[(f"s1.{i}", 2, 8) for i in range(8)], ("s1.se", 1, 1),
+            *[(f"s1.x{i}", 2, 8) for i in range(4)], *[(f"s2.{i}", 4, 4) for i in range(8)]]
+    groups, start = [], 0
+    for name, size, side in spec:
+        groups.append(NodeGroup(name, start, size, (size, side, side)))
+        start += size
+    blocks = [EdgeBlock(f"l{i}", a.name, b.name, "sequential", np.ones((b.size, a.size, 1, 1), bool))
+              for i, (a, b) in enumerate(zip(groups, groups[1:]))]
+    fig = plot_adjacency(NetworkGraph(tuple(groups), tuple(blocks), {"model": "se"}))
+    assert [t.get_text() for t in fig.axes[0].get_yticklabels()] == ["s1 (8x8)", "s2 (4x4)"]
 
 
 def test_stage_is_named_by_its_main_module():
