@@ -413,7 +413,7 @@ def test_cli_trains_a_graph_variant_end_to_end(tmp_path, capsys):
     assert main(["train", *argv, "--resume"]) == 0
     assert pd.read_csv(tmp_path / "run" / "log.csv")["epoch"].tolist() == [1, 2]
     assert main(["train", *argv]) == 2  # an existing run without --resume is refused
-    assert "exists; pass resume=True" in capsys.readouterr().err
+    assert "exists; pass --resume" in capsys.readouterr().err  # the command's words
 
 
 def test_resume_refuses_other_data_masks_or_identity_and_writes_nothing(tmp_path):
