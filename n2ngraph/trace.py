@@ -92,7 +92,9 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
      {"mul", "mul_", "div", "div_"}),
     ("cat", {torch.cat, torch.concat}, set()),
     ("index", {operator.getitem}, set()),
-    ("split", {torch.split, torch.chunk}, {"split", "chunk"}),
+    ("split", {torch.split, torch.chunk, torch.unbind}, {"split", "chunk", "unbind"}),
+    ("attention", {F.scaled_dot_product_attention}, set()),
+    ("pad", {F.pad}, set()),
 )
 
 #: Functions of optional libraries, by ``module.qualname`` (no import of those libraries here):
@@ -146,6 +148,9 @@ def _function_rule(node: fx.Node) -> str | None:
 #:   (aliases: a class token prepended to a token sequence);
 #: - ``index``: ``x[...]`` keeping the batch axis whole: aliases, or a channel range (a new group);
 #: - ``split``: ``split`` / ``chunk``: pieces over channel ranges (new groups, made when used);
+#:   ``unbind`` of the q | k | v axis of a split fused projection;
+#: - ``attention``: ``F.scaled_dot_product_attention`` (a group joined from q, k and v);
+#: - ``pad``: padding of axes other than the channel axis (aliases);
 #: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
 #:
 #: A module with the :data:`SKIP_MARKER` attribute follows the ``skip`` rule whatever its class.
@@ -205,6 +210,9 @@ class _Value:
     #: While the channel axis is split into several axes (a channel shuffle's ``view``): the
     #: ``(tensor axis, size)`` of each, most significant first; ``axis`` is then unused.
     sub: tuple[tuple[int, int], ...] | None = None
+    #: The batch axis; not 0 only while the channel axis is split (``permute(2, 0, 3, 1, 4)`` of
+    #: a ``(B, N, 3, heads, head_dim)`` q/k/v tensor).
+    batch: int = 0
 
 
 @dataclass(frozen=True)
@@ -374,7 +382,7 @@ class _Walker:
         self.block_names: dict[str, int] = {}
         self.group_names: set[str] = set()
         self.containers: dict[str, list[_Value]] = {}  # tuple / named tuple outputs
-        self.splits: dict[str, tuple[_Value, list | None]] = {}  # split node -> (value, ranges)
+        self.splits: dict[str, tuple] = {}  # split node -> (value, ranges, piece template)
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -505,9 +513,15 @@ class _Walker:
         self._HANDLERS[rule](self, node, acts)
 
     def _check_split_axis(self, node: fx.Node, rule: str, acts: list[tuple[fx.Node, _Value]]) -> None:
-        if rule not in ("alias", "reshape", "permute") and any(v.sub for _, v in acts):
+        if len(acts) == 1 and rule in ("add", "mul"):
+            return  # times or plus a constant (q * scale) whatever the layout
+        if rule not in ("alias", "reshape", "permute", "split", "index", "attention", "pad") and any(
+                v.sub for _, v in acts):
             raise self._fail(node, "its input has the channel axis split into several axes; only "
-                             "element-wise ops, permutes and a reshape joining them back are supported")
+                             "element-wise ops, permutes, q/k/v unbinding, attention and a reshape "
+                             "joining them back are supported")
+        if rule not in ("alias", "permute", "split", "index") and any(v.batch for _, v in acts):
+            raise self._fail(node, "its input has the batch axis moved")
 
     # -------------------------------------------------------------- op rules
     def _on_alias(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
@@ -602,19 +616,50 @@ class _Walker:
     def _value_of(self, gid: int) -> _Value:
         return _Value(gid)
 
-    def _attention_group(self, node: fx.Node, name: str, qkv: int, width: int, shape: tuple[int, ...]) -> int:
-        """The output of attention over a fused ``q | k | v`` group of ``3 * width`` channels:
-        ``width`` channels, channel ``i`` joined from ``q_i``, ``k_i`` and ``v_i`` (docs/design.md,
-        "Tokens": attention keeps v's features head by head; q and k join like a gate)."""
-        self._use(self._value_of(qkv))
-        gid = self._new_group(name, width, shape, "sum", node.name)
-        size = self.groups[qkv].size
-        for k, part in enumerate("qkv"):
-            index = np.where(np.arange(size) < width, np.arange(size), -1) if k == 0 else None
-            block = EdgeBlock(self._block_name(f"{name}.{part}"), "", "", "residual", offset=-k * width,
-                              spec=LayerSpec(op="attention"), index=index)
-            self.blocks.append((block, qkv, gid))
+    def _attention_group(self, node: fx.Node, name: str, qkv: list[_Value], shape: tuple[int, ...]) -> int:
+        """The output of attention over ``q``, ``k`` and ``v`` groups of one width: channel ``i``
+        joined from ``q_i``, ``k_i`` and ``v_i`` (docs/design.md, "Tokens": attention keeps v's
+        features head by head; q and k join like a gate)."""
+        sizes = {self.groups[v.gid].size for v in qkv}
+        if len(sizes) != 1 or any(v.fold != 1 for v in qkv):
+            raise self._fail(node, "attention over q, k and v of different widths "
+                             f"({[(self.groups[v.gid].name, self.groups[v.gid].size) for v in qkv]})")
+        gid = self._new_group(name, sizes.pop(), shape, "sum", node.name)
+        for v in qkv:
+            self._use(v)
+        for part, v in dict(zip("qkv", qkv)).items():
+            if any(w.gid == v.gid for w in qkv[: "qkv".index(part)]):
+                continue  # self-attention on one group: one join
+            block = EdgeBlock(self._block_name(f"{name}.{part}"), "", "", "residual",
+                              spec=LayerSpec(op="attention"))
+            self.blocks.append((block, v.gid, gid))
         return gid
+
+    def _on_attention(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``F.scaled_dot_product_attention(q, k, v, ...)``: an attention group shaped like v."""
+        args = dict(zip(("query", "key", "value"), node.args))
+        args.update(node.kwargs)
+        qkv = [self.values.get(args[k].name) if isinstance(args.get(k), fx.Node) else None
+               for k in ("query", "key", "value")]
+        if any(v is None for v in qkv):
+            raise self._fail(node, "q, k and v must be activations")
+        v = qkv[2]
+        axis = v.sub[0][0] if v.sub else v.axis
+        gid = self._attention_group(node, _group_name(node, "attention"), qkv, self._group_shape(node, axis))
+        self.values[node.name] = dataclasses.replace(v, gid=gid)
+
+    def _pad(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``F.pad`` of axes other than the channel axis (padding tokens or pixels) aliases."""
+        value = self._one(node, acts)
+        ndim = len(self._in_shape(node))
+        pad = node.args[1] if len(node.args) > 1 else node.kwargs.get("pad")
+        if not isinstance(pad, (list, tuple)):
+            raise self._fail(node, f"cannot read the padding {pad}")
+        axes = [a for a, _ in value.sub] if value.sub else [value.axis]
+        padded = {ndim - 1 - k // 2 for k, p in enumerate(pad) if not (isinstance(p, int) and p == 0)}
+        if padded & set(axes) or 0 in padded:
+            raise self._fail(node, f"padding {pad} pads the channel or batch axis")
+        self._alias(node, value)
 
     def _patch_merge(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """torchvision Swin's ``_patch_merging_pad``: the four 2 x 2 neighbours of a channels-last
@@ -645,8 +690,10 @@ class _Walker:
             raise self._fail(node, f"qkv {tuple(qkv.weight.shape)} and proj {tuple(proj.weight.shape)} "
                              "are not a fused q | k | v projection and its output projection")
         spatial = tuple(in_shape[1:-1])
-        q = self._linear_block(node, qkv_path, qkv, value.gid, 3 * width, (3 * width, *spatial))
-        att = self._attention_group(node, _group_name(node, "attention"), q, width, (width, *spatial))
+        fused = _Value(self._linear_block(node, qkv_path, qkv, value.gid, 3 * width, (3 * width, *spatial)))
+        parts = [self._channel_range(node, fused, k * width, (k + 1) * width, name=_group_name(node, part))
+                 for k, part in enumerate("qkv")]
+        att = self._attention_group(node, _group_name(node, "attention"), parts, (width, *spatial))
         out = self._linear_block(node, proj_path, proj, att, width, (width, *spatial))
         self.values[node.name] = _Value(out, 1, len(in_shape) - 1)
 
@@ -773,6 +820,15 @@ class _Walker:
         value = self._one(node, acts)
         ndim = len(self._in_shape(node))
         index = node.args[1] if isinstance(node.args[1], tuple) else (node.args[1],)
+        if value.sub:  # qkv[0]: q of a fused q | k | v projection
+            picked = [(d, i) for d, i in enumerate(index) if not (isinstance(i, slice) and i == slice(None))]
+            if len(picked) != 1 or not isinstance(picked[0][1], int) or Ellipsis in index:
+                raise self._fail(node, f"index {index} of a tensor whose channel axis is split")
+            value_, ranges, like = self._sub_pieces(node, value, picked[0][0])
+            k = picked[0][1] % len(ranges)
+            name = _group_name(node, "qkv"[k]) if len(ranges) == 3 else None
+            self.values[node.name] = self._channel_range(node, value_, *ranges[k], like, name)
+            return
         if sum(i is Ellipsis for i in index) > 1 or value.fold != 1 or not all(
                 i is None or i is Ellipsis or isinstance(i, (int, slice)) for i in index):
             raise self._fail(node, f"index {index}")
@@ -805,15 +861,17 @@ class _Walker:
         else:
             self._alias(node, value)
 
-    def _channel_range(self, node: fx.Node, value: _Value, start: int, stop: int) -> _Value:
+    def _channel_range(self, node: fx.Node, value: _Value, start: int, stop: int,
+                       like: _Value | None = None, name: str | None = None) -> _Value:
         """A group over channels ``start .. stop - 1`` of ``value``'s group (a slice, a piece of
         a split or chunk): source node ``start + i`` joins node ``i`` through a ``residual``
         block with offset ``-start`` (a node map ``index`` when ``start`` is 0)."""
         if stop <= start:
             raise self._fail(node, f"empty channel range {start}:{stop}")
         self._use(value)
-        gid = self._new_group(_group_name(node, "slice"), stop - start, self._group_shape(node, value.axis),
-                              "slice", node.name)
+        like = like or _Value(0, 1, value.axis)
+        gid = self._new_group(name or _group_name(node, "slice"), stop - start,
+                              self._group_shape(node, like.axis), "slice", node.name)
         size = self.groups[value.gid].size
         index = None
         if start == 0:  # an offset >= 0 must fit whole (concatenation): map the nodes instead
@@ -826,7 +884,7 @@ class _Walker:
                              f"{self.groups[value.gid].name!r} needs a residual block with a negative "
                              f"offset, which this graph version refuses ({exc})") from exc
         self.blocks.append((block, value.gid, gid))
-        return _Value(gid, 1, value.axis)
+        return dataclasses.replace(like, gid=gid)
 
     def _split(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``split`` / ``chunk``: along the channel axis, pieces over channel
@@ -834,6 +892,10 @@ class _Walker:
         value = self._one(node, acts)
         in_shape = self._in_shape(node)
         name = _op_name(node)
+        if "unbind" in name:
+            dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+            self.splits[node.name] = self._sub_pieces(node, value, dim)
+            return
         how = node.args[1] if len(node.args) > 1 else node.kwargs.get(
             "chunks", node.kwargs.get("split_size_or_sections", node.kwargs.get("split_size")))
         dim = node.kwargs.get("dim", node.args[2] if len(node.args) > 2 else 0)
@@ -852,20 +914,37 @@ class _Walker:
             sizes = list(how)
         else:
             raise self._fail(node, f"cannot read the split {how!r}")
+        if value.sub:
+            raise self._fail(node, "a split of a tensor whose channel axis is split")
         bounds = np.cumsum([0] + sizes).tolist()
         ranges = [(a, b) for a, b in zip(bounds[:-1], bounds[1:])] if dim == value.axis else None
-        self.splits[node.name] = (value, ranges)
+        self.splits[node.name] = (value, ranges, None)
+
+    def _sub_pieces(self, node: fx.Node, value: _Value, dim: Any) -> tuple:
+        """Pieces of ``unbind(dim)`` / ``x[k]`` along the most significant of the split channel
+        axes (q, k and v of a fused projection): channel ranges, the other split axes kept."""
+        if not value.sub or not isinstance(dim, int) or dim % (max(a for a, _ in value.sub) + 1) != value.sub[0][0]:
+            raise self._fail(node, f"unbinding axis {dim}; only the leading axis of a split channel "
+                             "axis (q | k | v) can be unbound")
+        dim = value.sub[0][0]
+        parts, size = value.sub[0][1], self.groups[value.gid].size
+        width = size // parts
+        rest = tuple((a - (a > dim), n) for a, n in value.sub[1:])
+        batch = value.batch - (value.batch > dim)
+        like = _Value(0, 1, rest[0][0], rest if len(rest) > 1 else None, batch)
+        return value, [(k * width, (k + 1) * width) for k in range(parts)], like
 
     def _piece(self, node: fx.Node, source: fx.Node) -> None:
         """``pieces[k]`` of a split seen by :meth:`_split`."""
-        value, ranges = self.splits[source.name]
+        value, ranges, like = self.splits[source.name]
         k = node.args[1]
         if not node.users:
             return  # a piece unpacked and dropped (``a, _ = x.chunk(2, 1)``): no group
         if ranges is None:
             self._alias(node, value)
         else:
-            self.values[node.name] = self._channel_range(node, value, *ranges[k])
+            name = _group_name(node, "qkv"[k]) if like is not None and len(ranges) == 3 else None
+            self.values[node.name] = self._channel_range(node, value, *ranges[k], like, name)
 
     def _permute(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``permute`` / ``transpose`` / ``movedim``: the same group, its channel axis moved."""
@@ -891,11 +970,11 @@ class _Walker:
             order.insert(dst, src)
         else:
             raise self._fail(node, f"cannot read the axes {args}")
-        if order[0] != 0:
+        if order[0] != value.batch and not value.sub:
             raise self._fail(node, "the batch axis is moved")
         if value.sub:
             sub = tuple((order.index(a), n) for a, n in value.sub)
-            self._alias(node, _Value(value.gid, 1, value.axis, sub))
+            self._alias(node, _Value(value.gid, 1, value.axis, sub, order.index(value.batch)))
         else:
             self._alias(node, _Value(value.gid, 1, order.index(value.axis)))
 
@@ -964,6 +1043,7 @@ class _Walker:
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
                  "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
                  "window_attention": _window_attention, "patch_merge": _patch_merge,
+                 "attention": _on_attention, "pad": _pad,
                  "weight_layer": _weight_layer,
                  "skip": _skip}
 

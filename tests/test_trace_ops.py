@@ -419,13 +419,55 @@ def test_swin_window_attention_is_qkv_attention_proj(version):
 
     g = _traced(WindowBlock(), torch.randn(1, 1, 4, 4))
     assert [(x.name, x.size) for x in g.groups] == [
-        ("input", 1), ("stem", 4), ("attn.qkv", 12), ("attn.attention", 4), ("add", 4), ("head", 1)]
+        ("input", 1), ("stem", 4), ("attn.qkv", 12), ("attn.q", 4), ("attn.k", 4), ("attn.v", 4),
+        ("attn.attention", 4), ("add", 4), ("head", 1)]
+    ranges = [b for b in g.blocks if b.spec.op == "slice"]
+    assert [(b.src, b.dst, b.offset) for b in ranges] == [
+        ("attn.qkv", "attn.q", 0), ("attn.qkv", "attn.k", -4), ("attn.qkv", "attn.v", -8)]
     att = [b for b in g.blocks if b.spec.op == "attention"]
-    assert [(b.src, b.offset) for b in att] == [("attn.qkv", 0), ("attn.qkv", -4), ("attn.qkv", -8)]
-    # input 0, stem 1-4, qkv 5-16, attention 17-20, add 21-24 (proj merged), head 25
+    assert [b.src for b in att] == ["attn.q", "attn.k", "attn.v"]
+    # input 0, stem 1-4, qkv 5-16, q 17-20, k 21-24, v 25-28, attention 29-32, add 33-36 (proj
+    # merged), head 37
     pairs = (_all([0], range(1, 5)) + _all(range(1, 5), range(5, 17))
-             + [(5 + part * 4 + i, 17 + i) for part in range(3) for i in range(4)]
-             + _all(range(17, 21), range(21, 25)) + [(1 + i, 21 + i) for i in range(4)] + _all(range(21, 25), [25]))
-    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(26, pairs))
+             + [(5 + part * 4 + i, 17 + part * 4 + i) for part in range(3) for i in range(4)]
+             + [(17 + part * 4 + i, 29 + i) for part in range(3) for i in range(4)]
+             + _all(range(29, 33), range(33, 37)) + [(1 + i, 33 + i) for i in range(4)] + _all(range(33, 37), [37]))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(38, pairs))
     # Swin v2's position-bias MLP reads constants only: it is not in the graph
     assert {b.spec.module for b in g.blocks_of_kind("sequential")} == {"stem", "attn.qkv", "attn.proj", "head"}
+
+
+class TimmStyleAttention(nn.Module):
+    """timm's Attention: a fused qkv Linear reshaped to (B, N, 3, heads, head_dim), permuted,
+    unbound into q, k, v, scaled_dot_product_attention, heads joined back, a proj Linear; then
+    tokens padded and averaged into a head."""
+
+    def __init__(self, width=4, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.embed = nn.Conv2d(1, width, 2, stride=2)
+        self.qkv = nn.Linear(width, 3 * width)
+        self.proj = nn.Linear(width, width)
+        self.head = nn.Linear(width, 1)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        b, n, c = t.shape
+        qkv = self.qkv(t).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv.unbind(0)
+        a = F.scaled_dot_product_attention(q * 0.5, k, v)
+        t = self.proj(a.transpose(1, 2).reshape(b, n, c))
+        return self.head(F.pad(t, (0, 0, 0, 1)).mean(1))
+
+
+def test_fused_qkv_attention_of_timm_style():
+    g = _traced(TimmStyleAttention(), torch.randn(1, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [
+        ("input", 1), ("embed", 4), ("qkv", 12), ("getitem_3", 4), ("getitem_4", 4), ("getitem_5", 4),
+        ("scaled_dot_product_attention", 4), ("proj", 4), ("head", 1)]
+    # input 0, embed 1-4, qkv 5-16, q 17-20, k 21-24, v 25-28, attention 29-32, proj 33-36, head 37
+    pairs = (_all([0], range(1, 5)) + _all(range(1, 5), range(5, 17))
+             + [(5 + part * 4 + i, 17 + part * 4 + i) for part in range(3) for i in range(4)]
+             + [(17 + part * 4 + i, 29 + i) for part in range(3) for i in range(4)]
+             + _all(range(29, 33), range(33, 37)) + _all(range(33, 37), [37]))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(38, pairs))
