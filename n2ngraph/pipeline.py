@@ -384,4 +384,4 @@ def calibration_batch(model, dataset, batch_size: int, seed: int):
         return x, y
     name = dataset if isinstance(dataset, str) else type(dataset).__name__
     raise ValueError(f"dataset {name!r} gives images of shape {have}, but the model expects "
-                     f"inputs of shape {want}; choose a matching --dataset")
+                     f"inputs of shape {want}; pass a dataset whose images have that shape")

@@ -321,3 +321,10 @@ def test_dense_layers_over_the_budget_are_refused_in_the_recipes_words():
             r"more than the 131 weights the network keeps at density 0.3 \(0.15 after the skips' "
             r"share\).*dense_layers=\(\)"):
         variant(model, "random", 0.3, recipe="paper")  # round(0.15 * 872) = 131
+
+
+def test_calibration_batch_of_the_wrong_shape_is_refused_in_api_words():
+    data = torch.utils.data.TensorDataset(torch.zeros(4, 1, 5, 5), torch.zeros(4, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"gives images of shape \(1, 5, 5\).*pass a dataset") as err:
+        calibration_batch(models.lenet300(), data, 2, seed=0)
+    assert "--" not in str(err.value)  # the CLI, not the library, speaks of --dataset
