@@ -188,7 +188,9 @@ def main(config: Config = Config()) -> Path:
                 notes="The recipes' fields are in runs.csv.")
     write_table(summary, out / "accuracy")
     write_table(table1(summary, config.metric), out / "table1")
-    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=figure_title(runs))
+    words = config.metric.replace("_acc", " accuracy").replace("_", " ")
+    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=figure_title(runs),
+                  ylabel=f"{words} (%)" if config.metric.endswith("_acc") else words)
     save_config(out, ARTIFACT, config, runs=len(runs))
     return out
 

@@ -672,7 +672,7 @@ def plot_scree(curves, *, path: str | os.PathLike | None = None, log_k: bool = T
 
 
 def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str = "test_acc",
-                  title: str | None = None) -> Figure:
+                  title: str | None = None, ylabel: str | None = None) -> Figure:
     """Accuracy against density, plain pruning vs N2NSkip at the same budget (the paper's
     Figure 5).
 
@@ -681,7 +681,8 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
     ``label``, ``<metric>_mean`` and ``<metric>_std``, and optionally ``init``. One panel per base
     method (and init, when there are several); solid line plain, dashed N2NSkip; error bars are
     the standard deviation over seeds. ``title`` (the dataset, the epochs, the recipe) goes
-    above the panels. Returns the Figure; saves PNG and PDF when ``path`` is given.
+    above the panels; ``ylabel`` names the metric with its unit (default: the metric's name in
+    words). Returns the Figure; saves PNG and PDF when ``path`` is given.
     """
     mean, std = f"{metric}_mean", f"{metric}_std"
     needed = {"method", "variant", "density", "label", mean, std}
@@ -720,8 +721,11 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
             ax.set_xticks(densities, [f"{x:g}" for x in densities])
             ax.xaxis.set_minor_locator(NullLocator())
             ax.set_xlabel("density (kept fraction)")
-            ax.set_ylabel(metric.replace("_acc", " accuracy").replace("_", " "))
-            ax.set_title(str(method) if init is None else f"{method}, init={init}", fontsize=9)
+            ax.set_ylabel(ylabel or metric.replace("_acc", " accuracy").replace("_", " "))
+            plain = part.loc[part["variant"] == "plain", "label"]
+            name = str(method) if plain.empty or str(plain.iloc[0]) == str(method) \
+                else f"{plain.iloc[0]} ({method})"
+            ax.set_title(name if init is None else f"{name}, {init} init", fontsize=9)
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, _suptitle(fig, title)))

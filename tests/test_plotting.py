@@ -14,6 +14,7 @@ from n2ngraph.plotting import (
     display_kind,
     group_labels,
     paired_delta,
+    plot_accuracy,
     plot_adjacency,
     plot_compare,
     plot_delta_f,
@@ -264,3 +265,14 @@ def test_importing_plotting_leaves_the_backend_alone():
             "print(matplotlib.get_backend())")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "svg"
+
+
+def test_accuracy_figure_names_methods_by_the_papers_label_and_keeps_the_title():
+    summary = pd.DataFrame({
+        "method": ["expander", "expander", "none"], "variant": ["plain", "n2nskip", "dense"],
+        "density": [0.1, 0.1, 1.0], "label": ["RP", "N2NSkip-RP", "dense"],
+        "test_acc_mean": [80.0, 85.0, 97.0], "test_acc_std": [1.0, 2.0, float("nan")]})
+    fig = plot_accuracy(summary, title="dataset digits, 3 epochs", ylabel="test accuracy (%)")
+    assert fig._suptitle.get_text() == "dataset digits, 3 epochs"  # not a panel's title
+    assert [a.get_title() for a in fig.axes] == ["RP (expander)"]
+    assert fig.axes[0].get_ylabel() == "test accuracy (%)"
