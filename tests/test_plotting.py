@@ -19,6 +19,7 @@ from n2ngraph.plotting import (
     plot_compare,
     plot_delta_f,
     plot_methods,
+    plot_scree,
 )
 
 
@@ -276,3 +277,13 @@ def test_accuracy_figure_names_methods_by_the_papers_label_and_keeps_the_title()
     assert fig._suptitle.get_text() == "dataset digits, 3 epochs"  # not a panel's title
     assert [a.get_title() for a in fig.axes] == ["RP (expander)"]
     assert fig.axes[0].get_ylabel() == "test accuracy (%)"
+
+
+def test_scree_figure_keeps_its_title_and_plain_k_ticks():
+    curves = pd.DataFrame({"graph": ["ref"] * 4 + ["RP"] * 4, "t": [0.1, 0.1, 1.0, 1.0] * 2,
+                           "K_percent": [1.0, 100.0] * 4, "alpha": [0.2, 1.0, 0.5, 1.0, 0.1, 1.0, 0.3, 1.0]})
+    fig = plot_scree(curves, title="model m, RP at density 0.1")
+    assert fig._suptitle.get_text() == "model m, RP at density 0.1"
+    assert [a.get_title() for a in fig.axes] == ["t = 0.1", "t = 1"]
+    fig.canvas.draw()
+    assert {"1", "10", "100"} <= {t.get_text() for t in fig.axes[0].get_xticklabels()}
