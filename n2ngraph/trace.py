@@ -82,7 +82,8 @@ _ALIAS_METHODS = {
 #: The torch functions and ``Tensor`` method names of each rule of :data:`_RULES`, disjoint.
 _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("alias", _ALIAS_FUNCTIONS, _ALIAS_METHODS),
-    ("reshape", {torch.flatten, torch.reshape, torch.squeeze}, {"view", "reshape", "flatten", "squeeze"}),
+    ("reshape", {torch.flatten, torch.reshape, torch.squeeze},
+     {"view", "reshape", "flatten", "squeeze", "reshape_as", "view_as"}),
     ("permute", {torch.permute, torch.transpose, torch.movedim},
      {"permute", "transpose", "movedim"}),
     ("reduce", {torch.mean, torch.amax, torch.sum}, {"mean", "amax", "sum"}),
@@ -752,6 +753,8 @@ class _Walker:
     def _reshape(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """A reshape keeps the group when the channel axis survives whole (the axes before it and
         after it are regrouped among themselves); a batch flatten of ``(B, C, h, w)`` folds."""
+        if _op_name(node).endswith("_as"):
+            acts = acts[:1]  # x.reshape_as(y): y lends a shape only
         value = self._one(node, acts)
         in_shape = self._in_shape(node)
         out_shape = self._shape(node)
@@ -763,14 +766,16 @@ class _Walker:
             self._join_channel_axes(node, value, in_shape, out_shape)
             return
         axis = value.axis
-        if value.fold == 1 and 0 < axis < len(in_shape) and out_shape and out_shape[0] == in_shape[0]:
+        if value.fold == 1 and 0 < axis < len(in_shape) and out_shape:
             before = math.prod(in_shape[:axis])
             for b in range(1, len(out_shape)):
                 if math.prod(out_shape[:b]) != before:
                     continue
-                if out_shape[b] == in_shape[axis]:
-                    self._alias(node, _Value(value.gid, 1, b))
+                if out_shape[b] == in_shape[axis]:  # the axes before it may merge the batch
+                    self._alias(node, _Value(value.gid, 1, b))  # with tokens (LeViT's BatchNorm)
                     return
+                if out_shape[0] != in_shape[0]:
+                    continue
                 for k in range(2, len(out_shape) - b + 1):  # the channel axis split in k axes
                     if math.prod(out_shape[b:b + k]) == in_shape[axis] and out_shape[b] > 1:
                         sub = tuple((b + i, out_shape[b + i]) for i in range(k))
@@ -1021,9 +1026,12 @@ class _Walker:
         if len(set(operands)) == 1 and operands[0].fold == 1 and 0 < dim != operands[0].axis:
             self._alias(node, operands[0])  # along another axis (a class token): same channels
             return
+        if dim > 0 and all(v.fold == 1 and v.axis != dim and not v.sub for v in operands):
+            self._add(node, operands, "tokens")  # tokens of several groups: channel i of each
+            return
         if any(v.fold != 1 or v.axis != dim for v in operands):
             raise self._fail(node, f"concatenation along dim {dim}; only concatenation of unfolded "
-                             "activations along their channel axis is supported")
+                             "activations along their channel axis or another axis is supported")
         self._concat(node, operands, dim)
 
     def _concat(self, node: fx.Node, operands: list[_Value], dim: int) -> None:

@@ -471,3 +471,31 @@ def test_fused_qkv_attention_of_timm_style():
              + [(17 + part * 4 + i, 29 + i) for part in range(3) for i in range(4)]
              + _all(range(29, 33), range(33, 37)) + _all(range(33, 37), [37]))
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(38, pairs))
+
+
+class TokenOps(nn.Module):
+    """LeViT's BatchNorm over ``x.flatten(0, 1)`` then ``reshape_as(x)``, and CoaT's class token
+    split off, the other tokens projected, and both concatenated back along the token axis."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 2, 2, stride=2)
+        self.fc = nn.Linear(2, 2)
+        self.bn = nn.BatchNorm1d(2)
+        self.head = nn.Linear(2, 1)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = self.bn(t.flatten(0, 1)).reshape_as(t)
+        t = torch.cat((t[:, :1], self.fc(t[:, 1:])), dim=1)
+        return self.head(t.mean(1))
+
+
+def test_batch_merged_with_tokens_and_tokens_of_two_groups():
+    g = _traced(TokenOps(), torch.randn(2, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("embed", 2), ("cat", 2), ("head", 1)]
+    (join,) = g.blocks_of_kind("residual")
+    assert (join.src, join.dst, join.spec.op) == ("embed", "cat", "tokens")
+    # input 0, embed 1-2, cat 3-4 (fc merged: channel i of both operands feeds channel i), head 5
+    pairs = _all([0], [1, 2]) + _all([1, 2], [3, 4]) + [(1, 3), (2, 4)] + _all([3, 4], [5])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(6, pairs))
