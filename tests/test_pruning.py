@@ -230,8 +230,8 @@ def test_synflow_scores_closed_form(tiny_mlp):
         tiny_mlp[2].weight[0, 1] = -0.7  # a negative weight: |w| is used
     w1 = tiny_mlp[0].weight.detach().double().abs()
     w2 = tiny_mlp[2].weight.detach().double().abs()
-    s = score(tiny_mlp, "synflow")
-    torch.testing.assert_close(s["0.weight"], w1 * w2.sum(0)[:, None])
+    s = score(tiny_mlp, "synflow", dtype="float64")  # float32 (the default) is compared in
+    torch.testing.assert_close(s["0.weight"], w1 * w2.sum(0)[:, None])  # test_pruning_synflow.py
     torch.testing.assert_close(s["2.weight"], w2 * w1.sum(1)[None, :])
     # conservation (Tanaka et al., Theorem 2): every layer's scores sum to R
     r = w2.sum(0) @ w1.sum(1)
