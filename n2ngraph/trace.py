@@ -474,14 +474,14 @@ class _Walker:
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
         rule = _module_rule(module)
+        if rule != "skip" and not self._activations(node):
+            return  # applied to constants (a parametrized weight, Swin v2's position-bias MLP)
         if rule is None:
             raise ValueError(
                 f"unsupported module {type(module).__name__} at {node.target!r}: n2ngraph "
                 "knows Linear, Conv2d, BatchNorm, activations, pooling, dropout and flatten"
             )
         acts = self._activations(node)
-        if not acts and rule != "skip":
-            return  # a module applied to constants (Swin v2's position-bias MLP): no activation
         if rule != "skip":
             self._one(node, acts)  # every module but a skip reads one activation
         self._check_split_axis(node, rule, acts)
@@ -587,16 +587,20 @@ class _Walker:
         self.values[node.name] = _Value(gid, 1, axis)
 
     def _linear_of(self, node: fx.Node, arg: Any) -> tuple[str, nn.Module]:
-        """The Linear module whose weight a functional call reads (a ``get_attr`` node)."""
-        if not (isinstance(arg, fx.Node) and arg.op == "get_attr" and str(arg.target).endswith(".weight")):
+        """The Linear module whose weight a functional call reads (a ``get_attr`` node, or the
+        parametrization of a masked weight: ``<path>.parametrizations.weight``)."""
+        target = str(getattr(arg, "target", ""))
+        if isinstance(arg, fx.Node) and arg.op == "call_module" and target.endswith(".parametrizations.weight"):
+            target = target[: -len(".parametrizations.weight")] + ".weight"
+        elif not (isinstance(arg, fx.Node) and arg.op == "get_attr" and target.endswith(".weight")):
             raise self._fail(node, f"its weight argument {arg} is not a module's weight")
-        path = str(arg.target)[: -len(".weight")]
+        path = target[: -len(".weight")]
         try:
             module = self.root.get_submodule(path)
         except AttributeError:
             module = None
         if not isinstance(module, nn.Linear):
-            raise self._fail(node, f"its weight {arg.target!r} is not a Linear layer's")
+            raise self._fail(node, f"its weight {target!r} is not a Linear layer's")
         return path, module
 
     def _linear_block(self, node: fx.Node, path: str, module: nn.Linear, src: int, size: int,
