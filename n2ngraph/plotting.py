@@ -160,8 +160,9 @@ def _main_module(members, depth: int) -> str:
 def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]]]:
     """Boundary positions and ``(centre, label)`` ticks for the axes of an adjacency figure.
 
-    Up to :data:`_MAX_LABELLED_GROUPS` groups: every group is bounded and labelled with its
-    display name (:func:`group_labels`). Deeper nets: groups are gathered into stages
+    Up to :data:`_MAX_LABELLED_GROUPS` groups (or a deeper net of one spatial size): every group
+    is bounded and labelled with its display name (:func:`group_labels`). Deeper nets: groups
+    are gathered into stages
     (consecutive groups with the same traced spatial size, and the neuron groups after them),
     each labelled by the top-level module holding most of its nodes (``layer2 (16x16)``).
     Labels of groups too thin to hold their own (centres within 3% of the nodes of the previous
@@ -169,11 +170,11 @@ def _layer_marks(graph: NetworkGraph) -> tuple[list[int], list[tuple[float, str]
     """
     groups = graph.groups
     names = group_labels(graph)
-    if len(groups) <= _MAX_LABELLED_GROUPS:
+    stages = _stages(groups) if len(groups) > _MAX_LABELLED_GROUPS else []
+    if len(stages) < 2:  # few groups, or a deep net of one spatial size (a deep MLP)
         bounds = [g.start for g in groups[1:]]
         spans = [(g.start, g.stop, names[g.name]) for g in groups]
     else:
-        stages = _stages(groups)
         bounds = [members[0].start for _, members in stages[1:]]
         names_at = {depth: [_main_module(members, depth) for _, members in stages] for depth in (1, 2)}
         # one top-level module for every stage (torchvision's `features`) says little: name the

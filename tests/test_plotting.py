@@ -287,3 +287,15 @@ def test_scree_figure_keeps_its_title_and_plain_k_ticks():
     assert [a.get_title() for a in fig.axes] == ["t = 0.1", "t = 1"]
     fig.canvas.draw()
     assert {"1", "10", "100"} <= {t.get_text() for t in fig.axes[0].get_xticklabels()}
+
+
+def test_deep_mlp_is_labelled_by_layer():
+    """20 Linear layers of one size: no spatial stages to gather them in, so every layer is
+    bounded and named (Linear 1 .. Linear 20), not one stage named after its largest layer."""
+    groups = tuple(NodeGroup("input" if i == 0 else str(2 * i - 1), 10 * i, 10, (10,)) for i in range(21))
+    blocks = tuple(EdgeBlock(b.name, a.name, b.name, "sequential", np.ones((10, 10), bool),
+                             spec=LayerSpec(op="Linear")) for a, b in zip(groups, groups[1:]))
+    fig = plot_adjacency(NetworkGraph(groups, blocks, {"model": "deep mlp"}))
+    labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+    assert labels[0] == "input" and labels[-1] == "Linear 20" and len(labels) == 21
+    assert len(fig.axes[0].get_lines()) == 2 * 20
