@@ -84,8 +84,9 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("alias", _ALIAS_FUNCTIONS, _ALIAS_METHODS),
     ("reshape", {torch.flatten, torch.reshape, torch.squeeze},
      {"view", "reshape", "flatten", "squeeze", "reshape_as", "view_as"}),
-    ("permute", {torch.permute, torch.transpose, torch.movedim},
-     {"permute", "transpose", "movedim"}),
+    ("permute", {torch.permute, torch.transpose, torch.movedim, torch.swapaxes, torch.swapdims},
+     {"permute", "transpose", "movedim", "swapaxes", "swapdims"}),
+    ("roll", {torch.roll}, {"roll"}),
     ("reduce", {torch.mean, torch.amax, torch.sum}, {"mean", "amax", "sum"}),
     ("add", {operator.add, operator.iadd, torch.add, operator.sub, operator.isub, torch.sub},
      {"add", "add_", "sub", "sub_"}),
@@ -95,6 +96,7 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("index", {operator.getitem}, set()),
     ("split", {torch.split, torch.chunk, torch.unbind}, {"split", "chunk", "unbind"}),
     ("attention", {F.scaled_dot_product_attention}, set()),
+    ("product", {torch.einsum, torch.matmul, operator.matmul}, {"matmul"}),
     ("pad", {F.pad}, set()),
 )
 
@@ -105,6 +107,14 @@ _QUALIFIED_RULES = {
     "timm.layers.drop.drop_path": "alias",
     "torchvision.models.swin_transformer._patch_merging_pad": "patch_merge",
     "torchvision.models.swin_transformer.shifted_window_attention": "window_attention",
+}
+
+
+#: Modules of optional libraries, by ``module.qualname``: stochastic depth / drop path modules
+#: are leaves that alias (their forward draws a random tensor in training mode).
+_QUALIFIED_MODULES = {
+    "timm.layers.drop.DropPath": "alias",
+    "torchvision.ops.stochastic_depth.StochasticDepth": "alias",
 }
 
 
@@ -163,7 +173,11 @@ def _module_rule(module: nn.Module) -> str | None:
     in its MRO with one (as ``isinstance`` would match), else None."""
     if hasattr(module, SKIP_MARKER):
         return "skip"
-    return next((_RULES["call_module"][c] for c in type(module).__mro__ if c in _RULES["call_module"]), None)
+    for c in type(module).__mro__:
+        rule = _RULES["call_module"].get(c) or _QUALIFIED_MODULES.get(f"{c.__module__}.{c.__qualname__}")
+        if rule is not None:
+            return rule
+    return None
 
 
 @dataclass(frozen=True)
@@ -384,6 +398,7 @@ class _Walker:
         self.group_names: set[str] = set()
         self.containers: dict[str, list[_Value]] = {}  # tuple / named tuple outputs
         self.splits: dict[str, tuple] = {}  # split node -> (value, ranges, piece template)
+        self.scores: dict[str, tuple[_Value, ...]] = {}  # attention weights -> their q and k
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -474,6 +489,8 @@ class _Walker:
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
         rule = _module_rule(module)
+        if rule != "skip" and self._on_scores(node):
+            return
         if rule != "skip" and not self._activations(node):
             return  # applied to constants (a parametrized weight, Swin v2's position-bias MLP)
         if rule is None:
@@ -491,6 +508,8 @@ class _Walker:
         target = node.target
         if target is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0].name in self.splits:
             self._piece(node, node.args[0])
+            return
+        if self._on_scores(node):
             return
         acts = self._activations(node)
         if not acts:
@@ -516,7 +535,8 @@ class _Walker:
     def _check_split_axis(self, node: fx.Node, rule: str, acts: list[tuple[fx.Node, _Value]]) -> None:
         if len(acts) == 1 and rule in ("add", "mul"):
             return  # times or plus a constant (q * scale) whatever the layout
-        if rule not in ("alias", "reshape", "permute", "split", "index", "attention", "pad") and any(
+        if rule not in ("alias", "reshape", "permute", "split", "index", "attention", "pad", "product",
+                        "roll") and any(
                 v.sub for _, v in acts):
             raise self._fail(node, "its input has the channel axis split into several axes; only "
                              "element-wise ops, permutes, q/k/v unbinding, attention and a reshape "
@@ -640,6 +660,77 @@ class _Walker:
             self.blocks.append((block, v.gid, gid))
         return gid
 
+    def _on_scores(self, node: fx.Node) -> bool:
+        """Ops on attention weights (:meth:`_product` of q and k): softmax, dropout, scaling, a
+        bias or mask added, permutes and reshapes keep them attention weights; their product
+        with v is attention. Returns whether ``node`` read attention weights."""
+        flat: list[Any] = []
+        fx.node.map_arg((node.args, node.kwargs), flat.append)
+        sources = [self.scores[n.name] for n in flat if n.name in self.scores]
+        if not sources:
+            return False
+        acts = self._activations(node)
+        rule = _module_rule(self.modules[node.target]) if node.op == "call_module" else _function_rule(node)
+        if rule == "product" and len(sources) == 1 and len(acts) == 1:
+            self._product(node, acts)
+            return True
+        if acts or rule not in ("alias", "add", "mul", "reshape", "permute", "index", "pad"):
+            raise self._fail(node, "attention weights (softmax(q k^T)) may only be scaled, biased, "
+                             "masked, normalised, reshaped or multiplied with v")
+        self.scores[node.name] = tuple(v for src in sources for v in src)
+        return True
+
+    @staticmethod
+    def _channel_axes(value: _Value) -> list[int]:
+        """Tensor axes of a value's channels, most significant first."""
+        return [a for a, _ in value.sub] if value.sub else [value.axis]
+
+    def _product(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``matmul`` / ``einsum`` in attention: ``q k^T`` (both operands' innermost channel axis
+        contracted) gives attention weights; weights times v (v's channel axes kept) gives an
+        attention group shaped like v; anything else is refused."""
+        sources = [self.scores[n.name] for n in node.all_input_nodes if n.name in self.scores]
+        nodes = [n for n, _ in acts]
+        if "einsum" in _op_name(node):
+            eq = node.args[0].replace(" ", "")
+            ins, out = eq.split("->")
+            operands = [a for a in (node.args[1:] if not isinstance(node.args[1], (list, tuple)) else node.args[1])]
+            letters = dict(zip([o.name for o in operands if isinstance(o, fx.Node)], ins.split(",")))
+        else:
+            out = None
+        if not sources and len(acts) == 2:  # q k^T
+            (qn, q), (kn, k) = acts
+            if out is not None:
+                lq, lk = letters[qn.name], letters[kn.name]
+                inner_q, inner_k = lq[self._channel_axes(q)[-1]], lk[self._channel_axes(k)[-1]]
+                ok = inner_q == inner_k and inner_q not in out
+            else:
+                ok = (self._channel_axes(q)[-1] == len(self.shapes[qn.name]) - 1
+                      and self._channel_axes(k)[-1] == len(self.shapes[kn.name]) - 2)
+            if ok and q.fold == k.fold == 1:
+                self.scores[node.name] = (q, k)
+                return
+        elif len(sources) == 1 and len(acts) == 1:  # weights v
+            (vn, v) = acts[0]
+            axes = self._channel_axes(v)
+            if out is not None:
+                lv = letters[vn.name]
+                if all(lv[a] in out for a in axes) and lv[v.batch] in out:
+                    place = {a: out.index(lv[a]) for a in axes + [v.batch]}
+                    sub = tuple((place[a], n) for a, n in v.sub) if v.sub else None
+                    v = _Value(v.gid, 1, place[v.axis] if not v.sub else v.axis, sub, place[v.batch])
+                    self._attend(node, sources[0], v)
+                    return
+            elif axes[-1] == len(self.shapes[vn.name]) - 1 and nodes[0] is node.args[1]:
+                self._attend(node, sources[0], v)
+                return
+        raise self._fail(node, "only q k^T (attention weights) and weights times v are supported")
+
+    def _attend(self, node: fx.Node, qk: tuple[_Value, ...], v: _Value) -> None:
+        axis = v.sub[0][0] if v.sub else v.axis
+        gid = self._attention_group(node, _group_name(node, "attention"), [*qk, v], self._group_shape(node, axis))
+        self.values[node.name] = dataclasses.replace(v, gid=gid)
+
     def _on_attention(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
         """``F.scaled_dot_product_attention(q, k, v, ...)``: an attention group shaped like v."""
         args = dict(zip(("query", "key", "value"), node.args))
@@ -664,6 +755,19 @@ class _Walker:
         padded = {ndim - 1 - k // 2 for k, p in enumerate(pad) if not (isinstance(p, int) and p == 0)}
         if padded & set(axes) or 0 in padded:
             raise self._fail(node, f"padding {pad} pads the channel or batch axis")
+        self._alias(node, value)
+
+    def _roll(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``torch.roll`` of axes other than the channel and batch axes (a cyclic shift of
+        windows) aliases."""
+        value = self._one(node, acts)
+        ndim = len(self._in_shape(node))
+        dims = node.kwargs.get("dims", node.args[2] if len(node.args) > 2 else None)
+        dims = [dims] if isinstance(dims, int) else dims
+        if not isinstance(dims, (list, tuple)) or not all(isinstance(d, int) for d in dims) or (
+                {d % ndim for d in dims} & {value.batch, *self._channel_axes(value)}):
+            raise self._fail(node, f"roll over dims {dims} (a flattened roll, or one of the channel "
+                             "or batch axis)")
         self._alias(node, value)
 
     def _patch_merge(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
@@ -785,6 +889,8 @@ class _Walker:
                         sub = tuple((b + i, out_shape[b + i]) for i in range(k))
                         self._alias(node, _Value(value.gid, 1, b, sub))
                         return
+        if self._merge_into_channels(node, value, in_shape, out_shape):
+            return
         if len(out_shape) == 2 and len(in_shape) >= 2 and out_shape[0] == in_shape[0]:
             if group.role == "input":
                 self._alias(node, value)  # the input takes its first layer's granularity
@@ -794,6 +900,42 @@ class _Walker:
                 return
         raise self._fail(node, f"reshape from {in_shape} to {out_shape} (nodes of group "
                          f"{group.name!r} on axis {axis}) does not keep the channel axis whole")
+
+    #: At most this many copies of a group when a reshape merges other axes into its channel axis.
+    _MAX_COPIES = 64
+
+    def _merge_into_channels(self, node: fx.Node, value: _Value, in_shape: tuple, out_shape: tuple) -> bool:
+        """A reshape merging the channel axis with neighbouring non-batch axes into one axis of
+        ``m * C`` channels, in a tensor that keeps more than two axes (Swin's patch merging
+        ``(B, h, w, 2, 2, C) -> (B, h, w, 4C)``): a concatenation of ``m`` copies of the group,
+        copy ``p`` of channel ``c`` at the position the reshape gives it (``residual`` blocks
+        with ``index``, ``spec.op="concat"``). Returns False when the reshape is not one."""
+        axis, size = value.axis, self.groups[value.gid].size
+        if size is None or value.fold != 1 or value.sub or len(out_shape) <= 2 or out_shape[0] != in_shape[0]:
+            return False
+        for lo in range(1, axis + 1):
+            for hi in range(axis + 1, len(in_shape) + 1):
+                merged = math.prod(in_shape[lo:hi])
+                b = len(in_shape[:lo]) if tuple(out_shape[:lo]) == tuple(in_shape[:lo]) else None
+                if b is None or b >= len(out_shape) or out_shape[b] != merged or merged == size:
+                    continue
+                if tuple(out_shape[b + 1:]) != tuple(in_shape[hi:]) or merged // size > self._MAX_COPIES:
+                    continue
+                dims = in_shape[lo:hi]
+                k = axis - lo  # position of the channel axis among the merged ones
+                others = [d for i, d in enumerate(dims) if i != k]
+                gid = self._new_group(_group_name(node, "cat"), merged, self._group_shape(node, b), "cat", node.name)
+                self._use(value)
+                for p in range(math.prod(others)):
+                    digits = list(np.unravel_index(p, others)) if others else []
+                    digits.insert(k, np.arange(size))
+                    index = np.ravel_multi_index(tuple(np.broadcast_arrays(*digits)), dims).astype(np.int64)
+                    block = EdgeBlock(self._block_name(f"{self.groups[gid].name}.in{p}"), "", "", "residual",
+                                      spec=LayerSpec(op="concat"), index=index)
+                    self.blocks.append((block, value.gid, gid))
+                self.values[node.name] = _Value(gid, 1, b)
+                return True
+        return False
 
     def _join_channel_axes(self, node: fx.Node, value: _Value, in_shape: tuple, out_shape: tuple) -> None:
         """A reshape joining the split channel axes back into one: the channels come out in the
@@ -970,7 +1112,7 @@ class _Walker:
         name = _op_name(node)
         if "permute" in name:
             order = [a % ndim for a in args]
-        elif "transpose" in name and len(args) == 2:
+        elif ("transpose" in name or "swap" in name) and len(args) == 2:
             i, j = (a % ndim for a in args)
             order[i], order[j] = order[j], order[i]
         elif "movedim" in name and len(args) == 2:
@@ -1055,7 +1197,7 @@ class _Walker:
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
                  "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
                  "window_attention": _window_attention, "patch_merge": _patch_merge,
-                 "attention": _on_attention, "pad": _pad,
+                 "attention": _on_attention, "pad": _pad, "product": _product, "roll": _roll,
                  "weight_layer": _weight_layer,
                  "skip": _skip}
 

@@ -442,9 +442,9 @@ class TimmStyleAttention(nn.Module):
     unbound into q, k, v, scaled_dot_product_attention, heads joined back, a proj Linear; then
     tokens padded and averaged into a head."""
 
-    def __init__(self, width=4, heads=2):
+    def __init__(self, width=4, heads=2, how="sdpa"):
         super().__init__()
-        self.heads = heads
+        self.heads, self.how = heads, how
         self.embed = nn.Conv2d(1, width, 2, stride=2)
         self.qkv = nn.Linear(width, 3 * width)
         self.proj = nn.Linear(width, width)
@@ -455,16 +455,24 @@ class TimmStyleAttention(nn.Module):
         b, n, c = t.shape
         qkv = self.qkv(t).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)
-        a = F.scaled_dot_product_attention(q * 0.5, k, v)
+        if self.how == "sdpa":
+            a = F.scaled_dot_product_attention(q * 0.5, k, v)
+        elif self.how == "matmul":  # timm without fused attention
+            a = ((q * 0.5) @ k.transpose(-2, -1)).softmax(dim=-1) @ v
+        else:  # torchvision MaxViT
+            w = torch.einsum("b h i d, b h j d -> b h i j", q, k * 0.5)
+            a = torch.einsum("b h i j, b h j d -> b h i d", F.softmax(w + 1.0, dim=-1), v)
         t = self.proj(a.transpose(1, 2).reshape(b, n, c))
         return self.head(F.pad(t, (0, 0, 0, 1)).mean(1))
 
 
-def test_fused_qkv_attention_of_timm_style():
-    g = _traced(TimmStyleAttention(), torch.randn(1, 1, 4, 4))
+@pytest.mark.parametrize("how, attention", [("sdpa", "scaled_dot_product_attention"), ("matmul", "matmul_1"),
+                                            ("einsum", "einsum_1")])
+def test_fused_qkv_attention_of_timm_style(how, attention):
+    g = _traced(TimmStyleAttention(how=how), torch.randn(1, 1, 4, 4))
     assert [(x.name, x.size) for x in g.groups] == [
         ("input", 1), ("embed", 4), ("qkv", 12), ("getitem_3", 4), ("getitem_4", 4), ("getitem_5", 4),
-        ("scaled_dot_product_attention", 4), ("proj", 4), ("head", 1)]
+        (attention, 4), ("proj", 4), ("head", 1)]
     # input 0, embed 1-4, qkv 5-16, q 17-20, k 21-24, v 25-28, attention 29-32, proj 33-36, head 37
     pairs = (_all([0], range(1, 5)) + _all(range(1, 5), range(5, 17))
              + [(5 + part * 4 + i, 17 + part * 4 + i) for part in range(3) for i in range(4)]
@@ -499,3 +507,36 @@ def test_batch_merged_with_tokens_and_tokens_of_two_groups():
     # input 0, embed 1-2, cat 3-4 (fc merged: channel i of both operands feeds channel i), head 5
     pairs = _all([0], [1, 2]) + _all([1, 2], [3, 4]) + [(1, 3), (2, 4)] + _all([3, 4], [5])
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(6, pairs))
+
+
+class PatchMerging(nn.Module):
+    """timm Swin's patch merging: a channels-last (B, h, w, C) tensor viewed as
+    (B, h/2, 2, w/2, 2, C), permuted, and flattened to (B, h/2, w/2, 4C)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 1)
+        self.fc = nn.Linear(8, 1)
+
+    def forward(self, x):
+        t = self.a(x).permute(0, 2, 3, 1)
+        b, h, w, c = t.shape
+        t = t.reshape(b, h // 2, 2, w // 2, 2, c).permute(0, 1, 3, 4, 2, 5).flatten(3)
+        return self.fc(t).mean((1, 2))
+
+
+def test_channels_merged_with_other_axes_are_copies_of_the_group():
+    g = _traced(PatchMerging(), torch.randn(1, 1, 4, 4))
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("a", 2), ("flatten", 8), ("fc", 1)]
+    copies = g.blocks_of_kind("residual")
+    assert len(copies) == 4 and {b.spec.op for b in copies} == {"concat"}
+    # position (i, j) of the 2 x 2 patch, channel c -> channel 4 j + 2 i + c (j, the w offset,
+    # comes first after the permute); read the same from torch with a one-hot channel
+    for c in range(2):
+        t = torch.zeros(1, 2, 2, 2)
+        t[..., c] = 1  # channel c at every position of one 2 x 2 patch
+        lit = t.reshape(1, 1, 2, 1, 2, 2).permute(0, 1, 3, 4, 2, 5).flatten(3).flatten().nonzero().flatten()
+        assert sorted(int(b.index[c]) for b in copies) == lit.tolist()
+    # input 0, a 1-2, copies 3-10 (node 3 + q from a's channel q % 2), fc 11
+    pairs = _all([0], [1, 2]) + [(1 + q % 2, 3 + q) for q in range(8)] + _all(range(3, 11), [11])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(12, pairs))
