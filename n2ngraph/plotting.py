@@ -30,21 +30,25 @@ __all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "g
            "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_methods",
            "plot_scree", "save_figure", "VARIANT_COLORS"]
 
-#: Parameter-free joins drawn apart from identity shortcuts: ``residual`` blocks whose
-#: ``spec.op`` is ``"concat"`` (the channel joins of a concatenation) or ``"mul"`` (a gate,
-#: ``x * s``, as in squeeze-and-excitation).
-_JOIN_OPS = {"concat": "concat", "mul": "gate"}
+#: Parameter-free joins drawn apart from identity shortcuts (``add``, ``sub``), by the
+#: ``spec.op`` of their ``residual`` block (docs/design.md, graph semantics): the channel joins of a
+#: concatenation (of channels, or of tokens), a gate ``x * s`` (squeeze-and-excitation), channel
+#: routing (a slice, split or chunk of channel ranges; a channel shuffle) and the joins of q, k and
+#: v into an attention group.
+_JOIN_OPS = {"concat": "concat", "tokens": "concat", "mul": "gate", "slice": "routing",
+             "shuffle": "routing", "attention": "attention"}
 
 #: Kinds drawn in adjacency figures: the graph's block kinds (:data:`~n2ngraph.graph.BLOCK_KINDS`)
 #: and the joins of :data:`_JOIN_OPS`.
-DISPLAY_KINDS = (*BLOCK_KINDS, *(k for k in _JOIN_OPS.values() if k not in BLOCK_KINDS))
+DISPLAY_KINDS = (*BLOCK_KINDS, *(k for k in dict.fromkeys(_JOIN_OPS.values()) if k not in BLOCK_KINDS))
 
 #: Colour of each display kind in adjacency figures.
 KIND_COLORS = {"sequential": "#1f4e9c", "n2nskip": "#d7301f", "residual": "#2ca25f",
-               "concat": "#9e6ac8", "gate": "#e08214"}
+               "concat": "#9e6ac8", "gate": "#e08214", "routing": "#8c6d31", "attention": "#17becf"}
 
 _KIND_LABELS = {"sequential": "weight layer", "n2nskip": "N2NSkip", "residual": "residual shortcut",
-                "concat": "concatenation", "gate": "gate (x * s)"}
+                "concat": "concatenation", "gate": "gate (x * s)",
+                "routing": "channel slice / shuffle", "attention": "attention (q, k, v)"}
 
 #: Above this many node groups an adjacency figure labels stages (runs of groups of one spatial
 #: size) instead of every group, so deep nets stay readable.
@@ -54,8 +58,9 @@ _F_COLUMN = re.compile(r"^F\(t=(.+)\)$")
 
 
 def display_kind(block: EdgeBlock) -> str:
-    """The :data:`DISPLAY_KINDS` entry of ``block``: its kind, or ``"concat"`` for the joins of
-    a concatenation and ``"gate"`` for those of a product ``x * s``."""
+    """The :data:`DISPLAY_KINDS` entry of ``block``: its kind, or for a parameter-free join that
+    is not a shortcut the kind its ``spec.op`` names in :data:`_JOIN_OPS` (``"concat"``,
+    ``"gate"``, ``"routing"``, ``"attention"``)."""
     if block.kind == "residual" and block.spec.op in _JOIN_OPS:
         return _JOIN_OPS[block.spec.op]
     return block.kind
@@ -101,7 +106,7 @@ def adjacency_image(graph: NetworkGraph, kind: str | None = None, *, bins: int =
         if kind is not None and display_kind(block) != kind:
             continue
         src_group, dst_group = graph.group(block.src), graph.group(block.dst)
-        r, c, _ = block.local_pairs(src_group.size)
+        r, c, _ = block.local_pairs(src_group.size, dst_group.size)
         rows = ((r + dst_group.start) * scale).astype(np.int64)
         cols = ((c + src_group.start) * scale).astype(np.int64)
         np.add.at(image, (rows, cols), 1.0)

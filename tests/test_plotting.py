@@ -299,3 +299,23 @@ def test_deep_mlp_is_labelled_by_layer():
     labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
     assert labels[0] == "input" and labels[-1] == "Linear 20" and len(labels) == 21
     assert len(fig.axes[0].get_lines()) == 2 * 20
+
+
+def test_channel_slices_and_shuffles_are_drawn_as_routing():
+    """x[:, 2:4] of a 4-channel group (a residual block with a negative offset, spec.op 'slice')
+    and a shuffle (an index): both drawn, as channel routing, with their hand-computed edges."""
+    groups = (NodeGroup("input", 0, 2), NodeGroup("x", 2, 4), NodeGroup("half", 6, 2),
+              NodeGroup("mixed", 8, 4))
+    blocks = (
+        EdgeBlock("x", "input", "x", "sequential", np.ones((4, 2), bool)),
+        EdgeBlock("half.slice", "x", "half", "residual", offset=-2, spec=LayerSpec(op="slice")),
+        EdgeBlock("mixed.shuffle", "x", "mixed", "residual", spec=LayerSpec(op="shuffle"),
+                  index=np.array([0, 2, 1, 3])),
+    )
+    graph = NetworkGraph(groups, blocks, {"model": "hand"})
+    assert [display_kind(b) for b in graph.blocks] == ["sequential", "routing", "routing"]
+    image = adjacency_image(graph, "routing", bins=100)
+    # slice: x channels 2, 3 (nodes 4, 5) -> half 0, 1 (nodes 6, 7); shuffle: x i -> mixed index[i]
+    expected = {(6, 4), (7, 5), (8, 2), (10, 3), (9, 4), (11, 5)}
+    assert {(int(r), int(c)) for r, c in zip(*np.nonzero(image)) if r > c} == expected
+    assert _legend_texts(plot_adjacency(graph)) == ["weight layer", "channel slice / shuffle"]
