@@ -613,7 +613,9 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
         kept weight of every sequential and n2nskip block as ``N(0, 2 / n_u)`` with ``n_u`` the
         unit's *kept* fan-in: its kept weights over all blocks into its group, skips included
         (Kaiming on the mask: Lee et al. 2020, arXiv:1906.06307; Evci et al. 2022,
-        arXiv:2010.03533). Biases and norm layers are left as they are.
+        arXiv:2010.03533). Biases and norm layers are left as they are, and so are weight
+        layers outside the graph (the forward never reaches them, e.g. auxiliary heads in eval
+        mode: :func:`n2ngraph.pipeline.graph_layers`).
     seed : int
         Seed of the ``torch.Generator`` drawing the weights of ``init="sparse"`` (skips included);
         ``init="dense"`` draws nothing.
