@@ -9,6 +9,7 @@ reporting the median of the repeats and its ratio to ``random`` measured in the 
 for each model, density and method, n2ngraph's ``prune`` and the reference's ``prune_loop`` with
 its pruner run on the same model weights, the same batch, the same loss (cross-entropy), the same
 number of threads and the same schedule (exponential, 100 rounds for SynFlow, one otherwise),
+n2ngraph's SynFlow in ``--synflow-dtype`` (float32, its default and the reference's precision),
 interleaved (``ours, peer, peer, ours, ...``), and the report gives the median wall times, their
 ratio (peer / ours: above 1 means n2ngraph is faster), the same for the process CPU times (with
 one thread, the CPU time is the robust figure on a shared, oversubscribed machine: it does not
@@ -234,6 +235,7 @@ def run_peer(args: argparse.Namespace) -> dict:
         "train_mode": args.train_mode,
         "threads": args.threads,
         "repeats": args.repeats,
+        "synflow_dtype": args.synflow_dtype,
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
@@ -249,7 +251,10 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
         for side in order:
             if side == "ours":
                 t0, c0 = time.perf_counter(), time.process_time()
-                masks = prune(model, method, density, data=data, scope=args.scope, seed=0)
+                masks = prune(
+                    model, method, density, data=data, scope=args.scope, seed=0,
+                    **_options(method, args),
+                )
                 ours_t.append(time.perf_counter() - t0)
                 ours_cpu.append(time.process_time() - c0)
                 _progress(args, model_name, method, density, "ours", ours_t[-1], ours_cpu[-1])
@@ -293,6 +298,11 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
         row["jaccard_ours_peer64"] = jaccard(ours_masks, masks64)
         row["kept_peer64"] = sum(int(m.sum()) for m in masks64.values())
     return row
+
+
+def _options(method: str, args: argparse.Namespace) -> dict:
+    """n2ngraph's options for ``method`` from the command line (SynFlow's precision)."""
+    return {"dtype": args.synflow_dtype} if method == "synflow" else {}
 
 
 def _progress(args, model_name, method, density, side, seconds, cpu) -> None:
@@ -344,7 +354,9 @@ def run(args: argparse.Namespace) -> dict:
         methods = ["random", *methods]
     rows = {}
     for method in methods:
-        options = {"rounds": args.synflow_rounds} if method == "synflow" else {}
+        options = _options(method, args)
+        if method == "synflow":
+            options["rounds"] = args.synflow_rounds
         repeats = 1 if method in ("synflow", "grasp") and not args.quick else args.repeats
 
         def call(method=method, options=options):
@@ -390,6 +402,10 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2, help="BLAS and torch threads")
     parser.add_argument("--synflow-rounds", type=int, default=100)
+    parser.add_argument(
+        "--synflow-dtype", default="float32", choices=["float32", "float64"],
+        help="n2ngraph's SynFlow scoring precision (prune's dtype option; float32 is its default)",
+    )
     parser.add_argument("--quick", action="store_true", help="VGG19 with the 512->10 CIFAR head")
     parser.add_argument("--peer", help="path of a Synaptic-Flow checkout: compare against it")
     parser.add_argument("--models", default="vgg16,resnet20", help="with --peer")
@@ -417,7 +433,7 @@ def main(argv: list[str] | None = None) -> dict:
         print(
             f"\nagainst {result['peer']} @ {result['peer_commit']}: batch {args.batch}, scope "
             f"{args.scope}, {args.threads} BLAS/torch threads, {args.repeats} interleaved repeats "
-            f"(medians); load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
+            f"(medians), n2ngraph's SynFlow in {args.synflow_dtype}; load average {load_before[0]:.2f} before, {os.getloadavg()[0]:.2f} after"
         )
         for row in result["rows"]:
             print(_format(row))
