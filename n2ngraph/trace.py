@@ -489,6 +489,12 @@ class _Walker:
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
         rule = _module_rule(module)
+        if isinstance(module, nn.MultiheadAttention):
+            raise ValueError(
+                f"unsupported module MultiheadAttention at {node.target!r}: its fused q/k/v weight "
+                "in_proj_weight is not a Linear or Conv2d weight, so it cannot be pruned or traced "
+                "yet (a fused nn.Linear q/k/v projection can)"
+            )
         if rule != "skip" and self._on_scores(node):
             return
         if rule != "skip" and not self._activations(node):
