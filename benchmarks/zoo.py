@@ -20,8 +20,12 @@ torch runs single-threaded (``torch.set_num_threads(1)``, set OMP/OPENBLAS_NUM_T
 torchvision and timm are not dependencies of n2ngraph; the torchvision wheel on CPU-torch
 machines needs the import helper of ``tests/_zoo_support.py``.
 
+With ``--bridge``, every model traced in eval mode is also pruned and rebuilt: ``variant``
+(random, density 0.1, N2NSkip, the paper recipe without dense layers) + ``to_model`` + one forward
+pass.
+
 Run: ``OMP_NUM_THREADS=1 python benchmarks/zoo.py [--library torchvision timm] [--models a b]
-[--max-params 200e6] [--size 224] [--csv rows.csv]``
+[--max-params 200e6] [--size 224] [--bridge] [--csv rows.csv]``
 """
 
 from __future__ import annotations
@@ -77,7 +81,32 @@ def _blocker(message: str) -> str:
     return message[:40]
 
 
-def run_one(build, name: str, size: int) -> list[dict]:
+def bridge(model, x) -> str:
+    """``variant`` (random pruning at 10% with N2NSkip, the paper recipe without dense layers)
+    + ``to_model`` + one forward pass in eval mode: ``"ok"`` or the error."""
+    import dataclasses
+    import warnings
+
+    from n2ngraph.bridge import to_model
+    from n2ngraph.pipeline import variant
+    from n2ngraph.recipes import RECIPES
+
+    recipe = dataclasses.replace(RECIPES["paper"], dense_layers=(), name="paper-sparse")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            graph = variant(model, "random", 0.1, recipe=recipe, seed=0, example_input=x)
+            masked = to_model(graph, model, example_input=x).eval()
+            with torch.no_grad():
+                out = masked(x)
+        if not torch.isfinite(out).all():
+            return "non-finite output"
+        return "ok"
+    except Exception as exc:  # noqa: BLE001 - reported
+        return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:200]
+
+
+def run_one(build, name: str, size: int, with_bridge: bool = False) -> list[dict]:
     rows = []
     try:
         model = build(name)
@@ -99,6 +128,10 @@ def run_one(build, name: str, size: int) -> list[dict]:
         except Exception as exc:  # noqa: BLE001 - reported as an unclear failure
             row.update(result="crash", why=f"{type(exc).__name__}: {exc}"[:300])
         row["seconds"] = round(time.perf_counter() - t0, 2)
+        if with_bridge and mode == "eval" and row["result"] == "ok":
+            model.eval()
+            row["bridge"] = bridge(model, x)
+            print(f"  {name:32s} bridge {row['bridge'][:150]}", file=sys.stderr, flush=True)
         rows.append(row)
         print(f"  {name:32s} {mode:5s} {row['result']:8s} {row['seconds']:6.1f}s {row.get('why', '')[:110]}",
               file=sys.stderr, flush=True)
@@ -144,6 +177,9 @@ def summarize(rows: list[dict], library: str) -> str:
         why = next((m[k]["why"] for k in ("train", "eval") if m[k].get("why")), "")
         lines.append(f"| {name} | {m['train']['result']} | {m['eval']['result']} | "
                      f"{m['eval'].get('outside', '')} | {why[:120]} |")
+    bridged = [m["eval"].get("bridge") for m in by_model.values() if "bridge" in m.get("eval", {})]
+    if bridged:
+        lines += ["", f"variant + to_model + forward: {bridged.count('ok')} of {len(bridged)} traced models ok"]
     lines += ["", "| first blocker | models |", "|---|---|"]
     lines += [f"| `{op}` | {count} |" for op, count in blockers.most_common()]
     return "\n".join(lines)
@@ -157,6 +193,8 @@ def main() -> None:
                         help="skip models with more parameters (counted at build, e.g. 200e6)")
     parser.add_argument("--size", type=int, default=224, help="input size of CNNs (default 224)")
     parser.add_argument("--csv", type=Path, help="write every row to this CSV file")
+    parser.add_argument("--bridge", action="store_true",
+                        help="also run variant + to_model + one forward pass on each traced model")
     args = parser.parse_args()
     torch.set_num_threads(1)
     all_rows = []
@@ -186,7 +224,7 @@ def main() -> None:
             if args.max_params < float("inf") and _meta_params(build, name) > args.max_params:
                 print(f"  {name}: over --max-params, skipped", file=sys.stderr)
                 continue
-            rows += run_one(build, name, _size_for(library, name, args.size))
+            rows += run_one(build, name, _size_for(library, name, args.size), args.bridge)
         for r in rows:
             r["library"] = library
         all_rows += rows
@@ -194,7 +232,7 @@ def main() -> None:
         print()
     if args.csv:
         keys = ["library", "model", "mode", "result", "params", "nodes", "mismatches", "outside",
-                "seconds", "blocker", "why"]
+                "seconds", "blocker", "why", "bridge"]
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, keys, extrasaction="ignore")
             writer.writeheader()
