@@ -198,13 +198,33 @@ class _Skip(nn.Module):
         self.n2ngraph_offset = int(block.offset)
         self.n2ngraph_spec = block.spec
         self.output_size = block.spec.output_size
+        #: Tensor axis of the channels in ``a`` and ``z`` (1, or -1 for channels-last activations
+        #: and tokens ``(batch, tokens, features)``); the skip computes channels first.
+        self.src_axis = 1
+        self.dst_axis = 1
 
-    def _pool(self, x: torch.Tensor, dst_rank: int) -> torch.Tensor:
-        if x.dim() == 4 and dst_rank == 2:  # channels -> neurons: global average pooling
-            return F.adaptive_avg_pool2d(x, 1).flatten(1)
-        if x.dim() == 4 and self.output_size is not None and tuple(x.shape[-2:]) != self.output_size:
+    def _pool(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``x`` (channels first) averaged onto the positions of ``z``: globally for neurons,
+        adaptively to the target's spatial size, positions in raster order onto the target's
+        tokens; neurons into positions are broadcast."""
+        if x.dim() > 2 and z.dim() == 2:  # channels (or tokens) -> neurons: global average
+            return x.flatten(2).mean(dim=2)
+        if x.dim() == 4 and z.dim() == 4 and self.output_size is not None \
+                and tuple(x.shape[-2:]) != self.output_size:
             return F.adaptive_avg_pool2d(x, self.output_size)
+        if z.dim() == 3 and x.dim() >= 3:  # onto tokens
+            x = x.flatten(2)
+            return x if x.shape[2] == z.shape[2] else F.adaptive_avg_pool1d(x, z.shape[2])
+        if x.dim() == 2 and z.dim() > 2:
+            return x.reshape(*x.shape, *[1] * (z.dim() - 2))
         return x
+
+    def _channels_first(self, a: torch.Tensor, z: torch.Tensor, fn) -> torch.Tensor:
+        """``fn(a, z)`` on channels-first views of ``a`` and ``z``, the result in ``z``'s layout."""
+        a = a.movedim(-1, 1) if self.src_axis != 1 else a
+        if self.dst_axis == 1:
+            return fn(a, z)
+        return fn(a, z.movedim(-1, 1)).movedim(1, -1)
 
     def extra_repr(self) -> str:
         return f"{self.n2ngraph_src!r} -> {self.n2ngraph_dst!r}"
@@ -320,8 +340,8 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
                                     w.reshape(k, *self.mask_shape[2:])).reshape(self.mask_shape)
             if self.is_conv:
                 y = F.conv2d(x, dense, None, self.stride, self.padding, self.dilation)
-            else:
-                y = F.linear(x, dense)
+            else:  # channels on axis 1 (neurons, or features of tokens moved there)
+                y = F.linear(x.movedim(1, -1), dense).movedim(-1, 1)
             return y if into is None else into + y.to(into.dtype)
         if self.is_conv:
             if k == 0:
@@ -335,7 +355,7 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
                 else:
                     y = F.conv2d(xg, w, None, self.stride, self.padding, self.dilation, groups=k)
         else:
-            y = x.index_select(1, self.src_index) * w
+            y = x.index_select(1, self.src_index) * w.reshape(k, *[1] * (x.dim() - 2))
         if into is None:  # a fresh tensor: add in place (one allocation, not two)
             out = y.new_zeros((y.shape[0], self.mask_shape[0], *y.shape[2:]))
             return out.index_add_(1, self.dst_index, y) if k else out
@@ -348,7 +368,12 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
         return _ACTIVATIONS[self.activation](y, self.activation_param)
 
     def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        return self._channels_first(a, z, self._forward)
+
+    def _forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         if self.order == "conv-bn-act-pool" and not (a.dim() == 4 and z.dim() == 2):
+            if not self.is_conv:  # a Linear skip: onto the target's positions, map, g
+                return z + self._g(self.sparse_map(self._pool(a, z)))
             y = self.sparse_map(a)
             if self.norm is not None:
                 y = self.norm(y)
@@ -356,8 +381,8 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             if y.dim() == 4 and self.output_size is not None and tuple(y.shape[-2:]) != self.output_size:
                 y = F.adaptive_max_pool2d(y, self.output_size)
             return z + y
-        x = self._pool(a, z.dim())
-        if self.activation == "identity":
+        x = self._pool(a, z)
+        if self.activation == "identity" and x.shape[2:] == z.shape[2:]:
             return self.sparse_map(x, into=z)
         return z + self._g(self.sparse_map(x))
 
@@ -435,7 +460,10 @@ class ResSkip(_Skip):
     n2ngraph_kind = "residual"
 
     def forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        x = self._pool(a, z.dim())
+        return self._channels_first(a, z, self._forward)
+
+    def _forward(self, a: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        x = self._pool(a, z)
         before = self.n2ngraph_offset
         after = z.shape[1] - x.shape[1] - before
         if before or after:
@@ -527,6 +555,21 @@ class _Flow:
                    and (toward is None or self.reaches(user, toward)))
 
 
+def _channel_axis(node: fx.Node, size: int, shape: tuple[int, ...], *, exact: bool) -> int | None:
+    """Where ``node``'s activation holds the ``size`` channels of a group whose per-sample shape
+    is ``shape`` (channels first): 1, -1 (channels-last, tokens ``(batch, tokens, features)``),
+    or None when it holds them otherwise (a flatten, a split channel axis). ``exact``: the
+    other axes must have the group's own sizes too (not pooled)."""
+    have = tuple(node.meta.get("_n2n_shape", ()))[1:]
+    if not have or len(have) != len(shape):
+        return None
+    if have[0] == size and (not exact or have == tuple(shape)):
+        return 1
+    if len(have) > 1 and have[-1] == size and (not exact or have[:-1] == tuple(shape[1:])):
+        return -1
+    return None
+
+
 def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
                flow: _Flow) -> tuple[fx.Node, fx.Node | None, tuple[str, float]]:
     """``(z, g_node, (g, param))`` of a target group: ``z`` is the input of the first
@@ -540,18 +583,19 @@ def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
             if flow.dominates(node.args[0], chain):
                 return node.args[0], node, act
             break
-    full = [n for n in chain if n.meta.get("_n2n_shape", ())[1:] == shape and flow.dominates(n, chain)]
+    size = shape[0] if shape else 0
+    full = [n for n in chain if _channel_axis(n, size, shape, exact=True) and flow.dominates(n, chain)]
     if not full:
         raise ValueError(f"cannot find the pre-activation of group with nodes {[n.name for n in chain]}")
     return full[-1], None, ("identity", 0.0)
 
 
-def _tap(chain: list[fx.Node], rank: int, z: fx.Node, flow: _Flow) -> fx.Node:
+def _tap(chain: list[fx.Node], size: int, shape: tuple[int, ...], z: fx.Node, flow: _Flow) -> fx.Node:
     """The source activation ``a_l``: the last alias of the group with the group's layout that
     every path from the group to the target's pre-activation ``z`` reads through (the
     activation as the target's side of the network receives it, not a later branch's); for a
     target on a parallel branch, the last such alias of every consumer of the group."""
-    ok = [n for n in chain if len(n.meta.get("_n2n_shape", ())) == rank + 1]
+    ok = [n for n in chain if _channel_axis(n, size, shape, exact=False)]
     upstream = [n for n in ok if flow.reaches(n, z) and flow.dominates(n, chain, toward=z)]
     common = [n for n in ok if flow.dominates(n, chain)]
     if not (upstream or common):
@@ -704,15 +748,19 @@ def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphMod
                                         modules, flow)
             state[b.dst] = (z, z, g_node, act)
         z0, z, g_node, act = state[b.dst]
-        rank = len(src.shape) or (2 if b.mask is not None and b.mask.ndim == 2 else 3)
-        tap = _tap([nodes[k] for k in tr.group_nodes[b.src]], rank, z0, flow)
+        shape = src.shape or (src.size, *((1, 1) if b.mask is None or b.mask.ndim == 4 else ()))
+        tap = _tap([nodes[k] for k in tr.group_nodes[b.src]], src.size, tuple(shape), z0, flow)
         if b.kind == "n2nskip":
             module = N2NSkip(b, *act)
             _init_skip(module, b, fan, gen)
         else:
             module = ResSkip(b)
-        if module.output_size is None and len(z0.meta["_n2n_shape"]) == 4:
-            module.output_size = tuple(z0.meta["_n2n_shape"][2:])
+        module.src_axis = _channel_axis(tap, src.size, tuple(shape), exact=False)
+        module.dst_axis = _channel_axis(z0, dst.size, tuple(dst.shape), exact=True) if dst.shape else 1
+        z_shape = z0.meta["_n2n_shape"] if module.dst_axis == 1 else \
+            (z0.meta["_n2n_shape"][0], *tuple(dst.shape))
+        if module.output_size is None and len(z_shape) == 4:
+            module.output_size = tuple(z_shape[2:])
         skips.append(module.to(device=device, dtype=dtype if b.kind == "n2nskip" else None))
         after = z if order[z] >= order[tap] else tap
         if g_node is not None and order[tap] >= order[g_node]:

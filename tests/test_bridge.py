@@ -657,3 +657,74 @@ def test_torchvision_inception_models_get_skips_at_their_graphs_budget(name, siz
     with torch.no_grad():
         assert back(torch.cat([x, x])).shape == (2, 1000)
     assert to_graph(back, example_input=x) == g
+
+
+# ------------------------------------- channels-last layers and tokens: skips on the channel axis
+class _ChannelsLast(nn.Module):
+    """stem conv (3 -> 6) on 5 x 5, then a channels-last MLP (permute, Linear 6 -> 12, GELU,
+    Linear 12 -> 6, permute back) added to the stem's output, a conv and a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(3, 6, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(6, 12), nn.Linear(12, 6)
+        self.conv = nn.Conv2d(6, 6, 3, padding=1)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        x = self.stem(x)
+        y = self.fc2(F.gelu(self.fc1(x.permute(0, 2, 3, 1)))).permute(0, 3, 1, 2)
+        x = F.relu(self.conv(x + y))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class _Tokens(nn.Module):
+    """A patch embedding (conv 3 -> 6, 4 x 4 patches of an 8 x 8 image: 4 tokens), a residual
+    token MLP (Linear 6 -> 12, GELU, Linear 12 -> 6) and a classifier on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 6, 4, stride=4)
+        self.fc1, self.fc2 = nn.Linear(6, 12), nn.Linear(12, 6)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = t + self.fc2(F.gelu(self.fc1(t)))
+        return self.head(t.mean(dim=1))
+
+
+@pytest.mark.parametrize("net, size", [(_ChannelsLast, 5), (_Tokens, 8)])
+def test_skips_act_on_the_channel_axis_of_channels_last_and_token_layers(net, size):
+    torch.manual_seed(0)
+    ref = net().eval()
+    x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
+    g = add_n2nskip(to_graph(ref, prune(ref, "random", 0.5, seed=0), example_input=x), 0.2, seed=0,
+                    skip_kernel=1)
+    assert g.blocks_of_kind("n2nskip")
+    model = to_model(g, ref, example_input=x[:1])
+    assert model(x).shape == (2, 10)
+    assert to_graph(model, example_input=x[:1]) == g
+    axes = {s.n2ngraph_block_name: (s.src_axis, s.dst_axis) for s in model.n2nskips}
+    assert axes["n2nskip:input->fc1"] == (1, -1)  # fc1 writes the last axis
+    assert axes["n2nskip:fc1->head"] == (-1, 1)
+
+
+def test_a_skip_into_a_channels_last_layer_by_hand():
+    torch.manual_seed(0)
+    ref = _ChannelsLast().eval()
+    x = torch.randn(2, 3, 5, 5, generator=torch.Generator().manual_seed(1))
+    base = to_graph(ref, prune(ref, "random", 0.5, seed=0), example_input=x)
+    g = add_n2nskip(base, 0.2, seed=0, skip_kernel=1)
+    g = g.replace(blocks=[b for b in g.blocks if b.kind != "n2nskip" or b.name == "n2nskip:input->fc1"])
+    model, plain = to_model(g, ref, example_input=x[:1]), to_model(base, ref, example_input=x[:1])
+    skip = model.n2nskips[0]
+    with torch.no_grad():
+        s = plain.stem(x)
+        z = plain.fc1(s.permute(0, 2, 3, 1))  # (2, 5, 5, 12): the target's pre-activation
+        w = torch.from_numpy(skip.n2ngraph_mask()).float() * skip.dense_weight()  # (12, 3, 1, 1)
+        add = F.gelu(F.conv2d(x, w)).permute(0, 2, 3, 1)  # g(skip(a)), channels last
+        y = plain.fc2(F.gelu(z + add)).permute(0, 3, 1, 2)
+        out = F.relu(plain.conv(s + y))
+        expected = plain.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
+        torch.testing.assert_close(model(x), expected)
