@@ -24,6 +24,11 @@ Where a skip acts (forward rule of N2NSkip, arXiv:2208.03662)
   shape, that every consumer reads through, and ``g`` is the identity;
 - ``g``: that non-linearity (identity for the output layer), applied inside the skip module
   as well. ResSkip adds ``a_l`` (pooled, zero-padded) without ``g`` and without weights.
+- Layouts: ``a_l`` and ``z_{l+k}`` may hold their channels first or last (channels-last blocks,
+  tokens ``(batch, tokens, features)``); a skip computes channels first and returns ``z``'s
+  layout. Onto neurons a source is averaged globally, onto pixels adaptively to the target's
+  size, onto tokens its positions (raster order) are averaged to the target's token count, and
+  neurons onto positions are broadcast.
 
 Several skips into one target are chained in graph order: ``z <- z + g(skip_1(a_1))``, then
 ``z <- z + g(skip_2(a_2))``, ... and ``g`` is applied to the final ``z``. ``skip`` itself follows
