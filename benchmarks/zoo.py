@@ -149,12 +149,24 @@ def _size_for(library: str, name: str, size: int) -> int:
 
 
 def _meta_params(build, name: str) -> float:
-    """Parameters of a model built on the meta device (no memory, no init time)."""
+    """Parameters of a model built on the meta device (no memory, no init time), or on the CPU
+    when its constructor computes with tensors; the initializers of ``torch.nn.init`` are
+    skipped either way."""
+    inits = {k: v for k, v in vars(torch.nn.init).items() if k.endswith("_") and callable(v)}
     try:
-        with torch.device("meta"):
-            return float(sum(p.numel() for p in build(name).parameters()))
+        for k in inits:
+            setattr(torch.nn.init, k, lambda tensor, *args, **kwargs: tensor)
+        try:
+            with torch.device("meta"):
+                return float(sum(p.numel() for p in build(name).parameters()))
+        except NotImplementedError:  # the constructor computes with tensors (RegNet's widths)
+            model = build(name)
+            return float(sum(p.numel() for p in model.parameters()))
     except Exception:  # noqa: BLE001 - unknown: let the real build decide
         return 0.0
+    finally:
+        for k, v in inits.items():
+            setattr(torch.nn.init, k, v)
 
 
 def summarize(rows: list[dict], library: str) -> str:
