@@ -582,13 +582,16 @@ def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
     through ``z``; otherwise (no non-linearity, or one on a branch only, as in a concatenation
     read by several branches) ``z`` is the last node with the group's own shape that every
     consumer reads through, and ``g`` is the identity."""
+    size = shape[0] if shape else 0
     for node in chain:
         act = _activation_of(node, modules)
-        if act is not None and isinstance(node.args[0], fx.Node):
-            if flow.dominates(node.args[0], chain):
-                return node.args[0], node, act
-            break
-    size = shape[0] if shape else 0
+        if act is None or not isinstance(node.args[0], fx.Node):
+            continue
+        if shape and not _channel_axis(node.args[0], size, shape, exact=True):
+            continue  # not the group's activation: e.g. a gate's sigmoid merged into its product
+        if flow.dominates(node.args[0], chain):
+            return node.args[0], node, act
+        break
     full = [n for n in chain if _channel_axis(n, size, shape, exact=True) and flow.dominates(n, chain)]
     if not full:
         raise ValueError(f"cannot find the pre-activation of group with nodes {[n.name for n in chain]}")

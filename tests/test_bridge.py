@@ -1,6 +1,7 @@
 """The torch bridge: masks enforced through training, skip forward rule, reload, round trip."""
 
 import copy
+import operator
 
 import numpy as np
 import pytest
@@ -728,3 +729,41 @@ def test_a_skip_into_a_channels_last_layer_by_hand():
         out = F.relu(plain.conv(s + y))
         expected = plain.head(torch.flatten(F.adaptive_avg_pool2d(out, 1), 1))
         torch.testing.assert_close(model(x), expected)
+
+
+class _SqueezeExcite(nn.Module):
+    """conv (3 -> 8) -> relu -> x * sigmoid(fc2(relu(fc1(pool(x))))) (a gate, 1 x 1 convs 8 -> 4
+    -> 8) -> conv (8 -> 8) -> relu -> classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 8, 3, padding=1)
+        self.fc1, self.fc2 = nn.Conv2d(8, 4, 1), nn.Conv2d(4, 8, 1)
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.head = nn.Linear(8, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv1(x))
+        x = x * torch.sigmoid(self.fc2(F.relu(self.fc1(F.adaptive_avg_pool2d(x, 1)))))
+        x = F.relu(self.conv2(x))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def test_a_skip_into_a_gate_product_lands_on_the_product():
+    torch.manual_seed(0)
+    ref = _SqueezeExcite().eval()
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(1))
+    g = add_n2nskip(to_graph(ref, prune(ref, "random", 0.5, seed=0), example_input=x), 0.2, seed=0,
+                    skip_kernel=1)
+    product = [b.dst for b in g.blocks if b.spec.op == "mul"]
+    into = [b for b in g.blocks_of_kind("n2nskip") if b.dst in product]
+    assert into  # the gate's product group is a skip target
+    model = to_model(g, ref, example_input=x[:1])
+    assert model(x).shape == (2, 10)
+    assert to_graph(model, example_input=x[:1]) == g
+    calls = _skip_calls(model)
+    for b in into:  # z of a skip into the product: the product itself (6 x 6), not the gate
+        z = calls[b.name].args[1]
+        while z.op == "call_module" and str(z.target).startswith("n2nskips."):
+            z = z.args[1]
+        assert z.target in (operator.mul, torch.mul) or z.target == "mul"
