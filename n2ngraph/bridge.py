@@ -533,6 +533,12 @@ def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str
     return None
 
 
+def _reads_values(user: fx.Node) -> bool:
+    """``user`` consumes its input's values: it makes a tensor (a traced shape) or is the
+    output, not metadata (``x.shape``, ``x.size()``)."""
+    return user.op == "output" or bool(user.meta.get("_n2n_shape"))
+
+
 class _Flow:
     """Data-flow reachability in an fx graph, as ancestor bitsets (bit ``i``: the ``i``-th node
     in graph order), and the exits of a node group's chain of aliases."""
@@ -556,7 +562,7 @@ class _Flow:
         consumer, and ``node`` is what every such consumer receives."""
         inside = set(chain)
         return all(self.reaches(node, a) for a in chain for user in a.users
-                   if user not in inside and user in self.bit
+                   if user not in inside and user in self.bit and _reads_values(user)
                    and (toward is None or self.reaches(user, toward)))
 
 
