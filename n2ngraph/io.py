@@ -129,7 +129,10 @@ def save_graph(graph: NetworkGraph, path: str | os.PathLike) -> Path:
             "fold": b.fold, "offset": b.offset, "spec": b.spec.to_dict(),
             "mask_shape": None if b.mask is None else list(b.mask.shape),
             "has_pair_weight": b.pair_weight is not None,
+            "has_index": b.index is not None,
         }
+        if b.index is not None:
+            arrays[f"index_{i}"] = np.ascontiguousarray(b.index, dtype="<i8")
         if b.mask is not None:
             arrays[f"mask_{i}"] = np.packbits(b.mask.ravel())
         if b.pair_weight is not None:
@@ -356,9 +359,14 @@ def _parse_header(path: Path, raw: np.ndarray) -> dict:
             _want(path, "conv_groups" not in b, f"header block {i} ({b['name']!r}) has both "
                   f"'conv_groups' and its former name {_OLD_CONV_GROUPS_KEY!r}")
             b["conv_groups"] = b.pop(_OLD_CONV_GROUPS_KEY)
+        # a residual block may take a channel range of its source (negative offset, graph.EdgeBlock)
+        low = -MAX_NODES if b.get("kind") == "residual" else 0
         _want(path, _is_int(b.get("conv_groups"), 1, MAX_NODES) and _is_int(b.get("fold"), 1, MAX_NODES * 64)
-              and _is_int(b.get("offset"), 0, MAX_NODES),
-              f"header block {i} ({b['name']!r}): conv_groups, fold and offset must be ints (>= 1, >= 1, >= 0)")
+              and _is_int(b.get("offset"), low, MAX_NODES),
+              f"header block {i} ({b['name']!r}): conv_groups, fold and offset must be ints (>= 1, >= 1, "
+              f">= 0; a residual block's offset may be negative)")
+        _want(path, type(b.get("has_index", False)) is bool,
+              f"header block {i} ({b['name']!r}): has_index must be true or false")
         _want(path, isinstance(b.get("spec", {}), dict), f"header block {i} ({b['name']!r}): spec is not an object")
         _want(path, type(b.get("has_pair_weight")) is bool,
               f"header block {i} ({b['name']!r}): has_pair_weight must be true or false")
@@ -453,10 +461,16 @@ def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> Ne
                                                     f"not fold by {meta['fold']}")
                     pair = archive.read(f"pair_weight_{i}", ("<f4", ">f4"),
                                         (shape[0], shape[1] // meta["fold"])).astype(np.float32)
+            index = None
+            if meta.get("has_index", False):
+                src_size = next((g.size for g in groups if g.name == meta["src"]), None)
+                if src_size is None:
+                    raise FileFormatError(path, f"block {meta['name']!r}: unknown source group {meta['src']!r}")
+                index = archive.read(f"index_{i}", ("<i8", ">i8"), (src_size,)).astype(np.int64)
             try:
                 blocks.append(EdgeBlock(meta["name"], meta["src"], meta["dst"], meta["kind"], mask, pair,
                                         meta["conv_groups"], meta["fold"], meta["offset"],
-                                        LayerSpec.from_dict(meta.get("spec", {}))))
+                                        LayerSpec.from_dict(meta.get("spec", {})), index=index))
             except (TypeError, ValueError) as exc:
                 raise FileFormatError(path, f"block {i}: {exc}") from None
         try:
@@ -476,7 +490,7 @@ def load_graph(path: str | os.PathLike, *, max_weights: int = MAX_WEIGHTS) -> Ne
 
 def graph_digest(graph: NetworkGraph) -> str:
     """SHA-256 (hex) of what a model built from ``graph`` depends on: groups (names, sizes,
-    shapes) and blocks (names, ends, kind, conv_groups, fold, offset, spec and mask bits). Pair
+    shapes) and blocks (names, ends, kind, conv_groups, fold, offset, spec, node map and mask bits). Pair
     weights and provenance are left out. Two graphs with equal digests build identical masked
     models."""
     h = hashlib.sha256(b"n2ngraph-graph-v1\0")
@@ -485,6 +499,8 @@ def graph_digest(graph: NetworkGraph) -> str:
         h.update(json.dumps([b.name, b.src, b.dst, b.kind, b.conv_groups, b.fold, b.offset,
                              b.spec.to_dict(), None if b.mask is None else list(b.mask.shape)],
                             sort_keys=True, default=str).encode())
+        if b.index is not None:  # only blocks with a node map add bytes: older digests stay valid
+            h.update(b"index\0" + np.ascontiguousarray(b.index, dtype="<i8").tobytes())
         if b.mask is not None:
             h.update(np.packbits(b.mask.ravel()).tobytes())
     return h.hexdigest()

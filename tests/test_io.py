@@ -161,3 +161,57 @@ def test_load_reads_only_the_members_it_needs(tmp_path, small_graph, monkeypatch
     monkeypatch.setattr(zipfile.ZipFile, "open", spy)
     assert load_graph(path) == small_graph
     assert "junk.npy" not in opened and "header.npy" in opened
+
+
+def _routing_graph(perm):
+    """x(6) -> a(4, Linear); s = x[:, 2:5] (channel range, offset -2); p = a shuffled by ``perm``;
+    out(3) reads s and p."""
+    from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
+
+    groups = [NodeGroup("x", 0, 6), NodeGroup("a", 6, 4), NodeGroup("s", 10, 3), NodeGroup("p", 13, 4),
+              NodeGroup("out", 17, 3)]
+    ones = np.ones
+    blocks = [EdgeBlock("a", "x", "a", "sequential", ones((4, 6), bool)),
+              EdgeBlock("s.slice", "x", "s", "residual", offset=-2),
+              EdgeBlock("p.shuffle", "a", "p", "residual", index=np.asarray(perm)),
+              EdgeBlock("out", "s", "out", "sequential", ones((3, 3), bool)),
+              EdgeBlock("out.p", "p", "out", "n2nskip", ones((3, 4), bool))]
+    return NetworkGraph(tuple(groups), tuple(blocks))
+
+
+def test_channel_ranges_and_shuffles_survive_a_round_trip(tmp_path):
+    from n2ngraph.io import graph_digest
+
+    graph = _routing_graph([2, 0, 3, 1])
+    loaded = load_graph(save_graph(graph, tmp_path / "r.npz"))
+    assert loaded == graph
+    assert loaded.blocks[1].offset == -2 and loaded.blocks[2].index.tolist() == [2, 0, 3, 1]
+    assert (loaded.adjacency() != graph.adjacency()).nnz == 0
+    # by hand: x node 2+i joins s node i; a node i joins p node perm[i]
+    A = loaded.adjacency().toarray()
+    assert [A[2 + i, 10 + i] for i in range(3)] == [1, 1, 1] and A[0:2, 10:13].sum() == 0
+    assert [A[6 + i, 13 + j] for i, j in enumerate([2, 0, 3, 1])] == [1, 1, 1, 1]
+    assert graph_digest(loaded) == graph_digest(graph)
+    assert graph_digest(_routing_graph([0, 1, 2, 3])) != graph_digest(graph)
+
+
+@pytest.mark.parametrize("change, match", [
+    (lambda h: h["blocks"][3].update(offset=-1), "offset"),              # sequential: never negative
+    (lambda h: h["blocks"][2].update(has_index="yes"), "has_index"),
+    (lambda h: h["blocks"][0].update(has_index=True), "index_0"),         # no such member
+])
+def test_bad_node_maps_are_file_format_errors(tmp_path, change, match):
+    path = save_graph(_routing_graph([2, 0, 3, 1]), tmp_path / "r.npz")
+    _rewrite_header(path, change)
+    with pytest.raises(FileFormatError, match=match):
+        load_graph(path)
+
+
+def test_an_index_out_of_the_destination_is_a_file_format_error(tmp_path):
+    path = save_graph(_routing_graph([2, 0, 3, 1]), tmp_path / "r.npz")
+    with np.load(path) as z:
+        members = {k: z[k] for k in z.files}
+    members["index_2"] = np.array([2, 0, 3, 9], dtype="<i8")
+    np.savez_compressed(path, **members)
+    with pytest.raises(FileFormatError, match="index"):
+        load_graph(path)
