@@ -503,7 +503,8 @@ def prune(
         ``rounds`` (any method but ``expander``; default 100 for ``synflow``, 1 otherwise);
         ``loss`` (``snip``, ``grasp``: ``loss(outputs, targets)``, default cross-entropy);
         ``temperature`` (``grasp``, default 200 as in the authors' code; 1 gives the plain
-        equation); ``input_shape`` (``synflow``, per-sample input shape); ``zero_ties``
+        equation); ``input_shape`` (``synflow``, per-sample input shape); ``dtype``
+        (``synflow``: ``"float32"``, the default, or ``"float64"``; see Notes); ``zero_ties``
         (any method but ``expander``; ``"drop"``, the default, or ``"random"``: how a round
         before the last treats scores tied at zero, see Notes).
 
@@ -583,12 +584,16 @@ def prune(
     :func:`score` returns the keep-score ``w * (H g) = -S``.
 
     *SynFlow* scores the copy linearised as in :func:`~n2ngraph.pruning._scorers.prepare_synflow`
-    (float64, ``|w|``, no biases, normalisation layers as identities) on one all-ones input.
-    Synaptic-Flow's code computes in float32 with ``|b|`` for biases and BatchNorm at its
-    running statistics; at initialisation (zero biases, unit statistics) that is the same
-    network up to float rounding. Run in float64, the reference gives n2ngraph's masks
-    exactly (VGG-16 and ResNet-20); in float32 its own masks differ from its float64 ones
-    (Jaccard 0.90 on VGG-16 at 1%): rounding differences compound over the rounds.
+    (``|w|``, no biases, normalisation layers as identities) on one all-ones input, in
+    float32 as Synaptic-Flow's code does (``dtype="float64"``: float64; a round that
+    overflows float32 is computed again in float64, and so are the later rounds: see
+    :func:`~n2ngraph.pruning._scorers.score_synflow`). The reference takes ``|b|`` for biases
+    and BatchNorm at its running statistics; at initialisation (zero biases, unit statistics)
+    that is the same network up to float rounding. On ResNet-20 the masks are the
+    reference's (Jaccard 1.0000 at 1% and 10%); on VGG-16 they differ from the reference's
+    float32 masks about as much as the reference's own float32 and float64 masks differ
+    from each other (VGG-16 at 1%: Jaccard 0.903 against the reference in float32, 0.905
+    between its float32 and float64 runs): rounding differences at near-ties compound.
 
     *Scoring conditions.* SNIP and GraSP run the copy in the model's own training mode (a new
     model is in training mode: BatchNorm uses batch statistics), with dropout off. Masks already
@@ -810,7 +815,8 @@ def score(
         ``{"<module path>.weight": tensor}`` of each weight's shape: ``|w * dL/dw|`` (snip),
         ``w * (H g)`` (grasp, the negative of the paper's ``S``), ``|w * dR/dw|`` (synflow),
         ``|w|`` (magnitude), uniform keys in [0, 1) (random and expander, float32 on the CPU).
-        Model-based scores are on the weight's device, in float64 for synflow.
+        Model-based scores are on the weight's device; synflow's in float32 (float64 with
+        ``dtype="float64"`` or where float32 overflows).
 
     Examples
     --------
