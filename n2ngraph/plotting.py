@@ -346,9 +346,11 @@ def _sweep_title(table, title: str | None) -> str | None:
     return ", ".join(parts) or None
 
 
-def _constant_columns(table, columns: Sequence[str]) -> dict[str, float]:
-    """The ``columns`` of ``table`` whose value is the same in every row (and whose spread over
-    seeds, if given, is zero): a panel of them shows nothing, a note says the value."""
+def _varying_columns(table, columns: Sequence[str]) -> tuple[list[str], dict[str, float]]:
+    """Split ``columns`` of ``table`` into those worth a panel and ``{column: value}`` of those
+    whose value is the same in every row (and whose spread over seeds, if given, is zero): a
+    panel of them shows nothing, a note says the value. When every column is constant, all keep
+    their panels and no note is made."""
     constant = {}
     for column in columns:
         values = np.asarray(table[column], float)
@@ -357,7 +359,17 @@ def _constant_columns(table, columns: Sequence[str]) -> dict[str, float]:
         if finite.size == values.size and finite.size and np.ptp(finite) == 0 \
                 and not np.nan_to_num(std).any():
             constant[column] = float(finite[0])
-    return constant
+    if len(constant) == len(columns):
+        return list(columns), {}
+    return [c for c in columns if c not in constant], constant
+
+
+def _series(summary, method: str, variant: str, column: str):
+    """The rows of one method and variant by density, and the error bars of ``column`` (its
+    ``_std`` column, NaN as 0; None without one)."""
+    part = summary[(summary["method"] == method) & (summary["variant"] == variant)].sort_values("density")
+    std = part.get(f"{column}_std")
+    return part, None if std is None else np.nan_to_num(np.asarray(std, float))
 
 
 def _with_note(heading: str | None, constant: dict[str, float]) -> str | None:
@@ -425,11 +437,7 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
     columns = [c for c in columns if c in summary.columns]
     if not columns:
         raise ValueError("plot_compare: the summary has none of the requested columns")
-    constant = _constant_columns(summary, columns)
-    if len(constant) < len(columns):
-        columns = [c for c in columns if c not in constant]
-    else:
-        constant = {}
+    columns, constant = _varying_columns(summary, columns)
     methods = list(dict.fromkeys(summary["method"]))
     colors = _method_colors(methods)
     densities = sorted(set(float(d) for d in summary["density"]))
@@ -438,12 +446,9 @@ def plot_compare(summary, *, columns: Sequence[str] | None = None,
     for ax, column in zip(axes, columns):
         for k, method in enumerate(methods):
             for variant, style, marker, shift in (("plain", "-", "o", -0.12), ("n2nskip", "--", "s", 0.12)):
-                part = summary[(summary["method"] == method) & (summary["variant"] == variant)]
+                part, err = _series(summary, method, variant, column)
                 if part.empty:
                     continue
-                part = part.sort_values("density")
-                std = part.get(f"{column}_std")
-                err = None if std is None else np.nan_to_num(np.asarray(std, float))
                 x = np.full(len(part), k + shift) if single else np.asarray(part["density"], float)
                 ax.errorbar(x, np.asarray(part[column], float), yerr=err, color=colors[method],
                             ls="none" if single else style, marker=marker, ms=4, capsize=2, lw=1.2)
@@ -499,11 +504,7 @@ def plot_methods(summary, metrics: Sequence[str], *, path: str | os.PathLike | N
     densities = sorted(set(float(d) for d in summary["density"]))
     if len(densities) == 1:
         return plot_compare(summary, columns=metrics, path=path, log=log, title=title)
-    constant = _constant_columns(summary, metrics)
-    if len(constant) < len(metrics):
-        metrics = [c for c in metrics if c not in constant]
-    else:
-        constant = {}
+    metrics, constant = _varying_columns(summary, metrics)
     methods = list(dict.fromkeys(summary["method"]))
     fig = Figure(figsize=(2.2 * len(methods) + 1.0, 1.75 * len(metrics) + 1.3))
     axes = fig.subplots(len(metrics), len(methods), squeeze=False, sharex=True, sharey="row")
@@ -511,12 +512,9 @@ def plot_methods(summary, metrics: Sequence[str], *, path: str | os.PathLike | N
         for c, method in enumerate(methods):
             ax = axes[r][c]
             for variant, style, marker in (("plain", "-", "o"), ("n2nskip", "--", "s")):
-                part = summary[(summary["method"] == method) & (summary["variant"] == variant)]
+                part, err = _series(summary, method, variant, metric)
                 if part.empty:
                     continue
-                part = part.sort_values("density")
-                std = part.get(f"{metric}_std")
-                err = None if std is None else np.nan_to_num(np.asarray(std, float))
                 ax.errorbar(np.asarray(part["density"], float), np.asarray(part[metric], float),
                             yerr=err, color=VARIANT_COLORS[variant], ls=style, marker=marker, ms=3,
                             capsize=1.5, lw=1.1)
