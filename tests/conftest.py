@@ -1,4 +1,4 @@
-"""Shared fixtures: a tiny MLP with fixed weights, a hand-built small graph, a seeded rng."""
+"""Shared fixtures: a tiny MLP with fixed weights, hand-built small graphs, a seeded rng."""
 
 import numpy as np
 import pytest
@@ -46,6 +46,21 @@ def small_graph():
         EdgeBlock("skip", "input", "out", "n2nskip", np.array([[1, 0, 0]], bool)),
     )
     return NetworkGraph(groups, blocks, {"model": "hand"})
+
+
+@pytest.fixture
+def residual_graph():
+    """x(2) -(conv a, 11 of 36 taps)-> a(2) -(conv y, 0 of 36)-> y(2), plus a residual a -> y."""
+    groups = (NodeGroup("x", 0, 2), NodeGroup("a", 2, 2), NodeGroup("y", 4, 2))
+    conv_a = np.zeros((2, 2, 3, 3), bool)
+    conv_a[0, 0, 1, 1] = conv_a[0, 0, 0, 0] = True  # x0 -> a0 with two taps
+    conv_a[1, 1, :, :] = True  # x1 -> a1 with nine taps
+    blocks = (
+        EdgeBlock("a", "x", "a", "sequential", conv_a),
+        EdgeBlock("y", "a", "y", "sequential", np.zeros((2, 2, 3, 3), bool)),
+        EdgeBlock("res", "a", "y", "residual"),
+    )
+    return NetworkGraph(groups, blocks)
 
 
 @pytest.fixture

@@ -106,18 +106,9 @@ def test_two_components():
     assert c["labels"][1] == c["labels"][3] == c["labels"][5] != c["labels"][0]
 
 
-def test_residual_block_carries_paths_but_no_weights():
+def test_residual_block_carries_paths_but_no_weights(residual_graph):
     """x -(conv a)-> a -(conv y, fully pruned)-> y, plus a residual a -> y (ResNet shortcut)."""
-    groups = (NodeGroup("x", 0, 2), NodeGroup("a", 2, 2), NodeGroup("y", 4, 2))
-    conv_a = np.zeros((2, 2, 3, 3), bool)
-    conv_a[0, 0, 1, 1] = conv_a[0, 0, 0, 0] = True  # x0 -> a0 with two taps
-    conv_a[1, 1, :, :] = True  # x1 -> a1 with nine taps
-    blocks = (
-        EdgeBlock("a", "x", "a", "sequential", conv_a),
-        EdgeBlock("y", "a", "y", "sequential", np.zeros((2, 2, 3, 3), bool)),
-        EdgeBlock("res", "a", "y", "residual"),
-    )
-    g = NetworkGraph(groups, blocks)
+    g = residual_graph
     c = metrics.layer_collapse(g)
     assert c["collapsed"] == ["y"] and c["inputs_reach_outputs"]
     assert metrics.dead_units(g)["n_dead"] == 0

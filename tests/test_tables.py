@@ -8,21 +8,6 @@ from n2ngraph.graph import EdgeBlock, NetworkGraph, NodeGroup
 from n2ngraph.tables import block_table, group_table, markdown_table, write_table
 
 
-@pytest.fixture
-def residual_graph():
-    """x(2) -(conv a, 11 of 36 taps)-> a(2) -(conv y, 0 of 36)-> y(2), plus a residual a -> y."""
-    groups = (NodeGroup("x", 0, 2), NodeGroup("a", 2, 2), NodeGroup("y", 4, 2))
-    conv_a = np.zeros((2, 2, 3, 3), bool)
-    conv_a[0, 0, 1, 1] = conv_a[0, 0, 0, 0] = True  # x0 -> a0 with two taps
-    conv_a[1, 1, :, :] = True  # x1 -> a1 with nine taps
-    blocks = (
-        EdgeBlock("a", "x", "a", "sequential", conv_a),
-        EdgeBlock("y", "a", "y", "sequential", np.zeros((2, 2, 3, 3), bool)),
-        EdgeBlock("res", "a", "y", "residual"),
-    )
-    return NetworkGraph(groups, blocks)
-
-
 def test_block_table_counts_and_no_nan_for_weightless_blocks(residual_graph, tmp_path):
     t = block_table(residual_graph)
     assert list(t["block"]) == ["a", "y", "res", "total"]
