@@ -180,7 +180,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     """
     from n2ngraph.n2nskip import _add_n2nskip_count, skip_capacity
     from n2ngraph.pruning import kept_count, prune
-    from n2ngraph.trace import trace
+    from n2ngraph.trace import trace, with_masks
 
     r = get_recipe(recipe)
     density = check_density(density)
@@ -197,7 +197,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     seq_density = density * (1 - f)
     _check_dense_fits(model, r, dense, layers, density, seq_density)
     masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
-    graph = trace(model, masks, example_input=example_input).graph
+    graph = with_masks(reference, model, masks)
     prov = {"model": graph.provenance.get("model", type(model).__name__), "method": method,
             "density": density, "seed": seed, "scope": scope, "granularity": granularity,
             "dense_layers": list(dense), "recipe": r.name, "recipe_fields": r.to_json(),
@@ -226,7 +226,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
             f"the network is pruned to {seq_density:.4g} instead of {density * (1 - f):.4g}, "
             "so the total stays the plain network's", stacklevel=2)
         masks = prune(model, method, seq_density, data=data, seed=seed, **opts)
-        graph = trace(model, masks, example_input=example_input).graph
+        graph = with_masks(reference, model, masks)
         n_skip = target - graph.num_params
         prov.update(sequential_params=graph.num_params, sequential_density=seq_density)
     prov["n2nskip_fraction_effective"] = n_skip / target if target else 0.0

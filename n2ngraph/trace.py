@@ -45,7 +45,7 @@ from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
 from n2ngraph.masks import PRUNABLE_TYPES, masks_of, prunable_weights, validate_masks, weight_of
 from n2ngraph.models import example_input as default_example_input
 
-__all__ = ["Trace", "trace", "to_graph", "record_shapes", "SKIP_MARKER"]
+__all__ = ["Trace", "trace", "to_graph", "with_masks", "record_shapes", "SKIP_MARKER"]
 
 #: Attribute of a skip module (``n2ngraph.bridge``) traced as a ready-made edge block: called as
 #: ``skip(a_src, z_dst)`` it has ``n2ngraph_kind`` ("n2nskip" or "residual"),
@@ -1317,6 +1317,36 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
     provenance = {"model": name or type(model).__name__, "library_version": __version__}
     graph, group_nodes = _assemble(walk, provenance)
     return Trace(graph, gm, group_nodes)
+
+
+def with_masks(graph: NetworkGraph, model: nn.Module, masks: Mapping[str, torch.Tensor]) -> NetworkGraph:
+    """The graph :func:`trace` gives for ``model`` with ``masks``, from ``graph`` already traced
+    from ``model``, without tracing again: masks do not change the walk, only the masks and
+    pair weights of the traced weight layers they name.
+
+    Parameters
+    ----------
+    graph : NetworkGraph
+        Traced from ``model`` (its traced ``sequential`` blocks name their layer by
+        ``spec.module``; blocks added by a graph edit are left as they are).
+    model : nn.Module
+        The traced model; its weights give the pair weights.
+    masks : dict
+        ``{"<module path>.weight": bool tensor}``, checked as :func:`trace` checks them.
+    """
+    layers = prunable_weights(model)
+    masks = validate_masks(model, masks)
+    blocks = []
+    for block in graph.blocks:
+        path = block.spec.module if block.spec.module is not None else block.name
+        name = f"{path}.weight" if path else "weight"
+        if block.kind != "sequential" or block.spec.added_by or name not in masks:
+            blocks.append(block)
+            continue
+        mask = masks[name].to(torch.bool)
+        blocks.append(block.with_mask(_numpy_mask(mask, block.mask.shape),
+                                      _pair_weight(weight_of(layers[name]), mask, block.fold)))
+    return graph.replace(blocks=blocks)
 
 
 def to_graph(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,

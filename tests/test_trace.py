@@ -304,3 +304,21 @@ def test_rule_table_is_one_dispatch():
 
     assert _module_rule(MyReLU()) == "alias" and _module_rule(nn.Conv2d(1, 1, 1)) == "weight_layer"
     assert _module_rule(_DenseSkip()) == "skip" and _module_rule(nn.LSTM(1, 1)) is None
+
+
+@pytest.mark.parametrize("name", ["paper_mlp", "resnet18"])
+def test_with_masks_equals_tracing_again(name):
+    """Masks change only the traced layers' masks and pair weights: putting them on the traced
+    graph gives what a second trace with them gives, pair weights included."""
+    from n2ngraph import models
+    from n2ngraph.pruning import prune
+    from n2ngraph.trace import trace, with_masks
+
+    model = models.build_model(name)
+    reference = trace(model).graph
+    masks = prune(model, "magnitude", 0.05)
+    retraced, edited = trace(model, masks).graph, with_masks(reference, model, masks)
+    assert edited == retraced and edited != reference
+    for a, b in zip(edited.blocks, retraced.blocks):
+        assert a.spec == b.spec
+        assert (a.pair_weight is None and b.pair_weight is None) or np.array_equal(a.pair_weight, b.pair_weight)
