@@ -63,7 +63,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph
-from n2ngraph.masks import PRUNABLE_TYPES
+from n2ngraph.masks import FUSED_WEIGHTS, PRUNABLE_TYPES, weight_name
 from n2ngraph.n2nskip import skip_initial_weights
 from n2ngraph.recipes import SKIP_ORDERS  # orders of the ops inside an N2NSkip module (spec.order)
 from n2ngraph.skip_modules import (
@@ -107,39 +107,48 @@ def _guard_loads(model: nn.Module) -> nn.Module:
 
 
 # ------------------------------------------------------------------------ helpers
-def _bake_in_existing_mask(module: nn.Module) -> None:
-    """Remove a mask already on a layer (a ``torch.nn.utils.prune`` buffer or a parametrization)
-    by writing the masked values the layer computes with into its plain ``weight``."""
-    if hasattr(module, "weight_orig"):
-        torch.nn.utils.prune.remove(module, "weight")
-    if parametrize.is_parametrized(module, "weight"):
-        parametrize.remove_parametrizations(module, "weight", leave_parametrized=True)
+def _bake_in_existing_mask(module: nn.Module, attr: str = "weight") -> None:
+    """Remove a mask already on a layer's weight ``attr`` (a ``torch.nn.utils.prune`` buffer or a
+    parametrization) by writing the masked values the layer computes with into the plain
+    parameter."""
+    if hasattr(module, f"{attr}_orig"):
+        torch.nn.utils.prune.remove(module, attr)
+    if parametrize.is_parametrized(module, attr):
+        parametrize.remove_parametrizations(module, attr, leave_parametrized=True)
 
 
-def _apply_mask(module: nn.Module, mask: torch.Tensor) -> None:
-    _bake_in_existing_mask(module)
+def _apply_mask(module: nn.Module, mask: torch.Tensor, attr: str = "weight") -> None:
+    """Mask the weight ``attr`` of ``module`` (``weight``, or a fused weight such as
+    MultiheadAttention's ``in_proj_weight``) with a :class:`MaskParametrization`."""
+    _bake_in_existing_mask(module, attr)
+    weight = getattr(module, attr)
     with torch.no_grad():
-        module.weight.masked_fill_(~mask.to(module.weight.device), 0)
-    parametrize.register_parametrization(module, "weight", MaskParametrization(mask.to(module.weight.device)))
+        weight.masked_fill_(~mask.to(weight.device), 0)
+    parametrize.register_parametrization(module, attr, MaskParametrization(mask.to(weight.device)))
 
 
-def _layer_of(model: nn.Module, block: EdgeBlock) -> nn.Module:
+def _layer_of(model: nn.Module, block: EdgeBlock) -> tuple[nn.Module, str]:
+    """``(module, weight attribute)`` of a sequential block: ``(Linear/Conv2d, "weight")``, or a
+    fused weight (:data:`n2ngraph.masks.FUSED_WEIGHTS`) named by its parameter."""
     path = block.name if block.spec.module is None else block.spec.module
+    owner, _, attr = weight_name(path).rpartition(".")
     try:
-        module = model.get_submodule(path) if path else model
+        module = model.get_submodule(owner) if owner else model
     except AttributeError:
         module = None
-    if not isinstance(module, PRUNABLE_TYPES):
+    fused = any(isinstance(module, cls) and attr in names for cls, names in FUSED_WEIGHTS.items())
+    if not (isinstance(module, PRUNABLE_TYPES) and attr == "weight") and not fused:
         raise ValueError(
             f"sequential block {block.name!r} names module {path!r}, which is not a Linear/Conv2d "
-            f"of {type(model).__name__}; was the graph built from this reference model?"
+            f"(or a fused weight: {sorted({n for v in FUSED_WEIGHTS.values() for n in v})}) of "
+            f"{type(model).__name__}; was the graph built from this reference model?"
         )
-    weight = module.parametrizations["weight"].original if parametrize.is_parametrized(module, "weight") \
-        else getattr(module, "weight_orig", module.weight)
-    if tuple(weight.shape) != tuple(block.mask.shape):
+    weight = module.parametrizations[attr].original if parametrize.is_parametrized(module, attr) \
+        else getattr(module, f"{attr}_orig", getattr(module, attr, None))
+    if weight is None or tuple(weight.shape) != tuple(block.mask.shape):
         raise ValueError(f"block {block.name!r} has mask shape {block.mask.shape} but module {path!r} "
-                         f"has weight shape {tuple(weight.shape)}")
-    return module
+                         f"has weight shape {None if weight is None else tuple(weight.shape)}")
+    return module, attr
 
 
 def _activation_of(node: fx.Node, modules: Mapping[str, nn.Module]) -> tuple[str, float] | None:
@@ -343,15 +352,15 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
     layers = {}
     for b in graph.blocks:
         if b.kind == "sequential":
-            layers[b.name] = _layer_of(model, b)
-            _apply_mask(layers[b.name], torch.from_numpy(b.mask.copy()))
+            layers[b.name] = module, attr = _layer_of(model, b)
+            _apply_mask(module, torch.from_numpy(b.mask.copy()), attr)
     gen = torch.Generator().manual_seed(int(seed))
     fan = _fan_in(graph) if init == "sparse" else {}
     if init == "sparse":
         for b in graph.blocks:
             if b.kind == "sequential":
-                layer = layers[b.name]
-                orig = layer.parametrizations["weight"].original
+                layer, attr = layers[b.name]
+                orig = layer.parametrizations[attr].original
                 w = _kaiming(tuple(b.mask.shape), fan[b.dst], gen) * torch.from_numpy(b.mask.copy())
                 with torch.no_grad():
                     orig.copy_(w.to(orig.device, orig.dtype))
@@ -387,6 +396,13 @@ def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphMod
     state: dict[str, tuple[fx.Node, fx.Node, fx.Node | None, tuple[str, float]]] = {}
     for b in added:
         src, dst = graph.group(b.src), graph.group(b.dst)
+        inside = [g for g in (b.src, b.dst) if not tr.group_nodes.get(g)]
+        if inside:
+            raise ValueError(
+                f"skip {b.name!r}: group {inside[0]!r} is computed inside a fused op (q, k, v or "
+                "attention inside nn.MultiheadAttention or torchvision's shifted_window_attention) "
+                "and has no activation a skip can read or add to; wire skips between the blocks' "
+                "inputs and outputs (recipe wiring 'blocks', as the paper recipe does)")
         if b.dst not in state:
             z, g_node, act = _injection([nodes[k] for k in tr.group_nodes[b.dst]], tuple(dst.shape),
                                         modules, flow)

@@ -42,7 +42,14 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph, NodeGroup
-from n2ngraph.masks import PRUNABLE_TYPES, masks_of, prunable_weights, validate_masks, weight_of
+from n2ngraph.masks import (
+    PRUNABLE_TYPES,
+    masks_of,
+    prunable_weights,
+    validate_masks,
+    weight_name,
+    weight_of,
+)
 from n2ngraph.models import example_input as default_example_input
 
 __all__ = ["Trace", "trace", "to_graph", "with_masks", "record_shapes", "SKIP_MARKER"]
@@ -125,7 +132,8 @@ def _rule_table() -> dict[str, dict[Any, str]]:
         table["call_function"].update(dict.fromkeys(functions, rule))
         table["call_method"].update(dict.fromkeys(methods, rule))
     table["call_module"].update({**dict.fromkeys(_ALIAS_MODULES, "alias"), nn.Flatten: "reshape",
-                                 **dict.fromkeys(PRUNABLE_TYPES, "weight_layer")})
+                                 **dict.fromkeys(PRUNABLE_TYPES, "weight_layer"),
+                                 nn.MultiheadAttention: "multihead_attention"})
     table["call_function"].update(_QUALIFIED_RULES)
     return table
 
@@ -162,7 +170,9 @@ def _function_rule(node: fx.Node) -> str | None:
 #:   ``unbind`` of the q | k | v axis of a split fused projection;
 #: - ``attention``: ``F.scaled_dot_product_attention`` (a group joined from q, k and v);
 #: - ``pad``: padding of axes other than the channel axis (aliases);
-#: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block).
+#: - ``weight_layer``: ``nn.Linear`` / ``nn.Conv2d`` (a new group and a ``sequential`` block);
+#: - ``multihead_attention``: ``nn.MultiheadAttention`` (its q/k/v and output projections as
+#:   weight layers around an attention group).
 #:
 #: A module with the :data:`SKIP_MARKER` attribute follows the ``skip`` rule whatever its class.
 _RULES = _rule_table()
@@ -193,6 +203,8 @@ class Trace:
     group_nodes : dict
         ``group name -> fx node names`` whose output is that group's activation, in graph order:
         the producer first (placeholder, weight layer, add or cat), then the ops aliasing it.
+        Empty for a group computed inside a fused call (q, k, v and attention inside
+        ``nn.MultiheadAttention`` or torchvision's ``shifted_window_attention``).
     """
 
     graph: NetworkGraph
@@ -399,6 +411,7 @@ class _Walker:
         self.containers: dict[str, list[_Value]] = {}  # tuple / named tuple outputs
         self.splits: dict[str, tuple] = {}  # split node -> (value, ranges, piece template)
         self.scores: dict[str, tuple[_Value, ...]] = {}  # attention weights -> their q and k
+        self.tuples: dict[str, list[_Value | None]] = {}  # module outputs read by index (MHA)
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -489,12 +502,6 @@ class _Walker:
     def _call_module(self, node: fx.Node) -> None:
         module = self.modules[node.target]
         rule = _module_rule(module)
-        if isinstance(module, nn.MultiheadAttention):
-            raise ValueError(
-                f"unsupported module MultiheadAttention at {node.target!r}: its fused q/k/v weight "
-                "in_proj_weight is not a Linear or Conv2d weight, so it cannot be pruned or traced "
-                "yet (a fused nn.Linear q/k/v projection can)"
-            )
         if rule != "skip" and self._on_scores(node):
             return
         if rule != "skip" and not self._activations(node):
@@ -505,8 +512,8 @@ class _Walker:
                 "knows Linear, Conv2d, BatchNorm, activations, pooling, dropout and flatten"
             )
         acts = self._activations(node)
-        if rule != "skip":
-            self._one(node, acts)  # every module but a skip reads one activation
+        if rule not in ("skip", "multihead_attention"):
+            self._one(node, acts)  # every module but a skip and attention reads one activation
         self._check_split_axis(node, rule, acts)
         self._HANDLERS[rule](self, node, acts)
 
@@ -514,6 +521,14 @@ class _Walker:
         target = node.target
         if target is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0].name in self.splits:
             self._piece(node, node.args[0])
+            return
+        if target is operator.getitem and isinstance(node.args[0], fx.Node) and node.args[0].name in self.tuples:
+            item = self.tuples[node.args[0].name][node.args[1]]
+            if item is not None:
+                self._alias(node, item)
+            elif node.users:
+                raise self._fail(node, "the attention weights MultiheadAttention returns "
+                                 "(need_weights=True) are used; n2ngraph traces its output only")
             return
         if self._on_scores(node):
             return
@@ -632,17 +647,75 @@ class _Walker:
     def _linear_block(self, node: fx.Node, path: str, module: nn.Linear, src: int, size: int,
                       shape: tuple[int, ...]) -> int:
         """A ``sequential`` block of a Linear called functionally; returns its new group."""
-        weight = weight_of(module)
+        return self._projection(node, path, weight_of(module), src, size, shape)
+
+    def _projection(self, node: fx.Node, path: str, weight: torch.Tensor, src: int, size: int,
+                    shape: tuple[int, ...]) -> int:
+        """A ``sequential`` block of an ``(out, in)`` weight applied to the last axis of group
+        ``src``'s activation, named by ``path`` (a Linear's module path, or a fused weight's
+        name: :func:`n2ngraph.masks.weight_name`); returns its new group."""
         if self.groups[src].size != weight.shape[1]:
             raise self._fail(node, f"Linear {path!r} takes {weight.shape[1]} features, its input "
                              f"group {self.groups[src].name!r} has {self.groups[src].size}")
-        mask, pair = self._layer_mask(module, weight, 1)
+        mask_t = self.masks.get(weight_name(path))
+        mask = _numpy_mask(mask_t, tuple(weight.shape))
+        pair = _pair_weight(weight, None if mask_t is None else mask_t.to(torch.bool), 1)
         self._use(self._value_of(src))
         gid = self._new_group(path, size, shape, "layer", node.name)
-        spec, _ = _layer_spec(module, path, True)
+        spec = LayerSpec(op="Linear", module=path)
         self.blocks.append((EdgeBlock(self._block_name(path), "", "", "sequential", mask, pair, spec=spec),
                             src, gid))
         return gid
+
+    def _multihead_attention(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``nn.MultiheadAttention(query, key, value)``, a leaf module, on ``(..., E)`` activations
+        whose features lie on the last axis (docs/design.md, "Tokens"): the q, k and v
+        projections, attention over them (:meth:`_attention_group`, head by head) and the
+        ``out_proj`` Linear. With one ``in_proj_weight`` (``(3E, E)``, rows q | k | v) read from
+        one input (self-attention) the projection is one weight layer into a ``3E`` group and q,
+        k, v are its channel ranges, as for a fused ``qkv`` Linear; with ``q_proj_weight`` /
+        ``k_proj_weight`` / ``v_proj_weight`` each is a weight layer from its own input. The
+        returned attention weights (``need_weights``) may be returned unused only."""
+        module = self.modules[node.target]
+        path = str(node.target)
+        keys = ("query", "key", "value", "key_padding_mask", "need_weights", "attn_mask")
+        args = dict(zip(keys, node.args))
+        args.update(node.kwargs)
+        inputs = [args.get(k) for k in keys[:3]]
+        values = [self.values.get(n.name) if isinstance(n, fx.Node) else None for n in inputs]
+        if any(v is None for v in values):
+            raise self._fail(node, "MultiheadAttention's query, key and value must be activations")
+        for k in ("key_padding_mask", "attn_mask"):
+            if any(n.name in self.values for n in getattr(args.get(k), "all_input_nodes", [])) or (
+                    isinstance(args.get(k), fx.Node) and args[k].name in self.values):
+                raise self._fail(node, f"its {k} is computed from activations")
+        for n, v in zip(inputs, values):
+            if v.fold != 1 or v.sub or v.axis != len(self.shapes[n.name]) - 1:
+                raise self._fail(node, f"{n.name!r} of shape {self.shapes[n.name]} does not hold its "
+                                 "features on the last axis (batch, tokens, features)")
+        width = int(module.embed_dim)
+        q_shape = self.shapes[inputs[0].name]
+        batch = 0 if getattr(module, "batch_first", False) or len(q_shape) == 2 else 1
+        shape = (width, *(s for i, s in enumerate(q_shape[:-1]) if i != batch))
+        fused = getattr(module, "_qkv_same_embed_dim", True) and _fused_weight(module, "in_proj_weight") is not None
+        if fused:
+            if len({v.gid for v in values}) != 1:
+                raise self._fail(node, "query, key and value are different activations but "
+                                 "MultiheadAttention projects them with one fused in_proj_weight; "
+                                 "n2ngraph traces a fused projection of one input (self-attention)")
+            name = f"{path}.in_proj_weight"
+            big = _Value(self._projection(node, name, _fused_weight(module, "in_proj_weight"), values[0].gid,
+                                          3 * width, (3 * width, *shape[1:])), 1, len(q_shape) - 1)
+            parts = [self._channel_range(node, big, k * width, (k + 1) * width, name=f"{path}.{part}",
+                                         shape=shape) for k, part in enumerate("qkv")]
+        else:
+            parts = [_Value(self._projection(node, f"{path}.{part}_proj_weight",
+                                             _fused_weight(module, f"{part}_proj_weight"), v.gid, width,
+                                             (width, *shape[1:]))) for part, v in zip("qkv", values)]
+        att = self._attention_group(node, f"{path}.attention", parts, shape)
+        self._inside([*({v.gid for v in parts} | ({big.gid} if fused else set())), att])
+        out = self._projection(node, f"{path}.out_proj", weight_of(module.out_proj), att, width, shape)
+        self.tuples[node.name] = [dataclasses.replace(values[0], gid=out), None]
 
     def _value_of(self, gid: int) -> _Value:
         return _Value(gid)
@@ -806,11 +879,19 @@ class _Walker:
                              "are not a fused q | k | v projection and its output projection")
         spatial = tuple(in_shape[1:-1])
         fused = _Value(self._linear_block(node, qkv_path, qkv, value.gid, 3 * width, (3 * width, *spatial)))
-        parts = [self._channel_range(node, fused, k * width, (k + 1) * width, name=_group_name(node, part))
-                 for k, part in enumerate("qkv")]
+        parts = [self._channel_range(node, fused, k * width, (k + 1) * width, name=_group_name(node, part),
+                                     shape=(width, *spatial)) for k, part in enumerate("qkv")]
         att = self._attention_group(node, _group_name(node, "attention"), parts, (width, *spatial))
+        self._inside([fused.gid, *(v.gid for v in parts), att])
         out = self._linear_block(node, proj_path, proj, att, width, (width, *spatial))
         self.values[node.name] = _Value(out, 1, len(in_shape) - 1)
+
+    def _inside(self, gids: list[int]) -> None:
+        """Mark groups computed inside one fused call (q, k, v and attention of a fused
+        attention op): they have no fx node of their own (:attr:`Trace.group_nodes` lists none),
+        so nothing outside can read or replace their activation."""
+        for gid in gids:
+            self.groups[gid].nodes.clear()
 
     def _input_fold(self, node: fx.Node, linear: bool, weight: torch.Tensor, value: _Value) -> int:
         """Check that a weight layer can read its input activation and return the fold: input
@@ -1019,7 +1100,8 @@ class _Walker:
             self._alias(node, value)
 
     def _channel_range(self, node: fx.Node, value: _Value, start: int, stop: int,
-                       like: _Value | None = None, name: str | None = None) -> _Value:
+                       like: _Value | None = None, name: str | None = None,
+                       shape: tuple[int, ...] | None = None) -> _Value:
         """A group over channels ``start .. stop - 1`` of ``value``'s group (a slice, a piece of
         a split or chunk): source node ``start + i`` joins node ``i`` through a ``residual``
         block with offset ``-start`` (a node map ``index`` when ``start`` is 0)."""
@@ -1027,8 +1109,8 @@ class _Walker:
             raise self._fail(node, f"empty channel range {start}:{stop}")
         self._use(value)
         like = like or _Value(0, 1, value.axis)
-        gid = self._new_group(name or _group_name(node, "slice"), stop - start,
-                              self._group_shape(node, like.axis), "slice", node.name)
+        shape = self._group_shape(node, like.axis) if shape is None else shape
+        gid = self._new_group(name or _group_name(node, "slice"), stop - start, shape, "slice", node.name)
         size = self.groups[value.gid].size
         index = None
         if start == 0:  # an offset >= 0 must fit whole (concatenation): map the nodes instead
@@ -1204,8 +1286,15 @@ class _Walker:
                  "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
                  "window_attention": _window_attention, "patch_merge": _patch_merge,
                  "attention": _on_attention, "pad": _pad, "product": _product, "roll": _roll,
-                 "weight_layer": _weight_layer,
+                 "weight_layer": _weight_layer, "multihead_attention": _multihead_attention,
                  "skip": _skip}
+
+
+def _fused_weight(module: nn.Module, name: str) -> torch.Tensor | None:
+    """The stored values of a module's fused weight ``name`` (:class:`n2ngraph.masks.FusedWeight`)."""
+    from n2ngraph.masks import FusedWeight
+
+    return weight_of(FusedWeight(module, name)) if getattr(module, name, None) is not None else None
 
 
 def _layer_spec(module: nn.Module, path: str, linear: bool) -> tuple[LayerSpec, int]:
@@ -1339,7 +1428,7 @@ def with_masks(graph: NetworkGraph, model: nn.Module, masks: Mapping[str, torch.
     blocks = []
     for block in graph.blocks:
         path = block.spec.module if block.spec.module is not None else block.name
-        name = f"{path}.weight" if path else "weight"
+        name = weight_name(path)
         if block.kind != "sequential" or block.spec.added_by or name not in masks:
             blocks.append(block)
             continue

@@ -207,13 +207,18 @@ def _tensor_nodes(gm, model, x) -> set[str]:
 def dataflow_mismatches(result, model, example_input) -> list[str]:
     """Weight layers of ``result.graph`` (a :class:`n2ngraph.trace.Trace`) whose nearest upstream
     layers differ between the graph and the fx data flow (:func:`fx_upstream`)."""
-    from n2ngraph.masks import PRUNABLE_TYPES
+    from n2ngraph.masks import FUSED_WEIGHTS, PRUNABLE_TYPES
 
     gm, graph = result.module, result.graph
     shapes = _tensor_nodes(gm, model, example_input)
     paths = {p for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
-    units = layer_units(gm, paths)
-    unit_of = {}
+    # a module with fused weights (MultiheadAttention) is one unit: its fused weights and its
+    # Linear children (out_proj) are its layers
+    fused = {p: m for p, m in model.named_modules() if isinstance(m, tuple(FUSED_WEIGHTS))}
+    units = layer_units(gm, paths | set(fused))
+    unit_of = {f"{p}.{name}": p for p, m in fused.items() for names in FUSED_WEIGHTS.values() for name in names}
+    unit_of.update({f"{p}.{c}": p for p, m in fused.items() for c, sub in m.named_modules()
+                    if c and isinstance(sub, PRUNABLE_TYPES)})
     for name, unit in units.items():  # the layers a fused unit reads
         node = next(n for n in gm.graph.nodes if n.name == name)
         for a in node.all_input_nodes:
