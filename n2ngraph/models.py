@@ -19,6 +19,7 @@ import contextlib
 import importlib
 import inspect
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -30,6 +31,8 @@ __all__ = [
     "model_factory",
     "resolve_model",
     "example_input",
+    "parse_input_shape",
+    "DEFAULT_IMAGE_SIZE",
     "mlp",
     "paper_mlp",
     "lenet300",
@@ -139,14 +142,16 @@ class VGG(nn.Module):
         return self.classifier(x)
 
 
-def vgg16(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision") -> VGG:
-    """VGG16 in torchvision's layout (see :class:`VGG`)."""
-    return VGG(_VGG_CONFIGS["vgg16"], num_classes, batch_norm=batch_norm, head=head)
+def vgg16(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision",
+          in_channels: int = 3) -> VGG:
+    """VGG16 in torchvision's layout (see :class:`VGG`); ``in_channels=1`` for grey images."""
+    return VGG(_VGG_CONFIGS["vgg16"], num_classes, batch_norm=batch_norm, head=head, in_channels=in_channels)
 
 
-def vgg19(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision") -> VGG:
+def vgg19(num_classes: int = 10, *, batch_norm: bool = True, head: str = "torchvision",
+          in_channels: int = 3) -> VGG:
     """VGG19 in torchvision's layout (see :class:`VGG`); the paper's 143M-weight model."""
-    return VGG(_VGG_CONFIGS["vgg19"], num_classes, batch_norm=batch_norm, head=head)
+    return VGG(_VGG_CONFIGS["vgg19"], num_classes, batch_norm=batch_norm, head=head, in_channels=in_channels)
 
 
 # ------------------------------------------------------------------------- ResNet
@@ -262,14 +267,14 @@ class ResNet(nn.Module):
         return self.fc(x)
 
 
-def resnet18(num_classes: int = 10, *, stem: str = "cifar") -> ResNet:
-    """ResNet18 (basic blocks 2-2-2-2)."""
-    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem=stem)
+def resnet18(num_classes: int = 10, *, stem: str = "cifar", in_channels: int = 3) -> ResNet:
+    """ResNet18 (basic blocks 2-2-2-2); ``in_channels=1`` for grey images."""
+    return ResNet(BasicBlock, [2, 2, 2, 2], num_classes, stem=stem, in_channels=in_channels)
 
 
-def resnet50(num_classes: int = 10, *, stem: str = "cifar") -> ResNet:
+def resnet50(num_classes: int = 10, *, stem: str = "cifar", in_channels: int = 3) -> ResNet:
     """ResNet50 (bottlenecks 3-4-6-3); 23.5M weights at 10 classes."""
-    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem=stem)
+    return ResNet(Bottleneck, [3, 4, 6, 3], num_classes, stem=stem, in_channels=in_channels)
 
 
 def _init_like_torchvision(model: nn.Module) -> None:
@@ -283,6 +288,9 @@ def _init_like_torchvision(model: nn.Module) -> None:
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
 
+
+#: Side of the square images a conv net is traced on when no input shape is given (CIFAR's).
+DEFAULT_IMAGE_SIZE = 32
 
 #: Model registry: name -> factory(num_classes=..., **kwargs).
 MODELS: dict[str, Callable[..., nn.Module]] = {
@@ -327,6 +335,32 @@ def build_model(name: str, *, seed: int | None = 0, **kwargs) -> nn.Module:
         return MODELS[name](**kwargs)
 
 
+def _import_from_cwd(module_name: str):
+    """``importlib.import_module(module_name)``, also finding modules in the current directory.
+
+    ``python -m`` puts the current directory on ``sys.path``, the installed ``n2ngraph`` script
+    does not; a user's ``mynet.py`` next to them must resolve either way. When the module is not
+    found otherwise, the current directory is appended to ``sys.path`` (after the installed
+    packages, so a local file never shadows an installed module of the same name) and stays
+    there, so that the module's own later imports, and processes started from this one (Dask
+    workers unpickling its models), find it too.
+    """
+    import os
+    import sys
+
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        cwd = os.getcwd()
+        top = module_name.partition(".")[0]
+        if exc.name != top or cwd in sys.path or "" in sys.path \
+                or not any((Path(cwd) / f"{top}{suffix}").exists() for suffix in (".py", "")):
+            raise
+        sys.path.append(cwd)
+        importlib.invalidate_caches()
+        return importlib.import_module(module_name)
+
+
 def model_factory(spec: str) -> Callable[..., nn.Module]:
     """The factory a model spec names, without calling it.
 
@@ -334,7 +368,7 @@ def model_factory(spec: str) -> Callable[..., nn.Module]:
     ----------
     spec : str
         A key of :data:`MODELS` (``"vgg19"``) or a user factory ``"package.module:function"``,
-        which is imported here.
+        which is imported here (modules in the current directory are found too).
 
     Raises
     ------
@@ -357,7 +391,7 @@ def model_factory(spec: str) -> Callable[..., nn.Module]:
         return MODELS[spec]
     module_name, _, attr = spec.partition(":")
     try:
-        module = importlib.import_module(module_name)
+        module = _import_from_cwd(module_name)
     except Exception as exc:  # noqa: BLE001 - the user's import failed: say which and why
         raise ValueError(f"cannot import model factory {spec!r}: {type(exc).__name__}: {exc}") from exc
     factory = getattr(module, attr, None)
@@ -423,16 +457,76 @@ def resolve_model(spec: str, *, seed: int | None = 0, defaults: Mapping[str, Any
     return model
 
 
-def example_input(model: nn.Module, *, batch: int = 1, image_size: int = 32) -> torch.Tensor:
-    """A zero input shaped for the model's first weight layer.
+def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
+    """One sample's input shape from ``"C,H,W"`` (also ``"CxHxW"``, or ``"784"`` for a flat
+    input), without the batch axis.
 
-    Linear first: ``(batch, in_features)``. Conv2d first: ``(batch, C, image_size, image_size)``.
+    Parameters
+    ----------
+    text : str or sequence of int
+        Positive integers separated by commas or ``x``; a sequence of ints is checked and
+        returned as a tuple.
+
+    Returns
+    -------
+    tuple of int
+        ``(C, H, W)`` for images, ``(F,)`` for flat inputs.
+
+    Raises
+    ------
+    ValueError
+        Empty, non-integer or non-positive entries, or more than 4 of them.
+
+    Examples
+    --------
+    >>> parse_input_shape("1,28,28"), parse_input_shape("3x32x32"), parse_input_shape("784")
+    ((1, 28, 28), (3, 32, 32), (784,))
+    """
+    accepted = "positive integers C,H,W (e.g. 1,28,28; or one number F for flat inputs)"
+    if isinstance(text, str):
+        parts = [p.strip() for p in text.replace("x", ",").replace("X", ",").split(",")]
+        try:
+            shape = tuple(int(p) for p in parts)
+        except ValueError:
+            raise ValueError(f"input shape {text!r} is not {accepted}") from None
+    else:
+        try:
+            shape = tuple(int(v) for v in text)
+        except (TypeError, ValueError):
+            raise ValueError(f"input shape {text!r} is not {accepted}") from None
+        if any(int(v) != v for v in text):
+            raise ValueError(f"input shape {text!r} is not {accepted}")
+    if not 1 <= len(shape) <= 4 or min(shape) < 1:
+        raise ValueError(f"input shape {text!r} is not {accepted}")
+    return shape
+
+
+def example_input(model: nn.Module, *, batch: int = 1,
+                  input_shape: str | Sequence[int] | None = None) -> torch.Tensor:
+    """A zero input batch ``(batch, *input_shape)`` for tracing ``model``.
+
+    ``input_shape`` (:func:`parse_input_shape`'s forms) is the shape of one sample, e.g. that of
+    the training data (:func:`n2ngraph.data.input_shape`). Without it the shape is guessed from
+    the model's first weight layer: Linear first ``(batch, in_features)``; Conv2d first
+    ``(batch, C, 32, 32)`` (CIFAR-sized; :data:`DEFAULT_IMAGE_SIZE`).
+
+    Raises
+    ------
+    ValueError
+        No ``input_shape`` and no Linear or Conv2d layer to guess from; a malformed
+        ``input_shape``.
     """
     first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+    param = next(model.parameters(), None)
+    dtype = torch.float32 if param is None or not param.is_floating_point() else param.dtype
+    device = None if param is None else param.device
+    if input_shape is not None:
+        return torch.zeros(batch, *parse_input_shape(input_shape), dtype=dtype, device=device)
     if first is None:
-        raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer")
+        raise ValueError(f"{type(model).__name__} has no Linear or Conv2d layer to guess its input "
+                         "shape from; give input_shape=(C, H, W)")
     weight = first.weight
     if isinstance(first, nn.Linear):
         return torch.zeros(batch, first.in_features, dtype=weight.dtype, device=weight.device)
-    return torch.zeros(batch, first.in_channels, image_size, image_size, dtype=weight.dtype,
-                       device=weight.device)
+    size = DEFAULT_IMAGE_SIZE
+    return torch.zeros(batch, first.in_channels, size, size, dtype=weight.dtype, device=weight.device)

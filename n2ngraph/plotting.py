@@ -22,13 +22,14 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Rectangle
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, NullLocator
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator, NullFormatter, NullLocator
 
 from n2ngraph.graph import BLOCK_KINDS, EdgeBlock, NetworkGraph
 
-__all__ = ["DISPLAY_KINDS", "KIND_COLORS", "adjacency_image", "display_kind", "group_labels", "paired_delta",
-           "plot_accuracy", "plot_adjacency", "plot_compare", "plot_delta_f", "plot_methods",
-           "plot_scree", "save_figure", "VARIANT_COLORS"]
+__all__ = ["DISPLAY_KINDS", "KIND_COLORS", "TRAIN_CURVE_COLUMNS", "adjacency_image", "display_kind",
+           "group_labels", "paired_delta", "plot_accuracy", "plot_accuracy_vs_distance",
+           "plot_adjacency", "plot_compare", "plot_delta_f", "plot_methods", "plot_scree",
+           "plot_train_curve", "save_figure", "VARIANT_COLORS"]
 
 #: Parameter-free joins drawn apart from identity shortcuts (``add``, ``sub``), by the
 #: ``spec.op`` of their ``residual`` block (docs/design.md, graph semantics): the channel joins of a
@@ -290,8 +291,9 @@ _COLUMN_LABELS = {"n_components": "connected components", "dead_units": "dead un
 
 
 def _column_title(column: str) -> str:
-    """Panel title of a sweep column: ``F(t=1/λ2)`` for ``F(t=1/l2)``, names in words."""
-    if _F_COLUMN.match(column):
+    """Panel title of a sweep column: ``F(t=1/λ2)`` for ``F(t=1/l2)`` (also with a prefix such as
+    ``trained F(t=1/l2)``), names in words."""
+    if _F_COLUMN.match(column.removeprefix("trained ")):
         return _LAMBDA_2.sub("λ2", column)
     return _COLUMN_LABELS.get(column, column.replace("_", " "))
 
@@ -733,6 +735,198 @@ def plot_accuracy(summary, *, path: str | os.PathLike | None = None, metric: str
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7, frameon=False)
     fig.tight_layout(rect=(0, 0, 1, _suptitle(fig, title)))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+# ------------------------------------------------------------------------------- training
+#: Columns a training log needs for :func:`plot_train_curve` (see
+#: :data:`n2ngraph.training.LOG_COLUMNS`; accuracies are fractions in [0, 1]).
+TRAIN_CURVE_COLUMNS = ("epoch", "train_loss", "train_acc", "test_loss", "test_acc")
+
+
+def plot_train_curve(log, *, title: str | None = None, path: str | os.PathLike | None = None) -> Figure:
+    """Accuracy and loss per epoch of one training run (a ``log.csv`` of
+    :func:`n2ngraph.training.train`).
+
+    Two panels against the epoch (1-based, after the epoch's last step): accuracy in % (train
+    and test) and cross-entropy loss (train and test). The best test accuracy is marked and
+    named; epochs where the learning rate changes (column ``lr``, when present) are drawn as
+    faint vertical lines. A test split that was not evaluated (NaN) is left out. Saves PNG and
+    PDF when ``path`` is given.
+
+    Raises
+    ------
+    ValueError
+        The log lacks a column of :data:`TRAIN_CURVE_COLUMNS` or has no rows.
+    """
+    missing = [c for c in TRAIN_CURVE_COLUMNS if c not in log.columns]
+    if missing:
+        raise ValueError(f"plot_train_curve: the log lacks column(s) {missing}; a training log "
+                         f"has {list(TRAIN_CURVE_COLUMNS)}")
+    if len(log) == 0:
+        raise ValueError("plot_train_curve: the log has no epochs")
+    epoch = np.asarray(log["epoch"], float)
+    fig = Figure(figsize=(9.0, 3.6))
+    acc_ax, loss_ax = fig.subplots(1, 2)
+    styles = {"train": ("#1f4e9c", "-", "o"), "test": ("#d7301f", "--", "s")}
+    marker = len(log) <= 30
+    for split, (color, ls, mk) in styles.items():
+        acc = 100 * np.asarray(log[f"{split}_acc"], float)
+        loss = np.asarray(log[f"{split}_loss"], float)
+        if np.isfinite(acc).any():
+            acc_ax.plot(epoch, acc, color=color, ls=ls, marker=mk if marker else None, ms=3, label=split)
+        if np.isfinite(loss).any():
+            loss_ax.plot(epoch, loss, color=color, ls=ls, marker=mk if marker else None, ms=3, label=split)
+    test = 100 * np.asarray(log["test_acc"], float)
+    if np.isfinite(test).any():
+        best = int(np.nanargmax(test))
+        acc_ax.plot([epoch[best]], [test[best]], marker="*", ms=11, color="#d7301f", ls="none",
+                    label=f"best test {test[best]:.2f}% (epoch {epoch[best]:g})")
+    if "lr" in log.columns and len(log) > 1:
+        lr = np.asarray(log["lr"], float)
+        for k in np.flatnonzero(np.diff(lr) != 0) + 1:
+            for ax in (acc_ax, loss_ax):
+                ax.axvline(epoch[k] - 0.5, color="0.6", lw=0.8, ls=":")
+    positive = np.asarray(log[["train_loss", "test_loss"]], float)
+    positive = positive[np.isfinite(positive)]
+    if positive.size and (positive > 0).all() and positive.max() > 10 * positive.min():
+        loss_ax.set_yscale("log")
+        _readable_log_axis(loss_ax.yaxis, float(positive.min()), float(positive.max()))
+    for ax, label in ((acc_ax, "accuracy (%)"), (loss_ax, "cross-entropy loss")):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(label)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    acc_ax.set_title("accuracy", fontsize=9)
+    loss_ax.set_title("loss", fontsize=9)
+    fig.tight_layout(rect=(0, 0, 1, _suptitle(fig, title)))
+    if path is not None:
+        save_figure(fig, path)
+    return fig
+
+
+def _distance_summary(table, keys: list[str], distance: str, accuracy: str):
+    """Mean and sample std (ddof=1; 0 for one seed) of ``distance`` and ``accuracy`` per
+    ``keys``, and the number of rows averaged (``n``)."""
+    grouped = table.groupby(keys, sort=False, dropna=False)
+    out = grouped[[distance, accuracy]].agg(["mean", "std"])
+    out.columns = [f"{c}_{s}" for c, s in out.columns]
+    out["n"] = grouped.size()
+    return out.reset_index().fillna({f"{distance}_std": 0.0, f"{accuracy}_std": 0.0})
+
+
+def plot_accuracy_vs_distance(table, *, distance: str = "trained F(t=inf)",
+                              accuracy: str = "final_test_acc", path: str | os.PathLike | None = None,
+                              title: str | None = None, log: bool = True) -> Figure:
+    """Accuracy against connectivity distance: does a variant closer to the reference train
+    better? (the paper's argument, arXiv:2208.03662, Table 3 beside Figure 5).
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per trained cell, with columns ``method``, ``variant`` (``plain``, ``n2nskip``;
+        ``dense`` rows are drawn as a horizontal band at their accuracy), ``density``,
+        ``distance`` and ``accuracy``; optional ``init`` (one panel per init when several) and
+        ``seed`` (rows of one method, variant, density and init are averaged over seeds).
+    distance : str
+        Any F column: ``"trained F(t=inf)"`` (trained, weighted, the paper's Table 3 measure),
+        ``"F(t=1/l2)"`` (at initialisation), ...
+    accuracy : str
+        ``"final_test_acc"`` (after the last epoch) or ``"best_test_acc"``; fractions in [0, 1]
+        are drawn in %.
+    path : path, optional
+        Save PNG and PDF.
+    title : str, optional
+        Above the panel(s).
+    log : bool
+        Log x-axis when the distances are positive and span more than a factor of 10.
+
+    Returns
+    -------
+    Figure
+        One point per method x variant x density (x init): the mean over seeds with the
+        standard deviations of both as error bars; one colour per method, circles for plain
+        pruning and squares for N2NSkip at the same budget, the density written beside each
+        point, and thin lines joining the densities of one method and variant.
+
+    Raises
+    ------
+    ValueError
+        A needed column is missing, or no row has both a finite distance and accuracy.
+    """
+    needed = ["method", "variant", "density", distance, accuracy]
+    missing = [c for c in needed if c not in table.columns]
+    if missing:
+        raise ValueError(f"plot_accuracy_vs_distance: the table lacks column(s) {missing}; "
+                         f"columns are {list(table.columns)}")
+    percent = bool(np.nanmax(np.abs(np.asarray(table[accuracy], float)), initial=0) <= 1)
+    scale = 100.0 if percent else 1.0
+    dense = table[table["variant"] == "dense"]
+    cells = table[(table["variant"] != "dense")]
+    cells = cells[np.isfinite(np.asarray(cells[distance], float))
+                  & np.isfinite(np.asarray(cells[accuracy], float))]
+    if cells.empty:
+        raise ValueError(f"plot_accuracy_vs_distance: no pruned cell has both {distance!r} and "
+                         f"{accuracy!r}")
+    has_init = "init" in cells.columns
+    inits = list(dict.fromkeys(cells["init"])) if has_init else [None]
+    keys = ["init", "method", "variant", "density"] if has_init else ["method", "variant", "density"]
+    summary = _distance_summary(cells, keys, distance, accuracy)
+    methods = list(dict.fromkeys(summary["method"]))
+    colors = _method_colors(methods)
+    fig = Figure(figsize=(5.2 * len(inits), 4.4 + (0.3 if title else 0)))
+    axes = fig.subplots(1, len(inits), squeeze=False)[0]
+    x_all = np.asarray(summary[f"{distance}_mean"], float)
+    for ax, init in zip(axes, inits):
+        part = summary if init is None else summary[summary["init"] == init]
+        for method in methods:
+            for variant, style, marker in (("plain", "-", "o"), ("n2nskip", "--", "s")):
+                line = part[(part["method"] == method) & (part["variant"] == variant)]
+                line = line.sort_values("density")
+                if line.empty:
+                    continue
+                x = np.asarray(line[f"{distance}_mean"], float)
+                y = scale * np.asarray(line[f"{accuracy}_mean"], float)
+                ax.errorbar(x, y, xerr=np.asarray(line[f"{distance}_std"], float),
+                            yerr=scale * np.asarray(line[f"{accuracy}_std"], float),
+                            color=colors[method], ls=style, lw=0.8, marker=marker, ms=5, capsize=2)
+                for xi, yi, d in zip(x, y, line["density"]):
+                    ax.annotate(f"{float(d):g}", (xi, yi), xytext=(4, 3), textcoords="offset points",
+                                fontsize=6, color=colors[method])
+        d_part = dense if init is None or "init" not in dense.columns else dense[dense["init"] == init]
+        d_acc = scale * np.asarray(d_part[accuracy], float) if not d_part.empty else np.array([])
+        d_acc = d_acc[np.isfinite(d_acc)]
+        if d_acc.size:
+            ax.axhline(d_acc.mean(), color="0.3", lw=1, ls=":")
+            if d_acc.size > 1:
+                ax.axhspan(d_acc.mean() - d_acc.std(ddof=1), d_acc.mean() + d_acc.std(ddof=1),
+                           color="0.5", alpha=0.15, lw=0)
+        finite = x_all[np.isfinite(x_all)]
+        if log and finite.size and (finite > 0).all() and finite.max() > 10 * finite.min():
+            ax.set_xscale("log")
+            _readable_log_axis(ax.xaxis, float(finite.min()), float(finite.max()))
+        words = accuracy.replace("_acc", " accuracy").replace("_", " ")
+        ax.set_ylabel(f"{words} (%)" if percent else words)
+        ax.set_xlabel(f"{_column_title(distance)}  (lower: closer to the dense reference)", fontsize=8)
+        ax.grid(alpha=0.3)
+        if init is not None:
+            ax.set_title(f"{init} init", fontsize=9)
+    handles = [Line2D([], [], color=colors[m], lw=2) for m in methods]
+    labels = list(methods)
+    handles += [Line2D([], [], color="0.2", ls="-", marker="o", ms=4),
+                Line2D([], [], color="0.2", ls="--", marker="s", ms=4)]
+    labels += ["plain pruning (circle)", "+ N2NSkip, same budget (square)"]
+    if not dense.empty:
+        handles.append(Line2D([], [], color="0.3", ls=":"))
+        labels.append("dense reference")
+    ncol = min(len(labels), 3 * len(inits))
+    fig.legend(handles, labels, loc="lower center", ncol=ncol, fontsize=7, frameon=False)
+    rows = math.ceil(len(labels) / ncol)
+    heading = title if title is not None else _sweep_title(table, None)
+    fig.tight_layout(rect=(0, 0.02 + 0.04 * rows, 1, _suptitle(fig, heading)))
     if path is not None:
         save_figure(fig, path)
     return fig

@@ -70,6 +70,7 @@ __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
     "TrainConfig",
+    "check_input_fits",
     "check_resume",
     "evaluate",
     "load_checkpoint",
@@ -584,6 +585,111 @@ def _check_optimizer_state(saved: dict, optimizer: torch.optim.Optimizer) -> str
             elif not (value is None or isinstance(value, (int, float))):
                 return f"optimizer state {name!r} of parameter {key} is a {type(value).__name__}"
     return None
+
+
+_SHAPE_TEXT = re.compile(r"^[\d\s,xX]+$")
+
+
+def _shape_text(shape: tuple[int, ...]) -> str:
+    return "(" + ", ".join(map(str, shape)) + ")"
+
+
+def check_input_fits(model: nn.Module, dataset_or_shape: Any, *, graph: Any = None,
+                     name: str | None = None) -> None:
+    """Refuse, in one line, a model, graph and data whose shapes disagree, before any training.
+
+    Three checks, in this order:
+
+    1. **graph vs data**: the graph's input group (``graph.groups[0].shape``, the shape of one
+       sample it was traced on) must equal the data's sample shape ``(C, H, W)``; a flat input
+       group ``(F,)`` (a model whose first layer is a Linear) fits data of ``F = C*H*W`` values.
+       A graph traced on 32 x 32 images cannot be trained on 28 x 28 ones: its skips and layer
+       shapes were computed from the traced sizes.
+    2. **graph vs classes**: the graph's output group has one node per class of the data
+       (when the data states ``num_classes``).
+    3. **model vs data**: ``model`` maps a zero batch of two samples to logits of shape
+       ``(2, num_classes)`` (eval mode, no gradient; the model's mode is restored).
+
+    Parameters
+    ----------
+    model : nn.Module
+        The model to train (the dense reference before :func:`n2ngraph.bridge.to_model`, or the
+        masked model), on the device and dtype of its parameters.
+    dataset_or_shape : Dataset, str or sequence of int
+        A dataset (:class:`n2ngraph.data.ImageDataset` or any with ``sample_shape`` /
+        ``(input, label)`` items; its ``num_classes`` is used when present), a dataset spec
+        (``"mnist5k:pad=2"``; nothing is loaded, :func:`n2ngraph.data.input_shape`) or one
+        sample's shape (``(1, 28, 28)`` or ``"1,28,28"``,
+        :func:`n2ngraph.models.parse_input_shape`).
+    graph : NetworkGraph, optional
+        The graph variant to be mapped onto ``model``.
+    name : str, optional
+        How to call the model in messages (default its class name).
+
+    Raises
+    ------
+    ValueError
+        One line naming the graph's, the model's and the data's shapes that disagree and what
+        to do (trace the graph at the data's shape: ``input_shape=`` / ``--input-shape``).
+
+    Examples
+    --------
+    >>> from n2ngraph.models import lenet300
+    >>> check_input_fits(lenet300(num_classes=10), (1, 28, 28))
+    >>> check_input_fits(lenet300(num_classes=10), (1, 32, 32))
+    Traceback (most recent call last):
+    ...
+    ValueError: model Sequential does not accept inputs of shape (1, 32, 32) (the data's): ...
+    """
+    from n2ngraph.data import input_shape as data_input_shape
+    from n2ngraph.models import parse_input_shape
+
+    name = name or type(model).__name__
+    num_classes = getattr(dataset_or_shape, "num_classes", None)
+    if isinstance(dataset_or_shape, str) and not _SHAPE_TEXT.match(dataset_or_shape):
+        shape, what = data_input_shape(dataset_or_shape), f"data {dataset_or_shape}"
+    elif isinstance(dataset_or_shape, (str, tuple, list, torch.Size)):
+        shape, what = parse_input_shape(dataset_or_shape), "data"
+    else:
+        shape = data_input_shape(dataset_or_shape)
+        what = f"data {getattr(dataset_or_shape, 'name', type(dataset_or_shape).__name__)}"
+    if graph is not None:
+        traced = tuple(int(v) for v in graph.groups[0].shape)
+        flat = len(traced) == 1 and traced[0] == math.prod(shape)
+        if traced != shape and not flat:
+            graph_name = graph.provenance.get("model", "the graph")
+            raise ValueError(
+                f"graph of {graph_name} was traced on inputs of shape {_shape_text(traced)} but the "
+                f"{what} has samples of shape {_shape_text(shape)}; trace the graph at the data's "
+                f"shape (input_shape={shape}, or n2ngraph graph --input-shape "
+                f"{','.join(map(str, shape))})")
+        outputs = graph.groups[-1].size
+        if num_classes is not None and outputs != num_classes:
+            raise ValueError(f"graph of {graph.provenance.get('model', 'the model')} has {outputs} outputs "
+                             f"but the {what} has {num_classes} classes; build the graph from a model "
+                             f"with num_classes={num_classes}")
+    param = next(model.parameters(), None)
+    device = None if param is None else param.device
+    dtype = torch.float32 if param is None or not param.is_floating_point() else param.dtype
+    x = torch.zeros(2, *shape, device=device, dtype=dtype)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            logits = model(x)
+    except Exception as exc:  # noqa: BLE001 - any failure of the forward is the shape mismatch
+        first = " ".join(str(exc).split())[:300]
+        raise ValueError(f"model {name} does not accept inputs of shape {_shape_text(shape)} (the "
+                         f"{what}'s): {type(exc).__name__}: {first}") from None
+    finally:
+        model.train(was_training)
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or logits.shape[0] != 2:
+        got = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"model {name} maps a batch of 2 inputs of shape {_shape_text(shape)} to "
+                         f"{got}, not to logits of shape (2, classes)")
+    if num_classes is not None and logits.shape[1] != num_classes:
+        raise ValueError(f"model {name} outputs {logits.shape[1]} logits but the {what} has "
+                         f"{num_classes} classes; build the model with num_classes={num_classes}")
 
 
 def check_resume(model: nn.Module, train_set: Dataset, test_set: Dataset | None,

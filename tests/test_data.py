@@ -258,8 +258,10 @@ def test_digits_split():
 
 
 def test_package_datasets_refuse_arguments_and_augmentation():
-    with pytest.raises(ValueError, match="no argument"):
+    with pytest.raises(ValueError, match=r"takes only pad=N.*'foo'"):
         load_dataset("digits:foo", train=True)
+    with pytest.raises(ValueError, match="pad=N"):
+        load_dataset("mnist5k:pad=-1", train=True)
     with pytest.raises(ValueError, match="augmentation"):
         load_dataset("digits", train=True, augment=True)
 
@@ -347,3 +349,38 @@ def test_cifar_augmentation_pads_with_black(tmp_path, rng, monkeypatch):
     ds = load_dataset(f"cifar10:{tmp_path}", train=True)
     out = ds.batch_transform(ds.images, torch.Generator().manual_seed(0))
     assert torch.allclose(out, ds.images)
+
+
+def test_padding_adds_black_borders_and_keeps_the_digits():
+    """pad=N: N zero pixels on every side before normalisation; the centre is the unpadded image
+    (up to the normalisation, which is recomputed on the padded training split)."""
+    plain = load_dataset("digits", train=False)
+    padded = load_dataset("digits:pad=2", train=False)
+    assert padded.sample_shape == (1, 12, 12) and len(padded) == len(plain)
+    assert torch.equal(padded.labels, plain.labels)
+    black = -padded.mean[0] / padded.std[0]  # a zero pixel after normalisation
+    border = torch.cat([padded.images[:, :, :2].flatten(), padded.images[:, :, -2:].flatten(),
+                        padded.images[:, :, :, :2].flatten(), padded.images[:, :, :, -2:].flatten()])
+    assert torch.allclose(border, torch.full_like(border, black))
+    centre01 = padded.images[:, :, 2:-2, 2:-2] * padded.std[0] + padded.mean[0]
+    plain01 = plain.images * plain.std[0] + plain.mean[0]
+    assert torch.allclose(centre01, plain01, atol=1e-5)
+
+
+def test_input_shape_of_specs_without_loading_and_of_datasets():
+    from torch.utils.data import TensorDataset
+
+    from n2ngraph.data import input_shape
+
+    assert input_shape("cifar10:/no/such/folder") == (3, 32, 32)  # nothing is read
+    assert input_shape("cifar100:/x") == (3, 32, 32)
+    assert input_shape("mnist5k") == (1, 28, 28) and input_shape("mnist5k:pad=2") == (1, 32, 32)
+    assert input_shape("digits:pad=1") == (1, 10, 10)
+    assert input_shape("synthetic:shape=3x5x7") == (3, 5, 7) and input_shape("synthetic") == (1, 8, 8)
+    assert input_shape(load_dataset("synthetic:n=8,shape=2x3x4", train=True)) == (2, 3, 4)
+    assert input_shape(TensorDataset(torch.zeros(5, 7), torch.zeros(5))) == (7,)
+    assert input_shape([(torch.zeros(2, 9, 9), 0)]) == (2, 9, 9)
+    with pytest.raises(ValueError, match="unknown dataset 'imagenet'"):
+        input_shape("imagenet")
+    with pytest.raises(ValueError, match="empty"):
+        input_shape([])

@@ -15,11 +15,13 @@ from n2ngraph.plotting import (
     group_labels,
     paired_delta,
     plot_accuracy,
+    plot_accuracy_vs_distance,
     plot_adjacency,
     plot_compare,
     plot_delta_f,
     plot_methods,
     plot_scree,
+    plot_train_curve,
 )
 
 
@@ -319,3 +321,65 @@ def test_channel_slices_and_shuffles_are_drawn_as_routing():
     expected = {(6, 4), (7, 5), (8, 2), (10, 3), (9, 4), (11, 5)}
     assert {(int(r), int(c)) for r, c in zip(*np.nonzero(image)) if r > c} == expected
     assert _legend_texts(plot_adjacency(graph)) == ["weight layer", "channel slice / shuffle"]
+
+
+def _points(ax):
+    """(x, y) of every errorbar/line point drawn on ``ax``, as a set of rounded pairs."""
+    pts = set()
+    for line in ax.get_lines():
+        for x, y in zip(line.get_xdata(), line.get_ydata()):
+            pts.add((round(float(x), 6), round(float(y), 6)))
+    return pts
+
+
+def test_plot_train_curve(tmp_path):
+    log = pd.DataFrame({"epoch": [1, 2, 3], "train_loss": [2.0, 1.0, 0.5], "train_acc": [0.3, 0.6, 0.8],
+                        "test_loss": [2.1, 1.2, 0.9], "test_acc": [0.25, 0.75, 0.7],
+                        "lr": [0.05, 0.05, 0.025]})
+    fig = plot_train_curve(log, title="run", path=tmp_path / "curve")
+    assert _is_png(tmp_path / "curve.png") and (tmp_path / "curve.pdf").stat().st_size > 0
+    acc, loss = fig.axes[:2]
+    assert {(2.0, 75.0), (3.0, 80.0)} <= _points(acc)  # in %
+    assert {(1.0, 2.0), (3.0, 0.9)} <= _points(loss)
+    labels = [t.get_text() for t in acc.get_legend().get_texts()]
+    assert "best test 75.00% (epoch 2)" in labels  # the best epoch, not the last
+    assert any(abs(line.get_xdata()[0] - 2.5) < 1e-9 for line in acc.get_lines()
+               if len(line.get_xdata()) == 2 and line.get_xdata()[0] == line.get_xdata()[1])
+    no_test = log.assign(test_acc=np.nan, test_loss=np.nan)
+    drawn = plot_train_curve(no_test).axes[0].get_legend().get_texts()
+    assert [t.get_text() for t in drawn] == ["train"]  # no test curve, no best mark
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['test_acc'\]"):
+        plot_train_curve(log.drop(columns="test_acc"))
+    with pytest.raises(ValueError, match="no epochs"):
+        plot_train_curve(log.iloc[:0])
+
+
+def test_plot_accuracy_vs_distance_averages_seeds(tmp_path):
+    rows = []
+    for method in ("expander", "snip"):
+        for variant, shift in (("plain", 0.0), ("n2nskip", -0.1)):
+            for density in (0.1, 0.02):
+                for seed, noise in ((0, -0.01), (1, 0.01)):
+                    rows.append({"method": method, "variant": variant, "density": density,
+                                 "seed": seed, "init": "dense",
+                                 "final_test_acc": 0.8 + noise + (0.05 if variant == "n2nskip" else 0),
+                                 "trained F(t=inf)": 1.0 + shift + density + noise})
+    rows.append({"method": "dense", "variant": "dense", "density": 1.0, "seed": 0, "init": "dense",
+                 "final_test_acc": 0.9, "trained F(t=inf)": 0.0})
+    table = pd.DataFrame(rows)
+    fig = plot_accuracy_vs_distance(table, path=tmp_path / "avd")
+    assert _is_png(tmp_path / "avd.png")
+    ax = fig.axes[0]
+    pts = _points(ax)
+    # means over the two seeds, accuracy in %
+    assert (1.1, 80.0) in pts and (0.92, 85.0) in pts and (1.02, 80.0) in pts
+    assert any(np.allclose(line.get_ydata(), 90.0) for line in ax.get_lines())  # dense line
+    texts = {t.get_text() for t in ax.texts}
+    assert texts == {"0.1", "0.02"}
+    assert "trained F(t=inf)" in ax.get_xlabel() and "(%)" in ax.get_ylabel()
+    two = plot_accuracy_vs_distance(pd.concat([table, table.assign(init="sparse")]))
+    assert [a.get_title() for a in two.axes[:2]] == ["dense init", "sparse init"]
+    with pytest.raises(ValueError, match=r"lacks column\(s\) \['F\(t=1/l2\)'\]"):
+        plot_accuracy_vs_distance(table, distance="F(t=1/l2)")
+    with pytest.raises(ValueError, match="no pruned cell"):
+        plot_accuracy_vs_distance(table.assign(**{"trained F(t=inf)": np.nan}))

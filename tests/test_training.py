@@ -469,3 +469,42 @@ def test_checkpoint_log_mismatch_names_the_count_in_plain_words(tmp_path):
     torch.save(state, path)
     with pytest.raises(FileFormatError, match=r"log has 2 rows for 1 finished epoch\b(?!s)"):
         load_checkpoint(path)
+
+
+# --------------------------------------------------------------------------- shape checks
+def test_check_input_fits_names_graph_model_and_data_shapes():
+    """A graph traced at 32 x 32 and 28 x 28 data disagree in one line naming both shapes and
+    the fix; a flat graph input fits images of as many values; classes are checked too."""
+    from n2ngraph.models import resolve_model
+    from n2ngraph.trace import to_graph
+    from n2ngraph.training import check_input_fits
+
+    conv = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, 4))
+    graph32 = to_graph(conv, example_input=torch.zeros(1, 1, 32, 32))
+    data28 = load_dataset("synthetic:n=8,classes=4,shape=1x28x28", train=True)
+    check_input_fits(conv, data28)  # the model alone accepts any size
+    check_input_fits(conv, (1, 32, 32), graph=graph32)
+    with pytest.raises(ValueError) as info:
+        check_input_fits(conv, data28, graph=graph32)
+    message = str(info.value)
+    assert "\n" not in message and "(1, 32, 32)" in message and "(1, 28, 28)" in message
+    assert "synthetic/train" in message and "--input-shape 1,28,28" in message
+    with pytest.raises(ValueError, match=r"4 outputs but the data synthetic/train has 3 classes"):
+        check_input_fits(conv, load_dataset("synthetic:n=8,classes=3,shape=1x32x32", train=True),
+                         graph=graph32)
+    mlp = resolve_model("lenet300", num_classes=4, in_features=784)
+    flat = to_graph(mlp)  # traced on (784,): fits 1 x 28 x 28 images
+    check_input_fits(mlp, data28, graph=flat)
+    check_input_fits(mlp, "1,28,28", graph=flat)
+    check_input_fits(mlp, "synthetic:classes=4,shape=1x28x28", graph=flat)  # a spec, not loaded
+    with pytest.raises(ValueError, match=r"model lenet300 does not accept inputs of shape "
+                                         r"\(1, 32, 32\)"):
+        check_input_fits(mlp, (1, 32, 32), name="lenet300")
+    with pytest.raises(ValueError, match=r"outputs 4 logits but the data synthetic/train has 3"):
+        check_input_fits(mlp, load_dataset("synthetic:n=8,classes=3,shape=1x28x28", train=True))
+    with pytest.raises(ValueError, match=r"not to logits"):
+        check_input_fits(nn.Flatten(0), (4,))
+    mlp.train()
+    check_input_fits(mlp, data28)
+    assert mlp.training  # the mode is restored
