@@ -63,7 +63,7 @@ from torch import fx, nn
 from torch.nn.utils import parametrize
 
 from n2ngraph.graph import EdgeBlock, NetworkGraph
-from n2ngraph.masks import FUSED_WEIGHTS, PRUNABLE_TYPES, weight_name
+from n2ngraph.masks import FUSED_WEIGHTS, PRUNABLE_TYPES, FusedWeight, prunable_weights, weight_name
 from n2ngraph.n2nskip import skip_initial_weights
 from n2ngraph.recipes import SKIP_ORDERS  # orders of the ops inside an N2NSkip module (spec.order)
 from n2ngraph.skip_modules import (
@@ -380,8 +380,27 @@ def to_model(graph: NetworkGraph, reference_model: nn.Module, *, init: str = "de
     return _guard_loads(_with_skips(model, tr, graph, added, example_input, fan, gen))
 
 
+def _keep_layers(gm: fx.GraphModule, model: nn.Module) -> None:
+    """Put ``model``'s own weight layers into ``gm`` at their paths. fx copies a layer whose
+    weight is only read by a function (torchvision Swin's ``shifted_window_attention(x,
+    qkv.weight, ...)``) as a bare module holding that weight (or its parametrization); with the
+    layer itself there, its mask is found and ``state_dict`` keys are unchanged."""
+    for name, layer in prunable_weights(model).items():
+        module = layer.module if isinstance(layer, FusedWeight) else layer
+        path = name.rpartition(".")[0] if isinstance(layer, FusedWeight) else name.removesuffix("weight").rstrip(".")
+        parent, _, child = path.rpartition(".")
+        try:
+            holder = gm.get_submodule(parent) if parent else gm
+            current = getattr(holder, child) if child else None
+        except AttributeError:
+            continue  # a layer the traced forward never reads
+        if isinstance(current, nn.Module) and current is not module:
+            setattr(holder, child, module)
+
+
 def _with_skips(model, tr, graph, added, example_input, fan, gen) -> fx.GraphModule:
     gm: fx.GraphModule = tr.module
+    _keep_layers(gm, model)
     shapes = record_shapes(gm, gm, example_input)
     nodes = {n.name: n for n in gm.graph.nodes}
     for n in gm.graph.nodes:
