@@ -22,7 +22,8 @@ machines needs the import helper of ``tests/_zoo_support.py``.
 
 With ``--bridge``, every model traced in eval mode is also pruned and rebuilt: ``variant``
 (random, density 0.1, N2NSkip, the paper recipe without dense layers) + ``to_model`` + one forward
-pass.
+pass (``ok``), and the result traced again must give the variant's graph (``round trip``:
+``to_graph(to_model(g)) == g``; a model that runs but differs is ``round-trip-differs``).
 
 Run: ``OMP_NUM_THREADS=1 python benchmarks/zoo.py [--library torchvision timm] [--models a b]
 [--max-params 200e6] [--size 224] [--bridge] [--csv rows.csv]``
@@ -83,13 +84,15 @@ def _blocker(message: str) -> str:
 
 def bridge(model, x) -> str:
     """``variant`` (random pruning at 10% with N2NSkip, the paper recipe without dense layers)
-    + ``to_model`` + one forward pass in eval mode: ``"ok"`` or the error."""
+    + ``to_model`` + one forward pass in eval mode + the round trip: ``"ok"``,
+    ``"round-trip-differs"`` or the error."""
     import dataclasses
     import warnings
 
     from n2ngraph.bridge import to_model
     from n2ngraph.pipeline import variant
     from n2ngraph.recipes import RECIPES
+    from n2ngraph.trace import to_graph
 
     recipe = dataclasses.replace(RECIPES["paper"], dense_layers=(), name="paper-sparse")
     try:
@@ -101,7 +104,7 @@ def bridge(model, x) -> str:
                 out = masked(x)
         if not torch.isfinite(out).all():
             return "non-finite output"
-        return "ok"
+        return "ok" if to_graph(masked, example_input=x) == graph else "round-trip-differs"
     except Exception as exc:  # noqa: BLE001 - reported
         return f"{type(exc).__name__}: {exc}".replace("\n", " ")[:200]
 
@@ -130,7 +133,9 @@ def run_one(build, name: str, size: int, with_bridge: bool = False) -> list[dict
         row["seconds"] = round(time.perf_counter() - t0, 2)
         if with_bridge and mode == "eval" and row["result"] == "ok":
             model.eval()
+            t1 = time.perf_counter()
             row["bridge"] = bridge(model, x)
+            row["bridge_seconds"] = round(time.perf_counter() - t1, 2)
             print(f"  {name:32s} bridge {row['bridge'][:150]}", file=sys.stderr, flush=True)
         rows.append(row)
         print(f"  {name:32s} {mode:5s} {row['result']:8s} {row['seconds']:6.1f}s {row.get('why', '')[:110]}",
@@ -191,7 +196,8 @@ def summarize(rows: list[dict], library: str) -> str:
                      f"{m['eval'].get('outside', '')} | {why[:120]} |")
     bridged = [m["eval"].get("bridge") for m in by_model.values() if "bridge" in m.get("eval", {})]
     if bridged:
-        lines += ["", f"variant + to_model + forward: {bridged.count('ok')} of {len(bridged)} traced models ok"]
+        lines += ["", f"variant + to_model + forward: {len(bridged) - sum(not b.startswith(('ok', 'round')) for b in bridged)} "
+                  f"of {len(bridged)} traced models run; {bridged.count('ok')} of them also round-trip"]
     lines += ["", "| first blocker | models |", "|---|---|"]
     lines += [f"| `{op}` | {count} |" for op, count in blockers.most_common()]
     return "\n".join(lines)
@@ -244,7 +250,7 @@ def main() -> None:
         print()
     if args.csv:
         keys = ["library", "model", "mode", "result", "params", "nodes", "mismatches", "outside",
-                "seconds", "blocker", "why", "bridge"]
+                "seconds", "blocker", "why", "bridge", "bridge_seconds"]
         with open(args.csv, "w", newline="") as fh:
             writer = csv.DictWriter(fh, keys, extrasaction="ignore")
             writer.writeheader()
