@@ -262,7 +262,7 @@ def graph_layers(model, graph: NetworkGraph) -> tuple[tuple[str, ...], tuple[str
     """
     from collections import Counter
 
-    from n2ngraph.masks import prunable_weights
+    from n2ngraph.masks import prunable_weights, weight_name
 
     weights = prunable_weights(model)
     paths = [b.spec.module if b.spec.module is not None else b.name for b in graph.blocks
@@ -272,7 +272,7 @@ def graph_layers(model, graph: NetworkGraph) -> tuple[tuple[str, ...], tuple[str
         raise ValueError(f"weight layers {reused} are applied more than once in the forward; the "
                          "graph has one block per call but pruning one mask per weight, so their "
                          "budgets cannot agree (n2ngraph supports each weight layer used once)")
-    names = {f"{p}.weight" if p else "weight" for p in paths}
+    names = {weight_name(p) for p in paths}
     unknown = sorted(names - set(weights))
     if unknown:
         raise ValueError(f"the graph's layers {unknown} are not prunable weights of "
@@ -298,11 +298,11 @@ def _check_dense_fits(model, r: Recipe, dense: tuple[str, ...], layers: tuple[st
     """Refuse, in the recipe's words, dense layers holding more than the sequential budget."""
     if not dense:
         return
-    from n2ngraph.masks import prunable_weights, weight_of
+    from n2ngraph.masks import prunable_weights, weight_name, weight_of
     from n2ngraph.pruning import budget
 
     weights = prunable_weights(model)
-    n_dense = sum(weight_of(weights[f"{p}.weight" if p else "weight"]).numel() for p in dense)
+    n_dense = sum(weight_of(weights[weight_name(p)]).numel() for p in dense)
     total = budget(sum(weight_of(weights[n]).numel() for n in layers), seq_density)
     if n_dense > total:
         share = "" if seq_density == density else f" ({seq_density:g} after the skips' share)"
