@@ -56,6 +56,7 @@ __all__ = [
     "parse_spec",
     "random_crop_flip",
     "restricted_load",
+    "with_input_shape",
 ]
 
 #: Per-channel mean / std of the CIFAR-10 training images in [0, 1] (R, G, B).
@@ -82,7 +83,8 @@ class ImageDataset(TensorDataset):
     Parameters
     ----------
     images : torch.Tensor
-        ``(N, C, H, W)`` float32, already normalised.
+        ``(N, C, H, W)`` float32, already normalised (``(N, *shape)`` after
+        :func:`with_input_shape`).
     labels : torch.Tensor
         ``(N,)`` int64 in ``[0, num_classes)``.
     name : str
@@ -98,8 +100,9 @@ class ImageDataset(TensorDataset):
     def __init__(self, images: torch.Tensor, labels: torch.Tensor, *, name: str, num_classes: int,
                  mean: tuple[float, ...], std: tuple[float, ...],
                  batch_transform: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None):
-        if images.ndim != 4:
-            raise ValueError(f"images must be (N, C, H, W), got shape {tuple(images.shape)}")
+        if images.ndim < 2:
+            raise ValueError(f"images must be (N, C, H, W) (or (N, *sample_shape)), got shape "
+                             f"{tuple(images.shape)}")
         if labels.shape != (images.shape[0],):
             raise ValueError(f"labels shape {tuple(labels.shape)} does not match {images.shape[0]} images")
         super().__init__(images, labels)
@@ -838,3 +841,30 @@ def input_shape(dataset: str | torch.utils.data.Dataset) -> tuple[int, ...]:
         raise ValueError(f"dataset {dataset!r} is empty: no sample to take the input shape from") from None
     x = first[0] if isinstance(first, (tuple, list)) else first
     return tuple(int(v) for v in torch.as_tensor(x).shape)
+
+
+def with_input_shape(dataset: ImageDataset, shape: str | tuple[int, ...]) -> ImageDataset:
+    """``dataset`` with every sample viewed as ``shape`` (the same number of values), e.g.
+    ``(784,)`` for a fully connected model without a flatten layer, or the shape a graph was
+    traced at. The images are a view (no copy); name, classes and normalisation are kept.
+
+    Raises
+    ------
+    ValueError
+        ``shape`` holds a different number of values than a sample, or the dataset augments
+        its batches (random crops act on ``(C, H, W)`` images: load it with ``augment=False``).
+    """
+    from n2ngraph.models import parse_input_shape
+
+    shape = parse_input_shape(shape)
+    have = dataset.sample_shape
+    if shape == have:
+        return dataset
+    if math.prod(shape) != math.prod(have):
+        raise ValueError(f"input shape {shape} holds {math.prod(shape)} values but {dataset.name} samples "
+                         f"have shape {have} ({math.prod(have)} values)")
+    if dataset.batch_transform is not None:
+        raise ValueError(f"{dataset.name} augments its (C, H, W) images; it cannot be fed as {shape} "
+                         "(load it without augmentation, --no-augment)")
+    return ImageDataset(dataset.images.reshape(len(dataset), *shape), dataset.labels, name=dataset.name,
+                        num_classes=dataset.num_classes, mean=dataset.mean, std=dataset.std)

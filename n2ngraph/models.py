@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import inspect
+import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ __all__ = [
     "model_factory",
     "resolve_model",
     "example_input",
+    "data_defaults",
     "parse_input_shape",
     "DEFAULT_IMAGE_SIZE",
     "mlp",
@@ -499,6 +501,24 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
     if not 1 <= len(shape) <= 4 or min(shape) < 1:
         raise ValueError(f"input shape {text!r} is not {accepted}")
     return shape
+
+
+def data_defaults(input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
+    """Factory keywords that fit a model to a dataset: ``num_classes``, ``in_features`` (the
+    values of one sample, ``prod(input_shape)``: fully connected models) and ``in_channels``
+    (``input_shape[0]`` of ``(C, H, W)`` images: conv nets). Give them to :func:`resolve_model`
+    as ``defaults=``, which passes each only to factories that name it.
+
+    Examples
+    --------
+    >>> data_defaults((1, 28, 28), 10)
+    {'num_classes': 10, 'in_features': 784, 'in_channels': 1}
+    """
+    shape = parse_input_shape(input_shape)
+    out = {"num_classes": int(num_classes), "in_features": math.prod(shape)}
+    if len(shape) == 3:
+        out["in_channels"] = shape[0]
+    return out
 
 
 def example_input(model: nn.Module, *, batch: int = 1,

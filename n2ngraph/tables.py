@@ -7,7 +7,8 @@ import pandas as pd
 
 from n2ngraph.graph import NetworkGraph
 
-__all__ = ["group_table", "block_table", "markdown_document", "markdown_table", "write_table"]
+__all__ = ["group_table", "block_table", "layer_table", "markdown_document", "markdown_table",
+           "write_table"]
 
 
 def group_table(graph: NetworkGraph) -> pd.DataFrame:
@@ -49,6 +50,31 @@ def block_table(graph: NetworkGraph) -> pd.DataFrame:
         "kept_weights": graph.num_params, "dense_weights": graph.dense_params,
         "density": graph.density, "edges": graph.num_edges,
     })
+    return pd.DataFrame(rows)
+
+
+def layer_table(graph: NetworkGraph) -> pd.DataFrame:
+    """Kept fraction per weight layer, as pruning tools print it: one row per block with weights
+    (``sequential`` layers of the model, then ``n2nskip`` connections) and a total row.
+
+    Columns: ``layer`` (the model's module path, or the skip block's name), ``kind``, ``shape``
+    (the weight's shape ``out x in x kh x kw``), ``kept`` and ``weights`` (kept and dense weights
+    of the layer) and ``kept_fraction = kept / weights``. The total row's ``weights`` is the
+    dense reference's (sequential layers only, the budget of DESIGN.md), so its
+    ``kept_fraction`` is the graph's density, skips included.
+    """
+    rows = []
+    for kind in ("sequential", "n2nskip"):
+        for b in graph.blocks:
+            if b.kind != kind or b.mask is None:
+                continue
+            rows.append({
+                "layer": b.spec.module if kind == "sequential" and b.spec.module else b.name,
+                "kind": kind, "shape": "x".join(map(str, b.mask.shape)), "kept": b.num_params,
+                "weights": b.dense_params, "kept_fraction": b.num_params / b.dense_params,
+            })
+    rows.append({"layer": "total", "kind": "", "shape": "", "kept": graph.num_params,
+                 "weights": graph.dense_params, "kept_fraction": graph.density})
     return pd.DataFrame(rows)
 
 

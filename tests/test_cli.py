@@ -3,6 +3,7 @@
 import subprocess
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -151,3 +152,102 @@ def test_train_writes_a_plain_cli_record_and_speaks_cli_words(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "pass --resume" in err and "--out" in err
     assert "resume=True" not in err and "out_dir" not in err
+
+
+SYNTH = "synthetic:n=48,classes=4,shape=1x4x4"
+
+
+def test_graph_variant_then_train_on_it(tmp_path, capsys):
+    """`graph --method --density --n2nskip` writes the variant and prints its kept fractions;
+    `train` on its output rebuilds the model the graph records and writes its curve."""
+    import json
+
+    from n2ngraph.io import load_graph
+
+    out = tmp_path / "g"
+    assert main(["graph", "lenet300", "--method", "expander", "--density", "0.05", "--n2nskip",
+                 "--data", SYNTH, "--seed", "1", "--out", str(out), "--bins", "50"]) == 0
+    printed = capsys.readouterr().out
+    layers = pd.read_csv(out / "layers.csv")
+    dense = 16 * 300 + 300 * 100 + 100 * 4  # lenet300 fitted to the data: 16 inputs, 4 classes
+    total = layers.iloc[-1]
+    assert total["layer"] == "total" and total["weights"] == dense
+    body = layers.iloc[:-1]
+    assert body["kept"].sum() == total["kept"]
+    assert total["kept_fraction"] == pytest.approx(total["kept"] / dense)
+    assert abs(total["kept"] - 0.05 * dense) <= 1  # the budget, rounded
+    assert list(body["kind"].unique()) == ["sequential", "n2nskip"]
+    np.testing.assert_allclose(body["kept_fraction"], body["kept"] / body["weights"], rtol=1e-5)
+    seq = body[body["kind"] == "sequential"]
+    assert seq["weights"].tolist() == [300 * 16, 100 * 300, 4 * 100]
+    assert "kept %" in printed and f"{total['kept']:,} of {dense:,} weights kept" in printed
+    graph = load_graph(out / "graph.npz")
+    assert graph.provenance["model"] == "lenet300" and graph.provenance["data"] == SYNTH
+    assert graph.provenance["variant"] == "n2nskip" and graph.provenance["seed"] == 1
+    assert (out / "layers.md").read_text().startswith("model lenet300, N2NSkip-expander at density 0.05")
+
+    run = tmp_path / "run"
+    assert main(["train", "--graph", str(out / "graph.npz"), "--data", SYNTH, "--out", str(run),
+                 "--epochs", "1", "--device", "cpu", "--no-progress", "--batch-size", "16"]) == 0
+    for name in ("log.csv", "curve.png", "curve.pdf", "checkpoint.pt"):
+        assert (run / name).stat().st_size > 0, name
+    assert len(pd.read_csv(run / "log.csv")) == 1
+    record = json.loads((run / "cli.json").read_text())
+    assert record["model"] == "lenet300" and record["model_kwargs"] == {}
+    wrote = capsys.readouterr().out.strip().splitlines()[-1].split()
+    assert sorted(wrote[2:]) == sorted(p.name for p in run.iterdir())
+
+
+def test_graph_option_errors_are_one_line(tmp_path, capsys):
+    cases = [(["--density", "0.1"], "need --method"),
+             (["--n2nskip"], "need --method"),
+             (["--method", "expander"], "needs --density"),
+             (["--method", "nope", "--density", "0.1"], "unknown pruning method 'nope'"),
+             (["--method", "snip", "--density", "0.1"], "give --data"),
+             (["--method", "expander", "--density", "1.5"], "1.5"),
+             (["--input-shape", "1,a"], "input shape '1,a'")]
+    for extra, words in cases:
+        assert main(["graph", "lenet300", "--out", str(tmp_path / "x"), *extra]) == 2, extra
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, (extra, err)
+        assert not (tmp_path / "x").exists()
+
+
+_CONV = """from torch import nn
+def build(num_classes=10, in_channels=3):
+    return nn.Sequential(nn.Conv2d(in_channels, 4, 3, padding=1), nn.ReLU(),
+                         nn.Conv2d(4, 4, 3, padding=1), nn.ReLU(), nn.Conv2d(4, 4, 3, padding=1),
+                         nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+def flat(num_classes=10, in_features=16):
+    return nn.Sequential(nn.Linear(in_features, 8), nn.ReLU(), nn.Linear(8, num_classes))
+"""
+
+
+def test_shapes_of_graph_model_and_data_are_checked_before_training(tmp_path, capsys, monkeypatch):
+    """A user's factory in the current directory; a conv graph traced at 32 x 32 refused for 6 x 6
+    data in one line naming both shapes (nothing written); traced at the data's shape it trains;
+    --input-shape feeds samples to a model without a flatten layer."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a2_user_nets.py").write_text(_CONV)
+    data = "synthetic:n=32,classes=3,shape=1x6x6"
+    assert main(["graph", "a2_user_nets:build", "--method", "expander", "--density", "0.5", "--n2nskip",
+                 "--recipe", "all-pairs", "--model-kwargs", '{"in_channels": 1, "num_classes": 3}',
+                 "--out", "g32", "--bins", "20"]) == 0
+    assert "traced on inputs 1x32x32" in capsys.readouterr().out
+    train = ["train", "--data", data, "--epochs", "1", "--device", "cpu", "--no-progress"]
+    assert main([*train, "--graph", "g32/graph.npz", "--out", "r32"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "(1, 32, 32)" in err and "(1, 6, 6)" in err
+    assert "--input-shape 1,6,6" in err and not (tmp_path / "r32").exists()
+    assert main(["graph", "a2_user_nets:build", "--method", "expander", "--density", "0.5", "--n2nskip",
+                 "--recipe", "all-pairs", "--data", data, "--out", "g6", "--bins", "20"]) == 0
+    assert "traced on inputs 1x6x6" in capsys.readouterr().out
+    assert main([*train, "--graph", "g6/graph.npz", "--out", "r6"]) == 0
+    assert (tmp_path / "r6" / "curve.png").is_file()
+
+    assert main(["graph", "a2_user_nets:flat", "--data", data, "--out", "gf", "--bins", "20"]) == 0
+    assert main([*train, "--graph", "gf/graph.npz", "--out", "rf"]) == 2
+    assert "does not accept inputs of shape (1, 6, 6)" in capsys.readouterr().err
+    assert main([*train, "--graph", "gf/graph.npz", "--out", "rf", "--input-shape", "36"]) == 0
+    assert main([*train, "--graph", "gf/graph.npz", "--out", "rf2", "--input-shape", "35"]) == 2
+    assert "35 values" in capsys.readouterr().err

@@ -63,3 +63,17 @@ def test_block_table_counts_a_channel_slice():
     assert list(t["edges"]) == [2, 2, 4] and pd.isna(t["density"][0])
     degrees = group_table(g)
     assert list(degrees["degree_min"]) == [0, 2, 2] and list(degrees["degree_max"]) == [1, 2, 2]
+
+
+def test_layer_table_kept_fractions_by_hand(small_graph, residual_graph):
+    from n2ngraph.tables import layer_table
+
+    t = layer_table(small_graph)
+    assert t["layer"].tolist() == ["h", "out", "skip", "total"]
+    assert t["kind"].tolist() == ["sequential", "sequential", "n2nskip", ""]
+    assert t["shape"].tolist() == ["2x3", "1x2", "1x3", ""]
+    assert t["kept"].tolist() == [3, 2, 1, 6]
+    assert t["weights"].tolist() == [6, 2, 3, 8]  # total: the dense reference (sequential only)
+    assert t["kept_fraction"].tolist() == pytest.approx([0.5, 1.0, 1 / 3, 6 / 8])
+    r = layer_table(residual_graph)  # the residual block has no weights: no row
+    assert r["layer"].tolist() == ["a", "y", "total"] and r["kept"].tolist() == [11, 0, 11]
