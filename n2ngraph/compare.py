@@ -84,6 +84,7 @@ cell. Torch and BLAS thread counts are set once per worker by a worker plugin (`
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -144,6 +145,26 @@ CELL_FORMAT = 2
 MAX_TIME = 1e12
 
 
+#: Fields added with training, left out of :meth:`CompareConfig.to_json` at these defaults.
+_NEW_FIELDS = {"train_epochs": 0, "init": "dense", "input_shape": None}
+
+#: TrainConfig fields that do not change a cell's numbers, left out of its identity.
+_TRAIN_FREE = ("progress", "device", "eval_batch_size", "num_workers", "preload", "compile")
+
+#: Initialisations of trained sparse models (:data:`n2ngraph.bridge.INITS`; not imported from
+#: there, so that importing this module stays free of torch).
+INITS = ("dense", "sparse")
+
+
+def check_input_shape(shape) -> tuple[int, ...]:
+    """``shape`` as a tuple of positive ints (``(C, H, W)`` or ``(features,)``), or ValueError
+    naming it."""
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or not all(
+            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
+        raise ValueError(f"input_shape must be positive integers such as (3, 32, 32), got {shape!r}")
+    return tuple(int(d) for d in shape)
+
+
 def _check_times(values, what: str) -> tuple[float, ...]:
     out = []
     for v in values:
@@ -195,7 +216,8 @@ class CompareConfig:
         of their initial draw) instead of binary. The reference is then the dense model of each
         cell's seed.
     dataset : str
-        Dataset spec (``n2ngraph.data``) for the calibration batch of data-driven methods.
+        Dataset spec (``n2ngraph.data``) for the calibration batch of data-driven methods, and
+        the training and test data of ``train_epochs > 0``.
     batch_size : int
         Calibration batch size.
     scope : str or None
@@ -203,6 +225,20 @@ class CompareConfig:
         renamed ``"<name>-<scope>"``.
     saturation_rtol : float
         Saturation time is the smallest ``t`` with ``||S(t) - S(inf)|| <= saturation_rtol * ||A||``.
+    train_epochs : int >= 0
+        0 (default): connectivity only. ``N > 0``: every cell also trains its variant for ``N``
+        epochs on ``dataset`` (:func:`n2ngraph.training.train`, the paper's optimizer and
+        schedule: :class:`~n2ngraph.training.TrainConfig`'s defaults), and the dense reference
+        of each seed is trained once; rows gain accuracy and ``trained`` connectivity columns
+        (module docstring, "Training"). The model factory then also gets ``num_classes`` and
+        ``in_features`` from the data where it takes them and ``model_kwargs`` does not give
+        them (as ``n2ngraph train`` does).
+    init : {"dense", "sparse"}
+        Initialisation of the trained sparse models (:func:`n2ngraph.bridge.to_model`).
+    input_shape : tuple of int or None
+        Per-sample input shape ``(C, H, W)`` (or ``(features,)``) the model is traced with. None:
+        :func:`n2ngraph.models.example_input`'s guess (32 x 32 images for a conv net), or, when
+        training a conv net, the data's sample shape.
     """
 
     model: str = "paper_mlp"
@@ -220,6 +256,9 @@ class CompareConfig:
     batch_size: int = 128
     scope: str | None = None
     saturation_rtol: float = 1e-3
+    train_epochs: int = 0
+    init: str = "dense"
+    input_shape: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         from n2ngraph.data import parse_spec
@@ -269,6 +308,14 @@ class CompareConfig:
             raise ValueError(f"saturation_rtol must lie in (0, 1), got {r!r}")
         parse_spec(self.dataset)
         self.resolved_recipe  # noqa: B018 - validates recipe, n2nskip_fraction and scope
+        e = self.train_epochs
+        if isinstance(e, bool) or not isinstance(e, numbers.Integral) or e < 0:
+            raise ValueError(f"train_epochs must be an integer >= 0 (0: no training), got {e!r}")
+        object.__setattr__(self, "train_epochs", int(e))
+        if self.init not in INITS:
+            raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
+        if self.input_shape is not None:
+            object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
 
     @property
     def resolved_recipe(self):
@@ -280,7 +327,21 @@ class CompareConfig:
         return resolve_recipe(self.recipe, n2nskip_fraction=self.n2nskip_fraction, scope=self.scope)
 
     def to_json(self) -> dict:
-        return dataclasses.asdict(self)
+        """The fields as JSON values; ``train_epochs``, ``init`` and ``input_shape`` only where
+        they differ from their defaults (so configs of earlier versions keep their digests and
+        folder names)."""
+        out = dataclasses.asdict(self)
+        for name in _NEW_FIELDS:
+            if out[name] == _NEW_FIELDS[name]:
+                del out[name]
+        if out.get("input_shape") is not None:
+            out["input_shape"] = list(out["input_shape"])
+        return out
+
+    @property
+    def training(self) -> bool:
+        """Whether the cells train their variants (``train_epochs > 0``)."""
+        return self.train_epochs > 0
 
     @property
     def label(self) -> str:
@@ -333,10 +394,11 @@ def cell_config(config: CompareConfig, cell: Cell, times: Sequence[float], label
     from n2ngraph.pruning import METHODS
 
     needs_data = METHODS[cell.method].needs_data
-    return {
+    kwargs, shape = model_setup(config)
+    spec = {
         "format": CELL_FORMAT,
         "model": config.model,
-        "model_kwargs": dict(config.model_kwargs),
+        "model_kwargs": kwargs,
         "recipe": config.resolved_recipe.to_json(),
         "method": cell.method,
         "density": float(cell.density),
@@ -349,6 +411,34 @@ def cell_config(config: CompareConfig, cell: Cell, times: Sequence[float], label
         "calibration": dict(calibration) if needs_data else None,
         "saturation_rtol": float(config.saturation_rtol),
     }
+    if shape is not None:
+        spec["input_shape"] = list(shape)
+    if config.training:
+        spec.update(data=config.dataset, train=train_settings(config), init=config.init,
+                    trained_reference=cell_digest(reference_spec(config, cell.seed)),
+                    trained_t_lambda2=[float(c) for c in config.t_lambda2])
+    return spec
+
+
+def train_settings(config: CompareConfig) -> dict:
+    """The training hyperparameters of a cell's identity: :class:`~n2ngraph.training.TrainConfig`
+    with ``epochs = config.train_epochs`` (the paper's optimizer and schedule otherwise), less
+    the settings that do not change the numbers (device, progress, ...)."""
+    from n2ngraph.training import TrainConfig
+
+    settings = dataclasses.asdict(TrainConfig(epochs=config.train_epochs))
+    return {k: v for k, v in settings.items() if k not in _TRAIN_FREE}
+
+
+def reference_spec(config: CompareConfig, seed: int) -> dict:
+    """The cell config of the trained dense reference of ``seed`` (``train_epochs > 0``): model,
+    factory keywords, input shape, data, training settings, seed and the times of the trained
+    connectivity columns (``t_lambda2``, in units of ``1/lambda_2`` of the trained reference)."""
+    kwargs, shape = model_setup(config)
+    return {"format": CELL_FORMAT, "cell": "trained-reference", "model": config.model,
+            "model_kwargs": kwargs, "input_shape": None if shape is None else list(shape),
+            "data": config.dataset, "train": train_settings(config), "seed": int(seed),
+            "t_lambda2": [float(c) for c in config.t_lambda2]}
 
 
 def cell_digest(spec: dict) -> str:
@@ -373,12 +463,70 @@ def _model(model: str, model_kwargs: dict, seed: int):
     return resolve_model(model, seed=seed, **model_kwargs)
 
 
+@functools.lru_cache(maxsize=4)
+def _splits(dataset: str):
+    """Training and test split of ``dataset``, loaded once per process."""
+    from n2ngraph.data import load_dataset
+
+    return load_dataset(dataset, train=True), load_dataset(dataset, train=False)
+
+
+_SETUPS: dict[str, tuple[dict, tuple[int, ...] | None]] = {}
+
+
+def model_setup(config: CompareConfig) -> tuple[dict, tuple[int, ...] | None]:
+    """The model factory's keywords and the traced input shape of a sweep's cells.
+
+    Keywords: ``config.model_kwargs``; when training, plus ``num_classes`` and ``in_features``
+    (the product of the sample shape) of ``config.dataset`` where the factory takes them and
+    ``model_kwargs`` does not give them. Input shape: ``config.input_shape``; else, when
+    training a model whose first weight layer is a Conv2d, the data's sample shape; else None
+    (:func:`n2ngraph.models.example_input` decides).
+    """
+    key = json.dumps([config.model, config.model_kwargs, config.dataset, config.training,
+                      config.input_shape], sort_keys=True)
+    if key in _SETUPS:
+        return _SETUPS[key]
+    kwargs, shape = dict(config.model_kwargs), config.input_shape
+    if config.training:
+        import inspect
+
+        from n2ngraph.models import model_factory
+
+        train_set, _ = _splits(config.dataset)
+        try:
+            params = inspect.signature(model_factory(config.model)).parameters
+        except (TypeError, ValueError):
+            params = {}
+        defaults = {"num_classes": train_set.num_classes, "in_features": math.prod(train_set.sample_shape)}
+        kwargs = {**{k: v for k, v in defaults.items() if k in params}, **kwargs}
+        if shape is None:
+            from torch import nn
+
+            first = next((m for m in _model(config.model, kwargs, 0).modules()
+                          if isinstance(m, (nn.Linear, nn.Conv2d))), None)
+            if isinstance(first, nn.Conv2d):
+                shape = tuple(train_set.sample_shape)
+    _SETUPS[key] = (kwargs, shape)
+    return kwargs, shape
+
+
+def _example(shape) -> object:
+    """One zero input of per-sample ``shape``, or None (the tracer's guess)."""
+    if shape is None:
+        return None
+    import torch
+
+    return torch.zeros((1, *shape))
+
+
 def reference_graph(config: CompareConfig, seed: int = 0):
     """The dense reference graph of the sweep's model (seeded init; weights matter only when
-    ``config.weighted``)."""
+    ``config.weighted``), traced on :func:`model_setup`'s input shape."""
     from n2ngraph.trace import to_graph
 
-    return to_graph(_model(config.model, config.model_kwargs, seed), name=config.model)
+    kwargs, shape = model_setup(config)
+    return to_graph(_model(config.model, kwargs, seed), example_input=_example(shape), name=config.model)
 
 
 def stated_times(reference, times, t_lambda2, *, weighted: bool = False) -> tuple[tuple[float, ...], float]:
@@ -437,8 +585,21 @@ def _calibration(config: CompareConfig, seed: int):
     """The seed's calibration batch as numpy arrays and the record that identifies it."""
     from n2ngraph.pipeline import calibration_batch
 
-    model = _model(config.model, config.model_kwargs, 0)  # only its input shape is used
-    x, y = calibration_batch(model, config.dataset, config.batch_size, seed)
+    kwargs, shape = model_setup(config)
+    model = _model(config.model, kwargs, 0)  # only its input shape is used
+    if shape is not None and len(shape) > 1:
+        # calibration_batch reads the input shape off the model (32 x 32 for a conv net); the
+        # same draw from data of the stated shape (REQUESTS3: an input_shape argument there)
+        import torch
+
+        images, labels = _splits(config.dataset)[0].tensors
+        if tuple(images.shape[1:]) != tuple(shape):
+            raise ValueError(f"dataset {config.dataset!r} gives images of shape {tuple(images.shape[1:])}, "
+                             f"but the model is traced on inputs of shape {tuple(shape)}")
+        index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
+        x, y = images[index[:config.batch_size]], labels[index[:config.batch_size]]
+    else:
+        x, y = calibration_batch(model, config.dataset, config.batch_size, seed)
     x = np.ascontiguousarray(x.detach().cpu().numpy())
     y = np.ascontiguousarray(y.detach().cpu().numpy())
     h = hashlib.sha256()
@@ -449,7 +610,7 @@ def _calibration(config: CompareConfig, seed: int):
     return (x, y), record
 
 
-def _graph_of(spec: dict, data):
+def _graph_of(spec: dict, data, model=None):
     """The cell's graph: plain pruning at the density, or the recipe's N2NSkip variant at the
     same budget."""
     from n2ngraph.pipeline import variant
@@ -457,13 +618,15 @@ def _graph_of(spec: dict, data):
 
     recipe = dict(spec["recipe"])
     recipe["dense_layers"] = tuple(recipe["dense_layers"])
-    model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
+    if model is None:
+        model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
     if data is not None:
         import torch
 
         data = (torch.from_numpy(np.array(data[0])), torch.from_numpy(np.array(data[1])))
     graph = variant(model, spec["method"], spec["density"], recipe=Recipe(**recipe),
-                    skips=spec["variant"] == "n2nskip", seed=spec["seed"], data=data)
+                    skips=spec["variant"] == "n2nskip", seed=spec["seed"], data=data,
+                    example_input=_example(spec.get("input_shape")))
     return graph.replace(provenance={**graph.provenance, "model": spec["model"]})
 
 
@@ -476,7 +639,7 @@ def _row_columns(labels: Sequence[str]) -> list[str]:
             "lambda_2", "lambda_2/ref", "lambda_2_ref", "saturation_time", "seconds"]
 
 
-def run_cell(spec: dict, reference: dict, data=None) -> dict:
+def run_cell(spec: dict, reference: dict, data=None, trained=None, options: dict | None = None):
     """Compute one cell and return its results row (nothing is written).
 
     Parameters
@@ -492,13 +655,23 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
         ``F`` at large ``t``).
     data : tuple of arrays, optional
         ``(inputs, targets)`` calibration batch for data-driven methods.
+    trained : dict, optional
+        For a training cell (``"train"`` in ``spec``): :func:`n2ngraph.trained.trained_reference`
+        of the trained dense model of the cell's seed.
+    options : dict, optional
+        How to run, not what to compute (:func:`run_options`): where checkpoints go, the
+        training device, whether to return the graph file.
 
     Returns
     -------
-    dict
+    dict, or (dict, files)
         One row: identity columns, budgets, ``F(t=<label>)``, ``F(t=inf)``,
         ``escaped-ref(t=<label>)``, ``lambda_2``, ``lambda_2/ref``, ``lambda_2_ref``,
-        ``saturation_time``, the structural metrics of ``n2ngraph.metrics.summary``, ``seconds``.
+        ``saturation_time``, the structural metrics of ``n2ngraph.metrics.summary``, ``seconds``;
+        for a training cell also :data:`ACCURACY_COLUMNS`, ``init``, ``data``, the ``trained``
+        columns (:func:`n2ngraph.trained.trained_columns`) and ``log`` (the per-epoch log as
+        records). With ``options["save_graphs"]`` also ``files``, ``{"graphs/<name>.npz":
+        bytes}`` for the client to write (:func:`run_cells`).
     """
     from n2ngraph import metrics
     from n2ngraph.diffusion import algebraic_connectivity, saturation_time
@@ -508,7 +681,8 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
         reference = pickle.loads(reference)  # our own client's object (see the docstring)
     weighted = spec["weighted"]
     times, labels = spec["times"], spec["time_labels"]
-    graph = _graph_of(spec, data)
+    model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
+    graph = _graph_of(spec, data, model)
     grid = np.array([*times, np.inf])
     distance = _distance(reference, graph, grid, weighted)
     escaped = _escaped_vs(reference, graph, grid, weighted)[:-1]  # the grid ends at t = inf
@@ -541,8 +715,157 @@ def run_cell(spec: dict, reference: dict, data=None) -> dict:
     for key in ("params", "dense_params", "density"):  # already in the row, under clearer names
         structure.pop(key)
     row.update(structure)
+    if "train" in spec:
+        row.update(_train_variant(spec, graph, model, trained, options or {}))
     row["seconds"] = round(time.perf_counter() - start, 3)
+    if options and options.get("save_graphs"):
+        return row, {graph_file(spec): _graph_bytes(graph)}
     return row
+
+
+#: Accuracy columns of a training cell's row (fractions in [0, 1]; ``final``: after the last
+#: epoch, no selection on the test set; ``best``: the highest test accuracy of any epoch).
+ACCURACY_COLUMNS = ("final_test_acc", "best_test_acc", "final_train_acc", "final_train_loss",
+                    "train_epochs", "train_seconds")
+
+
+def run_options(out_dir, *, device: str = "auto", save_graphs: bool = False) -> dict:
+    """What a cell needs to know about how to run (not part of its identity): ``checkpoints``
+    (the folder of half-trained cells, ``OUT/checkpoints``), the training ``device`` and
+    ``save_graphs``."""
+    return {"checkpoints": str(Path(out_dir).resolve() / "checkpoints"), "device": device,
+            "save_graphs": bool(save_graphs)}
+
+
+def graph_file(spec: dict) -> str:
+    """Where ``--save-graphs`` puts a cell's graph, relative to the output folder:
+    ``graphs/<method>-<variant>-d<density>-s<seed>-<first 8 digits of the cell id>.npz``."""
+    return (f"graphs/{spec['method']}-{spec['variant']}-d{spec['density']:g}-s{spec['seed']}-"
+            f"{cell_digest(spec)[:8]}.npz")
+
+
+def _graph_bytes(graph) -> bytes:
+    """The graph's ``.npz`` file (:func:`n2ngraph.io.save_graph`) as bytes."""
+    import tempfile
+
+    from n2ngraph.io import save_graph
+
+    with tempfile.TemporaryDirectory() as scratch:
+        return Path(save_graph(graph, Path(scratch) / "graph.npz")).read_bytes()
+
+
+def _train(model, spec: dict, options: dict, digest: str):
+    """Train ``model`` as ``spec`` says, resuming from ``<checkpoints>/<digest>/`` when a killed
+    run left a checkpoint there; the folder is removed once training has finished. Returns the
+    per-epoch log (DataFrame, ``n2ngraph.training.LOG_COLUMNS``)."""
+    import shutil
+    import tempfile
+
+    from n2ngraph.training import CHECKPOINT_NAME, TrainConfig, train
+
+    train_set, test_set = _splits(spec["data"])
+    config = TrainConfig(**spec["train"], device=options.get("device", "auto"), progress=False)
+    folder = Path(options.get("checkpoints") or tempfile.mkdtemp(prefix="n2ngraph-cell-")) / digest
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:  # a worker that cannot reach the client's folder: no resume
+        warnings.warn(f"cannot write checkpoints to {folder} ({exc}); training cell {digest} without "
+                      "them (a killed run restarts from its first epoch)", stacklevel=2)
+        folder = Path(tempfile.mkdtemp(prefix="n2ngraph-cell-")) / digest
+    run = dict(out_dir=folder, seed=int(spec["seed"]), identity={"cell": digest})
+    try:
+        log = train(model, train_set, test_set, config, resume=True, **run)
+    except ValueError as exc:
+        if not (folder / CHECKPOINT_NAME).exists():
+            raise
+        warnings.warn(f"cannot resume cell {digest} from {folder / CHECKPOINT_NAME} ({exc}); "
+                      "training it from the start", stacklevel=2)
+        shutil.rmtree(folder)
+        log = train(model, train_set, test_set, config, **run)
+    shutil.rmtree(folder, ignore_errors=True)
+    return log
+
+
+def _accuracy(log) -> dict:
+    """:data:`ACCURACY_COLUMNS` of a training log."""
+    last = log.iloc[-1] if len(log) else None
+    return {"final_test_acc": float(last["test_acc"]) if last is not None else float("nan"),
+            "best_test_acc": float(log["test_acc"].max()) if len(log) else float("nan"),
+            "final_train_acc": float(last["train_acc"]) if last is not None else float("nan"),
+            "final_train_loss": float(last["train_loss"]) if last is not None else float("nan"),
+            "train_epochs": int(len(log)), "train_seconds": round(float(log["seconds"].sum()), 3)}
+
+
+def _train_variant(spec: dict, graph, reference_model, trained: dict, options: dict) -> dict:
+    """Map the cell's graph to a masked model (:func:`n2ngraph.bridge.to_model`), train it and
+    measure it against the trained dense reference: the training columns of the row."""
+    from n2ngraph.bridge import to_model
+    from n2ngraph.trained import trained_connectivity
+
+    if isinstance(trained, (bytes, bytearray)):
+        trained = pickle.loads(trained)  # our own client's object
+    example = _example(spec.get("input_shape"))
+    model = to_model(graph, reference_model, init=spec["init"], seed=spec["seed"], example_input=example)
+    log = _train(model, spec, options, cell_digest(spec))
+    model.cpu()
+    return {**_accuracy(log), "init": spec["init"], "data": spec["data"],
+            **trained_connectivity(model, trained, example_input=example),
+            "log": log.to_dict("records")}
+
+
+def run_reference_cell(spec: dict, options: dict | None = None):
+    """Train the dense reference of one seed (:func:`reference_spec`) and measure it.
+
+    Returns
+    -------
+    row : dict
+        ``cell_id``, ``model``, ``seed``, :data:`ACCURACY_COLUMNS`, ``trained lambda_2`` and
+        ``trained times`` (of its weighted Laplacian, :func:`n2ngraph.trained.trained_reference`),
+        ``weights_sha256`` and ``log`` (records).
+    files : dict
+        ``{"references/<cell id>.pt": bytes}``: the trained ``state_dict`` (``torch.save``; read
+        back with ``weights_only=True``), from which the client rebuilds the trained reference.
+    """
+    import io as _io
+
+    import torch
+
+    from n2ngraph.trained import trained_reference
+
+    start = time.perf_counter()
+    digest = cell_digest(spec)
+    model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
+    log = _train(model, spec, options or {}, digest)
+    model.cpu()
+    ref = trained_reference(model, spec["t_lambda2"], example_input=_example(spec["input_shape"]))
+    buffer = _io.BytesIO()
+    torch.save(model.state_dict(), buffer)
+    weights = buffer.getvalue()
+    row = {"cell_id": digest, "model": spec["model"], "seed": spec["seed"], "variant": "dense",
+           **_accuracy(log), "trained lambda_2": ref["lambda_2"], "trained times": list(ref["times"]),
+           "weights_sha256": hashlib.sha256(weights).hexdigest(), "log": log.to_dict("records"),
+           "seconds": round(time.perf_counter() - start, 3)}
+    return row, {reference_file(digest): weights}
+
+
+def reference_file(digest: str) -> str:
+    """The trained dense reference's weights, relative to the output folder."""
+    return f"references/{digest}.pt"
+
+
+def load_trained_reference(out_dir, spec: dict) -> dict:
+    """:func:`n2ngraph.trained.trained_reference` of the trained dense model that
+    :func:`run_reference_cell` stored for ``spec`` in ``out_dir`` (read with
+    ``torch.load(weights_only=True)``: nothing is unpickled)."""
+    import torch
+
+    from n2ngraph.trained import trained_reference
+
+    model = _model(spec["model"], spec["model_kwargs"], spec["seed"])
+    state = torch.load(Path(out_dir) / reference_file(cell_digest(spec)), map_location="cpu",
+                       weights_only=True)
+    model.load_state_dict(state)
+    return trained_reference(model, spec["t_lambda2"], example_input=_example(spec["input_shape"]))
 
 
 def _distance(reference: dict, graph, grid, weighted: bool) -> np.ndarray:
@@ -593,7 +916,13 @@ def _incomplete(doc, spec: dict, digest: str, check) -> str | None:
 
 def _row_problem(spec: dict, row: dict) -> str | None:
     """Why a stored row of :func:`run_cell` is incomplete, or None."""
-    missing = [c for c in _row_columns(spec["time_labels"]) if c not in row]
+    columns = _row_columns(spec["time_labels"])
+    if "train" in spec:
+        from n2ngraph.trained import trained_columns
+
+        labels = time_labels((), spec["trained_t_lambda2"])
+        columns += [*ACCURACY_COLUMNS, "init", "data", "log", *trained_columns(labels)]
+    missing = [c for c in columns if c not in row]
     if missing:
         return f"incomplete (no {', '.join(missing[:4])}{'...' if len(missing) > 4 else ''})"
     if row["cell_id"] != cell_digest(spec):
@@ -602,6 +931,18 @@ def _row_problem(spec: dict, row: dict) -> str | None:
     if not all(isinstance(row[c], (int, float)) and not isinstance(row[c], bool) for c in numbers_):
         return "incomplete (non-numeric distances)"
     return None
+
+
+def _write_files(out: Path, files: dict) -> None:
+    """Write ``{relative path: bytes}`` under ``out`` atomically; a path leaving ``out`` is refused."""
+    from n2ngraph.io import atomic_write
+
+    for name, data in files.items():
+        path = (out / name).resolve()
+        if out not in path.parents:
+            raise ValueError(f"a cell returned the file {name!r}, which is not inside {out}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(path, lambda tmp, data=data: Path(tmp).write_bytes(data))
 
 
 def _write_cell(out: Path, digest: str, spec: dict, row: dict) -> None:
@@ -743,8 +1084,12 @@ def run_cells(run, specs: Sequence[dict], out_dir: str | os.PathLike, *, inputs=
     Parameters
     ----------
     run : callable
-        ``run(spec, *inputs) -> row`` (a JSON-ready dict). On Dask it runs in a worker process,
-        so it must be importable there (a module-level function of an installed module).
+        ``run(spec, *inputs) -> row`` (a JSON-ready dict), or ``-> (row, files)`` with ``files``
+        a dict ``{relative path: bytes}`` that the client writes under ``out_dir`` (atomically,
+        before the cell file, so a stored cell always has its files): how a worker ships back
+        what does not fit in a row (trained weights, graphs) without a shared file system. On
+        Dask ``run`` runs in a worker process, so it must be importable there (a module-level
+        function of an installed module).
     specs : sequence of dict
         Cell specs: JSON-ready, holding everything that changes the cell's row, with a
         ``"format"`` entry (the version of what the row holds; part of the identity).
@@ -803,7 +1148,11 @@ def run_cells(run, specs: Sequence[dict], out_dir: str | os.PathLike, *, inputs=
                    disable=not progress, unit="cell")
         shared = {key: load(key) for key in dict.fromkeys(k for _, s in todo for k in needs(s))}
 
-        def finish(digest, spec, row):
+        def finish(digest, spec, result):
+            row = result
+            if isinstance(result, tuple):
+                row, files = result
+                _write_files(out, files)
             _write_cell(out, digest, spec, row)
             rows[digest] = row
             bar.update()
@@ -852,8 +1201,12 @@ _RENAMED_COLUMNS = {"connected": "inputs_reach_outputs"}
 #: How a variant is named in readable tables ("snip + N2NSkip").
 _VARIANT_SUFFIX = {"plain": "", "n2nskip": " + N2NSkip"}
 
+#: Fractions the short tables show in % (under the names of :data:`_SHORT_NAMES`).
+_PERCENT = ("final_test_acc", "best_test_acc")
+
 #: Readable names of the structural columns shown in the short tables.
-_SHORT_NAMES = {"n_components": "components",
+_SHORT_NAMES = {"final_test_acc": "final acc %", "best_test_acc": "best acc %",
+                "n_components": "components",
                 "dead_units": "dead units", "effective_density": "effective density"}
 
 _F_DEFINITION = ("F(t) = ||S_ref(t) - S(t)||_2: distance between the heat signatures "
@@ -881,7 +1234,23 @@ def caption(meta: dict, *, per_cell: bool = False) -> str:
     return (f"{_F_DEFINITION}\n\n"
             f"{meta['config']['model']}, recipe {meta['recipe']['name']}, "
             f"{'weighted' if meta['config']['weighted'] else 'binary'} adjacency: "
-            f"lambda_2(reference) = {lam:.6g}; {when}; {rows}.")
+            f"lambda_2(reference) = {lam:.6g}; {when}; {rows}.{_training_caption(meta)}")
+
+
+def _training_caption(meta: dict) -> str:
+    """The caption's paragraph on training (empty without training)."""
+    t = meta.get("training")
+    if not t:
+        return ""
+    acc = 100 * np.array(t["dense_final_test_acc"], dtype=float)
+    dense = f"{acc.mean():.2f}" + (f" ± {acc.std(ddof=1):.2f}" if len(acc) > 1 else "")
+    lam = np.array(t["trained_lambda_2_reference"], dtype=float)
+    return (f"\n\nTrained {t['epochs']} epoch{'s' if t['epochs'] != 1 else ''} on {t['data']} "
+            f"({t['settings']['optimizer']}, lr {t['settings']['lr']:g}, {t['settings']['schedule']} schedule; "
+            f"init {t['init']}); the dense reference of each seed reaches {dense} % final test accuracy. "
+            f"trained F is measured on the weighted adjacency of the trained networks against the "
+            f"trained dense reference of the same seed, t in units of 1/lambda_2 of that reference "
+            f"(lambda_2 = {', '.join(f'{v:.4g}' for v in lam)} by seed).")
 
 
 def _short_columns(frame) -> tuple[list[str], list[str]]:
@@ -889,6 +1258,8 @@ def _short_columns(frame) -> tuple[list[str], list[str]]:
     identity columns), and the ``F`` columns left out for lack of room."""
     value = [c for c in frame.columns if not c.endswith("_std")]
     f_cols = [c for c in value if c.startswith("F(t=") and c != "F(t=inf)"]
+    if "final_test_acc" in value:
+        return _trained_short_columns(value, f_cols)
     escaped = [c for c in value if c.startswith("escaped-ref(t=")]
     room = MAX_COLUMNS - 3  # method, density, n or seed
     shown_f, dropped = f_cols[:room], f_cols[room:]
@@ -901,6 +1272,20 @@ def _short_columns(frame) -> tuple[list[str], list[str]]:
     order = [*shown_f, *(c for c in ("F(t=inf)", *escaped) if c in chosen),
              *(c for c in chosen if not c.startswith(("F(", "escaped-")))]
     return order, dropped
+
+
+def _trained_short_columns(value: list[str], f_cols: list[str]) -> tuple[list[str], list[str]]:
+    """The short view of a training sweep: accuracy first, then by priority ``F`` at the middle
+    stated time, the ``trained F`` at every stated time, ``trained F(t=inf)``, ``trained
+    lambda_2/ref``, the other ``F``, ``F(t=inf)``."""
+    trained = [c for c in value if c.startswith("trained F(t=") and c != "trained F(t=inf)"]
+    middle = f_cols[(len(f_cols) - 1) // 2:][:1]
+    priority = ["final_test_acc", "best_test_acc", *middle, *trained, "trained F(t=inf)",
+                "trained lambda_2/ref", *(c for c in f_cols if c not in middle), "F(t=inf)"]
+    chosen = set([c for c in dict.fromkeys(priority) if c in value][:MAX_COLUMNS - 3])
+    order = [c for c in ("final_test_acc", "best_test_acc", *f_cols, "F(t=inf)", *trained,
+                         "trained F(t=inf)", "trained lambda_2/ref") if c in chosen]
+    return order, [c for c in f_cols if c not in chosen]
 
 
 def _number(v: float, digits: int = 4) -> str:
@@ -939,6 +1324,8 @@ def readable_table(frame):
                count: int(r["seed"]) if per_cell else n}
         for c in columns:
             mean, std = r[c], r.get(f"{c}_std")
+            if c in _PERCENT and mean is not None:  # accuracies read in %
+                mean, std = 100 * float(mean), None if std is None else 100 * float(std)
             if mean is None or not math.isfinite(float(mean)):
                 text = None if mean is None or math.isnan(float(mean)) else str(float(mean))
             else:
@@ -960,6 +1347,13 @@ def _notes(frame) -> str:
                     "minus the reference's (> 0: spreads faster)")
     if "lambda_2/ref" in columns:
         said.append("lambda_2/ref: algebraic connectivity over the reference's")
+    if "final_test_acc" in columns:
+        said.append("final acc %: test accuracy after the last epoch (no selection on the test set); "
+                    "best acc %: the highest test accuracy of any epoch")
+    if any(c.startswith("trained ") for c in columns):
+        said.append("trained F, trained lambda_2/ref: the same measures on the weighted adjacency "
+                    "(|w| of the trained weights) against the trained dense reference of the seed, "
+                    "t in units of 1/lambda_2 of that reference")
     if "n_components" in columns:
         said.append("components: connected components")
     if "dead_units" in columns:
@@ -986,7 +1380,7 @@ def sweep_markdown(frame) -> str:
 
 def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: str | None = None,
               workers: int = 2, threads: int = 1, progress: bool = True, inline: bool = False,
-              times: Sequence[float] | None = None):
+              times: Sequence[float] | None = None, device: str = "auto", save_graphs: bool = False):
     """Run every cell of ``config`` that ``out_dir`` lacks; build this config's tables.
 
     Parameters
@@ -1004,13 +1398,20 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
         Run cells in this process, no Dask (debugging); the caller's thread settings stay.
     times : sequence of float, optional
         Absolute times overriding the config's (columns ``F(t=<t>)``).
+    device : str
+        Training device of the cells (``"auto"``: CUDA where the worker has it); not part of a
+        cell's identity.
+    save_graphs : bool
+        Also write each cell's graph to ``graphs/`` (:func:`graph_file`; cells computed earlier
+        have theirs rebuilt here, on the client).
 
     Returns
     -------
     table, summary : DataFrame
         One row per cell of this config; mean and std over seeds. ``attrs`` holds the config
-        file's content (times, labels, ``lambda_2`` of the reference, recipe); ``table.attrs``
-        also ``files``, the paths of the tables and config files written.
+        file's content (times, labels, ``lambda_2`` of the reference, recipe; when training
+        also the trained dense references); ``table.attrs`` also ``files``, the paths of the
+        tables, config files, run logs and graphs written.
     times : tuple of float
         The absolute times the sweep used.
     """
@@ -1028,6 +1429,8 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     times, lam2 = stated_times(ref0, given, config.t_lambda2, weighted=config.weighted)
     labels = time_labels(times, None if given is not None else config.t_lambda2)
     recipe = config.resolved_recipe
+    options = run_options(out, device=device, save_graphs=save_graphs)
+    engine = dict(scheduler=scheduler, workers=workers, threads=threads, progress=progress, inline=inline)
 
     calib, records = {}, {}
     if any(METHODS[m].needs_data for m in config.methods):
@@ -1036,19 +1439,32 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     specs = [cell_config(config, c, times, labels, records.get(c.seed)) for c in cells_of(config)]
     ids = [cell_digest(s) for s in specs]
 
+    dense_rows, ref_specs = [], {}
+    if config.training:  # the dense reference of each seed, trained once and shared
+        ref_specs = {s: reference_spec(config, s) for s in range(config.seeds)}
+        dense_rows = run_cells(run_reference_cell, list(ref_specs.values()), out,
+                               inputs=lambda spec: ("options",), load=lambda key: options,
+                               check=functools.partial(_reference_problem, out), **engine)
+    extra = config.training or save_graphs
+
     def inputs(spec: dict) -> tuple[str, ...]:
         data = (f"calibration-{spec['seed']}",) if spec["calibration"] else ()
-        return (f"reference-{spec['reference_seed']}", *data)
+        if not extra:
+            return (f"reference-{spec['reference_seed']}", *data)
+        trained = f"trained-{spec['seed']}" if config.training else "none"
+        return (f"reference-{spec['reference_seed']}", *(data or ("none",)), trained, "options")
 
     def load(key: str):
+        if key in ("none", "options"):
+            return options if key == "options" else None
         what, seed = key.rsplit("-", 1)
         if what == "calibration":
             return calib[int(seed)]
+        if what == "trained":
+            return load_trained_reference(out, ref_specs[int(seed)])
         return _reference_data(config, int(seed), times, *((lam2, ref0) if seed == "0" else ()))
 
-    rows = run_cells(run_cell, specs, out, inputs=inputs, load=load, check=_row_problem,
-                     scheduler=scheduler, workers=workers, threads=threads, progress=progress,
-                     inline=inline)
+    rows = run_cells(run_cell, specs, out, inputs=inputs, load=load, check=_row_problem, **engine)
 
     import pandas as pd
 
@@ -1062,18 +1478,108 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
         "lambda_2_reference": lam2, "weighted": config.weighted, "cell_format": CELL_FORMAT,
         "cells": ids,
     }
-    table = _sorted_table(pd.DataFrame(rows))
+    if config.training:
+        meta["training"] = _training_meta(config, dense_rows)
+    table = _sorted_table(pd.DataFrame([{k: v for k, v in r.items() if k != "log"} for r in rows]))
     table.attrs = {k: v for k, v in meta.items() if k != "cells"}
     summary = summarize(table)
     meta_text = json.dumps(meta, indent=2)
     own = out / "configs" / config_id
     own.mkdir(parents=True, exist_ok=True)
     written = []
+    if config.training:
+        written += _write_runs(own / "runs", specs, rows, dense_rows, config)
+    if save_graphs:
+        written += _save_graphs(out, specs, rows, calib)
     for folder in (own, out):
         if folder == out:
             (out / "config.json").unlink(missing_ok=True)
         for frame, name in ((table, "results"), (summary, "summary")):
             written += write_table(frame, folder / name, markdown=sweep_markdown(frame))
+        if dense_rows:
+            written += write_table(_dense_table(dense_rows), folder / "dense")
         written.append(atomic_write(folder / "config.json", lambda tmp: Path(tmp).write_text(meta_text)))
     table.attrs["files"] = [str(p) for p in written]
     return table, summary, tuple(times)
+
+
+def _reference_problem(out: Path, spec: dict, row: dict) -> str | None:
+    """Why a stored trained-reference cell is incomplete, or None: a missing column, or its
+    weights file missing or not the one the row names."""
+    missing = [c for c in (*ACCURACY_COLUMNS, "trained lambda_2", "weights_sha256", "log") if c not in row]
+    if missing:
+        return f"incomplete (no {', '.join(missing)})"
+    path = out / reference_file(cell_digest(spec))
+    try:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    except OSError:
+        return f"without its weights file {path}"
+    return None if digest == row["weights_sha256"] else f"not matched by its weights file {path}"
+
+
+def _dense_table(dense_rows: list[dict]):
+    """One row per seed: the trained dense reference's accuracy and weighted ``lambda_2``."""
+    import pandas as pd
+
+    keep = ["model", "seed", *ACCURACY_COLUMNS, "trained lambda_2", "cell_id"]
+    return pd.DataFrame([{k: r[k] for k in keep} for r in dense_rows])
+
+
+def _training_meta(config: CompareConfig, dense_rows: list[dict]) -> dict:
+    """What the config file and the tables' header say about training: settings, data, init,
+    and the dense references (accuracy, ``lambda_2`` and times of the trained columns)."""
+    acc = np.array([r["final_test_acc"] for r in dense_rows], dtype=float)
+    return {
+        "epochs": config.train_epochs, "data": config.dataset, "init": config.init,
+        "settings": train_settings(config),
+        "t_lambda2": list(config.t_lambda2),
+        "dense_final_test_acc": [float(a) for a in acc],
+        "dense_best_test_acc": [float(r["best_test_acc"]) for r in dense_rows],
+        "trained_lambda_2_reference": [float(r["trained lambda_2"]) for r in dense_rows],
+        "trained_times": [list(r["trained times"]) for r in dense_rows],
+        "reference_cells": [r["cell_id"] for r in dense_rows],
+    }
+
+
+def run_name(row: dict) -> str:
+    """The folder of a trained cell's log under ``runs/``: ``<method>_<variant>_d<density>_<init>_s<seed>``
+    (``dense_s<seed>`` for a dense reference), as ``analysis/mnist_reproduction.py`` names runs."""
+    if row.get("variant") == "dense":
+        return f"dense_s{row['seed']}"
+    return f"{row['method']}_{row['variant']}_d{row['density']:g}_{row['init']}_s{row['seed']}"
+
+
+def _write_runs(folder: Path, specs, rows, dense_rows, config: CompareConfig) -> list[Path]:
+    """``runs/<run name>/log.csv`` and ``run.json`` for every trained cell and dense reference,
+    the layout ``analysis/figure5_table1_training.py`` reads."""
+    import pandas as pd
+
+    from n2ngraph.io import atomic_write
+
+    recipe = config.resolved_recipe
+    written = []
+    dense = [{**r, "method": "none", "density": 1.0, "init": "dense"} for r in dense_rows]
+    for row in [*rows, *dense]:
+        meta = {k: v for k, v in row.items() if k != "log" and not k.startswith(("F(", "escaped-", "trained F("))}
+        meta.update(model=config.model, dataset=config.dataset, epochs=config.train_epochs,
+                    recipe=recipe.name if row.get("variant") != "dense" else None)
+        run = folder / run_name(row)
+        run.mkdir(parents=True, exist_ok=True)
+        log = pd.DataFrame(row["log"]).to_csv(index=False)
+        written.append(atomic_write(run / "log.csv", lambda tmp, text=log: Path(tmp).write_text(text)))
+        text = json.dumps(meta, indent=2, default=str)
+        written.append(atomic_write(run / "run.json", lambda tmp, text=text: Path(tmp).write_text(text)))
+    return written
+
+
+def _save_graphs(out: Path, specs, rows, calib) -> list[Path]:
+    """The ``graphs/`` file of every cell; cells computed before (or by a run without
+    ``save_graphs``) have their graph rebuilt here."""
+    written = []
+    for spec in specs:
+        path = out / graph_file(spec)
+        if not path.exists():
+            data = calib.get(spec["seed"]) if spec["calibration"] else None
+            _write_files(out, {graph_file(spec): _graph_bytes(_graph_of(spec, data))})
+        written.append(path)
+    return written
