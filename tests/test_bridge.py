@@ -767,3 +767,72 @@ def test_a_skip_into_a_gate_product_lands_on_the_product():
         while z.op == "call_module" and str(z.target).startswith("n2nskips."):
             z = z.args[1]
         assert z.target in (operator.mul, torch.mul) or z.target == "mul"
+
+
+# ------------------------------- fused attention: nn.MultiheadAttention and torchvision Swin
+class _Attention(nn.Module):
+    """A patch embedding (conv 3 -> 8, 4 x 4 patches of an 8 x 8 image), two residual blocks of
+    self-attention (nn.MultiheadAttention, fused in_proj_weight) and a token MLP, a classifier."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(3, 8, 4, stride=4)
+        self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+        self.fc1, self.fc2 = nn.Linear(8, 16), nn.Linear(16, 8)
+        self.head = nn.Linear(8, 3)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        t = t + self.attn(t, t, t, need_weights=False)[0]
+        t = t + self.fc2(F.gelu(self.fc1(t)))
+        return self.head(t.mean(dim=1))
+
+
+def test_multihead_attention_in_proj_weight_is_masked_and_round_trips():
+    torch.manual_seed(0)
+    ref = _Attention()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    masks = prune(ref, "random", 0.3, seed=0)
+    g = add_n2nskip(to_graph(ref, masks, example_input=x), 0.05, seed=0, wiring="blocks")
+    assert g.blocks_of_kind("n2nskip")
+    model = to_model(g, ref, example_input=x[:1])
+    attn = model.get_submodule("attn")
+    mask = masks["attn.in_proj_weight"]
+    assert torch.equal(attn.parametrizations["in_proj_weight"][0].mask, mask)
+    assert not attn.in_proj_weight[~mask].any()
+    model(x).square().sum().backward()
+    assert not attn.parametrizations["in_proj_weight"].original.grad[~mask].any()
+    assert to_graph(model, example_input=x[:1]) == g
+
+
+def test_a_skip_into_a_group_inside_fused_attention_is_refused_by_name():
+    ref = _Attention()
+    x = torch.randn(1, 3, 8, 8)
+    g = add_n2nskip(to_graph(ref, example_input=x), 0.05, seed=0)  # all pairs: into q, k, v too
+    with pytest.raises(ValueError, match="computed inside a fused op"):
+        to_model(g, ref, example_input=x)
+
+
+def test_torchvision_swin_masks_its_qkv_and_round_trips():
+    """A tiny torchvision Swin (its qkv weight is read by shifted_window_attention, a function):
+    the masked qkv is found again in the model to_model returns."""
+    from _zoo_support import import_torchvision
+
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not importable")
+    from torchvision.models.swin_transformer import SwinTransformer
+
+    torch.manual_seed(0)
+    ref = SwinTransformer([2, 2], 8, [1, 1], [1, 2], [2, 2], num_classes=3).eval()
+    x = torch.randn(1, 3, 16, 16, generator=torch.Generator().manual_seed(1))
+    masks = prune(ref, "random", 0.3, seed=0)
+    g = add_n2nskip(to_graph(ref, masks, example_input=x), 0.05, seed=0, wiring="blocks", skip_kernel=1)
+    assert g.blocks_of_kind("n2nskip")
+    model = to_model(g, ref, example_input=x)
+    assert model(x).shape == (1, 3)
+    from n2ngraph.masks import masks_of
+
+    qkv = "features.1.0.attn.qkv.weight"
+    assert torch.equal(masks_of(model)[qkv], masks[qkv])
+    assert to_graph(model, example_input=x) == g

@@ -322,3 +322,46 @@ def test_with_masks_equals_tracing_again(name):
     for a, b in zip(edited.blocks, retraced.blocks):
         assert a.spec == b.spec
         assert (a.pair_weight is None and b.pair_weight is None) or np.array_equal(a.pair_weight, b.pair_weight)
+
+
+# ----------------------------------------------- fused weights: nn.MultiheadAttention.in_proj_weight
+def _attention_net():
+    torch.manual_seed(0)
+
+    class Net(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = nn.Conv2d(3, 8, 4, stride=4)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 3)
+
+        def forward(self, x):
+            t = self.embed(x).flatten(2).transpose(1, 2)
+            return self.head((t + self.attn(t, t, t, need_weights=False)[0]).mean(dim=1))
+
+    return Net()
+
+
+def test_in_proj_weight_is_a_prunable_weight():
+    from n2ngraph.masks import FusedWeight, masks_of, prunable_weights, weight_name, weight_of
+    from n2ngraph.pruning import prune
+
+    model = _attention_net()
+    weights = prunable_weights(model)
+    assert list(weights) == ["embed.weight", "attn.in_proj_weight", "attn.out_proj.weight", "head.weight"]
+    fused = weights["attn.in_proj_weight"]
+    assert isinstance(fused, FusedWeight) and fused.weight is model.attn.in_proj_weight
+    assert fused.bias is model.attn.in_proj_bias
+    assert weight_name("attn.in_proj_weight") == "attn.in_proj_weight"
+    assert weight_name("attn.out_proj") == "attn.out_proj.weight"
+    masks = prune(model, "random", 0.25, seed=0)
+    assert int(masks["attn.in_proj_weight"].sum()) == round(0.25 * 24 * 8)
+    # masks put on by torch.nn.utils.prune on the fused parameter are read back
+    torch_prune.custom_from_mask(model.attn, "in_proj_weight", masks["attn.in_proj_weight"])
+    assert torch.equal(masks_of(model)["attn.in_proj_weight"], masks["attn.in_proj_weight"])
+    assert weight_of(prunable_weights(model)["attn.in_proj_weight"]) is model.attn.in_proj_weight_orig
+    g = to_graph(model, example_input=torch.randn(1, 3, 8, 8))
+    np.testing.assert_array_equal(g.block("attn.in_proj_weight").mask, masks["attn.in_proj_weight"].numpy())
+    with pytest.raises(ValueError, match="shape"):
+        to_graph(model, {"attn.in_proj_weight": torch.ones(8, 8, dtype=torch.bool)},
+                 example_input=torch.randn(1, 3, 8, 8))

@@ -540,3 +540,85 @@ def test_channels_merged_with_other_axes_are_copies_of_the_group():
     # input 0, a 1-2, copies 3-10 (node 3 + q from a's channel q % 2), fc 11
     pairs = _all([0], [1, 2]) + [(1 + q % 2, 3 + q) for q in range(8)] + _all(range(3, 11), [11])
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(12, pairs))
+
+
+# ------------------------------------------------------------------ nn.MultiheadAttention
+class _SelfAttention(nn.Module):
+    """A patch embedding (conv 1 -> 2, 2 x 2 patches of a 4 x 4 image: 4 tokens), residual
+    self-attention (nn.MultiheadAttention, E = 2, one fused in_proj_weight) and a classifier on
+    the mean token (2 -> 1)."""
+
+    def __init__(self, need_weights=False):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 2, 2, stride=2)
+        self.attn = nn.MultiheadAttention(2, 1, batch_first=True)
+        self.head = nn.Linear(2, 1)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        y, w = self.attn(t, t, t, need_weights=self.need_weights)
+        out = self.head((t + y).mean(dim=1))
+        return out + w.sum() if self.need_weights else out
+
+
+def test_multihead_attention_is_a_fused_projection_attention_and_out_proj():
+    torch.manual_seed(0)
+    model = _SelfAttention()
+    mask = torch.zeros(6, 2, dtype=torch.bool)
+    mask[[0, 3, 5], [1, 0, 1]] = True  # q_0 <- e_1, k_1 <- e_0, v_1 <- e_1
+    result = trace(model, {"attn.in_proj_weight": mask}, example_input=torch.randn(1, 1, 4, 4))
+    assert dataflow_mismatches(result, model, torch.randn(1, 1, 4, 4)) == []
+    g = result.graph
+    # nodes: input 0, embed 1-2, attn.in_proj_weight 3-8 (q | k | v rows), attn.q 9-10, attn.k
+    # 11-12, attn.v 13-14, attn.attention 15-16, add 17-18 (out_proj merged into it), head 19
+    assert [(x.name, x.size) for x in g.groups] == [
+        ("input", 1), ("embed", 2), ("attn.in_proj_weight", 6), ("attn.q", 2), ("attn.k", 2),
+        ("attn.v", 2), ("attn.attention", 2), ("add", 2), ("head", 1)]
+    proj = g.block("attn.in_proj_weight")
+    assert (proj.kind, proj.spec.module, proj.spec.op) == ("sequential", "attn.in_proj_weight", "Linear")
+    np.testing.assert_array_equal(proj.mask, mask.numpy())
+    assert g.block("attn.out_proj").dst == "add" and g.block("attn.out_proj").spec.module == "attn.out_proj"
+    pairs = (_all([0], [1, 2]) + [(1 + j, 3 + i) for i, j in zip(*np.nonzero(mask.numpy()))]
+             + [(3, 9), (4, 10), (5, 11), (6, 12), (7, 13), (8, 14)]  # rows q | k | v as ranges
+             + [(9, 15), (10, 16), (11, 15), (12, 16), (13, 15), (14, 16)]  # attention per feature
+             + _all([15, 16], [17, 18]) + [(1, 17), (2, 18)] + _all([17, 18], [19]))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(20, pairs))
+    assert g.num_params == 8 + 3 + 4 + 2  # embed 2 x 1 x 2 x 2, the 3 kept, out_proj, head
+
+
+class _CrossAttention(nn.Module):
+    """Queries from one conv, keys and values from another of other widths (kdim = vdim = 3:
+    separate q/k/v_proj_weight), the output into a classifier."""
+
+    def __init__(self, fused=False):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 2, stride=2)
+        self.b = nn.Conv2d(1, 2 if fused else 3, 2, stride=2)
+        self.attn = nn.MultiheadAttention(2, 2, batch_first=True, **({} if fused else {"kdim": 3, "vdim": 3}))
+        self.head = nn.Linear(2, 1)
+
+    def forward(self, x):
+        q = self.a(x).flatten(2).transpose(1, 2)
+        m = self.b(x).flatten(2).transpose(1, 2)
+        return self.head(self.attn(q, m, m, need_weights=False)[0].mean(dim=1))
+
+
+def test_multihead_attention_with_separate_projections_reads_each_input():
+    model = _CrossAttention()
+    g = _traced(model, torch.randn(1, 1, 4, 4))
+    blocks = {b.name: (b.src, b.dst, b.mask.shape) for b in g.blocks if b.kind == "sequential"}
+    assert blocks["attn.q_proj_weight"] == ("a", "attn.q_proj_weight", (2, 2))
+    assert blocks["attn.k_proj_weight"] == ("b", "attn.k_proj_weight", (2, 3))
+    assert blocks["attn.v_proj_weight"] == ("b", "attn.v_proj_weight", (2, 3))
+    assert blocks["attn.out_proj"] == ("attn.attention", "attn.out_proj", (2, 2))
+    joins = sorted((b.src, b.spec.op) for b in g.blocks if b.dst == "attn.attention")
+    assert joins == [("attn.k_proj_weight", "attention"), ("attn.q_proj_weight", "attention"),
+                     ("attn.v_proj_weight", "attention")]
+
+
+def test_multihead_attention_refusals_name_the_reason():
+    with pytest.raises(ValueError, match="fused in_proj_weight"):
+        trace(_CrossAttention(fused=True), example_input=torch.randn(1, 1, 4, 4))
+    with pytest.raises(ValueError, match="attention weights"):
+        trace(_SelfAttention(need_weights=True), example_input=torch.randn(1, 1, 4, 4))
