@@ -4,23 +4,37 @@ Reads a folder of training runs -- each a folder holding the per-epoch ``log.csv
 ``n2ngraph.training.train`` -- and reports the final test accuracy (after the last epoch: no
 selection on the test set) per method x variant x density, as mean ± sample standard deviation
 (ddof=1) over seeds: Table 1 (one row per method, one column per density) and Figure 5 (accuracy
-against density, plain pruning vs N2NSkip at the same budget, dense baseline as a band).
+against density, plain pruning vs N2NSkip at the same budget, dense baseline as a band). Where the
+runs carry trained connectivity (``trained F(t=...)`` columns, the paper's Table 3 measure), a
+second figure draws accuracy against it (``accuracy_vs_distance.png|pdf``).
+
+The folder may be, as they are:
+
+- ``n2ngraph train`` output folders (one, or a folder of them): ``run.json`` written by the
+  command, or for older folders ``cli.json`` and the graph it names (its provenance);
+- an ``n2ngraph compare --train-epochs N`` output folder: the runs of its latest config
+  (``configs/<config_id>/runs/``, named by ``config.json``), with the ``trained ...`` columns of
+  its ``results.csv`` joined per run; half-trained cells under ``checkpoints/`` are skipped;
+- the results of ``analysis/mnist_reproduction.py`` (``runs/<id>/`` with ``run.json``).
 
 A run's identity (``method``, ``variant`` in {plain, n2nskip, dense}, ``density``, ``seed``;
-optional ``init`` and ``label``) is read from, in order:
+optional ``init``, ``label``, ``recipe``, ``model``, ``dataset``) is read from, in order:
 
-1. ``<run>/run.json`` (written by ``analysis/mnist_reproduction.py`` in its ``runs/<id>/``, hence
-   by :func:`make_demo_logs`, or by hand for one's own runs);
+1. ``<run>/run.json``;
 2. ``<run>.json`` beside the run folder (``cells/<id>/log.csv`` with ``cells/<id>.json``, the
-   layout of results of ``analysis/mnist_reproduction.py`` before it ran on the sweep engine).
+   layout of results of ``analysis/mnist_reproduction.py`` before it ran on the sweep engine);
+3. ``<run>/cli.json`` of ``n2ngraph train`` and the provenance of the graph it names
+   (``n2ngraph.cli_train.run_meta``).
 
 Run (from the repository root)::
 
-    python -m analysis.figure5_table1_training --logs analysis/results/mnist_reproduction/<name>/runs
+    python -m analysis.figure5_table1_training --logs results/compare-...   # a compare output
+    python -m analysis.figure5_table1_training --logs runs/                  # train output folders
     python -m analysis.figure5_table1_training --small   # trains a demo study on digits first
 
 Writes ``results/figure5-<hash>/``: ``table1.csv|md`` (wide), ``accuracy.csv|md`` (long: mean,
-std, n per group), ``runs.csv|md`` (one row per run), ``figure5.png|pdf``, ``config.json``.
+std, n per group), ``runs.csv|md`` (one row per run), ``figure5.png|pdf``,
+``accuracy_vs_distance.png|pdf`` (when the runs have trained connectivity), ``config.json``.
 """
 
 from __future__ import annotations
@@ -36,7 +50,8 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from analysis.common import base_parser, paper_label, plural, results_dir, save_config
 
-__all__ = ["Config", "figure_title", "find_runs", "main", "make_demo_logs", "summarize_runs", "table1"]
+__all__ = ["Config", "distance_column", "figure_title", "find_runs", "main", "make_demo_logs",
+           "summarize_runs", "table1"]
 
 ARTIFACT = "figure5"
 RUN_META = "run.json"
@@ -63,7 +78,29 @@ class Config:
     results_root: str = "results"
 
 
-def _meta(run: Path) -> dict:
+def _cli_meta(run: Path, root: Path) -> dict | None:
+    """The identity of an ``n2ngraph train`` folder without ``run.json``: its ``cli.json`` and the
+    provenance of the graph it names (found as written, relative to the current directory, or
+    relative to the run folder or the searched folder); None when there is no ``cli.json``."""
+    cli = run / "cli.json"
+    if not cli.is_file():
+        return None
+    from n2ngraph.cli_train import run_meta
+    from n2ngraph.io import load_graph
+
+    record = json.loads(cli.read_text())
+    given = Path(str(record.get("graph", "")))
+    found = next((p for p in (given, run / given, root / given, run / given.name) if p.is_file()), None)
+    if found is None:
+        raise ValueError(f"{cli} names graph {str(given)!r}, which is not found (as written, or next to the "
+                         "run); without it the run's method and density are unknown")
+    graph = load_graph(found)
+    model = record.get("model") or graph.provenance.get("model", UNRECORDED)
+    return run_meta(graph, model=str(model), data=record.get("data", UNRECORDED),
+                    seed=int(record.get("seed", 0)), init=record.get("init", "dense"), graph_path=str(given))
+
+
+def _meta(run: Path, root: Path | None = None) -> dict:
     for path in (run / RUN_META, run.with_name(run.name + ".json")):
         if path.is_file():
             meta = json.loads(path.read_text())
@@ -71,24 +108,75 @@ def _meta(run: Path) -> dict:
             if missing:
                 raise ValueError(f"{path} lacks {missing}; a run needs {list(_REQUIRED)}")
             return meta
+    meta = _cli_meta(run, root or run)
+    if meta is not None:
+        return meta
     raise ValueError(f"run {str(run)!r} has a log.csv but no metadata: write {RUN_META} inside it "
                      f"or {run.name}.json beside it with {list(_REQUIRED)}")
+
+
+def _search_root(root: Path) -> tuple[Path, Path | None]:
+    """Where to look for runs under ``root``, and the sweep table to join trained columns from.
+
+    An ``n2ngraph compare`` output (``config.json`` naming a ``config_id`` whose
+    ``configs/<id>/runs`` exists) is read through its latest config only: older configs in the
+    same folder share cells, and their runs would be counted twice."""
+    config = root / "config.json"
+    if config.is_file():
+        try:
+            meta = json.loads(config.read_text())
+        except ValueError:
+            meta = {}
+        cid = meta.get("config_id") if isinstance(meta, dict) else None
+        if isinstance(cid, str) and (root / "configs" / cid / "runs").is_dir():
+            own = root / "configs" / cid
+            return own / "runs", own / "results.csv"
+        if isinstance(meta, dict) and "config_id" in meta and not (root / "runs").is_dir():
+            raise ValueError(f"{root} is an n2ngraph compare output without training runs; run "
+                             "compare with --train-epochs N")
+    results = root / "results.csv"
+    return root, results if results.is_file() else None
+
+
+_JOIN_KEYS = ("method", "variant", "density", "init", "seed")
+
+
+def _join_trained(table, results: Path | None):
+    """``table`` with the ``trained ...`` columns of the sweep table ``results`` (one row per
+    cell) joined on method, variant, density, init and seed, where the runs lack them."""
+    import pandas as pd
+
+    if results is None or not results.is_file():
+        return table
+    cells = pd.read_csv(results)
+    columns = [c for c in cells.columns if c.startswith("trained ") and c not in table.columns]
+    keys = [k for k in _JOIN_KEYS if k in cells.columns]
+    if not columns or len(keys) < 4:
+        return table
+    cells = cells[keys + columns].drop_duplicates(subset=keys)
+    cells["density"] = cells["density"].astype(float)
+    return table.merge(cells, on=keys, how="left")
 
 
 def find_runs(logs: str | Path, metric: str = "test_acc"):
     """One row per run under ``logs``: its identity, ``label`` (the paper's name), ``model`` and
     ``dataset`` (:data:`UNRECORDED` when its metadata does not say), ``epochs`` (finished, from
-    the log) and the final ``metric`` in % (last epoch of ``log.csv``), sorted; raises
-    ValueError when there is no run, a run lacks metadata, or the metric is not a log column."""
+    the log), the final ``metric`` in % (last epoch of ``log.csv``) and the run's ``trained ...``
+    connectivity columns where known, sorted; raises ValueError when there is no run, a run
+    lacks metadata, or the metric is not a log column. Folders named ``checkpoints`` (the
+    half-trained cells of a compare sweep) are skipped."""
     import pandas as pd
 
     root = Path(logs)
     if not root.is_dir():
         raise ValueError(f"log folder {str(root)!r} does not exist")
+    search, results = _search_root(root)
     rows = []
-    for log in sorted(root.rglob("log.csv")):
+    for log in sorted(search.rglob("log.csv")):
         run = log.parent
-        meta = _meta(run)
+        if "checkpoints" in run.relative_to(search).parts:
+            continue
+        meta = _meta(run, root)
         frame = pd.read_csv(log)
         if metric not in frame.columns:
             raise ValueError(f"{log} has no column {metric!r}; columns are {list(frame.columns)}")
@@ -101,14 +189,21 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
             "label": meta.get("label") or paper_label(meta["method"], meta["variant"]),
             "method": meta["method"], "variant": meta["variant"], "density": float(meta["density"]),
             "init": meta.get("init", "dense"), "seed": int(meta["seed"]),
-            "recipe": meta.get("recipe", UNRECORDED), "recipe_fields": meta.get("recipe_fields", ""),
-            "model": meta.get("model", UNRECORDED), "dataset": meta.get("dataset", UNRECORDED),
+            "recipe": meta.get("recipe"), "recipe_fields": meta.get("recipe_fields") or "",
+            "model": meta.get("model") or UNRECORDED, "dataset": meta.get("dataset") or UNRECORDED,
             "epochs": int(frame["epoch"].iloc[-1]), metric: value,
-            "run": str(run.relative_to(root)),
+            **{k: v for k, v in meta.items() if k.startswith("trained ") and isinstance(v, (int, float))},
+            "run": str(run.relative_to(root)) if run != root else ".",
         })
     if not rows:
         raise ValueError(f"no training runs (folders with a log.csv) under {str(root)!r}")
-    table = pd.DataFrame(rows)
+    table = _join_trained(pd.DataFrame(rows), results)
+    # a dense baseline belongs to no recipe: it joins the study's when there is one
+    recipes = set(table.loc[table["variant"] != "dense", "recipe"].dropna())
+    shared = recipes.pop() if len(recipes) == 1 else UNRECORDED
+    dense = table["variant"] == "dense"
+    table.loc[dense, "recipe"] = table.loc[dense, "recipe"].fillna(shared)
+    table["recipe"] = table["recipe"].fillna(UNRECORDED)
     return table.sort_values(["recipe", "init", "variant", "method", "density", "seed"],
                              ascending=[True, True, True, True, False, True]).reset_index(drop=True)
 
@@ -176,9 +271,29 @@ def figure_title(runs) -> str:
             f"{values('recipe')}, {counted}\naccuracy after the last epoch, mean ± std over seeds")
 
 
+def distance_column(runs) -> str | None:
+    """The connectivity column accuracy is drawn against: the first ``trained F(...)`` column
+    whose finite values differ between the pruned runs, ``trained F(t=inf)`` first (the paper's
+    Table 3 measure at saturation). On connected graphs ``S(inf) = 1 1^T A / n`` is the same for
+    every graph on the same nodes, so ``F(t=inf)`` is 0 and says nothing; then the earliest
+    stated time is used. None without trained connectivity that varies."""
+    import numpy as np
+
+    pruned = runs[runs["variant"] != "dense"]
+    columns = sorted((c for c in runs.columns if c.startswith("trained F(")),
+                     key=lambda c: c != "trained F(t=inf)")
+    for column in columns:
+        values = np.asarray(pruned[column], float)
+        values = values[np.isfinite(values)]
+        if values.size and np.ptp(values) > 0:
+            return column
+    return None
+
+
 def main(config: Config = Config()) -> Path:
-    """Read the runs under ``config.logs`` and write Table 1 and Figure 5; returns the folder."""
-    from n2ngraph.plotting import plot_accuracy
+    """Read the runs under ``config.logs`` and write Table 1 and Figure 5 (and accuracy against
+    trained connectivity where the runs have it); returns the folder."""
+    from n2ngraph.plotting import plot_accuracy, plot_accuracy_vs_distance
     from n2ngraph.tables import write_table
 
     runs = find_runs(config.logs, config.metric)
@@ -189,8 +304,16 @@ def main(config: Config = Config()) -> Path:
     write_table(summary, out / "accuracy")
     write_table(table1(summary, config.metric), out / "table1")
     words = config.metric.replace("_acc", " accuracy").replace("_", " ")
-    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=figure_title(runs),
+    title = figure_title(runs)
+    plot_accuracy(summary, metric=config.metric, path=out / ARTIFACT, title=title,
                   ylabel=f"{words} (%)" if config.metric.endswith("_acc") else words)
+    distance = distance_column(runs)
+    if distance is not None:
+        accuracy = f"final_{config.metric}"
+        scale = 100.0 if config.metric.endswith("_acc") else 1.0  # back to fractions: drawn in %
+        table = runs.assign(**{accuracy: runs[config.metric] / scale})
+        plot_accuracy_vs_distance(table, distance=distance, accuracy=accuracy,
+                                  path=out / "accuracy_vs_distance", title=title)
     save_config(out, ARTIFACT, config, runs=len(runs))
     return out
 

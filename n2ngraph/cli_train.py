@@ -14,8 +14,9 @@ factory takes them), load both splits of the dataset (:func:`n2ngraph.data.load_
 that graph, model and data shapes agree (:func:`n2ngraph.training.check_input_fits`: one line
 naming the shapes otherwise, before anything is written), map the graph onto the model
 (:func:`n2ngraph.bridge.to_model`) and run :func:`n2ngraph.training.train` into ``--out``
-(``config.json``, ``log.csv``, ``checkpoint.pt``, plus ``cli.json`` with the command's arguments
-and ``curve.png|pdf``, accuracy and loss per epoch: :func:`n2ngraph.plotting.plot_train_curve`).
+(``config.json``, ``log.csv``, ``checkpoint.pt``, plus ``cli.json`` with the command's arguments,
+``run.json`` saying what the run is (:func:`run_meta`: the layout the Figure 5 / Table 1 driver
+reads) and ``curve.png|pdf``, accuracy and loss per epoch: :func:`n2ngraph.plotting.plot_train_curve`).
 
 ``--input-shape C,H,W`` feeds every sample as that shape (same number of values as the data's
 samples: ``784`` for an MLP without a flatten layer, or the shape the graph was traced at).
@@ -38,8 +39,11 @@ import json
 import sys
 from pathlib import Path
 
-__all__ = ["CURVE_NAME", "add_arguments", "interrupt_hint", "parse_model_kwargs", "run"]
+__all__ = ["CURVE_NAME", "RUN_META", "add_arguments", "interrupt_hint", "parse_model_kwargs", "run",
+           "run_meta"]
 
+#: What the run is (method, variant, density, seed, init, model, data, recipe): :func:`run_meta`.
+RUN_META = "run.json"
 #: Base name of the accuracy / loss figure written beside ``log.csv`` (``curve.png``, ``curve.pdf``).
 CURVE_NAME = "curve"
 
@@ -141,6 +145,31 @@ def _model_of(args: argparse.Namespace, graph, graph_path: Path) -> tuple[str, d
     return made_from, kwargs
 
 
+def run_meta(graph, *, model: str, data: str, seed: int, init: str, graph_path: str) -> dict:
+    """What a run is, for tables of many runs (``RUN_META``, read by
+    ``analysis/figure5_table1_training.py``): ``method``, ``variant`` (``plain``, ``n2nskip``;
+    ``dense`` with method ``none`` and density 1 for an unpruned graph), ``density`` (the graph's
+    kept fraction of the reference budget), ``seed``, ``init``, ``model``, ``dataset``,
+    ``recipe`` and ``recipe_fields`` (compact JSON), from the graph's provenance
+    (:func:`n2ngraph.pipeline.variant` records them) where the graph does not say otherwise."""
+    prov = graph.provenance
+    has_skips = any(b.kind == "n2nskip" for b in graph.blocks)
+    pruned = prov.get("method") is not None or graph.density < 1 or has_skips
+    if not pruned:
+        method, variant, density = "none", "dense", 1.0
+    else:
+        method = str(prov.get("method") or "unknown")
+        variant = str(prov.get("variant") or ("n2nskip" if has_skips else "plain"))
+        density = float(prov.get("density", graph.density))
+    fields = prov.get("recipe_fields")
+    if isinstance(fields, dict):
+        fields = json.dumps({k: v for k, v in fields.items() if k != "name"}, sort_keys=True,
+                            separators=(",", ":"))
+    return {"method": method, "variant": variant, "density": density, "seed": int(seed), "init": init,
+            "model": model, "dataset": data, "recipe": prov.get("recipe") if pruned else None,
+            "recipe_fields": fields or "", "graph": graph_path, "params": graph.num_params}
+
+
 def _curve_title(graph, model: str, data: str, seed: int, init: str) -> str:
     """What a run's curve shows: the variant (from the graph's provenance), model, data, seed."""
     prov = graph.provenance
@@ -219,9 +248,12 @@ def run(args: argparse.Namespace) -> int:
     record.update(model=model_spec, model_kwargs=model_kwargs)  # as resolved (the graph's by default)
     cli_record = json.dumps(record, indent=2, default=str)
     atomic_write(out / "cli.json", lambda tmp: Path(tmp).write_text(cli_record))
+    meta = json.dumps(run_meta(graph, model=model_spec, data=args.data, seed=args.seed, init=args.init,
+                               graph_path=str(graph_path)), indent=2)
+    atomic_write(out / RUN_META, lambda tmp: Path(tmp).write_text(meta))
     log = train(model, train_set, test_set, config, out_dir=out, resume=args.resume, seed=args.seed,
                 identity=identity)
-    names = ["cli.json", *(n for n in (CONFIG_NAME, LOG_NAME, CHECKPOINT_NAME) if (out / n).exists())]
+    names = ["cli.json", RUN_META, *(n for n in (CONFIG_NAME, LOG_NAME, CHECKPOINT_NAME) if (out / n).exists())]
     if len(log):
         from n2ngraph.plotting import plot_train_curve
 

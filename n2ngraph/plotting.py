@@ -871,6 +871,12 @@ def plot_accuracy_vs_distance(table, *, distance: str = "trained F(t=inf)",
     if cells.empty:
         raise ValueError(f"plot_accuracy_vs_distance: no pruned cell has both {distance!r} and "
                          f"{accuracy!r}")
+    if np.ptp(np.asarray(cells[distance], float)) == 0:
+        import warnings
+
+        warnings.warn(f"plot_accuracy_vs_distance: {distance!r} is {float(cells[distance].iloc[0]):g} for "
+                      "every cell, so the figure cannot tell them apart (F(t=inf) is 0 on connected "
+                      "graphs: S(inf) = 1 1^T A / n); choose another F column", stacklevel=2)
     has_init = "init" in cells.columns
     inits = list(dict.fromkeys(cells["init"])) if has_init else [None]
     keys = ["init", "method", "variant", "density"] if has_init else ["method", "variant", "density"]
