@@ -328,7 +328,7 @@ def _fill_density(model, density: float, low: float, at_least: int, opts: dict) 
     return hi
 
 
-def calibration_batch(model, dataset, batch_size: int, seed: int):
+def calibration_batch(model, dataset, batch_size: int, seed: int, *, input_shape=None):
     """A ``(inputs, targets)`` batch from the training split of ``dataset``, shaped for ``model``:
     the one way every sweep, driver and notebook draws the batch that data-driven pruners (SNIP,
     GraSP) score on.
@@ -347,6 +347,9 @@ def calibration_batch(model, dataset, batch_size: int, seed: int):
     seed : int
         The images are ``torch.randperm(n, generator=torch.Generator().manual_seed(seed))
         [:batch_size]``: drawn without replacement, the same for the same seed.
+    input_shape : tuple of int, optional
+        The per-sample input shape the model is traced and trained at, e.g. ``(1, 28, 28)``
+        (``--input-shape``); by default the model's guess (32 x 32 images for a conv net).
 
     Returns
     -------
@@ -375,7 +378,7 @@ def calibration_batch(model, dataset, batch_size: int, seed: int):
     gen = torch.Generator().manual_seed(int(seed))
     index = torch.randperm(len(labels), generator=gen)[:batch_size]
     x, y = images[index], labels[index]
-    want = tuple(example_input(model).shape[1:])
+    want = tuple(example_input(model, input_shape=input_shape).shape[1:])
     have = tuple(x.shape[1:])
     if want == have or (len(want) == 1 and math.prod(have) == want[0]):
         return x, y

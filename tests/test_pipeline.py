@@ -328,3 +328,16 @@ def test_calibration_batch_of_the_wrong_shape_is_refused_in_api_words():
     with pytest.raises(ValueError, match=r"gives images of shape \(1, 5, 5\).*pass a dataset") as err:
         calibration_batch(models.lenet300(), data, 2, seed=0)
     assert "--" not in str(err.value)  # the CLI, not the library, speaks of --dataset
+
+
+def test_calibration_batch_at_the_traced_input_shape():
+    """A conv net traced at the data's own 28 x 28 gets its digits as they are; without the
+    shape the model's 32 x 32 guess does not fit them and is refused, naming both shapes."""
+    images = torch.arange(4 * 28 * 28, dtype=torch.float32).reshape(4, 1, 28, 28)
+    data = torch.utils.data.TensorDataset(images, torch.arange(4))
+    net = models.vgg16(num_classes=4, in_channels=1)
+    x, y = calibration_batch(net, data, 3, seed=1, input_shape=(1, 28, 28))
+    order = torch.randperm(4, generator=torch.Generator().manual_seed(1))[:3]
+    assert torch.equal(x, images[order]) and torch.equal(y, order)
+    with pytest.raises(ValueError, match=r"\(1, 28, 28\).*\(1, 32, 32\)"):
+        calibration_batch(net, data, 3, seed=1)
