@@ -21,7 +21,11 @@ activation's shape. The walk over the fx graph applies docs/design.md's graph se
   kept by reshapes that keep that axis whole, so a Linear on the channel axis of a channels-last
   tensor (ConvNeXt) is a channel-mixing layer;
 - every output of a model returning a tuple or named tuple is traced; optional inputs left at a
-  non-tensor default are not inputs; stochastic depth aliases.
+  non-tensor default are not inputs; stochastic depth aliases;
+- ``nn.MultiheadAttention`` is a fused q | k | v projection (``in_proj_weight``), attention and
+  ``out_proj``;
+- a branch on tensor shapes (``if x.shape[-2] < 7``) follows the example input (the graph holds
+  the branch it takes); a branch on tensor values is refused.
 
 Anything else raises ``ValueError`` naming the op and the module it sits in: the tracer never
 returns a silently wrong graph.
@@ -266,18 +270,50 @@ class _Walk:
     outputs: tuple[int, ...]
 
 
+#: Ops whose result depends on tensor shapes only (a branch on them follows the example input).
+_SHAPE_READS = {"shape", "ndim", "size", "dim", "numel"}
+
+
+def _shape_only(node: fx.Node, memo: dict[fx.Node, bool]) -> bool:
+    """``node`` is computed from tensor shapes and constants only (``x.shape[-2] < 7``), never
+    from tensor values: a shape read, or Python arithmetic / comparison on such results."""
+    if node not in memo:
+        if (node.op == "call_method" and node.target in _SHAPE_READS) or (
+                node.op == "call_function" and node.target is getattr and node.args[1] in _SHAPE_READS):
+            memo[node] = True
+        else:
+            module = getattr(node.target, "__module__", None) or ""
+            arithmetic = node.op == "call_function" and module in ("_operator", "operator", "math", "builtins")
+            memo[node] = arithmetic and all(_shape_only(a, memo) for a in node.all_input_nodes)
+    return memo[node]
+
+
 class _Tracer(fx.Tracer):
     """Keeps weight layers, marked skip modules and torch.nn modules as leaves, and remembers
-    the module being traced when tracing fails."""
+    the module being traced when tracing fails.
 
-    def __init__(self) -> None:
+    A branch on tensor *shapes* (timm VGG's ``if x.shape[-2] < 7``, MobileViT's ``if new_h != H``)
+    is taken as the example input takes it: the shape values it reads are computed by running
+    the ops traced so far on ``example_input`` (no gradient; buffers such as BatchNorm
+    statistics restored afterwards), so the graph holds the branch the example input follows.
+    A branch on tensor *values* is refused as torch.fx refuses it.
+    """
+
+    def __init__(self, example_input: torch.Tensor | None = None) -> None:
         super().__init__()
         self.current_path = ""
+        self.example_input = example_input
+        self.values: dict[fx.Node, Any] = {}
+        self.shape_memo: dict[fx.Node, bool] = {}
+        self.evaluating = False
+        self.saved_buffers: dict[str, torch.Tensor] | None = None
 
     def is_leaf_module(self, m: nn.Module, qualname: str) -> bool:
         return _module_rule(m) is not None or super().is_leaf_module(m, qualname)
 
     def call_module(self, m, forward, args, kwargs):
+        if self.evaluating:  # running the traced ops on the example input (:meth:`to_bool`)
+            return forward(*args, **kwargs)
         outer = self.current_path
         self.current_path = self.path_of_module(m)
         try:
@@ -285,11 +321,69 @@ class _Tracer(fx.Tracer):
         finally:
             self.current_path = outer
 
+    def getattr(self, attr, attr_val, parameter_proxy_cache):
+        if self.evaluating:
+            return attr_val
+        return super().getattr(attr, attr_val, parameter_proxy_cache)
 
-def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
+    def to_bool(self, obj: fx.Proxy) -> bool:
+        if self.example_input is None or not _shape_only(obj.node, self.shape_memo):
+            return super().to_bool(obj)
+        return bool(self._value(obj.node))
+
+    def _value(self, node: fx.Node) -> Any:
+        """The value of ``node`` on the example input (its ancestors evaluated in graph order)."""
+        if self.saved_buffers is None:
+            self.saved_buffers = {k: b.detach().clone() for k, b in self.root.named_buffers()}
+        needed, stack = set(), [node]
+        while stack:
+            n = stack.pop()
+            if n not in needed and n not in self.values:
+                needed.add(n)
+                stack.extend(n.all_input_nodes)
+        self.evaluating = True
+        try:
+            with torch.no_grad():
+                for n in self.graph.nodes:
+                    if n in needed:
+                        self.values[n] = self._evaluate(n)
+        finally:
+            self.evaluating = False
+        return self.values[node]
+
+    def _evaluate(self, n: fx.Node) -> Any:
+        args, kwargs = fx.node.map_arg((n.args, n.kwargs), lambda a: self.values[a])
+        if n.op == "placeholder":
+            first = next(iter(self.graph.nodes))
+            return self.example_input if n is first else (n.args[0] if n.args else None)
+        if n.op == "get_attr":
+            value = self.root
+            for atom in str(n.target).split("."):
+                value = getattr(value, atom)
+            return value
+        if n.op == "call_function":
+            return n.target(*args, **kwargs)
+        if n.op == "call_method":
+            return getattr(args[0], n.target)(*args[1:], **kwargs)
+        if n.op == "call_module":
+            return self.root.get_submodule(n.target)(*args, **kwargs)
+        raise ValueError(f"cannot evaluate fx node {n.name!r} ({n.op})")
+
+    def restore(self) -> None:
+        """Put back the buffers that evaluating on the example input changed; forget values."""
+        if self.saved_buffers is not None:
+            with torch.no_grad():
+                for k, b in self.root.named_buffers():
+                    if k in self.saved_buffers:
+                        b.copy_(self.saved_buffers[k])
+        self.values.clear()
+        self.saved_buffers = None
+
+
+def _symbolic_trace(model: nn.Module, example_input: torch.Tensor | None = None) -> fx.GraphModule:
     if isinstance(model, fx.GraphModule):
         return model  # already traced (e.g. by the bridge): keep its graph and module paths
-    tracer = _Tracer()
+    tracer = _Tracer(example_input)
     try:
         graph = tracer.trace(model)
     except Exception as exc:  # noqa: BLE001 - re-raised with the module path
@@ -299,6 +393,8 @@ def _symbolic_trace(model: nn.Module) -> fx.GraphModule:
             "Data-dependent control flow (if/for on tensor values) cannot be traced; make the "
             "branch static or move it into a leaf module."
         ) from exc
+    finally:
+        tracer.restore()
     return fx.GraphModule(tracer.root, graph, type(model).__name__)
 
 
@@ -1394,10 +1490,10 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
     all_masks = masks_of(model)
     if masks is not None:
         all_masks.update(validate_masks(model, masks))
-    gm = _symbolic_trace(model)
     x = default_example_input(model) if example_input is None else example_input
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"example_input must be a tensor, got {type(x).__name__}")
+    gm = _symbolic_trace(model, x)
     shapes = record_shapes(gm, model, x)
     weight_names = {id(m): n for n, m in weights.items()}
     walk = _Walker(gm, shapes, all_masks, weight_names, model).run()

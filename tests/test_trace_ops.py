@@ -622,3 +622,41 @@ def test_multihead_attention_refusals_name_the_reason():
         trace(_CrossAttention(fused=True), example_input=torch.randn(1, 1, 4, 4))
     with pytest.raises(ValueError, match="attention weights"):
         trace(_SelfAttention(need_weights=True), example_input=torch.randn(1, 1, 4, 4))
+
+
+# ------------------------------------------------------------------ branches on shapes
+class _ShapeBranch(nn.Module):
+    """A conv and BatchNorm, then (as timm's VGG head) an upsampling only when the map is smaller
+    than 4 x 4, a conv and a classifier; ``on_values`` branches on a tensor value instead."""
+
+    def __init__(self, on_values=False):
+        super().__init__()
+        self.a = nn.Conv2d(1, 2, 3, padding=1)
+        self.bn = nn.BatchNorm2d(2)
+        self.b = nn.Conv2d(2, 2, 4)
+        self.head = nn.Linear(2, 1)
+        self.on_values = on_values
+
+    def forward(self, x):
+        h = self.bn(self.a(x))
+        if (h.sum() > 0) if self.on_values else (h.shape[-2] < 4 or h.size(-1) < 4):
+            h = F.interpolate(h, size=(max(4, h.shape[-2]), max(4, h.shape[-1])))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(F.relu(self.b(h)), 1), 1))
+
+
+@pytest.mark.parametrize("size", [2, 6])
+def test_a_branch_on_shapes_follows_the_example_input(size):
+    model = _ShapeBranch().train()
+    x = torch.randn(1, 1, size, size)
+    stats = [b.clone() for b in model.buffers()]  # evaluating the branch must not change them
+    result = trace(model, example_input=x)
+    assert dataflow_mismatches(result, model, x) == []
+    assert [(g.name, g.size) for g in result.graph.groups] == [("input", 1), ("a", 2), ("b", 2), ("head", 1)]
+    upsampled = any("interpolate" in n.name for n in result.module.graph.nodes)
+    assert upsampled == (size < 4)  # the branch the example input takes
+    assert all(torch.equal(a, b) for a, b in zip(stats, model.buffers()))
+
+
+def test_a_branch_on_tensor_values_is_refused():
+    with pytest.raises(ValueError, match="control flow"):
+        trace(_ShapeBranch(on_values=True), example_input=torch.randn(1, 1, 2, 2))
