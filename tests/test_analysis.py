@@ -10,6 +10,7 @@ import pytest
 
 from analysis import (
     common,
+    conv_reproduction,
     figure3_adjacency,
     figure4_scree,
     figure5_table1_training,
@@ -290,16 +291,30 @@ def test_mnist_reproduction_runs_on_the_sweep_engine_and_resumes(tmp_path, monke
     # one cell file per run, named by the digest of its spec (the engine of n2ngraph.compare)
     from n2ngraph.compare import cell_digest
 
-    assert sorted(p.stem for p in (out / "cells").glob("*.json")) == sorted(map(cell_digest, specs))
+    trained_specs = mnist_reproduction.trained_specs(config, specs)
+    assert sorted(p.stem for p in (out / "cells").glob("*.json")) == \
+        sorted(map(cell_digest, specs + trained_specs))
+    assert [t["run"] for t in trained_specs] == [cell_digest(s) for s in specs]
     # each run's log and metadata, as figure5 reads them
     runs = figure5_table1_training.find_runs(out)
     assert len(runs) == len(specs) and (runs["epochs"] == 1).all()
     np.testing.assert_allclose(sorted(runs["test_acc"]), sorted(cells["test_acc"]))
-    # a rerun retrains nothing; a damaged cell file is retrained alone, with a warning
+    # trained connectivity beside accuracy: the dense reference against itself is at distance 0
+    f_columns = ["trained F(t=1/l2)", "trained F(t=3/l2)", "trained F(t=100/l2)", "trained F(t=inf)"]
+    assert set(f_columns + ["trained lambda_2/ref"]) <= set(cells.columns)
+    dense = cells[cells["label"] == "dense"].iloc[0]
+    assert (dense[f_columns] == 0).all() and dense["trained lambda_2/ref"] == pytest.approx(1.0)
+    sparse = cells[cells["label"] != "dense"]
+    assert (sparse["trained F(t=1/l2)"] > 0).all() and (sparse["trained lambda_2/ref"] < 1).all()
+    np.testing.assert_allclose(cells["final_test_acc"] * 100, cells["test_acc"])
+    assert "trained F(t=inf)" in (out / "summary.md").read_text()
+    # a rerun retrains and remeasures nothing; a damaged cell file is retrained alone, with a warning
     def no_training(*args, **kwargs):
-        raise AssertionError("a finished run was retrained")
+        raise AssertionError("a finished run was retrained or remeasured")
 
     monkeypatch.setattr("n2ngraph.training.train", no_training)
+    monkeypatch.setattr("n2ngraph.trained.trained_connectivity", no_training)
+    monkeypatch.setattr("n2ngraph.trained.trained_reference", no_training)
     assert mnist_reproduction.main(config) == out
     pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)
     monkeypatch.undo()
@@ -319,12 +334,66 @@ def test_mnist_reproduction_cell_identity():
     quiet = dataclasses.replace(TINY_STUDY, workers=3, threads=2, results_root="elsewhere",
                                 train=dataclasses.replace(TINY_STUDY.train, progress=True))
     assert mnist_reproduction.cell_specs(quiet) == specs  # how it runs is not
-    # the study's training settings are TrainConfig's defaults but for epochs, device, progress
+    # the study's training settings are TrainConfig's defaults (the paper's optimizer) with the
+    # paper's schedule (halve every 30 of 300 epochs) compressed to 30 epochs: halve every 3
     from n2ngraph.training import TrainConfig
 
     assert mnist_reproduction.Config().train == dataclasses.replace(
-        TrainConfig(), epochs=10, device="cpu", progress=False)
-    assert mnist_reproduction._parse(["--small", "--epochs", "2"]).train.epochs == 2
+        TrainConfig(), epochs=30, lr_step=3, device="cpu", progress=False)
+    assert [mnist_reproduction.paper_schedule(e).lr_step for e in (1, 10, 20, 30, 45, 300)] == \
+        [1, 1, 2, 3, 4, 30]
+    parsed = mnist_reproduction._parse(["--small", "--epochs", "20"]).train
+    assert (parsed.epochs, parsed.lr_step) == (20, 2)
+    # seed by seed, the seed's dense baseline first: a study stopped early holds whole seeds
+    full = mnist_reproduction.cell_specs(mnist_reproduction.Config())
+    assert len(full) == 3 * (1 + 4 * 2 * 2 * 2)
+    assert [s["seed"] for s in full] == sorted(s["seed"] for s in full)
+    assert full[0]["variant"] == "dense" and full[33]["variant"] == "dense"
+
+
+def test_encoded_state_round_trips_and_refuses_damage():
+    import torch
+
+    model = common.tiny_mlp()
+    text = common.encode_state(model)
+    state = common.decode_state(text)
+    assert state.keys() == model.state_dict().keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="not an encoded state_dict"):
+        common.decode_state(text[: len(text) // 2])
+    with pytest.raises(ValueError, match="not an encoded state_dict"):
+        common.decode_state("not base64!")
+
+
+def test_trained_weights_in_a_cell_rebuild_the_trained_model(tmp_path):
+    """The state a cell keeps, loaded into the model rebuilt from the cell's spec, gives the
+    cell's recorded test accuracy (so trained connectivity is measured on the trained model)."""
+    import torch
+
+    spec = next(s for s in mnist_reproduction.cell_specs(TINY_STUDY) if s["variant"] == "n2nskip")
+    row = mnist_reproduction.run_cell(spec)
+    model = mnist_reproduction.trained_model(spec, common.decode_state(row["state"]))
+    test = mnist_reproduction._splits(spec["dataset"])[1]
+    with torch.no_grad():
+        acc = float((model(test.images).argmax(1) == test.labels).float().mean())
+    assert acc == pytest.approx(row["final_test_acc"], abs=1e-6)
+
+
+@pytest.mark.slow
+def test_conv_reproduction_smoke(tmp_path):
+    """One epoch of the conv study (small VGG on digits, paper recipe) at 5%: RP, N2NSkip-RP and
+    the dense reference, with accuracy and trained connectivity."""
+    config = dataclasses.replace(conv_reproduction.SMALL, densities=(0.05,), methods=("expander",),
+                                 results_root=str(tmp_path))
+    out = conv_reproduction.main(config)
+    check_config(out, "conv", config)
+    cells = pd.read_csv(out / "cells.csv")
+    assert sorted(cells["label"]) == ["N2NSkip-RP", "RP", "dense"]
+    assert cells[cells["label"] != "dense"]["params"].nunique() == 1  # equal budget
+    assert cells["params"].max() == 287_264  # digits_vgg's convs and Linear
+    assert cells["trained F(t=1/l2)"].notna().all()
+    assert conv_reproduction._parse(["--small"]) == conv_reproduction.SMALL
+    assert conv_reproduction._parse([]).train.epochs == 20
 
 
 def test_make_demo_logs_trains_real_runs(tmp_path, monkeypatch):
