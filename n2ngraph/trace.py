@@ -268,6 +268,7 @@ class _Walk:
     blocks: list[tuple[EdgeBlock, int, int]]
     sums: list[_Sum]
     outputs: tuple[int, ...]
+    token_mixing: tuple[str, ...] = ()
 
 
 #: Ops whose result depends on tensor shapes only (a branch on them follows the example input).
@@ -508,6 +509,7 @@ class _Walker:
         self.splits: dict[str, tuple] = {}  # split node -> (value, ranges, piece template)
         self.scores: dict[str, tuple[_Value, ...]] = {}  # attention weights -> their q and k
         self.tuples: dict[str, list[_Value | None]] = {}  # module outputs read by index (MHA)
+        self.token_mixing: list[str] = []  # Linear layers applied to the token axis (aliases)
 
     # ----------------------------------------------------------------- helpers
     def _new_group(self, name: str, size: int | None, shape: tuple, role: str, node: str) -> int:
@@ -580,7 +582,7 @@ class _Walker:
                 output = self._outputs(node)
         if not output:
             raise ValueError("the traced model has no output activation")
-        return _Walk(self.groups, self.blocks, self.sums, output)
+        return _Walk(self.groups, self.blocks, self.sums, output, tuple(self.token_mixing))
 
     def _outputs(self, node: fx.Node) -> tuple[int, ...]:
         """Groups of every returned activation (tuples and named tuples included), in order."""
@@ -712,6 +714,10 @@ class _Walker:
         path = str(node.target)
         weight = weight_of(module)
         linear = isinstance(module, nn.Linear) or weight.dim() == 2
+        if linear and self._token_mixing(node, value):
+            self.token_mixing.append(path)
+            self._alias(node, value)
+            return
         fold = self._input_fold(node, linear, weight, value)
         spec, conv_groups = _layer_spec(module, path, linear)
         mask, pair = self._layer_mask(module, weight, fold)
@@ -722,6 +728,14 @@ class _Walker:
                           fold=fold, spec=spec)
         self.blocks.append((block, value.gid, gid))
         self.values[node.name] = _Value(gid, 1, axis)
+
+    def _token_mixing(self, node: fx.Node, value: _Value) -> bool:
+        """A Linear on the last axis of a ``(batch, channels, tokens)`` activation mixes tokens
+        (MLP-Mixer): every channel keeps its own values, so the layer aliases the group
+        (docs/design.md, "Tokens"); the trace lists it in ``provenance["token_mixing"]``."""
+        in_shape = self.shapes.get(node.args[0].name, ())
+        return (len(in_shape) == 3 and value.axis == 1 and value.fold == 1 and not value.sub
+                and not value.batch and self.groups[value.gid].size is not None)
 
     def _linear_of(self, node: fx.Node, arg: Any) -> tuple[str, nn.Module]:
         """The Linear module whose weight a functional call reads (a ``get_attr`` node, or the
@@ -1500,6 +1514,8 @@ def trace(model: nn.Module, masks: Mapping[str, torch.Tensor] | None = None, *,
     from n2ngraph import __version__
 
     provenance = {"model": name or type(model).__name__, "library_version": __version__}
+    if walk.token_mixing:
+        provenance["token_mixing"] = list(walk.token_mixing)
     graph, group_nodes = _assemble(walk, provenance)
     return Trace(graph, gm, group_nodes)
 

@@ -211,7 +211,9 @@ def dataflow_mismatches(result, model, example_input) -> list[str]:
 
     gm, graph = result.module, result.graph
     shapes = _tensor_nodes(gm, model, example_input)
-    paths = {p for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)}
+    # token-mixing Linear layers alias their group (docs/design.md): transparent to the walk
+    mixing = set(graph.provenance.get("token_mixing", ()))
+    paths = {p for p, m in model.named_modules() if isinstance(m, PRUNABLE_TYPES)} - mixing
     # a module with fused weights (MultiheadAttention) is one unit: its fused weights and its
     # Linear children (out_proj) are its layers
     fused = {p: m for p, m in model.named_modules() if isinstance(m, tuple(FUSED_WEIGHTS))}

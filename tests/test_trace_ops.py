@@ -225,18 +225,6 @@ class ChannelSum(nn.Module):
         return self.fc(self.conv(x).sum(dim=1).flatten(1))
 
 
-class TokenMixing(nn.Module):
-    """A Linear over the spatial axis of (B, C, L): it mixes positions, not channels."""
-
-    def __init__(self):
-        super().__init__()
-        self.conv = nn.Conv2d(1, 3, 1)
-        self.mix = nn.Linear(16, 16)
-
-    def forward(self, x):
-        return self.mix(self.conv(x).flatten(2))
-
-
 class SpatialGate(nn.Module):
     """A one-channel spatial attention map times a 2-channel activation."""
 
@@ -253,7 +241,6 @@ class SpatialGate(nn.Module):
 
 @pytest.mark.parametrize("model, match", [
     (ChannelSum(), r"sum.*dims \[1\].*channel axis"),
-    (TokenMixing(), r"Linear 'mix'.*axis 1.*token-mixing"),
     (SpatialGate(), r"gate.*different node sets.*\('att', 1\)"),
 ])
 def test_ops_outside_the_semantics_are_refused_by_name(model, match):
@@ -660,3 +647,33 @@ def test_a_branch_on_shapes_follows_the_example_input(size):
 def test_a_branch_on_tensor_values_is_refused():
     with pytest.raises(ValueError, match="control flow"):
         trace(_ShapeBranch(on_values=True), example_input=torch.randn(1, 1, 2, 2))
+
+
+# ------------------------------------------------------------------ token-mixing Linear (Mixer)
+class _Mixer(nn.Module):
+    """A patch embedding (conv 1 -> 2, 2 x 2 patches of a 4 x 4 image: 4 tokens), a residual
+    token-mixing MLP (Linear 4 -> 3 -> 4 over the token axis), a channel Linear 2 -> 3 and a
+    classifier 3 -> 1 on the mean token."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = nn.Conv2d(1, 2, 2, stride=2)
+        self.tok1, self.tok2 = nn.Linear(4, 3), nn.Linear(3, 4)
+        self.chan = nn.Linear(2, 3)
+        self.head = nn.Linear(3, 1)
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)  # (B, 4 tokens, 2 channels)
+        t = t + self.tok2(F.gelu(self.tok1(t.transpose(1, 2)))).transpose(1, 2)
+        return self.head(F.gelu(self.chan(t)).mean(dim=1))
+
+
+def test_token_mixing_linear_layers_alias_their_group():
+    result = trace(_Mixer(), example_input=torch.randn(1, 1, 4, 4))
+    assert dataflow_mismatches(result, _Mixer(), torch.randn(1, 1, 4, 4)) == []
+    g = result.graph
+    assert g.provenance["token_mixing"] == ["tok1", "tok2"]
+    # nodes: input 0, embed 1-2 (the token MLP aliases it; its sum with t too), chan 3-5, head 6
+    assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("embed", 2), ("chan", 3), ("head", 1)]
+    pairs = _all([0], [1, 2]) + _all([1, 2], [3, 4, 5]) + _all([3, 4, 5], [6])
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(7, pairs))
