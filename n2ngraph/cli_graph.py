@@ -13,7 +13,8 @@ pruning tools do.
 
 Shapes: ``--data`` builds the model for that dataset (``num_classes``, ``in_features``,
 ``in_channels`` where the factory takes them, as ``n2ngraph train`` does) and, for a conv net,
-traces it at the data's image size; ``--input-shape`` gives the traced shape explicitly. Data-driven
+traces it at the data's image size; ``--input-shape`` gives the traced shape explicitly (and the
+model's ``in_features`` / ``in_channels`` from it, where the factory takes them). Data-driven
 methods (``snip``, ``grasp``) score on a calibration batch of ``--data``
 (:func:`n2ngraph.pipeline.calibration_batch`).
 
@@ -114,10 +115,8 @@ def _traced_shape(model, input_shape, train_set) -> tuple[int, ...] | None:
     conv (an MLP keeps its flat guess, which fits the data's C*H*W values); else None."""
     from torch import nn
 
-    from n2ngraph.models import parse_input_shape
-
     if input_shape is not None:
-        return parse_input_shape(input_shape)
+        return tuple(input_shape)
     if train_set is None:
         return None
     first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
@@ -150,13 +149,16 @@ def build_graph(args: argparse.Namespace):
     from n2ngraph.cli_train import parse_model_kwargs
     from n2ngraph.data import input_shape as data_shape
     from n2ngraph.data import load_dataset
-    from n2ngraph.models import data_defaults, example_input, resolve_model
+    from n2ngraph.models import data_defaults, example_input, parse_input_shape, resolve_model
 
     kwargs = parse_model_kwargs(args.model_kwargs)
+    given = None if args.input_shape is None else parse_input_shape(args.input_shape)
     train_set = None if args.data is None else load_dataset(args.data, train=True, augment=False)
-    defaults = {} if train_set is None else data_defaults(data_shape(train_set), train_set.num_classes)
+    defaults = {} if given is None else data_defaults(given)
+    if train_set is not None:
+        defaults = {**data_defaults(data_shape(train_set), train_set.num_classes), **defaults}
     model = resolve_model(args.model, seed=args.seed, defaults=defaults, **kwargs)
-    shape = _traced_shape(model, args.input_shape, train_set)
+    shape = _traced_shape(model, given, train_set)
     x = None if shape is None else example_input(model, input_shape=shape)
     try:
         if args.method is None:

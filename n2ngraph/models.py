@@ -503,21 +503,23 @@ def parse_input_shape(text: str | Sequence[int]) -> tuple[int, ...]:
     return shape
 
 
-def data_defaults(input_shape: Sequence[int], num_classes: int) -> dict[str, int]:
-    """Factory keywords that fit a model to a dataset: ``num_classes``, ``in_features`` (the
-    values of one sample, ``prod(input_shape)``: fully connected models) and ``in_channels``
-    (``input_shape[0]`` of ``(C, H, W)`` images: conv nets). Give them to :func:`resolve_model`
-    as ``defaults=``, which passes each only to factories that name it.
+def data_defaults(input_shape: Sequence[int], num_classes: int | None = None) -> dict[str, int]:
+    """Factory keywords that fit a model to its inputs: ``in_features`` (the values of one
+    sample, ``prod(input_shape)``: fully connected models), ``in_channels`` (``input_shape[0]`` of
+    ``(C, H, W)`` images: conv nets) and, when given, ``num_classes``. Give them to
+    :func:`resolve_model` as ``defaults=``, which passes each only to factories that name it.
 
     Examples
     --------
     >>> data_defaults((1, 28, 28), 10)
-    {'num_classes': 10, 'in_features': 784, 'in_channels': 1}
+    {'in_features': 784, 'in_channels': 1, 'num_classes': 10}
     """
     shape = parse_input_shape(input_shape)
-    out = {"num_classes": int(num_classes), "in_features": math.prod(shape)}
+    out = {"in_features": math.prod(shape)}
     if len(shape) == 3:
         out["in_channels"] = shape[0]
+    if num_classes is not None:
+        out["num_classes"] = int(num_classes)
     return out
 
 

@@ -660,9 +660,9 @@ def check_input_fits(model: nn.Module, dataset_or_shape: Any, *, graph: Any = No
             graph_name = graph.provenance.get("model", "the graph")
             raise ValueError(
                 f"graph of {graph_name} was traced on inputs of shape {_shape_text(traced)} but the "
-                f"{what} has samples of shape {_shape_text(shape)}; trace the graph at the data's "
-                f"shape (input_shape={shape}, or n2ngraph graph --input-shape "
-                f"{','.join(map(str, shape))})")
+                f"{what} has samples of shape {_shape_text(shape)}; make the graph for this data "
+                f"(trace at input_shape={shape}: n2ngraph graph MODEL --input-shape "
+                f"{','.join(map(str, shape))}, or --data with this dataset)")
         outputs = graph.groups[-1].size
         if num_classes is not None and outputs != num_classes:
             raise ValueError(f"graph of {graph.provenance.get('model', 'the model')} has {outputs} outputs "

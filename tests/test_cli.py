@@ -251,3 +251,16 @@ def test_shapes_of_graph_model_and_data_are_checked_before_training(tmp_path, ca
     assert main([*train, "--graph", "gf/graph.npz", "--out", "rf", "--input-shape", "36"]) == 0
     assert main([*train, "--graph", "gf/graph.npz", "--out", "rf2", "--input-shape", "35"]) == 2
     assert "35 values" in capsys.readouterr().err
+
+
+def test_graph_input_shape_fits_and_traces_the_model(tmp_path, capsys):
+    """--input-shape without --data: the model's inputs follow it (in_features of an MLP) and the
+    graph's input group has that shape."""
+    from n2ngraph.io import load_graph
+
+    out = tmp_path / "g"
+    assert main(["graph", "lenet300", "--input-shape", "1,6,6", "--out", str(out), "--bins", "20"]) == 0
+    assert "traced on inputs 1x6x6" in capsys.readouterr().out
+    graph = load_graph(out / "graph.npz")
+    assert graph.groups[0].shape == (1, 6, 6) and graph.provenance["input_shape"] == [1, 6, 6]
+    assert graph.blocks[0].mask.shape == (300, 36)

@@ -73,3 +73,12 @@ def test_factory_from_the_current_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match="cannot import model factory 'not_here_n2n:build'"):
         model_factory("not_here_n2n:build")
+
+
+def test_data_defaults_fit_factories_to_the_input():
+    from n2ngraph.models import data_defaults
+
+    assert data_defaults((3, 32, 32), 100) == {"in_features": 3072, "in_channels": 3, "num_classes": 100}
+    assert data_defaults("784") == {"in_features": 784}  # flat: no channels, classes unknown
+    mlp = resolve_model("paper_mlp", defaults=data_defaults((1, 28, 28)))
+    assert mlp[1].in_features == 784 and mlp[-1].out_features == 10
