@@ -59,7 +59,8 @@ __all__ = [
 ]
 
 #: Config fields that decide how a driver runs, not what it computes (excluded from the hash).
-EXECUTION_FIELDS = frozenset({"results_root", "inline", "workers", "scheduler", "progress", "threads"})
+EXECUTION_FIELDS = frozenset({"results_root", "inline", "workers", "scheduler", "progress", "threads",
+                              "report_only"})
 
 #: (pruning method, variant) -> the paper's name (docs/paper.md): RP is random pruning with equal
 #: fan-in (``expander``), CSP is connection-sensitivity pruning (``snip``).

@@ -136,6 +136,10 @@ class Config:
         How cells run (``n2ngraph.compare.run_cells``); not part of the results' identity.
         ``workers=1`` runs them in this process with ``threads`` torch threads (0: torch's
         choice), else in Dask workers of ``threads`` threads each (at least 1).
+    report_only : bool
+        Train nothing: write the tables of the runs already finished (and measure their trained
+        connectivity where their seed's dense baseline has finished). For a study stopped
+        early; not part of the results' identity.
     """
 
     model: str = "paper_mlp"
@@ -154,6 +158,7 @@ class Config:
     workers: int = 2
     scheduler: str | None = None
     results_root: str = "analysis/results/mnist_reproduction"
+    report_only: bool = False
 
     @property
     def resolved_recipe(self):
@@ -336,13 +341,16 @@ def run_trained_cell(spec: dict, reference: dict, state: dict) -> dict:
 
 
 def _trained_rows(config: Config, specs: list[dict], rows: list[dict], out: Path) -> list[dict]:
-    """Trained connectivity rows for the training ``rows`` (in order), each a cell of the sweep
-    engine (a rerun recomputes nothing); the reference of each seed is built once, on this
-    process, from the dense baseline's trained weights, and only when a cell needs it."""
+    """Trained connectivity rows for the training ``rows`` (in order; ``{}`` for a run whose
+    seed has no dense baseline in ``specs``), each a cell of the sweep engine (a rerun
+    recomputes nothing); the reference of each seed is built once, on this process, from the
+    dense baseline's trained weights, and only when a cell needs it."""
     from n2ngraph.compare import cell_digest, run_cells
     from n2ngraph.trained import trained_reference
 
-    tspecs = trained_specs(config, specs)
+    measured = {s["seed"] for s in specs if s["variant"] == "dense"}
+    keep = [i for i, s in enumerate(specs) if s["seed"] in measured]
+    tspecs = trained_specs(config, [specs[i] for i in keep])
     state_of = {cell_digest(spec): row["state"] for spec, row in zip(specs, rows)}
 
     def load(key: str):
@@ -354,9 +362,13 @@ def _trained_rows(config: Config, specs: list[dict], rows: list[dict], out: Path
         return trained_reference(model, config.trained_times,
                                  example_input=_example(model, _splits(spec["dataset"])[0]))
 
-    return run_cells(run_trained_cell, tspecs, out,
-                     inputs=lambda s: (f"reference:{s['seed']}", f"state:{s['run']}"),
-                     load=load, inline=True, progress=False)
+    found = run_cells(run_trained_cell, tspecs, out,
+                      inputs=lambda s: (f"reference:{s['seed']}", f"state:{s['run']}"),
+                      load=load, inline=True, progress=False)
+    out_rows = [{} for _ in specs]
+    for i, row in zip(keep, found):
+        out_rows[i] = row
+    return out_rows
 
 
 def _check_row(spec: dict, row: dict) -> str | None:
@@ -440,6 +452,12 @@ def main(config: Config = Config(), *, artifact: str = ARTIFACT) -> Path:
     out = results_dir(artifact, config)
     save_config(out, artifact, config)
     specs = cell_specs(config)
+    if config.report_only:
+        from n2ngraph.compare import cell_digest
+
+        specs = [s for s in specs if (out / "cells" / f"{cell_digest(s)}.json").is_file()]
+        if not specs:
+            raise ValueError(f"report_only: no finished run in {out / 'cells'}")
     inline = config.workers == 1 and config.scheduler is None
     threads = torch.get_num_threads()
     if inline and config.threads:
@@ -493,12 +511,15 @@ def _parse(argv: list[str] | None = None, *, default: Config | None = None,
                    "torch's choice, in this process only)")
     p.add_argument("--workers", type=int, help="cells run in this many processes (default: 2)")
     p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--report-only", action="store_true", default=None,
+                   help="train nothing: tables of the runs already finished (a study stopped early)")
     a = p.parse_args(argv)
     config = small if a.small else default
     changes = {k: v for k, v in {"results_root": a.results_root, "threads": a.threads,
                                  "workers": a.workers, "scheduler": a.scheduler, "recipe": a.recipe,
                                  "seeds": a.seeds, "densities": a.densities, "methods": a.methods,
-                                 "inits": a.inits, "dataset": a.dataset}.items()
+                                 "inits": a.inits, "dataset": a.dataset,
+                                 "report_only": a.report_only}.items()
                if v is not None}
     if a.epochs is not None:
         changes["train"] = paper_schedule(a.epochs)

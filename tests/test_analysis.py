@@ -317,6 +317,14 @@ def test_mnist_reproduction_runs_on_the_sweep_engine_and_resumes(tmp_path, monke
     monkeypatch.setattr("n2ngraph.trained.trained_reference", no_training)
     assert mnist_reproduction.main(config) == out
     pd.testing.assert_frame_equal(pd.read_csv(out / "cells.csv"), cells)
+    # report_only: the tables of the finished runs, training nothing (a study stopped early)
+    rp = next(s for s in specs if s["method"] == "expander" and s["variant"] == "plain")
+    (out / "cells" / f"{cell_digest(rp)}.json").unlink()
+    assert mnist_reproduction.main(dataclasses.replace(config, report_only=True)) == out
+    partial = pd.read_csv(out / "cells.csv")
+    assert sorted(partial["label"]) == ["CSP", "N2NSkip-CSP", "N2NSkip-RP", "dense"]
+    with pytest.raises(ValueError, match="no finished run"):
+        mnist_reproduction.main(dataclasses.replace(config, report_only=True, seeds=(5,)))
     monkeypatch.undo()
     damaged = out / "cells" / f"{cell_digest(specs[0])}.json"
     damaged.write_text(damaged.read_text()[:40])
