@@ -27,8 +27,10 @@ __all__ = ["main", "SUBCOMMANDS", "USER_ERRORS"]
 #: subcommand -> (module, one-line help)
 SUBCOMMANDS = {
     "compare": ("n2ngraph.cli_compare", "compare pruning methods with and without N2NSkip (the main job)"),
-    "graph": ("n2ngraph.cli_graph", "trace a model to a graph: summary tables, adjacency figure, .npz"),
-    "train": ("n2ngraph.cli_train", "train a graph variant as a masked PyTorch model"),
+    "graph": ("n2ngraph.cli_graph", "trace a model (dense, pruned, or with N2NSkip) to a graph: tables, "
+              "per-layer kept fractions, adjacency figure, .npz"),
+    "train": ("n2ngraph.cli_train", "train a graph variant as a masked PyTorch model (log, checkpoint, "
+              "accuracy/loss curve)"),
 }
 
 #: Errors reported as a user error (one line, exit code 2) rather than a traceback: bad values
