@@ -220,6 +220,12 @@ def _channel_axis(node: fx.Node, size: int, shape: tuple[int, ...], *, exact: bo
     return None
 
 
+def _split_channels(node: fx.Node, size: int) -> bool:
+    """``node``'s activation holds ``size`` channels over two or more axes after the batch."""
+    have = tuple(node.meta.get("_n2n_shape", ()))
+    return any(have[1] != size and math.prod(have[1:k]) == size for k in range(3, len(have) + 1)) if len(have) > 2 else False
+
+
 def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
                flow: _Flow) -> tuple[fx.Node, fx.Node | None, tuple[str, float]]:
     """``(z, g_node, (g, param))`` of a target group: ``z`` is the input of the first
@@ -239,7 +245,10 @@ def _injection(chain: list[fx.Node], shape: tuple[int, ...], modules,
         break
     full = [n for n in chain if _channel_axis(n, size, shape, exact=True) and flow.dominates(n, chain)]
     if not full:
-        raise ValueError(f"cannot find the pre-activation of group with nodes {[n.name for n in chain]}")
+        split = [n.name for n in chain if _split_channels(n, size)]
+        why = (f" (nodes {split} hold its {size} channels over several axes, as SKNet's stacked "
+               "paths do; a skip cannot be added there)" if split else "")
+        raise ValueError(f"cannot find the pre-activation of group with nodes {[n.name for n in chain]}{why}")
     return full[-1], None, ("identity", 0.0)
 
 

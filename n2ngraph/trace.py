@@ -104,6 +104,7 @@ _OP_RULES: tuple[tuple[str, set, set[str]], ...] = (
     ("mul", {operator.mul, operator.imul, operator.truediv, operator.itruediv, torch.mul, torch.div},
      {"mul", "mul_", "div", "div_"}),
     ("cat", {torch.cat, torch.concat}, set()),
+    ("stack", {torch.stack}, set()),
     ("index", {operator.getitem}, set()),
     ("split", {torch.split, torch.chunk, torch.unbind}, {"split", "chunk", "unbind"}),
     ("attention", {F.scaled_dot_product_attention}, set()),
@@ -169,6 +170,8 @@ def _function_rule(node: fx.Node) -> str | None:
 #:   or an activation times or divided by a constant or its own group (aliases);
 #: - ``cat``: concatenation along channels (a new group), or of one group along another axis
 #:   (aliases: a class token prepended to a token sequence);
+#: - ``stack``: groups of one width stacked on a new axis before the channel axis (SKNet's
+#:   paths): a concatenation whose channel axis is split into (path, channel);
 #: - ``index``: ``x[...]`` keeping the batch axis whole: aliases, or a channel range (a new group);
 #: - ``split``: ``split`` / ``chunk``: pieces over channel ranges (new groups, made when used);
 #:   ``unbind`` of the q | k | v axis of a split fused projection;
@@ -654,6 +657,10 @@ class _Walker:
     def _check_split_axis(self, node: fx.Node, rule: str, acts: list[tuple[fx.Node, _Value]]) -> None:
         if len(acts) == 1 and rule in ("add", "mul"):
             return  # times or plus a constant (q * scale) whatever the layout
+        if rule in ("add", "mul", "reduce") and acts and acts[0][1].sub and all(
+                v.sub == acts[0][1].sub and not v.batch for _, v in acts):
+            return  # element-wise on one split layout (SKNet's paths times their weights), or a
+            # sum over the paths (:meth:`_reduce`)
         if rule not in ("alias", "reshape", "permute", "split", "index", "attention", "pad", "product",
                         "roll") and any(
                 v.sub for _, v in acts):
@@ -1334,6 +1341,10 @@ class _Walker:
         dims = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else None)
         keepdim = node.kwargs.get("keepdim", node.args[2] if len(node.args) > 2 else False)
         dims = [dims] if isinstance(dims, int) else dims
+        if value.sub and len(value.sub) == 2 and isinstance(dims, (list, tuple)) and len(dims) == 1 and (
+                isinstance(dims[0], int) and dims[0] % len(in_shape) == value.sub[0][0]) and "sum" in _op_name(node):
+            self._sum_of_pieces(node, value, bool(keepdim))
+            return
         if value.fold == 1 and isinstance(dims, (list, tuple)) and all(isinstance(d, int) for d in dims):
             dims = sorted({d % len(in_shape) for d in dims})
             if 0 not in dims and value.axis not in dims:
@@ -1343,20 +1354,66 @@ class _Walker:
         raise self._fail(node, f"reduction over dims {dims} of {in_shape} does not keep the "
                          f"channel axis ({value.axis})")
 
+    def _sum_of_pieces(self, node: fx.Node, value: _Value, keepdim: bool) -> None:
+        """A sum over the leading axis of a channel axis split in two (``(B, P, C, ...)`` summed
+        over ``P``: SKNet's paths): a sum group of ``C`` channels joined from each of the ``P``
+        channel ranges (:meth:`_channel_range`), built like a residual sum."""
+        (d, parts), (c_axis, width) = value.sub
+        axis = c_axis if keepdim else c_axis - 1
+        shape = self._group_shape(node, axis)
+        pieces = [self._channel_range(node, value, k * width, (k + 1) * width, _Value(0, 1, axis), shape=shape)
+                  for k in range(parts)]
+        gid = self._new_group(_group_name(node, "add"), width, shape, "sum", node.name)
+        for p in pieces:
+            self._use(p)
+        self.sums.append(_Sum(gid, tuple(p.gid for p in pieces), "add"))
+        self.values[node.name] = _Value(gid, 1, axis)
+
     def _add(self, node: fx.Node, operands: list[_Value], op: str) -> None:
         """A sum group (``op``: ``"add"``, ``"sub"``, or ``"mul"`` for a gate's product)."""
         sizes = {self.groups[v.gid].size for v in operands}
         axes = {v.axis - len(self.shapes[n.name]) for n, v in self._operand_nodes(node)}
-        if any(v.fold != 1 for v in operands) or len(sizes) != 1 or None in sizes or len(axes) != 1:
+        subs = {v.sub for v in operands}
+        if any(v.fold != 1 for v in operands) or len(sizes) != 1 or None in sizes or len(axes) != 1 or (
+                len(subs) != 1):
             what = "gate (product)" if op == "mul" else "residual " + op
             raise self._fail(node, f"{what} of activations with different node sets "
                              f"({[(self.groups[v.gid].name, self.groups[v.gid].size) for v in operands]})")
         for v in operands:
             self._use(v)
         axis = len(self._shape(node)) + axes.pop()
-        gid = self._new_group(_group_name(node, op), sizes.pop(), self._group_shape(node, axis), "sum", node.name)
+        sub = subs.pop()
+        shape = self._split_shape(node, sub) if sub else self._group_shape(node, axis)
+        gid = self._new_group(_group_name(node, op), sizes.pop(), shape, "sum", node.name)
         self.sums.append(_Sum(gid, tuple(v.gid for v in operands), op))
-        self.values[node.name] = _Value(gid, 1, axis)
+        self.values[node.name] = _Value(gid, 1, axis, sub)
+
+    def _split_shape(self, node: fx.Node, sub: tuple[tuple[int, int], ...]) -> tuple[int, ...]:
+        """Per-sample shape of a group whose channel axis is split over the ``sub`` axes: the
+        channels first, then the other non-batch axes."""
+        split = {a for a, _ in sub}
+        return (math.prod(n for _, n in sub), *(n for a, n in enumerate(self._shape(node)) if a and a not in split))
+
+    def _stack(self, node: fx.Node, acts: list[tuple[fx.Node, _Value]]) -> None:
+        """``torch.stack`` of groups of one width ``C`` on a new axis before their channel axis
+        (``(B, P, C, h, w)``): a concatenation of the ``P`` groups (channel ``p * C + c``),
+        joined channel to channel as a ``cat`` is, whose channel axis is split into ``(P, C)``."""
+        operands = [v for _, v in acts]
+        ndim = len(self._shape(node))
+        dim = node.kwargs.get("dim", node.args[1] if len(node.args) > 1 else 0)
+        if not isinstance(dim, int) or not operands:
+            raise self._fail(node, f"stack along {dim}")
+        dim %= ndim
+        axes = {v.axis for v in operands}
+        sizes = {self.groups[v.gid].size for v in operands}
+        if (len(axes) != 1 or len(sizes) != 1 or None in sizes or any(v.fold != 1 or v.sub or v.batch for v in operands)
+                or not 0 < dim <= min(axes)):
+            raise self._fail(node, "only groups of one width stacked on a new axis between the batch "
+                             "and the channel axis are supported")
+        axis = axes.pop() + 1
+        sub = ((dim, len(operands)), (axis, sizes.pop()))
+        self._concat(node, operands, axis, shape=self._split_shape(node, sub))
+        self.values[node.name] = _Value(self.values[node.name].gid, 1, dim, sub)
 
     def _operand_nodes(self, node: fx.Node) -> list[tuple[fx.Node, _Value]]:
         return [(n, v) for n, v in self._activations(node) if n.name in self.shapes]
@@ -1378,9 +1435,10 @@ class _Walker:
                              "activations along their channel axis or another axis is supported")
         self._concat(node, operands, dim)
 
-    def _concat(self, node: fx.Node, operands: list[_Value], dim: int) -> None:
+    def _concat(self, node: fx.Node, operands: list[_Value], dim: int, shape: tuple[int, ...] | None = None) -> None:
         size = sum(self.groups[v.gid].size for v in operands)
-        gid = self._new_group(_group_name(node, "cat"), size, self._group_shape(node, dim), "cat", node.name)
+        shape = self._group_shape(node, dim) if shape is None else shape
+        gid = self._new_group(_group_name(node, "cat"), size, shape, "cat", node.name)
         offset = 0
         for k, v in enumerate(operands):
             self._use(v)
@@ -1393,7 +1451,7 @@ class _Walker:
 
     #: Handler of each rule of :data:`_RULES` and of ``skip``.
     _HANDLERS = {"alias": _on_alias, "reshape": _reshape, "permute": _permute, "reduce": _reduce,
-                 "add": _on_add, "mul": _on_mul, "cat": _cat, "index": _index, "split": _split,
+                 "add": _on_add, "mul": _on_mul, "cat": _cat, "stack": _stack, "index": _index, "split": _split,
                  "window_attention": _window_attention, "patch_merge": _patch_merge,
                  "attention": _on_attention, "pad": _pad, "product": _product, "roll": _roll,
                  "weight_layer": _weight_layer, "multihead_attention": _multihead_attention,

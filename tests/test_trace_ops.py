@@ -677,3 +677,51 @@ def test_token_mixing_linear_layers_alias_their_group():
     assert [(x.name, x.size) for x in g.groups] == [("input", 1), ("embed", 2), ("chan", 3), ("head", 1)]
     pairs = _all([0], [1, 2]) + _all([1, 2], [3, 4, 5]) + _all([3, 4, 5], [6])
     np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(7, pairs))
+
+
+# ------------------------------------------------------------------ torch.stack of paths (SKNet)
+class _SelectiveKernel(nn.Module):
+    """Two paths (convs a, b: 1 -> 2) stacked on a new axis (B, 2, 2, h, w); their sum,
+    pooled, through conv r (2 -> 1) and conv s (1 -> 4) gives per-path weights (view to
+    (B, 2, 2, 1, 1), softmax over the paths); the paths times their weights summed over the
+    paths; conv out (2 -> 1)."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(1, 2, 3, padding=1), nn.Conv2d(1, 2, 1)
+        self.r, self.s = nn.Conv2d(2, 1, 1), nn.Conv2d(1, 4, 1)
+        self.out = nn.Conv2d(2, 1, 1)
+
+    def forward(self, x):
+        paths = torch.stack([self.a(x), self.b(x)], dim=1)
+        w = self.s(F.relu(self.r(paths.sum(1).mean((2, 3), keepdim=True))))
+        w = torch.softmax(w.view(x.shape[0], 2, 2, 1, 1), dim=1)
+        return self.out(torch.sum(paths * w, dim=1))
+
+
+def test_stacked_paths_are_a_split_concatenation_summed_over_paths():
+    g = _traced(_SelectiveKernel(), torch.randn(1, 1, 4, 4))
+    # nodes: input 0, a 1-2, b 3-4, stack 5-8 (path-major: a's channels, then b's), its two
+    # path ranges 9-10 and 11-12, their sum 13-14, r 15, the product 16-19 (s merged into it),
+    # its path ranges 20-21 and 22-23, their sum 24-25, out 26
+    assert [x.size for x in g.groups] == [1, 2, 2, 4, 2, 2, 2, 1, 4, 2, 2, 2, 1]
+    pairs = (_all([0], [1, 2, 3, 4]) + [(1, 5), (2, 6), (3, 7), (4, 8)]
+             + [(5, 9), (6, 10), (7, 11), (8, 12)] + [(9, 13), (10, 14), (11, 13), (12, 14)]
+             + _all([13, 14], [15]) + _all([15], [16, 17, 18, 19]) + [(5, 16), (6, 17), (7, 18), (8, 19)]
+             + [(16, 20), (17, 21), (18, 22), (19, 23)] + [(20, 24), (21, 25), (22, 24), (23, 25)]
+             + _all([24, 25], [26]))
+    np.testing.assert_array_equal(g.adjacency().toarray(), _adjacency(27, pairs))
+    assert g.block("s").spec.op == "Conv2d" and g.groups[8].name == g.block("s").dst  # merged gate
+
+
+def test_a_stack_after_the_channel_axis_is_refused():
+    class Late(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a, self.b, self.c = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 1), nn.Linear(2, 1)
+
+        def forward(self, x):
+            return self.c(torch.stack([self.a(x), self.b(x)], dim=-1).mean((2, 3, 4)))
+
+    with pytest.raises(ValueError, match="stack"):
+        trace(Late(), example_input=torch.randn(1, 1, 2, 2))
