@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import inspect
 import json
+import math
 from pathlib import Path
 
 __all__ = ["CALIBRATION_BATCH", "add_arguments", "default_out", "run"]
@@ -111,29 +112,21 @@ def _check_options(args: argparse.Namespace) -> None:
 
 
 def _traced_shape(model, input_shape, train_set) -> tuple[int, ...] | None:
-    """``--input-shape``; else the data's sample shape for a model whose first weight layer is a
-    conv (an MLP keeps its flat guess, which fits the data's C*H*W values); else None."""
+    """The shape one sample is traced at: for a model whose first weight layer is a conv,
+    ``--input-shape`` or else the data's sample shape; for a fully connected model the flat
+    ``(C*H*W,)`` of either (the graph's input group then has one node per value, which fits the
+    data's images, :func:`n2ngraph.training.check_input_fits`; and the bridge maps skips out of a
+    flat input group); None: the model's own guess (:func:`n2ngraph.models.example_input`)."""
     from torch import nn
 
-    if input_shape is not None:
-        return tuple(input_shape)
-    if train_set is None:
+    shape = tuple(input_shape) if input_shape is not None else (
+        None if train_set is None else tuple(train_set.sample_shape))
+    if shape is None:
         return None
     first = next((m for m in model.modules() if isinstance(m, (nn.Linear, nn.Conv2d))), None)
-    return tuple(train_set.sample_shape) if isinstance(first, nn.Conv2d) else None
-
-
-def _calibration(model, train_set, shape, seed: int, calibration_batch):
-    """The calibration batch of :func:`~n2ngraph.pipeline.calibration_batch`; when the model is
-    traced at the data's own shape (which that function cannot be told yet), the same draw
-    (``randperm`` of a generator seeded with ``seed``) taken as it is."""
-    if shape is None or tuple(train_set.sample_shape) != tuple(shape):
-        return calibration_batch(model, train_set, CALIBRATION_BATCH, seed)
-    import torch
-
-    images, labels = train_set.tensors
-    index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))[:CALIBRATION_BATCH]
-    return images[index], labels[index]
+    if isinstance(first, nn.Linear):
+        return (math.prod(shape),) if input_shape is not None else None
+    return shape
 
 
 def _trace_error(spec: str, exc: Exception) -> ValueError:
@@ -171,7 +164,7 @@ def build_graph(args: argparse.Namespace):
 
             data = None
             if METHODS[args.method].needs_data:
-                data = _calibration(model, train_set, shape, args.seed, calibration_batch)
+                data = calibration_batch(model, train_set, CALIBRATION_BATCH, args.seed, input_shape=shape)
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 graph = variant(model, args.method, args.density, recipe=args.recipe, skips=args.n2nskip,

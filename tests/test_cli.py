@@ -254,13 +254,21 @@ def test_shapes_of_graph_model_and_data_are_checked_before_training(tmp_path, ca
 
 
 def test_graph_input_shape_fits_and_traces_the_model(tmp_path, capsys):
-    """--input-shape without --data: the model's inputs follow it (in_features of an MLP) and the
-    graph's input group has that shape."""
+    """--input-shape without --data: the model's inputs follow it (in_features of an MLP, traced
+    flat: one input node per value), a conv net is traced at it; an N2NSkip MLP made so trains
+    on images of that shape."""
     from n2ngraph.io import load_graph
 
     out = tmp_path / "g"
-    assert main(["graph", "lenet300", "--input-shape", "1,6,6", "--out", str(out), "--bins", "20"]) == 0
-    assert "traced on inputs 1x6x6" in capsys.readouterr().out
+    assert main(["graph", "lenet300", "--input-shape", "1,4,4", "--method", "expander", "--density", "0.2",
+                 "--n2nskip", "--out", str(out), "--bins", "20"]) == 0
+    assert "traced on inputs 16" in capsys.readouterr().out
     graph = load_graph(out / "graph.npz")
-    assert graph.groups[0].shape == (1, 6, 6) and graph.provenance["input_shape"] == [1, 6, 6]
-    assert graph.blocks[0].mask.shape == (300, 36)
+    assert graph.groups[0].shape == (16,) and graph.provenance["input_shape"] == [16]
+    assert graph.blocks[0].mask.shape == (300, 16)
+    assert main(["train", "--graph", str(out / "graph.npz"), "--data", "synthetic:n=16,classes=10,shape=1x4x4",
+                 "--epochs", "1", "--out", str(tmp_path / "run"), "--device", "cpu", "--no-progress"]) == 0
+    conv = tmp_path / "c"
+    assert main(["graph", "resnet18", "--input-shape", "1,8,8", "--out", str(conv), "--bins", "20"]) == 0
+    assert "traced on inputs 1x8x8" in capsys.readouterr().out
+    assert load_graph(conv / "graph.npz").groups[0].shape == (1, 8, 8)
