@@ -527,6 +527,8 @@ def _parse(argv: list[str] | None = None, *, default: Config | None = None,
                    "torch's choice, in this process only)")
     p.add_argument("--workers", type=int, help="cells run in this many processes (default: 2)")
     p.add_argument("--scheduler", help="Dask scheduler address (default: a local cluster)")
+    p.add_argument("--device", help="training device (default cpu; cuda, cuda:1, auto: "
+                   "n2ngraph.training.TrainConfig); part of each run's identity")
     p.add_argument("--report-only", action="store_true", default=None,
                    help="train nothing: tables of the runs already finished (a study stopped early)")
     a = p.parse_args(argv)
@@ -539,6 +541,8 @@ def _parse(argv: list[str] | None = None, *, default: Config | None = None,
                if v is not None}
     if a.epochs is not None:
         changes["train"] = paper_schedule(a.epochs)
+    if a.device is not None:
+        changes["train"] = dataclasses.replace(changes.get("train", config.train), device=a.device)
     return dataclasses.replace(config, **changes)
 
 

@@ -352,6 +352,8 @@ def test_mnist_reproduction_cell_identity():
         [1, 1, 2, 3, 4, 30]
     parsed = mnist_reproduction._parse(["--small", "--epochs", "20"]).train
     assert (parsed.epochs, parsed.lr_step) == (20, 2)
+    gpu = mnist_reproduction._parse(["--device", "cuda", "--epochs", "20"]).train
+    assert (gpu.device, gpu.lr_step) == ("cuda", 2)
     # seed by seed, the seed's dense baseline first: a study stopped early holds whole seeds
     full = mnist_reproduction.cell_specs(mnist_reproduction.Config())
     assert len(full) == 3 * (1 + 4 * 2 * 2 * 2)
