@@ -48,8 +48,9 @@ Lists are comma-separated, as in every driver and ``n2ngraph compare``.
 engine's cell files, training and trained-connectivity cells), ``runs/<id>/`` (each run's
 ``log.csv`` and ``run.json``, the layout that ``analysis.figure5_table1_training`` reads),
 ``cells.csv`` (one row per run: accuracy, ``final_test_acc``, ``best_test_acc``, the graph's
-components, the initial logit std, the ``trained ...`` columns), ``summary.csv`` and
-``summary.md`` (mean ± std).
+components, the initial logit std, the ``trained ...`` columns), ``summary.csv``,
+``summary.md`` (mean ± std) and ``accuracy_vs_trained_F.png/.pdf`` (accuracy against the trained
+``F`` at the largest finite time).
 """
 
 from __future__ import annotations
@@ -505,7 +506,27 @@ def main(config: Config = Config(), *, artifact: str = ARTIFACT) -> Path:
     write(out / "cells.csv", frame.to_csv(index=False))
     write(out / "summary.csv", summary.to_csv(index=False))
     write(out / "summary.md", _markdown(summary, config, frame))
+    _figure(frame, config, out)
     return out
+
+
+def _figure(cells, config: Config, out: Path) -> None:
+    """``accuracy_vs_trained_F.png/.pdf``: final test accuracy against the trained F at the
+    largest finite time (near saturation: the paper's "large t"), when the runs have it."""
+    import numpy as np
+
+    from n2ngraph.plotting import plot_accuracy_vs_distance, save_figure
+
+    if not config.trained_times:
+        return
+    column = f"trained F(t={max(config.trained_times):g}/l2)"
+    if column not in cells.columns or not np.isfinite(cells[column]).any():
+        return
+    model = "paper MLP" if config.model == "paper_mlp" else config.model
+    fig = plot_accuracy_vs_distance(cells, distance=column, title=(
+        f"{config.dataset}, {model}, {plural(config.train.epochs, 'epoch')}: accuracy vs {column} "
+        "(trained, weighted, vs the trained dense reference)"))
+    save_figure(fig, out / "accuracy_vs_trained_F")
 
 
 def _parse(argv: list[str] | None = None, *, default: Config | None = None,

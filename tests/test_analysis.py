@@ -308,6 +308,7 @@ def test_mnist_reproduction_runs_on_the_sweep_engine_and_resumes(tmp_path, monke
     assert (sparse["trained F(t=1/l2)"] > 0).all() and (sparse["trained lambda_2/ref"] < 1).all()
     np.testing.assert_allclose(cells["final_test_acc"] * 100, cells["test_acc"])
     assert "trained F(t=inf)" in (out / "summary.md").read_text()
+    check_figure(out / "accuracy_vs_trained_F")
     # a rerun retrains and remeasures nothing; a damaged cell file is retrained alone, with a warning
     def no_training(*args, **kwargs):
         raise AssertionError("a finished run was retrained or remeasured")
