@@ -12,9 +12,10 @@ The folder may be, as they are:
 
 - ``n2ngraph train`` output folders (one, or a folder of them): ``run.json`` written by the
   command, or for older folders ``cli.json`` and the graph it names (its provenance);
-- an ``n2ngraph compare --train-epochs N`` output folder: the runs of its latest config
-  (``configs/<config_id>/runs/``, named by ``config.json``), with the ``trained ...`` columns of
-  its ``results.csv`` joined per run; half-trained cells under ``checkpoints/`` are skipped;
+- ``n2ngraph compare --train-epochs N`` output folders (one, or a folder holding several): the
+  runs of each one's latest config (``configs/<config_id>/runs/``, named by its ``config.json``),
+  with the ``trained ...`` columns of that config's ``results.csv`` joined per run; half-trained
+  cells under ``checkpoints/`` are skipped;
 - the results of ``analysis/mnist_reproduction.py`` (``runs/<id>/`` with ``run.json``).
 
 A run's identity (``method``, ``variant`` in {plain, n2nskip, dense}, ``density``, ``seed``;
@@ -115,27 +116,40 @@ def _meta(run: Path, root: Path | None = None) -> dict:
                      f"or {run.name}.json beside it with {list(_REQUIRED)}")
 
 
-def _search_root(root: Path) -> tuple[Path, Path | None]:
-    """Where to look for runs under ``root``, and the sweep table to join trained columns from.
+def _compare_config(folder: Path) -> str | None:
+    """The latest ``config_id`` of an ``n2ngraph compare`` output ``folder`` (its
+    ``config.json``), or None when ``folder`` is not one."""
+    path = folder / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text())
+    except ValueError:
+        return None
+    cid = meta.get("config_id") if isinstance(meta, dict) else None
+    return cid if isinstance(cid, str) else None
 
-    An ``n2ngraph compare`` output (``config.json`` naming a ``config_id`` whose
-    ``configs/<id>/runs`` exists) is read through its latest config only: older configs in the
-    same folder share cells, and their runs would be counted twice."""
-    config = root / "config.json"
-    if config.is_file():
-        try:
-            meta = json.loads(config.read_text())
-        except ValueError:
-            meta = {}
-        cid = meta.get("config_id") if isinstance(meta, dict) else None
-        if isinstance(cid, str) and (root / "configs" / cid / "runs").is_dir():
-            own = root / "configs" / cid
-            return own / "runs", own / "results.csv"
-        if isinstance(meta, dict) and "config_id" in meta and not (root / "runs").is_dir():
-            raise ValueError(f"{root} is an n2ngraph compare output without training runs; run "
-                             "compare with --train-epochs N")
-    results = root / "results.csv"
-    return root, results if results.is_file() else None
+
+def _sweep_of(run: Path, root: Path) -> tuple[bool, Path | None]:
+    """Whether ``run`` counts, and the sweep table its trained columns come from.
+
+    A run under ``<out>/configs/<id>/runs/`` of an ``n2ngraph compare`` output ``<out>`` counts
+    only when ``<id>`` is ``<out>``'s latest config (older configs in the same folder share cells,
+    and their runs would be counted twice); its table is ``<out>/configs/<id>/results.csv``. Runs
+    under a ``checkpoints`` folder (half-trained cells) never count."""
+    parts = run.relative_to(root).parts
+    if "checkpoints" in parts:
+        return False, None
+    for k in range(len(parts) - 2):
+        if parts[k] == "configs" and parts[k + 2] == "runs":
+            latest = _compare_config(root.joinpath(*parts[:k]))
+            if latest is not None and latest != parts[k + 1]:
+                return False, None
+            return True, root.joinpath(*parts[:k + 2]) / "results.csv"
+    for folder in (root, root.parent):  # given configs/<id> or configs/<id>/runs of a compare output
+        if (folder / "results.csv").is_file() and (folder / "runs").is_dir():
+            return True, folder / "results.csv"
+    return True, None
 
 
 _JOIN_KEYS = ("method", "variant", "density", "init", "seed")
@@ -162,19 +176,20 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
     """One row per run under ``logs``: its identity, ``label`` (the paper's name), ``model`` and
     ``dataset`` (:data:`UNRECORDED` when its metadata does not say), ``epochs`` (finished, from
     the log), the final ``metric`` in % (last epoch of ``log.csv``) and the run's ``trained ...``
-    connectivity columns where known, sorted; raises ValueError when there is no run, a run
-    lacks metadata, or the metric is not a log column. Folders named ``checkpoints`` (the
-    half-trained cells of a compare sweep) are skipped."""
+    connectivity columns where known (from ``run.json``, or joined from the ``results.csv`` of
+    the compare output holding the run), sorted. Runs of older configs of a compare output and
+    half-trained cells under ``checkpoints/`` are skipped (:func:`_sweep_of`). Raises
+    ValueError when there is no run, a run lacks metadata, or the metric is not a log column."""
     import pandas as pd
 
     root = Path(logs)
     if not root.is_dir():
         raise ValueError(f"log folder {str(root)!r} does not exist")
-    search, results = _search_root(root)
-    rows = []
-    for log in sorted(search.rglob("log.csv")):
+    groups: dict[Path | None, list[dict]] = {}
+    for log in sorted(root.rglob("log.csv")):
         run = log.parent
-        if "checkpoints" in run.relative_to(search).parts:
+        counts, results = _sweep_of(run, root)
+        if not counts:
             continue
         meta = _meta(run, root)
         frame = pd.read_csv(log)
@@ -185,7 +200,7 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
         value = float(frame[metric].iloc[-1])
         if metric.endswith("_acc"):
             value *= 100
-        rows.append({
+        groups.setdefault(results, []).append({
             "label": meta.get("label") or paper_label(meta["method"], meta["variant"]),
             "method": meta["method"], "variant": meta["variant"], "density": float(meta["density"]),
             "init": meta.get("init", "dense"), "seed": int(meta["seed"]),
@@ -195,9 +210,13 @@ def find_runs(logs: str | Path, metric: str = "test_acc"):
             **{k: v for k, v in meta.items() if k.startswith("trained ") and isinstance(v, (int, float))},
             "run": str(run.relative_to(root)) if run != root else ".",
         })
-    if not rows:
+    if not groups:
+        if _compare_config(root) is not None:
+            raise ValueError(f"{root} is an n2ngraph compare output without training runs; run "
+                             "compare with --train-epochs N")
         raise ValueError(f"no training runs (folders with a log.csv) under {str(root)!r}")
-    table = _join_trained(pd.DataFrame(rows), results)
+    table = pd.concat([_join_trained(pd.DataFrame(rows), results) for results, rows in groups.items()],
+                      ignore_index=True)
     # a dense baseline belongs to no recipe: it joins the study's when there is one
     recipes = set(table.loc[table["variant"] != "dense", "recipe"].dropna())
     shared = recipes.pop() if len(recipes) == 1 else UNRECORDED

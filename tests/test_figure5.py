@@ -119,6 +119,11 @@ def test_compare_output_folder_as_it_is(tmp_path):
     assert rp.loc[1, "trained F(t=1/l2)"] == 5.6 and rp.loc[0, "test_acc"] == pytest.approx(50.0)
     assert runs.loc[runs["variant"] == "dense", "recipe"].item() == "paper"
     assert f5.distance_column(runs) == "trained F(t=1/l2)"  # t=inf is 0 for every run
+    # a folder holding the compare output, or its latest config's runs folder: the same runs
+    for where, prefix in ((tmp_path, "cmp/configs/new/runs/"), (out / "configs" / "new" / "runs", "")):
+        again = f5.find_runs(where)
+        assert len(again) == 5 and all(r.startswith(prefix) for r in again["run"])
+        pd.testing.assert_series_equal(again["trained F(t=1/l2)"], runs["trained F(t=1/l2)"])
 
     result = f5.main(f5.Config(logs=str(out), results_root=str(tmp_path / "res")))
     summary = pd.read_csv(result / "accuracy.csv")
