@@ -64,6 +64,47 @@ Output folder
       compare.png|pdf, delta_F.png|pdf   figures of the latest run (``n2ngraph compare``:
                                     ``n2ngraph.plotting.plot_compare`` and ``plot_delta_f``)
 
+With ``train_epochs > 0`` (``n2ngraph compare --train-epochs N``), also::
+
+      references/<cell id>.pt       trained weights of each seed's dense reference (state_dict,
+                                    read back with ``torch.load(weights_only=True)``)
+      checkpoints/<cell id>/        a cell being trained (``n2ngraph.training.train``'s folder:
+                                    config.json, log.csv, checkpoint.pt), removed when it is done
+      dense.csv|md, configs/<digest>/dense.*   the dense references' accuracy, one row per seed
+      configs/<digest>/runs/<run>/  log.csv and run.json of every trained cell and reference
+                                    (``<method>_<variant>_d<density>_<init>_s<seed>``,
+                                    ``dense_s<seed>``; the layout ``analysis/figure5_table1_training``
+                                    reads)
+      accuracy_vs_F.png|pdf, accuracy_vs_trained_F.png|pdf   final test accuracy against ``F``
+                                    and ``trained F`` at the middle stated time
+
+With ``save_graphs`` (``--save-graphs``): ``graphs/<method>-<variant>-d<density>-s<seed>-<id>.npz``.
+
+Training
+--------
+With ``train_epochs = N > 0`` a cell also maps its graph to a masked model
+(:func:`n2ngraph.bridge.to_model`, ``init`` dense or sparse), trains it on ``dataset`` for ``N``
+epochs with the paper's optimizer and schedule (:class:`~n2ngraph.training.TrainConfig`'s
+defaults: SGD, momentum 0.9, lr 0.05 halved every 30 epochs, weight decay 5e-4, batch 128; the
+seed of the cell) and records :data:`ACCURACY_COLUMNS` (``final_test_acc`` after the last
+epoch, ``best_test_acc`` over epochs; fractions). It then re-traces the trained model and
+measures it against the trained dense reference of its seed (:mod:`n2ngraph.trained`, the
+paper's Table 3 measurement on the weighted adjacency): ``trained F(t=c/l2)`` for each ``c`` of
+``t_lambda2``, ``trained F(t=inf)``, ``trained lambda_2``, ``trained lambda_2/ref``. The dense
+reference of each seed is a cell of its own (:func:`reference_spec`), trained once before the
+variants and shared by all of them; its identity is part of theirs. The factory gets
+``num_classes`` and ``in_features`` from the data when it takes them, and a conv net is traced
+on the data's sample shape (:func:`model_setup`).
+
+Checkpoints: a worker trains a cell in ``OUT/checkpoints/<cell id>/`` (``OUT`` resolved on the
+client) and, when a killed sweep is run again, resumes it from its last finished epoch (exactly:
+``n2ngraph.training`` restores the optimizer, schedule and RNG states). On one machine, a
+LocalCluster, that needs nothing. On a multi-machine cluster, put ``OUT`` on a folder every
+worker sees at the same path (a shared file system) for half-trained cells to resume; a worker
+that cannot create the folder trains in a temporary one with a warning, and a killed cell then
+restarts from its first epoch. Results never depend on it: rows and the reference weights are
+shipped back to the client, which writes every other file.
+
 A rerun computes the cells its config lacks and builds its tables from its own cells only. A
 cell file that cannot be read, is truncated, or lacks anything its config needs (``{}``, another
 format, a row without some column) is recomputed, with a warning naming the file.
@@ -73,16 +114,18 @@ Running cells
 :func:`run_cells` is the package's one sweep engine (``analysis/mnist_reproduction.py`` runs its
 training cells on it too). Cells run on a Dask distributed cluster: a ``LocalCluster`` on this machine by default, or any
 scheduler address. Everything a cell needs travels with the task (its config, the reference
-graph with its signature, the calibration batch), and each worker returns the cell's row; the
-client writes every file, atomically, as results arrive. Paths are resolved on the client,
-workers never touch the output folder, so workers need no shared file system and can be started
-in any directory. A sweep killed at any point resumes without recomputing or losing a finished
-cell. Torch and BLAS thread counts are set once per worker by a worker plugin (``threads``);
+graph with its signature, the calibration batch, a trained reference), and each worker returns
+the cell's row and any file it made (trained weights, graphs); the client writes every result
+file, atomically, as results arrive. Paths are resolved on the client; workers write only the
+checkpoints of cells they are training (see "Training"), so workers need no shared file system
+and can be started in any directory. A sweep killed at any point resumes without recomputing or
+losing a finished cell. Torch and BLAS thread counts are set once per worker by a worker plugin (``threads``);
 ``inline=True`` runs cells in the calling process and changes none of its settings.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
@@ -1094,8 +1137,8 @@ def run_cells(run, specs: Sequence[dict], out_dir: str | os.PathLike, *, inputs=
         Cell specs: JSON-ready, holding everything that changes the cell's row, with a
         ``"format"`` entry (the version of what the row holds; part of the identity).
     out_dir : path
-        Folder of ``cells/``, resolved here, on the client: workers never touch it, so they need
-        no shared file system.
+        Folder of ``cells/``, resolved here, on the client: workers never write there (their
+        ``files`` come back to the client), so they need no shared file system.
     inputs : callable, optional
         ``inputs(spec) -> tuple of str``: the keys of the shared inputs the cell needs, passed
         to ``run`` after the spec in that order. Default: none.
@@ -1465,6 +1508,8 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
         return _reference_data(config, int(seed), times, *((lam2, ref0) if seed == "0" else ()))
 
     rows = run_cells(run_cell, specs, out, inputs=inputs, load=load, check=_row_problem, **engine)
+    with contextlib.suppress(OSError):  # empty once every cell has finished training
+        (out / "checkpoints").rmdir()
 
     import pandas as pd
 
