@@ -489,8 +489,8 @@ def test_sampled_selection_is_exact(monkeypatch, kind):
         assert _threshold._kth_largest_numpy(arr, k) == np.partition(arr, n - k)[n - k], k
 
 
-@pytest.mark.parametrize("drop_zero_ties", [False, True])
-def test_numpy_and_torch_selections_agree(drop_zero_ties):
+@pytest.mark.parametrize("drop_ties", [None, "zero", "all"])
+def test_numpy_and_torch_selections_agree(drop_ties):
     """The top-k selection is written once over numpy (CPU) and torch (other devices): both
     keep the same entries with the same random draws. Run on CPU tensors: needs no GPU."""
     from n2ngraph.pruning import _threshold
@@ -500,14 +500,14 @@ def test_numpy_and_torch_selections_agree(drop_zero_ties):
     g.shuffle(arr)
     for k in [0, 1, 37, 250, 600, 799, 800, 900]:
         picks = [
-            _threshold._select(data, k, np.random.default_rng(k), "x", drop_zero_ties, 100, ops)
+            _threshold._select(data, k, np.random.default_rng(k), "x", drop_ties, 100, ops)
             for data, ops in [
                 (arr, _threshold._NUMPY_OPS),
                 (torch.from_numpy(arr), _threshold._TORCH_OPS),
             ]
         ]
         assert np.array_equal(picks[0], picks[1].numpy()), k
-        if not drop_zero_ties:
+        if drop_ties is None:
             assert int(picks[0].sum()) == min(max(k, 0), arr.size), k
 
 

@@ -117,7 +117,7 @@ def test_final_budget_stays_exact_where_the_reference_falls_short():
 def test_the_reference_drops_zero_scores_at_once(monkeypatch):
     """The model above has exactly-zero SynFlow scores in round 1, more than the first round
     prunes: the reference drops them all at once, and so do we by default (round 1 keeps
-    fewer than its budget); zero_ties="random" keeps the exact per-round budget instead."""
+    fewer than its budget); ties="random" keeps the exact per-round budget instead."""
     import n2ngraph.pruning as pruning
 
     model = small_net()
@@ -136,10 +136,10 @@ def test_the_reference_drops_zero_scores_at_once(monkeypatch):
 
     monkeypatch.setattr(pruning, "select_alive", spy)
     final = math.floor(0.05 * n + 0.5)
-    for zero_ties, first in (("drop", positive), ("random", first_budget)):
+    for ties, first in (("drop", positive), ("drop-zero", positive), ("random", first_budget)):
         kept_per_round.clear()
         masks = prune(
-            model, "synflow", 0.05, scope="global", input_shape=(3, 8, 8), zero_ties=zero_ties
+            model, "synflow", 0.05, scope="global", input_shape=(3, 8, 8), ties=ties
         )
         assert kept_per_round[0] == first
         assert kept_per_round[-1] == sum(int(m.sum()) for m in masks.values()) == final
@@ -166,18 +166,49 @@ def test_zero_ties_rule():
     """Zeros tied at the threshold are all dropped, but never below ``at_least``."""
     rng = np.random.default_rng(0)
     v = {"a": torch.tensor([0.0, 3.0, 0.0, 2.0, 0.0, 1.0])}
-    assert select_alive(v, {"a": 4}, rng, drop_zero_ties=True)["a"].tolist() == [
-        False, True, False, True, False, True
-    ]
-    keep = select_alive(v, {"a": 4}, rng, drop_zero_ties=True, at_least={"a": 4})["a"]
-    assert int(keep.sum()) == 4 and keep[[1, 3, 5]].all()
+    for rule in ("zero", "all"):
+        assert select_alive(v, {"a": 4}, rng, drop_ties=rule)["a"].tolist() == [
+            False, True, False, True, False, True
+        ]
+        keep = select_alive(v, {"a": 4}, rng, drop_ties=rule, at_least={"a": 4})["a"]
+        assert int(keep.sum()) == 4 and keep[[1, 3, 5]].all()
     assert int(select_alive(v, {"a": 4}, rng)["a"].sum()) == 4  # exact budget otherwise
     # a non-zero threshold is not affected
-    assert int(select_alive(v, {"a": 2}, rng, drop_zero_ties=True)["a"].sum()) == 2
+    assert int(select_alive(v, {"a": 2}, rng, drop_ties="zero")["a"].sum()) == 2
     # global: one threshold over the layers
     w = {"a": torch.tensor([0.0, 1.0]), "b": torch.tensor([0.0, 0.0, 5.0])}
-    out = select_alive(w, 4, rng, drop_zero_ties=True)
+    out = select_alive(w, 4, rng, drop_ties="zero")
     assert out["a"].tolist() == [False, True] and out["b"].tolist() == [False, False, True]
+
+
+def test_ties_straddling_the_budget_go_whole():
+    """drop_ties="all" is the reference's ``score <= kthvalue(score, n - k)`` rule: of
+    [5, 2, 2, 2, 1, 0] keeping 2, the reference's threshold is the 4th smallest (2), so only
+    the 5 stays; keeping 4, the threshold is the 2nd smallest (1): no tie straddles, 4 stay."""
+    rng = np.random.default_rng(0)
+    v = {"a": torch.tensor([5.0, 2.0, 2.0, 2.0, 1.0, 0.0])}
+    for k, kept in ((2, [True, False, False, False, False, False]),
+                    (4, [True, True, True, True, False, False]),
+                    (1, [True, False, False, False, False, False])):
+        assert select_alive(v, {"a": k}, rng, drop_ties="all")["a"].tolist() == kept, k
+        ref = v["a"] > torch.kthvalue(v["a"], 6 - k).values
+        assert ref.tolist() == kept, k
+    # never below at_least: the tie is then broken at random
+    keep = select_alive(v, {"a": 2}, rng, drop_ties="all", at_least={"a": 2})["a"]
+    assert int(keep.sum()) == 2 and bool(keep[0]) and int(keep[1:4].sum()) == 1
+    assert int(select_alive(v, {"a": 2}, rng, drop_ties="zero")["a"].sum()) == 2
+
+
+def test_ties_option():
+    model = small_net()
+    with pytest.raises(ValueError, match=r"ties must be one of \['drop', 'drop-zero', 'random'\]"):
+        prune(model, "synflow", 0.1, input_shape=(3, 8, 8), ties="first")
+    with pytest.warns(DeprecationWarning, match="ties='random'"):
+        old = prune(model, "synflow", 0.1, rounds=5, input_shape=(3, 8, 8), zero_ties="random")
+    new = prune(model, "synflow", 0.1, rounds=5, input_shape=(3, 8, 8), ties="random")
+    assert all(torch.equal(old[k], new[k]) for k in old)
+    with pytest.raises(TypeError, match="'expander' got unknown options \\['ties'\\]"):
+        prune(model, "expander", 0.1, ties="drop")
 
 
 def test_synflow_final_budget_is_exact_after_few_rounds():

@@ -29,6 +29,7 @@ from __future__ import annotations
 import inspect
 import math
 import numbers
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -175,8 +176,11 @@ def _modules(model: Any) -> dict[str, nn.Module]:
     return modules
 
 
-#: How an iterative round treats scores tied at zero at its threshold (see :func:`prune`).
-ZERO_TIES = ("drop", "random")
+#: How a round before the last treats the scores tied at its threshold (``ties``, see
+#: :func:`prune`), as the ``drop_ties`` rule of the selection.
+TIES = {"drop": "all", "drop-zero": "zero", "random": None}
+#: The former ``zero_ties`` option's values as ``ties`` values.
+_ZERO_TIES = {"drop": "drop-zero", "random": "random"}
 
 
 def _options(name: str, spec: PruningMethod, options: dict) -> tuple[int, str, dict]:
@@ -186,17 +190,29 @@ def _options(name: str, spec: PruningMethod, options: dict) -> tuple[int, str, d
         raise ValueError(f"rounds must be an integer >= 1, got {rounds!r}")
     if spec.per_unit and rounds != 1:
         raise ValueError(f"method {name!r} is one-shot; rounds must be 1, got {rounds}")
-    zero_ties = options.pop("zero_ties", "drop")
-    if zero_ties not in ZERO_TIES:
-        raise ValueError(f"zero_ties must be one of {list(ZERO_TIES)}, got {zero_ties!r}")
+    if "zero_ties" in options and not spec.per_unit:
+        zero_ties = options.pop("zero_ties")
+        if zero_ties not in _ZERO_TIES:
+            raise ValueError(f"zero_ties must be one of {list(_ZERO_TIES)}, got {zero_ties!r}")
+        if "ties" in options:
+            raise TypeError("pass ties or zero_ties (its former name), not both")
+        warnings.warn(
+            f"zero_ties={zero_ties!r} is deprecated; use ties={_ZERO_TIES[zero_ties]!r}",
+            DeprecationWarning,
+            stacklevel=3,
+        )
+        options["ties"] = _ZERO_TIES[zero_ties]
+    ties = "drop" if spec.per_unit else options.pop("ties", "drop")
+    if not isinstance(ties, str) or ties not in TIES:
+        raise ValueError(f"ties must be one of {list(TIES)}, got {ties!r}")
     valid = spec.options()
     unknown = sorted(set(options) - set(valid))
     if unknown:
-        generic = ["rounds"] if spec.per_unit else ["rounds", "zero_ties"]
+        generic = ["rounds"] if spec.per_unit else ["rounds", "ties"]
         raise TypeError(
             f"method {name!r} got unknown options {unknown}; its options are {[*generic, *valid]}"
         )
-    return int(rounds), zero_ties, options
+    return int(rounds), ties, options
 
 
 class _Scoring:
@@ -504,9 +520,10 @@ def prune(
         ``loss`` (``snip``, ``grasp``: ``loss(outputs, targets)``, default cross-entropy);
         ``temperature`` (``grasp``, default 200 as in the authors' code; 1 gives the plain
         equation); ``input_shape`` (``synflow``, per-sample input shape); ``dtype``
-        (``synflow``: ``"float32"``, the default, or ``"float64"``; see Notes); ``zero_ties``
-        (any method but ``expander``; ``"drop"``, the default, or ``"random"``: how a round
-        before the last treats scores tied at zero, see Notes).
+        (``synflow``: ``"float32"``, the default, or ``"float64"``; see Notes); ``ties``
+        (any method but ``expander``; ``"drop"``, the default, ``"drop-zero"`` or
+        ``"random"``: how a round before the last treats scores tied at its threshold, see
+        Notes; ``zero_ties``, its former name, is deprecated).
 
     Returns
     -------
@@ -567,33 +584,37 @@ def prune(
     above. Each round thresholds only the alive weights' scores and zeroes in the scoring copy
     only the weights it prunes.
 
-    *Zero ties* (rounds before the last). A weight scoring exactly zero carries no signal
-    (SynFlow: no path flow; already-pruned weights score zero too). When a round's threshold
-    falls on zero, ``zero_ties="drop"`` (default) drops every zero-scored weight at once, keeping
-    fewer than the round's budget, as Synaptic-Flow does (its rule prunes every score at or
-    below the threshold): on VGG-16 with 32 x 32 inputs the last conv layer's 1,310,720 taps
-    that no max-pool window selects all go in round 1. It never keeps fewer than the final
-    budget (zero-scored weights fill up to it, at random). ``zero_ties="random"`` keeps each
-    round's budget exactly, taking zeros at random like any other tie. Other ties at a
-    threshold are always broken at random (the reference drops them all; with float scores
-    such ties are rare). The last round is exact either way: where the reference ends with
-    fewer weights than its budget (more zero-flow weights than pruned ones), n2ngraph keeps
-    the same positive-flow weights plus zero-flow ones drawn at random.
+    *Ties* (rounds before the last). Synaptic-Flow's code prunes in round ``r`` every score
+    at or below the ``k_r``-th smallest (``k_r = int((1 - d_r) * n)``), so a group of equal
+    scores straddling the round's budget goes whole and the round keeps fewer weights than
+    its budget. ``ties="drop"`` (default) does the same. Such ties are common: a weight
+    scoring exactly zero carries no signal (SynFlow: no path flow), and on VGG-16 with
+    32 x 32 inputs the last conv layer's 1,310,720 taps that no max-pool window selects all
+    score zero and go in round 1; equal non-zero float32 scores among 14.7M weights meet a
+    round's threshold every few rounds, and keeping one of them at random where the
+    reference drops both changes every later round (VGG-16 at 1%: Jaccard 0.90 against the
+    reference's masks; 1.0000 with its rule). ``ties="drop-zero"`` drops only zero-scored
+    ties and breaks others at random; ``ties="random"`` keeps each round's budget exactly,
+    taking tied weights at random. No round keeps fewer than the final budget (tied weights
+    fill up to it, at random), and the last round is exact either way: where the reference
+    ends with fewer weights than its budget (more zero-flow weights than pruned ones),
+    n2ngraph keeps the same positive-flow weights plus zero-flow ones drawn at random.
 
     *GraSP's sign.* Wang et al. score ``S(-w) = -w * (H g)`` and remove the highest scores;
     :func:`score` returns the keep-score ``w * (H g) = -S``.
 
     *SynFlow* scores the copy linearised as in :func:`~n2ngraph.pruning._scorers.prepare_synflow`
-    (``|w|``, no biases, normalisation layers as identities) on one all-ones input, in
-    float32 as Synaptic-Flow's code does (``dtype="float64"``: float64; a round that
+    (``|w|``, no biases, BatchNorm as its evaluation-mode scale ``|gamma| / sqrt(|var| + eps)``
+    as Synaptic-Flow applies it, other normalisation layers as identities) on one all-ones
+    input, in float32 as Synaptic-Flow's code does (``dtype="float64"``: float64; a round that
     overflows float32 is computed again in float64, and so are the later rounds: see
     :func:`~n2ngraph.pruning._scorers.score_synflow`). The reference takes ``|b|`` for biases
-    and BatchNorm at its running statistics; at initialisation (zero biases, unit statistics)
-    that is the same network up to float rounding. On ResNet-20 the masks are the
-    reference's (Jaccard 1.0000 at 1% and 10%); on VGG-16 they differ from the reference's
-    float32 masks about as much as the reference's own float32 and float64 masks differ
-    from each other (VGG-16 at 1%: Jaccard 0.903 against the reference in float32, 0.905
-    between its float32 and float64 runs): rounding differences at near-ties compound.
+    and ``|beta|``, ``|running_mean|`` for BatchNorm shifts where n2ngraph zeroes them; at
+    initialisation (zero biases, unit statistics) that is the same network, computed by the
+    same kernels, so each round's scores are the reference's bit for bit and, with its round
+    budgets and ties, so are the masks (measured: VGG-16 and ResNet-20 at 1% and 10%,
+    global scope, Jaccard 1.0000; the reference's own float32 and float64 runs agree at
+    0.905 on VGG-16 at 1%: near-ties compound over 100 rounds).
 
     *Scoring conditions.* SNIP and GraSP run the copy in the model's own training mode (a new
     model is in training mode: BatchNorm uses batch statistics), with dropout off. Masks already
@@ -627,7 +648,7 @@ def prune(
         )
     density = check_density(density)
     modules = _selected(model, layers)
-    rounds, zero_ties, options = _options(method, spec, options)
+    rounds, ties, options = _options(method, spec, options)
     if granularity == "channel" and rounds != 1:
         raise ValueError(f"granularity='channel' is one-shot; rounds must be 1, got {rounds}")
     _check_data(method, spec, data)
@@ -646,7 +667,7 @@ def prune(
         elif spec.subset and rounds == 1:
             masks.update(_prune_subset(plan, rng))
         else:
-            masks.update(_prune_scored(model, spec, plan, rounds, zero_ties, data, rng, options))
+            masks.update(_prune_scored(model, spec, plan, rounds, ties, data, rng, options))
     return {
         name: masks[name].to(device=w.device, dtype=torch.bool).contiguous()
         for name, w in targets.items()
@@ -698,7 +719,7 @@ def _prune_scored(
     spec: PruningMethod,
     plan: _Plan,
     rounds: int,
-    zero_ties: str,
+    ties: str,
     data: Any,
     rng: np.random.Generator,
     options: dict,
@@ -718,16 +739,14 @@ def _prune_scored(
     for r in range(1, rounds + 1):
         values = scoring.alive_scores(rng, options, alive)
         budgets = _round_budgets(plan, r, rounds)
-        # Synaptic-Flow prunes every score <= its threshold in a round that prunes at all;
-        # zeros (no flow) sit at the threshold whenever fewer weights score above it than kept.
-        drop: bool | dict[str, bool]
-        if zero_ties != "drop" or r == rounds:
-            drop = False
-        elif plan.scope == "global":
-            drop = budgets < sum(sizes.values())
+        # Synaptic-Flow prunes every score <= its threshold in a round that prunes at all.
+        rule = None if r == rounds else TIES[ties]
+        drop: str | None | dict[str, str | None]
+        if plan.scope == "global":
+            drop = rule if budgets < sum(sizes.values()) else None
         else:
-            drop = {n: budgets[n] < sizes[n] for n in free}
-        keep = select_alive(values, budgets, rng, drop_zero_ties=drop, at_least=final)
+            drop = {n: rule if budgets[n] < sizes[n] else None for n in free}
+        keep = select_alive(values, budgets, rng, drop_ties=drop, at_least=final)
         del values
         if r == rounds:
             break

@@ -34,7 +34,8 @@ __all__ = [
     "scoring_copy",
 ]
 
-#: Normalisation layers, replaced by identities in SynFlow's linearised network.
+#: Normalisation layers replaced by identities in SynFlow's linearised network (BatchNorm
+#: with running statistics is kept as its evaluation-mode scale instead: :func:`prepare_synflow`).
 _NORM_TYPES = (
     nn.modules.batchnorm._BatchNorm,
     nn.modules.instancenorm._InstanceNorm,
@@ -42,6 +43,7 @@ _NORM_TYPES = (
     nn.LayerNorm,
     nn.LocalResponseNorm,
 )
+
 
 #: SynFlow's scoring precisions (:func:`score_synflow`'s ``dtype``).
 SYNFLOW_DTYPES = {"float32": torch.float32, "float64": torch.float64}
@@ -266,21 +268,49 @@ def score_grasp(
     return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
 
 
+def _running_scale(module: nn.Module) -> bool:
+    """``module`` is a BatchNorm that normalises with running statistics in evaluation mode."""
+    return (
+        isinstance(module, nn.modules.batchnorm._BatchNorm)
+        and module.track_running_stats
+        and module.running_var is not None
+    )
+
+
 def prepare_synflow(model: nn.Module) -> None:
     """Linearise a scoring copy in place for SynFlow (Tanaka et al. 2020, arXiv:2006.05467).
 
     The network becomes the paper's ``R = 1^T (prod_l |W_l|) 1``: evaluation mode, every
-    prunable weight replaced by its absolute value, their biases set to zero, normalisation
-    layers replaced by identities and any other parameter by its absolute value. With a positive
-    input every ReLU is then the identity and max-pooling is positively homogeneous, so ``R``
-    sums the weight products of all input-output paths. The precision is left to
-    :func:`score_synflow` (its ``dtype``).
+    prunable weight replaced by its absolute value and its bias set to zero, any other
+    parameter replaced by its absolute value. A BatchNorm with running statistics stays, in
+    evaluation mode, as the diagonal layer ``x * |gamma| / sqrt(|running_var| + eps)`` (its
+    shift zeroed: ``beta = running_mean = 0``), the scale Synaptic-Flow's code applies (it
+    takes ``|.|`` of every parameter and buffer and scores in evaluation mode; at
+    initialisation, ``1 / sqrt(1 + eps)`` per layer, computed by the same ``batch_norm``
+    kernel, so the float rounding is the reference's). Other normalisation layers (LayerNorm,
+    GroupNorm, InstanceNorm, BatchNorm without running statistics) normalise each sample,
+    which is not linear: they become identities. With a positive input every ReLU is then the
+    identity and max-pooling is positively homogeneous, so ``R`` sums the weight products of
+    all input-output paths. The precision is left to :func:`score_synflow` (its ``dtype``).
+
+    Where Synaptic-Flow differs: it takes ``|b|`` and ``|beta|``, ``|running_mean|`` rather
+    than zeroing them. They are zero at initialisation (the same network); on a trained model
+    its shifts ``|beta| - |mean| * scale`` can be negative and switch ReLUs off, so that its
+    ``R`` is no longer a sum over paths.
     """
     model.eval()
     for name, module in list(model.named_modules()):
-        if name and isinstance(module, _NORM_TYPES):
-            parent, _, child = name.rpartition(".")
-            setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
+        if not name or not isinstance(module, _NORM_TYPES):
+            continue
+        if _running_scale(module):
+            with torch.no_grad():
+                module.running_var.abs_()
+                module.running_mean.zero_()
+                if module.bias is not None:
+                    module.bias.zero_()
+            continue
+        parent, _, child = name.rpartition(".")
+        setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
     prunable = {id(m) for m in prunable_weights(model).values()}
     with torch.no_grad():
         for module in model.modules():

@@ -146,49 +146,62 @@ def _top_k(
     rng: np.random.Generator,
     what: str,
     *,
-    drop_zero_ties: bool = False,
+    drop_ties: str | None = None,
     at_least: int = 0,
 ) -> torch.Tensor:
     """Boolean mask of exactly ``k`` entries of ``flat`` holding its highest values.
 
-    Entries equal to the ``k``-th largest value are taken in a seeded random order. With
-    ``drop_zero_ties``, when that value is zero (or ``k >= n``: the threshold then lies among
-    the already-pruned weights, which score zero) the entries ``<= 0`` are all dropped instead
-    (fewer than ``k`` kept), but at least ``at_least`` entries are kept (zeros at random).
-    The mask is on ``flat``'s device; CPU and other devices make the same selection with the
-    same random draws (:class:`_ArrayOps`).
+    Entries equal to the ``k``-th largest value (the threshold) are taken in a seeded random
+    order when they do not all fit, unless ``drop_ties`` says to drop them all (fewer than
+    ``k`` kept: Synaptic-Flow's rule, which prunes every score ``<=`` the ``(n - k)``-th
+    smallest): ``"all"`` whatever the threshold, ``"zero"`` when it is zero. With
+    ``k >= n`` the threshold is taken to be zero (it lies among already-pruned weights, which
+    score zero). Either way at least ``at_least`` entries are kept (tied entries at random). The mask is on ``flat``'s
+    device; CPU and other devices make the same selection with the same random draws
+    (:class:`_ArrayOps`).
     """
     flat = flat.detach()
     if flat.dtype == torch.bfloat16:  # numpy has no bfloat16
         flat = flat.float()
     arr, ops = array_ops(flat)
-    return ops.tensor(_select(arr, k, rng, what, drop_zero_ties, at_least, ops))
+    return ops.tensor(_select(arr, k, rng, what, drop_ties, at_least, ops))
 
 
-def _select(arr: Any, k: int, rng: np.random.Generator, what: str, drop_zero_ties: bool,
+#: :func:`_top_k`'s ``drop_ties`` values.
+DROP_TIES = (None, "zero", "all")
+
+
+def _select(arr: Any, k: int, rng: np.random.Generator, what: str, drop_ties: str | None,
             at_least: int, ops: _ArrayOps) -> Any:
     """:func:`_top_k` on a 1-D numpy array or torch tensor ``arr`` (``ops`` matching it)."""
+    if drop_ties not in DROP_TIES:
+        raise ValueError(f"drop_ties must be one of {list(DROP_TIES)}, got {drop_ties!r}")
     n = len(arr)
     total = arr.sum()  # one pass, no allocation: only a NaN sum needs the full check
     if total != total and (arr != arr).any():
         raise ValueError(f"scores of {what} contain NaN; the scoring method failed on this model")
-    if k >= n and not drop_zero_ties:
+    if k >= n and drop_ties is None:
         return ops.full(arr, True)
     if k <= 0:
         return ops.full(arr, False)
-    if k >= n:
+    beyond = k >= n  # the threshold lies among the already-pruned weights, which score zero
+    if beyond:
         threshold, k = 0, n
     else:
         threshold = ops.kth_largest(arr, k)
     keep = arr > threshold
     above = ops.count(keep)
-    if drop_zero_ties and threshold == 0:
-        k = min(k, max(above, at_least))
     need = k - above
     if need > 0:
         ties = ops.where(arr == threshold)
-        pick = rng.choice(len(ties), size=need, replace=False, shuffle=False)
-        keep[ties[ops.indices(ties, np.sort(pick))]] = True
+        # Synaptic-Flow prunes every score <= its k-th smallest: a tie group straddling the
+        # budget's boundary goes whole
+        straddles = beyond or len(ties) > need
+        if straddles and (drop_ties == "all" or (drop_ties == "zero" and threshold == 0)):
+            need = max(0, min(k, at_least) - above)
+        if need > 0:
+            pick = rng.choice(len(ties), size=need, replace=False, shuffle=False)
+            keep[ties[ops.indices(ties, np.sort(pick))]] = True
     return keep
 
 
@@ -214,7 +227,7 @@ def select_alive(
     budgets: int | Mapping[str, int],
     rng: np.random.Generator,
     *,
-    drop_zero_ties: bool | Mapping[str, bool] = False,
+    drop_ties: str | None | Mapping[str, str | None] = None,
     at_least: int | Mapping[str, int] = 0,
 ) -> dict[str, torch.Tensor]:
     """Keep the highest of the scores of the weights still alive.
@@ -229,7 +242,7 @@ def select_alive(
         a budget above the alive count keeps them all.
     rng : numpy.random.Generator
         Breaks ties at the threshold.
-    drop_zero_ties, at_least
+    drop_ties, at_least
         See :func:`_top_k` (per layer, or for the whole model under one threshold).
 
     Returns
@@ -240,11 +253,11 @@ def select_alive(
         def per_layer(option):  # one value for every layer, or a mapping name -> value
             return option if isinstance(option, Mapping) else dict.fromkeys(values, option)
 
-        floors, drops = per_layer(at_least), per_layer(drop_zero_ties)
+        floors, drops = per_layer(at_least), per_layer(drop_ties)
         return {
             name: _top_k(
                 v, budgets[name], rng, f"layer {name!r}",
-                drop_zero_ties=drops[name], at_least=floors[name],
+                drop_ties=drops[name], at_least=floors[name],
             )
             for name, v in values.items()
         }
@@ -257,7 +270,7 @@ def select_alive(
         flat = parts[0] if len(parts) == 1 else torch.cat(parts)
         del parts
     keep_all = _top_k(
-        flat, budgets, rng, "the model", drop_zero_ties=drop_zero_ties, at_least=int(at_least)
+        flat, budgets, rng, "the model", drop_ties=drop_ties, at_least=int(at_least)
     )
     out: dict[str, torch.Tensor] = {}
     start = 0
