@@ -50,6 +50,9 @@ from threadpoolctl import threadpool_limits
 from n2ngraph import models
 from n2ngraph.bridge import to_model
 
+#: Default models: ResNet18, the paper's VGG19 (the authors' CIFAR model, 512-512-10 head, the one
+#: Table 3 uses; ``docs/recipes.md``) and torchvision's VGG19 (4096-4096-10 head, 139.6M weights).
+MODELS = ("resnet18", "analysis.common:vgg19_reference", "vgg19")
 #: ``--also-recipes`` default per model: extra recipes whose N2NSkip variant is timed too.
 EXTRA_RECIPES = {"resnet18": ("all-pairs",)}
 TARGETS = {"masked": 0.9, "n2nskip": 0.8, "n2nskip-all-pairs": 0.5}
@@ -76,7 +79,7 @@ def _variant_graph(ref, method, density, recipe, skips, x):
 def build_variants(name: str, method: str, density: float, recipe: str, extra: tuple[str, ...],
                    x: torch.Tensor) -> tuple[dict, dict]:
     """``({label: model}, {label: description})`` of the variants of one model."""
-    ref = models.build_model(name, seed=0).to(x.device)
+    ref = models.resolve_model(name, seed=0).to(x.device)
     out, info = {"dense": ref}, {"dense": {"params": sum(p.numel() for p in ref.parameters())}}
     for label, rec, skips in [("masked", recipe, False), ("n2nskip", recipe, True),
                               *[(f"n2nskip-{r}", r, True) for r in extra]]:
@@ -123,7 +126,9 @@ def _profile(label, model, opt, x, y, amp: bool, rows: int = 12) -> None:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["resnet18", "vgg19"])
+    parser.add_argument("--models", nargs="+", default=list(MODELS),
+                        help="model specs (models.resolve_model: a registered name or "
+                             "'package.module:function'); default: " + " ".join(MODELS))
     parser.add_argument("--recipe", default="paper")
     parser.add_argument("--also-recipes", nargs="*", default=None,
                         help="extra recipes whose N2NSkip variant is timed (default: all-pairs "

@@ -177,6 +177,15 @@ DENSE_ABOVE = {"Conv2d": 0.07, "Conv2d-1x1": 0.03, "Linear": 0.02}
 SKIP_MODES = ("auto", "sparse", "dense")
 
 
+def _max_pool_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``adaptive_max_pool2d(y, size)``; as ``max_pool2d`` with kernel = stride = the size ratio
+    when the sizes divide (the same windows, the same values and gradients, a cheaper kernel)."""
+    (h, w), (oh, ow) = y.shape[-2:], size
+    if h % oh == 0 and w % ow == 0:
+        return F.max_pool2d(y, (h // oh, w // ow))
+    return F.adaptive_max_pool2d(y, size)
+
+
 def _pair(v, default: int) -> tuple[int, int]:
     if v is None:
         return (default, default)
@@ -316,7 +325,7 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
                 y = self.norm(y)
             y = self._g(y)
             if y.dim() == 4 and self.output_size is not None and tuple(y.shape[-2:]) != self.output_size:
-                y = F.adaptive_max_pool2d(y, self.output_size)
+                y = _max_pool_to(y, self.output_size)
             return z + y
         x = self._pool(a, z)
         if self.activation == "identity" and x.shape[2:] == z.shape[2:]:
