@@ -18,7 +18,11 @@ Map of the public API (docs/design.md, "The one data flow")::
 - ``n2ngraph.diffusion``: ``heat_signature``, ``connectivity_distance``, ``heat_escaped``, ``scree``,
   ``saturation_time``, ``algebraic_connectivity``.
 - ``n2ngraph.bridge``: ``to_model(graph, reference)``, masked models with N2NSkip modules.
-- ``n2ngraph.data`` / ``n2ngraph.training``: offline datasets and the training loop.
+- ``n2ngraph.data`` / ``n2ngraph.training``: offline datasets that state their sample shape
+  (``input_shape``), the training loop and ``check_input_fits`` (graph, model and data shapes).
+- ``n2ngraph.trained``: connectivity of trained networks (``trained_reference``,
+  ``trained_connectivity``; the paper's Table 3 measurement on weighted adjacency).
+- ``n2ngraph.skip_modules``: the modules ``to_model`` builds from (mask, ``N2NSkip``, ``ResSkip``).
 - ``n2ngraph.compare``: the sweep behind ``n2ngraph compare`` (Dask).
 - ``n2ngraph.io``: ``save_graph`` / ``load_graph`` (.npz + JSON header, never unpickles).
 - ``n2ngraph.tables`` / ``n2ngraph.plotting``: pandas tables and matplotlib figures.
@@ -60,6 +64,10 @@ _LAZY = {
     "layer_density": "n2ngraph.metrics",
     "degree_stats": "n2ngraph.metrics",
     "DATASETS": "n2ngraph.data",
+    "input_shape": "n2ngraph.data",
+    "check_input_fits": "n2ngraph.training",
+    "trained_reference": "n2ngraph.trained",
+    "trained_connectivity": "n2ngraph.trained",
     "load_dataset": "n2ngraph.data",
     "TrainConfig": "n2ngraph.training",
     "train": "n2ngraph.training",
@@ -78,6 +86,8 @@ _LAZY = {
     "run_sweep": "n2ngraph.compare",
     "plot_adjacency": "n2ngraph.plotting",
     "plot_compare": "n2ngraph.plotting",
+    "plot_train_curve": "n2ngraph.plotting",
+    "plot_accuracy_vs_distance": "n2ngraph.plotting",
 }
 
 __all__ = ["BLOCK_KINDS", "EdgeBlock", "NetworkGraph", "NodeGroup", "__version__", *_LAZY]
