@@ -134,7 +134,7 @@ def _trace_error(spec: str, exc: Exception) -> ValueError:
                       f"{' '.join(str(exc).split())[:300]}")
 
 
-def build_graph(args: argparse.Namespace):
+def _build_graph(args: argparse.Namespace):
     """The graph ``args`` ask for, its model and its traced input shape (or None: the guess)."""
     import sys
     import warnings
@@ -207,7 +207,7 @@ def run(args: argparse.Namespace) -> int:
     from n2ngraph.tables import block_table, group_table, layer_table, write_table
 
     out = args.out or default_out(args)
-    graph, _, traced = build_graph(args)
+    graph, _, traced = _build_graph(args)
     check_output_folder(out)
     out.mkdir(parents=True, exist_ok=True)
     groups, blocks, layers = group_table(graph), block_table(graph), layer_table(graph)
