@@ -999,7 +999,8 @@ def load_cells(out_dir: str | os.PathLike, ids: Sequence[str] | None = None):
     """Finished cells of a sweep folder as a DataFrame (one row per cell, sorted).
 
     ``ids``: only these cells (a config's, see ``configs/<digest>/config.json``); default every
-    complete cell file in ``cells/``. Unreadable files are skipped with a warning.
+    complete cell file in ``cells/`` except the trained dense references (``dense.csv``).
+    Unreadable files are skipped with a warning. Training logs are left out (``runs/``).
     """
     import pandas as pd
 
@@ -1009,7 +1010,9 @@ def load_cells(out_dir: str | os.PathLike, ids: Sequence[str] | None = None):
     for path in paths:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            rows.append(doc["row"])
+            if ids is None and doc["config"].get("cell") == "trained-reference":
+                continue
+            rows.append({k: v for k, v in doc["row"].items() if k != "log"})
         except (OSError, ValueError, KeyError, TypeError) as exc:
             warnings.warn(f"skipping cell file {path}: {type(exc).__name__}: {exc}", stacklevel=2)
     return _sorted_table(pd.DataFrame(rows))
@@ -1039,8 +1042,9 @@ def _sorted_table(table):
 
 
 def summarize(table):
-    """Mean and standard deviation over seeds per (model, recipe,) method x variant x density."""
-    keys = [k for k in ("model", "recipe") if k in table.columns] + ["method", "variant", "density"]
+    """Mean and standard deviation over seeds per (model, recipe, init, data,) method x variant x
+    density (``init`` and ``data`` in training sweeps)."""
+    keys = [k for k in ("model", "recipe", "init", "data") if k in table.columns] + ["method", "variant", "density"]
     from pandas.api.types import is_bool_dtype, is_numeric_dtype
 
     numeric = [c for c in table.columns if c not in keys + ["seed", "cell_id"]
@@ -1533,7 +1537,7 @@ def run_sweep(config: CompareConfig, out_dir: str | os.PathLike, *, scheduler: s
     own.mkdir(parents=True, exist_ok=True)
     written = []
     if config.training:
-        written += _write_runs(own / "runs", specs, rows, dense_rows, config)
+        written += _write_runs(own / "runs", rows, dense_rows, config)
     if save_graphs:
         written += _save_graphs(out, specs, rows, calib)
     for folder in (own, out):
@@ -1594,7 +1598,7 @@ def run_name(row: dict) -> str:
     return f"{row['method']}_{row['variant']}_d{row['density']:g}_{row['init']}_s{row['seed']}"
 
 
-def _write_runs(folder: Path, specs, rows, dense_rows, config: CompareConfig) -> list[Path]:
+def _write_runs(folder: Path, rows, dense_rows, config: CompareConfig) -> list[Path]:
     """``runs/<run name>/log.csv`` and ``run.json`` for every trained cell and dense reference,
     the layout ``analysis/figure5_table1_training.py`` reads."""
     import pandas as pd
@@ -1607,7 +1611,7 @@ def _write_runs(folder: Path, specs, rows, dense_rows, config: CompareConfig) ->
     for row in [*rows, *dense]:
         meta = {k: v for k, v in row.items() if k != "log" and not k.startswith(("F(", "escaped-", "trained F("))}
         meta.update(model=config.model, dataset=config.dataset, epochs=config.train_epochs,
-                    recipe=recipe.name if row.get("variant") != "dense" else None)
+                    recipe=recipe.name)
         run = folder / run_name(row)
         run.mkdir(parents=True, exist_ok=True)
         log = pd.DataFrame(row["log"]).to_csv(index=False)
