@@ -455,8 +455,11 @@ def test_score_masks_shape_checked():
     with pytest.raises(ValueError, match="shape"):
         score(model, "magnitude", masks={"0.weight": torch.ones(3, 3, dtype=torch.bool)})
     masks = prune(model, "random", 0.5)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
     s = score(model, "snip", data=conv_data(), masks=masks)
     assert all(bool((s[k][~masks[k]] == 0).all()) for k in s)  # pruned weights carry no flow
+    # the scoring copy reads the model's own weights: masking them must not write through
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
 
 
 def test_nan_scores_are_reported():

@@ -220,11 +220,17 @@ class _Scoring:
     (read-only) for methods that do not run the network."""
 
     def __init__(self, model: nn.Module, spec: PruningMethod, data: Any, device: torch.device):
+        #: weights whose storage is the model's own (copied before any write)
+        self.shared: set[str] = set()
         if spec.uses_model:
-            self.model = scoring_copy(model)
+            # a method that edits the copy's weights (prepare) gets its own; others read the
+            # model's weights through new leaf tensors
+            self.model = scoring_copy(model, share_weights=spec.prepare is None)
             if spec.prepare is not None:
                 spec.prepare(self.model)
             self.weights = {n: m.weight for n, m in prunable_weights(self.model).items()}
+            if spec.prepare is None:
+                self.shared = set(self.weights)
         else:
             self.model = model
             self.weights = {n: weight_of(m).detach() for n, m in prunable_weights(model).items()}
@@ -240,7 +246,7 @@ class _Scoring:
             return
         with torch.no_grad():
             for name, mask in masks.items():
-                w = self.weights[name]
+                w = self._writable(name)
                 w.mul_(mask.to(w.device))
 
     def score(self, rng: np.random.Generator, options: dict) -> dict[str, torch.Tensor]:
@@ -271,7 +277,15 @@ class _Scoring:
         with torch.no_grad():
             for name, idx in pruned.items():
                 if idx.numel():
-                    self.weights[name].view(-1).index_fill_(0, idx, 0)
+                    self._writable(name).view(-1).index_fill_(0, idx, 0)
+
+    def _writable(self, name: str) -> torch.Tensor:
+        """The copy's weight ``name``, given storage of its own first if it shares the model's."""
+        w = self.weights[name]
+        if name in self.shared:
+            w.data = w.data.clone()
+            self.shared.discard(name)
+        return w
 
 
 def _check_data(name: str, spec: PruningMethod, data: Any) -> None:

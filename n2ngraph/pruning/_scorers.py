@@ -120,14 +120,17 @@ def _restore_dense_weight(module: nn.Module) -> None:
         torch_prune.remove(module, "weight")
 
 
-def scoring_copy(model: nn.Module) -> nn.Module:
+def scoring_copy(model: nn.Module, *, share_weights: bool = False) -> nn.Module:
     """A private dense copy of ``model`` to score on.
 
     The copy keeps the model's training mode for normalisation layers, turns dropout off (so
     scores are deterministic and the global random state is untouched), drops masks already on
     the model (scores are those of the dense network) and needs no gradient except for the
-    prunable weights. Whatever scoring does to it (BatchNorm statistics, gradients, weight edits)
-    never reaches ``model``.
+    prunable weights. Whatever scoring does to it (BatchNorm statistics, gradients) never
+    reaches ``model``. With ``share_weights`` its parameters are new leaf tensors that share
+    the model's storage (no copy of the weights, for scorers that only read them: the caller
+    must replace a shared tensor's ``data`` before writing to it); buffers are copied either
+    way.
     """
     # Tensors computed from parameters and cached as attributes (torch.nn.utils.prune's
     # ``weight`` = ``weight_orig * weight_mask``) refuse deepcopy: copy them detached.
@@ -137,6 +140,10 @@ def scoring_copy(model: nn.Module) -> nn.Module:
         for v in vars(m).values()
         if isinstance(v, torch.Tensor) and not v.is_leaf
     }
+    if share_weights:
+        memo.update(
+            (id(p), nn.Parameter(p.detach(), requires_grad=False)) for p in model.parameters()
+        )
     work = copy.deepcopy(model, memo)
     for module in prunable_weights(work).values():
         _restore_dense_weight(module)
@@ -169,13 +176,37 @@ def _mean_gradient(
 ) -> list[torch.Tensor]:
     """``d/dw`` of the mean over the batches of ``objective(x, y)``, one backward pass per
     batch (the batches' gradients summed in batch order)."""
-    total = [torch.zeros_like(p) for p in params]
     with torch.enable_grad():
+        if len(data) == 1:
+            return _grads(objective(*data[0]), params)
+        total = [torch.zeros_like(p) for p in params]
         for x, y in data:
             value = objective(x, y) / len(data)
             for acc, g in zip(total, _grads(value, params)):
                 acc += g
     return total
+
+
+def _products(
+    weights: dict[str, torch.Tensor], factors: list[torch.Tensor], *, absolute: bool
+) -> dict[str, torch.Tensor]:
+    """``f * w`` (``|f * w|`` if ``absolute``) per weight, shaped as the weight. On the CPU the
+    layers' results are consecutive views of one buffer, which a global threshold reads
+    without concatenating them (:func:`~n2ngraph.pruning._threshold.select_alive`); elsewhere
+    they are computed in place of ``factors``."""
+    items = [(n, w.detach(), f) for (n, w), f in zip(weights.items(), factors)]
+    dtypes = {f.dtype for _, _, f in items} | {w.dtype for _, w, _ in items}
+    if items[0][1].device.type != "cpu" or len(dtypes) != 1:
+        out = {n: f.mul_(w) if f.is_contiguous() else f * w for n, w, f in items}
+        return {n: v.abs_() for n, v in out.items()} if absolute else out
+    buf = torch.empty(sum(w.numel() for _, w, _ in items), dtype=items[0][1].dtype)
+    out, start = {}, 0
+    for name, w, f in items:
+        seg = buf[start : start + w.numel()].view(w.shape)
+        start += w.numel()
+        torch.mul(f, w, out=seg)
+        out[name] = seg.abs_() if absolute else seg
+    return out
 
 
 def _hessian_times(
@@ -222,7 +253,7 @@ def score_snip(
     """
     loss_fn = _loss_fn(loss)
     grads = _mean_gradient(list(weights.values()), data, lambda x, y: loss_fn(model(x), y))
-    return {name: g.mul_(w.detach()).abs_() for (name, w), g in zip(weights.items(), grads)}
+    return _products(weights, grads, absolute=True)
 
 
 def score_grasp(
@@ -265,7 +296,7 @@ def score_grasp(
                     acc += hi
     if hg is None:  # the loss is linear in the weights: H g = 0
         hg = [torch.zeros_like(p) for p in params]
-    return {name: h.mul_(w.detach()) for (name, w), h in zip(weights.items(), hg)}
+    return _products(weights, hg, absolute=False)
 
 
 def _running_scale(module: nn.Module) -> bool:

@@ -55,6 +55,29 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
     sample comes from a fixed private generator: the result is exact whatever the sample, and
     the caller's random stream is not consumed.
     """
+    n = arr.size
+    if n >= _SAMPLED_SELECT_MIN:
+        sample = np.sort(arr[np.random.default_rng(0).integers(0, n, _SAMPLE)])
+        pos = (n - k) / n * (_SAMPLE - 1)
+        margin = 4 * math.sqrt(_SAMPLE) + 8
+        lo_i, hi_i = math.floor(pos - margin), math.ceil(pos + margin)
+        if lo_i <= 0:  # the answer may lie below every sampled value: no lower bound
+            above = int(np.count_nonzero(arr > sample[hi_i]))
+            band = arr[arr <= sample[hi_i]]
+        elif hi_i >= _SAMPLE - 1:  # ... or above every sampled value: no upper bound
+            above = 0
+            band = arr[arr >= sample[lo_i]]
+        else:
+            lo, hi = sample[lo_i], sample[hi_i]
+            above = int(np.count_nonzero(arr > hi))
+            band = arr[(arr >= lo) & (arr <= hi)]
+        if 1 <= k - above <= band.size:
+            return _partition_kth(band, k - above)
+    return _partition_kth(arr, k)
+
+
+def _partition_kth(arr: np.ndarray, k: int) -> float:
+    """The ``k``-th largest entry of ``arr`` by introselect (``numpy.partition``)."""
     floor = arr.min()
     at_floor = int(np.count_nonzero(arr == floor))
     if k > arr.size - at_floor:
@@ -63,27 +86,7 @@ def _kth_largest_numpy(arr: np.ndarray, k: int) -> float:
         # Many copies of one value (the -inf of already-pruned weights, zero scores) make
         # introselect 20-50x slower; the answer lies above the minimum, so drop its copies.
         arr = arr[arr > floor]
-    n = arr.size
-    if n < _SAMPLED_SELECT_MIN:
-        return np.partition(arr, n - k)[n - k]
-    sample = np.sort(arr[np.random.default_rng(0).integers(0, n, _SAMPLE)])
-    pos = (n - k) / n * (_SAMPLE - 1)
-    margin = 4 * math.sqrt(_SAMPLE) + 8
-    lo_i, hi_i = math.floor(pos - margin), math.ceil(pos + margin)
-    if lo_i <= 0:  # the answer may lie below every sampled value: no lower bound
-        above = int(np.count_nonzero(arr > sample[hi_i]))
-        band = arr[arr <= sample[hi_i]]
-    elif hi_i >= _SAMPLE - 1:  # ... or above every sampled value: no upper bound
-        above = 0
-        band = arr[arr >= sample[lo_i]]
-    else:
-        lo, hi = sample[lo_i], sample[hi_i]
-        above = int(np.count_nonzero(arr > hi))
-        band = arr[(arr >= lo) & (arr <= hi)]
-    r = k - above
-    if 1 <= r <= band.size:
-        return np.partition(band, band.size - r)[band.size - r]
-    return np.partition(arr, n - k)[n - k]
+    return np.partition(arr, arr.size - k)[arr.size - k]
 
 
 @dataclass(frozen=True)
