@@ -3,9 +3,12 @@
 The embedded default is the paper's MLP (3072-512-256-128-64-10) under the ``paper`` recipe, six
 pruning methods, densities 0.1 / 0.05 / 0.02, three seeds, each with and without N2NSkip, with
 SNIP/GraSP calibrated on the bundled MNIST-5k images; cells run on a local Dask cluster of two
-workers. See ``n2ngraph.compare`` for what a cell measures, how times are stated and what the
-output folder holds. Every bad argument gives one line on stderr and exit code 2, before any
-file is written or any worker started.
+workers. ``--train-epochs N`` also trains every variant and the dense reference of each seed
+(accuracy and ``trained`` connectivity columns, accuracy-against-F figures; ``--data``,
+``--init``, ``--input-shape``, ``--device``), and ``--save-graphs`` writes every cell's graph.
+See ``n2ngraph.compare`` for what a cell measures, how times are stated, how training cells run
+and resume, and what the output folder holds. Every bad argument gives one line on stderr and
+exit code 2, before any file is written or any worker started.
 """
 
 from __future__ import annotations

@@ -38,8 +38,10 @@ that changes its numbers: the model name and factory arguments, the recipe's nam
 density (JSON writes the float's ``repr``, so 0.1 and 0.10000001 differ), seed, variant,
 ``weighted``, the absolute times and their labels, the reference's seed, the calibration batch
 (dataset, batch size and a SHA-256 of its contents, data-driven methods only), the saturation
-tolerance and :data:`CELL_FORMAT`. Two configs never share a cell unless every one of these
-agrees, and then the cell's numbers are the same.
+tolerance and :data:`CELL_FORMAT`; the traced input shape when one is set; in a training sweep
+also the data, the training settings (less device and progress), ``init`` and the identity of
+the trained dense reference. Two configs never share a cell unless every one of these agrees,
+and then the cell's numbers are the same.
 
 Output folder
 -------------
