@@ -575,3 +575,65 @@ def test_layers_errors_name_the_bad_value():
     with pytest.raises(ValueError, match=r"dense layers \['2.weight'\] are not among the layers pruned"):
         prune(model, "random", 0.5, layers=["0"], dense=["2"])
     assert kept_count(model, 1.0, layers=["0"], dense=["0"]) == 12  # dense inside the layers
+
+
+# ------------------------------------------------------- fused attention weights (MHA)
+class _PatchAttention(nn.Module):
+    """4x4 patches of an 8x8 image embedded by a conv, one MultiheadAttention, a Linear head.
+    ``need_weights=True`` makes torch compute attention with explicit matmuls and softmax
+    instead of ``scaled_dot_product_attention``."""
+
+    def __init__(self, need_weights: bool = False):
+        super().__init__()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            self.embed = nn.Conv2d(3, 8, 4, stride=4)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True)
+            self.head = nn.Linear(8, 5)
+            with torch.no_grad():
+                self.attn.in_proj_bias.uniform_(-1, 1)
+        self.need_weights = need_weights
+
+    def forward(self, x):
+        t = self.embed(x).flatten(2).transpose(1, 2)
+        a, _ = self.attn(t, t, t, need_weights=self.need_weights)
+        return self.head(a.mean(1))
+
+
+def _attention_data():
+    g = torch.Generator().manual_seed(1)
+    return torch.randn(4, 3, 8, 8, generator=g), torch.randint(0, 5, (4,), generator=g)
+
+
+def test_grasp_through_scaled_dot_product_attention():
+    """GraSP's Hessian-vector product needs a double backward, which the fused CPU attention
+    kernels lack: scored with the math kernel, it equals GraSP through explicit softmax."""
+    fused = score(_PatchAttention(), "grasp", data=_attention_data())
+    explicit = score(_PatchAttention(need_weights=True), "grasp", data=_attention_data())
+    assert "attn.in_proj_weight" in fused
+    for k in fused:
+        torch.testing.assert_close(fused[k], explicit[k], rtol=1e-4, atol=1e-12)
+
+
+def test_synflow_zeroes_the_fused_weights_bias():
+    """in_proj_bias is the bias of the prunable in_proj_weight: zeroed like any layer's bias
+    (not replaced by |b|), so the scores do not depend on it."""
+    model = _PatchAttention()
+    zero_bias = copy.deepcopy(model)
+    with torch.no_grad():
+        zero_bias.attn.in_proj_bias.zero_()
+    a = score(model, "synflow", input_shape=(3, 8, 8))
+    b = score(zero_bias, "synflow", input_shape=(3, 8, 8))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_fused_weight_under_torch_prune_is_scored_dense():
+    from torch.nn.utils import prune as torch_prune
+
+    model, data = _PatchAttention(), _attention_data()
+    dense = score(model, "snip", data=data)
+    torch_prune.random_unstructured(model.attn, "in_proj_weight", amount=0.5)
+    masked = score(model, "snip", data=data)
+    for k in dense:
+        torch.testing.assert_close(masked[k], dense[k], rtol=0, atol=0)
+    assert float(model.attn.in_proj_weight_mask.mean()) == 0.5  # the model's mask untouched

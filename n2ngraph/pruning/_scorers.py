@@ -10,6 +10,7 @@ network (``snip``, ``grasp``, ``synflow``) ``model`` is a private copy made by
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections.abc import Callable, Iterable
@@ -20,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from n2ngraph.masks import prunable_weights
+from n2ngraph.masks import FusedWeight, prunable_weights
 
 __all__ = [
     "SYNFLOW_DTYPES",
@@ -95,29 +96,36 @@ def as_batches(data: Any, device: torch.device, *, limit: int | None = None) -> 
     return batches
 
 
-def _restore_dense_weight(module: nn.Module) -> None:
-    """Make a (copied) module's weight a plain dense parameter again: undo
-    ``torch.nn.utils.prune`` (mask set to ones first) and weight parametrizations."""
+def _restore_dense_weight(module: nn.Module, name: str = "weight") -> None:
+    """Make a (copied) module's weight ``name`` a plain dense parameter again: undo
+    ``torch.nn.utils.prune`` (mask set to ones first) and parametrizations of it."""
     from torch.nn.utils import parametrize
     from torch.nn.utils import prune as torch_prune
 
-    if parametrize.is_parametrized(module, "weight"):
-        # Not parametrize.remove_parametrizations: it deletes the ``weight`` property from the
+    if parametrize.is_parametrized(module, name):
+        # Not parametrize.remove_parametrizations: it deletes the ``name`` property from the
         # module's class, a class the copy shares with the original model.
         cls = module.__class__
-        original = module.parametrizations["weight"].original
+        original = module.parametrizations[name].original
         if len(module.parametrizations) == 1:
             module.__class__ = cls.__bases__[0]
             del module._modules["parametrizations"]
         else:
-            attrs = {k: v for k, v in cls.__dict__.items() if k != "weight"}
+            attrs = {k: v for k, v in cls.__dict__.items() if k != name}
             module.__class__ = type(cls.__name__, cls.__bases__, attrs)
-            del module.parametrizations["weight"]
-        module.register_parameter("weight", original)
-    if hasattr(module, "weight_orig") and hasattr(module, "weight_mask"):
+            del module.parametrizations[name]
+        module.register_parameter(name, original)
+    if hasattr(module, f"{name}_orig") and hasattr(module, f"{name}_mask"):
         with torch.no_grad():
-            module.weight_mask.fill_(1)
-        torch_prune.remove(module, "weight")
+            getattr(module, f"{name}_mask").fill_(1)
+        torch_prune.remove(module, name)
+
+
+def _owner(module: nn.Module | FusedWeight) -> tuple[nn.Module, str]:
+    """The module holding a prunable weight and the weight's attribute name."""
+    if isinstance(module, FusedWeight):
+        return module.module, module.name
+    return module, "weight"
 
 
 def scoring_copy(model: nn.Module, *, share_weights: bool = False) -> nn.Module:
@@ -146,7 +154,7 @@ def scoring_copy(model: nn.Module, *, share_weights: bool = False) -> nn.Module:
         )
     work = copy.deepcopy(model, memo)
     for module in prunable_weights(work).values():
-        _restore_dense_weight(module)
+        _restore_dense_weight(*_owner(module))
     for module in work.modules():
         if isinstance(module, nn.modules.dropout._DropoutNd):
             module.eval()
@@ -256,6 +264,16 @@ def score_snip(
     return _products(weights, grads, absolute=True)
 
 
+def _twice_differentiable() -> contextlib.AbstractContextManager:
+    """Attention computed by ``scaled_dot_product_attention``'s math kernel, the one with a
+    double backward (the fused CPU kernels have none), for GraSP's Hessian-vector product."""
+    try:
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+    except ImportError:  # torch < 2.3: no kernel choice
+        return contextlib.nullcontext()
+    return sdpa_kernel(SDPBackend.MATH)
+
+
 def score_grasp(
     model,
     weights,
@@ -283,7 +301,7 @@ def score_grasp(
     def objective(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return loss_fn(model(x) / temperature, y)
 
-    with torch.enable_grad():
+    with torch.enable_grad(), _twice_differentiable():
         if len(data) == 1:
             # One batch: the gradient of the double-backward pass is g itself (no separate pass).
             hg = _hessian_times(objective(*data[0]), params, None)
@@ -342,16 +360,17 @@ def prepare_synflow(model: nn.Module) -> None:
             continue
         parent, _, child = name.rpartition(".")
         setattr(model.get_submodule(parent) if parent else model, child, nn.Identity())
-    prunable = {id(m) for m in prunable_weights(model).values()}
+    done = set()  # prunable weights and their biases, by tensor (a fused weight is a view)
     with torch.no_grad():
-        for module in model.modules():
-            if id(module) in prunable:
-                module.weight.abs_()
-                if getattr(module, "bias", None) is not None:
-                    module.bias.zero_()
-            else:
-                for p in module.parameters(recurse=False):
-                    p.abs_()
+        for module in prunable_weights(model).values():
+            module.weight.abs_()
+            done.add(id(module.weight))
+            if getattr(module, "bias", None) is not None:
+                module.bias.zero_()
+                done.add(id(module.bias))
+        for p in model.parameters():
+            if id(p) not in done:
+                p.abs_()
 
 
 def _alive_products(weights, grads, alive) -> dict[str, torch.Tensor]:
