@@ -476,10 +476,11 @@ def score_synflow(
     sums: deep unnormalised networks), a call whose ``R`` or scores are not finite is computed
     again in float64, and the copy stays in float64 for every later call, so deep networks are
     scored as before rather than refused. ``"float64"`` scores in float64 throughout
-    (n2ngraph's default until this option came: the masks are those). The two precisions give
-    the same masks up to the rounding of near-ties, which compounds over the rounds (VGG-16 at
-    1%: Jaccard 0.903 between float32 masks and the reference's float64 ones, 0.905 between the
-    reference's own float32 and float64 runs; ResNet-20: identical).
+    (n2ngraph's default before this option came). The two precisions give the same masks up
+    to the rounding of near-ties, which compounds over the rounds (VGG-16 at 1%: Jaccard 0.905
+    between Synaptic-Flow's own float32 and float64 runs; ResNet-20: identical). In float32
+    each round's scores are the reference's bit for bit (the same kernels on the same
+    network, :func:`prepare_synflow`).
     Scores are returned in the precision they were computed in.
     """
     from n2ngraph.models import example_input

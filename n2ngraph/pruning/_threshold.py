@@ -3,7 +3,9 @@
 Every selector keeps the *highest* scores. Budgets are exact: a layer (``layerwise``) or the whole
 model (``global``) keeps ``round(density * n)`` weights, where ``round`` rounds halves up. Scores
 tied at the threshold are broken by a seeded random order (``numpy.random.Generator``), so ties
-never move the kept count and the same seed gives the same masks on every device.
+never move the kept count and the same seed gives the same masks on every device. Only the
+rounds of iterative pruning before the last may drop a whole tie group instead, as
+Synaptic-Flow's code does (``drop_ties``; ``prune``'s ``ties`` option).
 """
 
 from __future__ import annotations
