@@ -172,13 +172,15 @@ def main(config: Config = Config()) -> Path:
 def _parse(argv=None) -> Config:
     parser = base_parser(__doc__.split("\n\n")[0])
     parser.add_argument("--models", type=comma_list(str))
+    parser.add_argument("--methods", type=comma_list(str), help="pruning methods (default expander,snip)")
     parser.add_argument("--densities", type=comma_list(float))
     parser.add_argument("--seeds", type=int)
     parser.add_argument("--workers", type=int, help="Dask worker processes (default 2)")
     parser.add_argument("--inline", action="store_true", help="run cells in this process (no Dask)")
     args = parser.parse_args(argv)
     return config_from_args(SMALL if args.small else Config(), args,
-                            ("models", "densities", "seeds", "recipe", "workers", "results_root"))
+                            ("models", "methods", "densities", "seeds", "recipe", "workers",
+                             "results_root"))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,9 @@
 """Benchmark: training throughput (images/s) of pruned and N2NSkip models vs the dense model.
 
-For each model (ResNet18 and VGG19, CIFAR-shaped, 10 classes, torchvision's layouts) these
-variants are timed in the same run, as ratios to the dense model's images/s:
+For each model (``--models``, default: ResNet18; the paper's VGG19, i.e. the authors' CIFAR model
+with a 512-512-10 classifier, 20.3M weights, the one Table 3 uses; torchvision's VGG19 with the
+4096-4096-10 head, 139.6M weights; all CIFAR-shaped, 10 classes) these variants are timed in the
+same run, as ratios to the dense model's images/s:
 
 - ``dense``: the reference;
 - ``masked``: the plain pruned graph at ``--density`` under the recipe (``variant(...,
@@ -30,6 +32,16 @@ kernel's page faults on two fresh 0.56 GB tensors per step, not the arithmetic. 
 such large blocks to the OS on every free; keeping them (``MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=100000000000``, or jemalloc/tcmalloc) removes most of it, for the dense
 model too. The malloc settings in effect are printed and saved with the results.
+
+Where an N2NSkip model's extra time goes (paper recipe, ResNet18, batch 16, one thread): the 8
+skip modules cost about 0.41 s of CPU per step against 1.9 s for the dense model. A paper-order
+skip computes at the *source's* resolution (conv -> BatchNorm -> g, then max-pooling), so its cost
+is about (kept pairs) x (source positions): the 3 skips into downsampling blocks (32x32 -> 16x16
+and so on, 3.7% of their channel pairs) take two thirds of it, the gathered depthwise convolution
+(forward and backward) most of that. Measured alternatives for those convolutions, per skip
+(forward + backward): a dense kernel assembled per call 2.5-6x slower, channels-last gathers
+1-2.5x slower, im2col (``unfold``) gathers 5-6x slower; BatchNorm, g and pooling are under a
+quarter of a skip's time.
 
     python benchmarks/training.py                      # GPU if present, batch 128
     python benchmarks/training.py --device cpu --batch 16 --steps 3 --repeats 5 --threads 2
