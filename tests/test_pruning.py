@@ -637,3 +637,4 @@ def test_fused_weight_under_torch_prune_is_scored_dense():
     for k in dense:
         torch.testing.assert_close(masked[k], dense[k], rtol=0, atol=0)
     assert float(model.attn.in_proj_weight_mask.mean()) == 0.5  # the model's mask untouched
+    assert hasattr(model.attn, "in_proj_weight_orig") and len(model.attn._forward_pre_hooks) == 1

@@ -140,19 +140,19 @@ def scoring_copy(model: nn.Module, *, share_weights: bool = False) -> nn.Module:
     must replace a shared tensor's ``data`` before writing to it); buffers are copied either
     way.
     """
-    # Tensors computed from parameters and cached as attributes (torch.nn.utils.prune's
-    # ``weight`` = ``weight_orig * weight_mask``) refuse deepcopy: copy them detached.
-    memo = {
-        id(v): v.detach().clone()
-        for m in model.modules()
-        for v in vars(m).values()
-        if isinstance(v, torch.Tensor) and not v.is_leaf
-    }
     if share_weights:
-        memo.update(
-            (id(p), nn.Parameter(p.detach(), requires_grad=False)) for p in model.parameters()
-        )
-    work = copy.deepcopy(model, memo)
+        shared = {id(p): nn.Parameter(p.detach(), requires_grad=False) for p in model.parameters()}
+        work = _tree_copy(model, shared, {})
+    else:
+        # Tensors computed from parameters and cached as attributes (torch.nn.utils.prune's
+        # ``weight`` = ``weight_orig * weight_mask``) refuse deepcopy: copy them detached.
+        memo = {
+            id(v): v.detach().clone()
+            for m in model.modules()
+            for v in vars(m).values()
+            if isinstance(v, torch.Tensor) and not v.is_leaf
+        }
+        work = copy.deepcopy(model, memo)
     for module in prunable_weights(work).values():
         _restore_dense_weight(*_owner(module))
     for module in work.modules():
@@ -164,6 +164,28 @@ def scoring_copy(model: nn.Module, *, share_weights: bool = False) -> nn.Module:
     for module in prunable_weights(work).values():
         module.weight.requires_grad_(True)
     return work
+
+
+def _tree_copy(module: nn.Module, params: dict[int, nn.Parameter], memo: dict) -> nn.Module:
+    """A copy of a module tree for :func:`scoring_copy` with shared weights: new module
+    objects with their own attribute, parameter, buffer, submodule and hook dictionaries,
+    parameters mapped through ``params`` (by id), buffers cloned, other attributes shared.
+    A few times faster than ``copy.deepcopy`` (which visits every attribute)."""
+    done = memo.get(id(module))
+    if done is not None:
+        return done
+    cls = type(module)
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    state = {k: v.copy() if isinstance(v, dict) else v for k, v in module.__dict__.items()}
+    for k, p in module._parameters.items():
+        state["_parameters"][k] = None if p is None else params[id(p)]
+    for k, b in module._buffers.items():
+        state["_buffers"][k] = None if b is None else b.clone()
+    for k, m in module._modules.items():
+        state["_modules"][k] = None if m is None else _tree_copy(m, params, memo)
+    new.__dict__.update(state)
+    return new
 
 
 def _loss_fn(loss: Callable | None) -> Callable:
