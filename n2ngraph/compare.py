@@ -1012,7 +1012,8 @@ def load_cells(out_dir: str | os.PathLike, ids: Sequence[str] | None = None):
     for path in paths:
         try:
             doc = json.loads(path.read_text(encoding="utf-8"))
-            if ids is None and doc["config"].get("cell") == "trained-reference":
+            config = doc.get("config")
+            if ids is None and isinstance(config, dict) and config.get("cell") == "trained-reference":
                 continue
             rows.append({k: v for k, v in doc["row"].items() if k != "log"})
         except (OSError, ValueError, KeyError, TypeError) as exc:

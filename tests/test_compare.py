@@ -262,9 +262,13 @@ def test_external_scheduler_and_worker_in_another_directory(tmp_path, monkeypatc
     worker = None
     try:
         deadline = time.time() + 60
-        while not scheduler_file.exists() and time.time() < deadline:
-            time.sleep(0.2)
-        address = json.loads(scheduler_file.read_text())["address"]
+        address = None
+        while address is None and time.time() < deadline:  # the file may exist before its text
+            try:
+                address = json.loads(scheduler_file.read_text())["address"]
+            except (OSError, ValueError, KeyError):
+                time.sleep(0.2)
+        assert address is not None, "the scheduler did not write its address within 60 s"
         worker = _start(["distributed.cli.dask_worker", "--scheduler-file", str(scheduler_file),
                          "--nworkers", "1", "--nthreads", "1", "--no-dashboard"], elsewhere)
         monkeypatch.chdir(here)

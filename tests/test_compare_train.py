@@ -155,18 +155,19 @@ def make(num_classes=10, in_channels=3):
 """
 
 
-def test_conv_net_is_traced_and_trained_on_the_data_shape(tmp_path, monkeypatch):
+def test_conv_net_is_traced_and_trained_on_the_data_shape_sparse_init(tmp_path, monkeypatch):
     (tmp_path / "tinycnn.py").write_text(_CNN)
     monkeypatch.syspath_prepend(str(tmp_path))
     config = CompareConfig(model="tinycnn:make", model_kwargs={"in_channels": 1}, dataset="digits",
                            train_epochs=1, methods=("random", "snip"), densities=(0.2,), seeds=1,
-                           recipe="all-pairs")
+                           recipe="all-pairs", init="sparse")
     kwargs, shape = compare.model_setup(config)
     assert shape == (1, 8, 8) and kwargs == {"num_classes": 10, "in_channels": 1}  # no in_features
     assert compare.reference_graph(config).groups[0].shape == (1, 8, 8)  # not the 32 x 32 guess
     table, _, _ = run_sweep(config, tmp_path / "out", inline=True, progress=False)
     assert len(table) == 4 and np.isfinite(table[["final_test_acc", *TRAINED]].to_numpy(float)).all()
     assert (table[table["variant"] == "n2nskip"]["skip_params"] > 0).all()
+    assert (table["init"] == "sparse").all()
 
 
 @pytest.mark.parametrize("flags, words", [
