@@ -14,7 +14,8 @@ interleaved (``ours, peer, peer, ours, ...``), and the report gives the median w
 ratio (peer / ours: above 1 means n2ngraph is faster), the same for the process CPU times (with
 one thread, the CPU time is the robust figure on a shared, oversubscribed machine: it does not
 count the time spent waiting for a core) and the Jaccard index of the two mask sets
-(kept weights in both / kept in either, over all prunable weights) in the same run. With
+(kept weights in both / kept in either, over all prunable weights; ``identical`` when every
+mask is equal) in the same run. With
 ``--peer-float64`` the reference's SynFlow also runs once in float64, and the Jaccard of its
 float32 and float64 masks (the reference's own numerical spread) is reported beside.
 
@@ -284,6 +285,7 @@ def _compare(peer, model, model_name, method, density, data, args) -> dict:
         "kept_ours": sum(int(m.sum()) for m in ours_masks.values()),
         "kept_peer": sum(int(m.sum()) for m in peer_masks.values()),
         "jaccard": jaccard(ours_masks, peer_masks),
+        "identical": all(torch.equal(ours_masks[k], peer_masks[k]) for k in ours_masks),
         "loadavg": os.getloadavg(),
     }
     row["speedup"] = row["peer_s"] / row["ours_s"]
@@ -315,12 +317,20 @@ def _progress(args, model_name, method, density, side, seconds, cpu) -> None:
         )
 
 
+def _jaccard_text(value: float, identical: bool | None) -> str:
+    """4 decimals, 7 where they would round a difference to 1.0000; "identical" for equal masks."""
+    if identical:
+        return "1 (identical)"
+    return f"{value:.7f}" if value > 0.99995 else f"{value:.4f}"
+
+
 def _format(row: dict) -> str:
     text = (
         f"{row['model']:>9} d={row['density']:<5g} {row['method']:>9}: ours {row['ours_s']:7.2f} s"
         f"  peer {row['peer_s']:7.2f} s  peer/ours {row['speedup']:5.2f}x"
         f" (CPU time {row['ours_cpu_s']:.2f} vs {row['peer_cpu_s']:.2f} s: {row['cpu_speedup']:.2f}x)"
-        f"  Jaccard {row['jaccard']:.4f}  kept {row['kept_ours']:,} vs {row['kept_peer']:,}"
+        f"  Jaccard {_jaccard_text(row['jaccard'], row.get('identical'))}"
+        f"  kept {row['kept_ours']:,} vs {row['kept_peer']:,}"
     )
     if "jaccard_peer32_peer64" in row:
         text += (
