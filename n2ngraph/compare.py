@@ -95,8 +95,8 @@ paper's Table 3 measurement on the weighted adjacency): ``trained F(t=c/l2)`` fo
 ``t_lambda2``, ``trained F(t=inf)``, ``trained lambda_2``, ``trained lambda_2/ref``. The dense
 reference of each seed is a cell of its own (:func:`reference_spec`), trained once before the
 variants and shared by all of them; its identity is part of theirs. The factory gets
-``num_classes`` and ``in_features`` from the data when it takes them, and a conv net is traced
-on the data's sample shape (:func:`model_setup`).
+``num_classes``, ``in_features`` and ``in_channels`` from the data when it takes them, and a
+conv net is traced on the data's sample shape (:func:`model_setup`).
 
 Checkpoints: a worker trains a cell in ``OUT/checkpoints/<cell id>/`` (``OUT`` resolved on the
 client) and, when a killed sweep is run again, resumes it from its last finished epoch (exactly:
@@ -202,12 +202,11 @@ INITS = ("dense", "sparse")
 
 
 def check_input_shape(shape) -> tuple[int, ...]:
-    """``shape`` as a tuple of positive ints (``(C, H, W)`` or ``(features,)``), or ValueError
-    naming it."""
-    if isinstance(shape, (str, bytes)) or not isinstance(shape, Sequence) or not shape or not all(
-            isinstance(d, numbers.Integral) and not isinstance(d, bool) and d > 0 for d in shape):
-        raise ValueError(f"input_shape must be positive integers such as (3, 32, 32), got {shape!r}")
-    return tuple(int(d) for d in shape)
+    """``shape`` as a tuple of positive ints (``(C, H, W)``, ``(features,)``, or ``"1,28,28"``:
+    :func:`n2ngraph.models.parse_input_shape`), or ValueError naming it."""
+    from n2ngraph.models import parse_input_shape
+
+    return parse_input_shape(shape)
 
 
 def _check_times(values, what: str) -> tuple[float, ...]:
@@ -276,8 +275,8 @@ class CompareConfig:
         schedule: :class:`~n2ngraph.training.TrainConfig`'s defaults), and the dense reference
         of each seed is trained once; rows gain accuracy and ``trained`` connectivity columns
         (module docstring, "Training"). The model factory then also gets ``num_classes`` and
-        ``in_features`` from the data where it takes them and ``model_kwargs`` does not give
-        them (as ``n2ngraph train`` does).
+        ``in_features`` / ``in_channels`` from the data where it takes them and ``model_kwargs``
+        does not give them (as ``n2ngraph train`` does).
     init : {"dense", "sparse"}
         Initialisation of the trained sparse models (:func:`n2ngraph.bridge.to_model`).
     input_shape : tuple of int or None
@@ -522,9 +521,9 @@ _SETUPS: dict[str, tuple[dict, tuple[int, ...] | None]] = {}
 def model_setup(config: CompareConfig) -> tuple[dict, tuple[int, ...] | None]:
     """The model factory's keywords and the traced input shape of a sweep's cells.
 
-    Keywords: ``config.model_kwargs``; when training, plus ``num_classes`` and ``in_features``
-    (the product of the sample shape) of ``config.dataset`` where the factory takes them and
-    ``model_kwargs`` does not give them. Input shape: ``config.input_shape``; else, when
+    Keywords: ``config.model_kwargs``; when training, plus ``num_classes``, ``in_features`` and
+    ``in_channels`` of ``config.dataset`` (:func:`n2ngraph.models.data_defaults`) where the
+    factory takes them and ``model_kwargs`` does not give them. Input shape: ``config.input_shape``; else, when
     training a model whose first weight layer is a Conv2d, the data's sample shape; else None
     (:func:`n2ngraph.models.example_input` decides).
     """
@@ -536,14 +535,14 @@ def model_setup(config: CompareConfig) -> tuple[dict, tuple[int, ...] | None]:
     if config.training:
         import inspect
 
-        from n2ngraph.models import model_factory
+        from n2ngraph.models import data_defaults, model_factory
 
         train_set, _ = _splits(config.dataset)
         try:
             params = inspect.signature(model_factory(config.model)).parameters
         except (TypeError, ValueError):
             params = {}
-        defaults = {"num_classes": train_set.num_classes, "in_features": math.prod(train_set.sample_shape)}
+        defaults = data_defaults(train_set.sample_shape, train_set.num_classes)
         kwargs = {**{k: v for k, v in defaults.items() if k in params}, **kwargs}
         if shape is None:
             from torch import nn
@@ -632,19 +631,7 @@ def _calibration(config: CompareConfig, seed: int):
 
     kwargs, shape = model_setup(config)
     model = _model(config.model, kwargs, 0)  # only its input shape is used
-    if shape is not None and len(shape) > 1:
-        # calibration_batch reads the input shape off the model (32 x 32 for a conv net); the
-        # same draw from data of the stated shape (REQUESTS3: an input_shape argument there)
-        import torch
-
-        images, labels = _splits(config.dataset)[0].tensors
-        if tuple(images.shape[1:]) != tuple(shape):
-            raise ValueError(f"dataset {config.dataset!r} gives images of shape {tuple(images.shape[1:])}, "
-                             f"but the model is traced on inputs of shape {tuple(shape)}")
-        index = torch.randperm(len(labels), generator=torch.Generator().manual_seed(int(seed)))
-        x, y = images[index[:config.batch_size]], labels[index[:config.batch_size]]
-    else:
-        x, y = calibration_batch(model, config.dataset, config.batch_size, seed)
+    x, y = calibration_batch(model, config.dataset, config.batch_size, seed, input_shape=shape)
     x = np.ascontiguousarray(x.detach().cpu().numpy())
     y = np.ascontiguousarray(y.detach().cpu().numpy())
     h = hashlib.sha256()
