@@ -2,6 +2,7 @@
 from checkpoints, files shipped back by cells, and identities of untrained configs."""
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -231,3 +232,36 @@ def test_training_sweep_on_a_local_dask_cluster_matches_inline(tmp_path):
     for column in (*TRAINED, "F(t=3/l2)"):  # eigensolvers may round differently under other BLAS threads
         np.testing.assert_allclose(dask[column], inline[column], rtol=1e-9, atol=1e-12, err_msg=column)
     assert dask.attrs["training"]["dense_final_test_acc"] == inline.attrs["training"]["dense_final_test_acc"]
+
+
+@pytest.mark.slow
+def test_killed_training_sweep_resumes_mid_training_on_dask(tmp_path):
+    """Kill the whole sweep (client, scheduler, worker) while the dense reference trains; the
+    rerun continues from the checkpoint the worker left in OUT/checkpoints: its first epochs are
+    the killed run's own rows (their wall times too), and the run ends complete."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "sweep"
+    args = [sys.executable, "-m", "n2ngraph", *["compare", *TINY[:-1], "--variants", "plain",
+                                                "--train-epochs", "120", "--workers", "1", "--out", str(out)]]
+    proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline, logs = time.time() + 300, []
+    while time.time() < deadline:
+        logs = list((out / "checkpoints").glob("*/log.csv"))
+        if logs and len(pd.read_csv(logs[0])) >= 5:
+            break
+        time.sleep(0.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert logs, "no checkpoint within 300 s"
+    killed = pd.read_csv(logs[0])
+    assert 5 <= len(killed) < 120, "the kill should land mid-training"
+    assert main(args[3:]) == 0
+    digest = logs[0].parent.name
+    log = pd.DataFrame(json.loads((out / "cells" / f"{digest}.json").read_text())["row"]["log"])
+    assert len(log) == 120
+    pd.testing.assert_frame_equal(log.iloc[:len(killed)].reset_index(drop=True), killed, check_exact=False, rtol=1e-12)
+    assert not (out / "checkpoints").exists()
