@@ -101,6 +101,27 @@ def test_synflow_equals_the_reference_rule(scope, ref_scope, density, batch_norm
         assert torch.equal(ours[name], ref[name]), name
 
 
+def test_batchnorm_scales_by_its_running_variance_as_the_reference():
+    """Trained running variances (and |gamma|) scale each channel's flow as in the reference's
+    evaluation-mode network; a running mean and beta, which the reference takes as |.|, are
+    zeroed here (see prepare_synflow), so the comparison keeps them at zero."""
+    model = small_net()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():
+        for bn in (model[1], model[5], model[9]):
+            bn.running_var.copy_(torch.rand(bn.num_features, generator=g) * 4 + 0.1)
+            bn.weight.copy_(torch.randn(bn.num_features, generator=g))
+    ours = prune(model, "synflow", 0.12, scope="global", input_shape=(3, 8, 8), dtype="float64")
+    ref = reference_rule(model, 0.12, 100, "global")
+    assert all(torch.equal(ours[k], ref[k]) for k in ours)
+    # identities in place of the BatchNorms would not give these masks
+    plain = copy.deepcopy(model)
+    for i in (1, 5, 9):
+        plain[i] = nn.Identity()
+    other = prune(plain, "synflow", 0.12, scope="global", input_shape=(3, 8, 8), dtype="float64")
+    assert not all(torch.equal(ours[k], other[k]) for k in ours)
+
+
 def test_final_budget_stays_exact_where_the_reference_falls_short():
     """Layerwise at 5%, the third conv has fewer weights with flow left than its budget: the
     reference keeps only those (ties at zero all go), we keep them and fill the exact budget
