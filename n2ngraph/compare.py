@@ -797,13 +797,15 @@ def _train(model, spec: dict, options: dict, digest: str):
 
     train_set, test_set = _splits(spec["data"])
     config = TrainConfig(**spec["train"], device=options.get("device", "auto"), progress=False)
-    folder = Path(options.get("checkpoints") or tempfile.mkdtemp(prefix="n2ngraph-cell-")) / digest
+    scratch = None if options.get("checkpoints") else tempfile.mkdtemp(prefix="n2ngraph-cell-")
+    folder = Path(options.get("checkpoints") or scratch) / digest
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:  # a worker that cannot reach the client's folder: no resume
         warnings.warn(f"cannot write checkpoints to {folder} ({exc}); training cell {digest} without "
                       "them (a killed run restarts from its first epoch)", stacklevel=2)
-        folder = Path(tempfile.mkdtemp(prefix="n2ngraph-cell-")) / digest
+        scratch = tempfile.mkdtemp(prefix="n2ngraph-cell-")
+        folder = Path(scratch) / digest
     run = dict(out_dir=folder, seed=int(spec["seed"]), identity={"cell": digest})
     try:
         log = train(model, train_set, test_set, config, resume=True, **run)
@@ -814,7 +816,7 @@ def _train(model, spec: dict, options: dict, digest: str):
                       "training it from the start", stacklevel=2)
         shutil.rmtree(folder)
         log = train(model, train_set, test_set, config, **run)
-    shutil.rmtree(folder, ignore_errors=True)
+    shutil.rmtree(scratch or folder, ignore_errors=True)
     return log
 
 
