@@ -149,6 +149,7 @@ from n2ngraph.budget import check_density
 from n2ngraph.pipeline import VARIANTS as PIPELINE_VARIANTS
 
 __all__ = [
+    "ACCURACY_COLUMNS",
     "CELL_FORMAT",
     "MAX_TIME",
     "CompareConfig",
@@ -170,6 +171,15 @@ __all__ = [
     "resolve_times",
     "stated_times",
     "time_labels",
+    "model_setup",
+    "train_settings",
+    "reference_spec",
+    "run_reference_cell",
+    "load_trained_reference",
+    "run_options",
+    "graph_file",
+    "reference_file",
+    "run_name",
 ]
 
 #: Graph variants of a pruned network: plain pruning, or the recipe's N2NSkip variant (part of
