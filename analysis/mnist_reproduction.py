@@ -446,7 +446,7 @@ def _markdown(summary, config: Config, cells=None) -> str:
 
     lines += [*header, *table(fmt), "",
               "Connected components of the graph (mean over seeds) / std of the initial logits:", "",
-              *header, *table(lambda r: f"{r.components:.0f} / {r.init_logit_std:.1e}")]
+              *header, *table(lambda r: f"{r.components:.3g} / {r.init_logit_std:.1e}")]
     f_columns = [c[:-len(" mean")] for c in summary.columns
                  if c.startswith("trained F(") and c.endswith(" mean")]
     for column in [c for c in f_columns if c.endswith("(t=inf)")] + [c for c in f_columns if not c.endswith("(t=inf)")]:
