@@ -836,3 +836,31 @@ def test_torchvision_swin_masks_its_qkv_and_round_trips():
     qkv = "features.1.0.attn.qkv.weight"
     assert torch.equal(masks_of(model)[qkv], masks[qkv])
     assert to_graph(model, example_input=x) == g
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["vit_b_32", "swin_t"])
+def test_torchvision_attention_models_are_pruned_rebuilt_and_round_trip(name):
+    """nn.MultiheadAttention (ViT) and shifted_window_attention (Swin): the fused q/k/v weight
+    is in the budget and masked exactly; N2NSkip modules run and trace back to the graph."""
+    from _zoo_support import import_torchvision
+
+    from n2ngraph.masks import masks_of
+    from n2ngraph.pipeline import variant
+
+    tv = import_torchvision()
+    if tv is None:
+        pytest.skip("torchvision is not importable")
+    torch.manual_seed(0)
+    model = tv.models.get_model(name, weights=None).eval()
+    x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    g = variant(model, "random", 0.1, recipe="paper", seed=0, example_input=x)
+    assert abs(g.density - 0.1) < 1e-4 and g.blocks_of_kind("n2nskip")
+    qkv = "encoder.layers.encoder_layer_0.self_attention.in_proj_weight" if name.startswith("vit") \
+        else "features.1.0.attn.qkv.weight"
+    back = to_model(g, model, example_input=x)
+    layer = qkv.removesuffix(".weight") if qkv.endswith(".weight") else qkv
+    np.testing.assert_array_equal(masks_of(back)[qkv].numpy(), g.block(layer).mask)
+    with torch.no_grad():
+        assert back(torch.cat([x, x])).shape == (2, 1000)
+    assert to_graph(back, example_input=x) == g
