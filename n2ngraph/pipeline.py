@@ -190,7 +190,8 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     reference = trace(model, example_input=example_input).graph
     layers, outside = graph_layers(model, reference)
     if outside:
-        warnings.warn(_outside_message(model, outside), stacklevel=2)
+        warnings.warn(_outside_message(model, outside, reference.provenance.get("token_mixing", ())),
+                      stacklevel=2)
     dense = dense_layer_names(reference, r.dense_layers) if r.dense_layers else ()
     opts = {"scope": scope, "granularity": granularity, "dense": dense, "layers": layers}
     f = r.n2nskip_fraction if skips else 0.0
@@ -280,17 +281,32 @@ def graph_layers(model, graph: NetworkGraph) -> tuple[tuple[str, ...], tuple[str
     return (tuple(n for n in weights if n in names), tuple(n for n in weights if n not in names))
 
 
-def _outside_message(model, outside: tuple[str, ...]) -> str:
-    from n2ngraph.masks import prunable_weights, weight_of
+def _outside_message(model, outside: tuple[str, ...], token_mixing: Iterable[str] = ()) -> str:
+    """The warning for weight layers outside the graph: token-mixing Linear layers (they mix
+    positions, not features, so the graph has no edges for them; docs/design.md, "Tokens") and
+    layers the traced forward never reaches (e.g. auxiliary heads), each with its weight count."""
+    from n2ngraph.masks import prunable_weights, weight_name, weight_of
 
     weights = prunable_weights(model)
-    count = sum(weight_of(weights[n]).numel() for n in outside)
-    mode = "training" if model.training else "eval"
-    paths = [n.removesuffix(".weight") for n in outside]
-    return (f"{type(model).__name__}: weight layers {paths} ({count:,} weights) are not in the "
-            f"traced graph (its forward in {mode} mode never reaches them, e.g. auxiliary heads); "
-            "the budget covers the graph's layers only, these are left unpruned and their "
-            "weights are not given to the skips. Trace the mode that uses them to include them.")
+    mixing = {weight_name(p) for p in token_mixing}
+
+    def listed(names):
+        count = sum(weight_of(weights[n]).numel() for n in names)
+        return f"{[n.removesuffix('.weight') for n in names]} ({count:,} weights)"
+
+    parts = []
+    tokens = [n for n in outside if n in mixing]
+    unreached = [n for n in outside if n not in mixing]
+    if tokens:
+        parts.append(f"token-mixing Linear layers {listed(tokens)} mix tokens, not features, so the "
+                     "graph has no edges for them; they are left dense, outside the budget.")
+    if unreached:
+        mode = "training" if model.training else "eval"
+        parts.append(f"weight layers {listed(unreached)} are not in the traced graph (its forward "
+                     f"in {mode} mode never reaches them, e.g. auxiliary heads); the budget covers "
+                     "the graph's layers only, these are left unpruned and their weights are not "
+                     "given to the skips. Trace the mode that uses them to include them.")
+    return f"{type(model).__name__}: " + " ".join(parts)
 
 
 def _check_dense_fits(model, r: Recipe, dense: tuple[str, ...], layers: tuple[str, ...],

@@ -341,3 +341,34 @@ def test_calibration_batch_at_the_traced_input_shape():
     assert torch.equal(x, images[order]) and torch.equal(y, order)
     with pytest.raises(ValueError, match=r"\(1, 28, 28\).*\(1, 32, 32\)"):
         calibration_batch(net, data, 3, seed=1)
+
+
+class _TokenMixer(torch.nn.Module):
+    """A patch embedding (conv 1 -> 2 on 2 x 2 patches of a 4 x 4 image: 4 tokens), a Linear
+    4 -> 4 over the token axis, a classifier 2 -> 3 on the mean token, and a Linear 3 -> 7 that
+    the forward never calls (an unused head)."""
+
+    def __init__(self):
+        super().__init__()
+        self.embed = torch.nn.Conv2d(1, 2, 2, stride=2)
+        self.tokens = torch.nn.Linear(4, 4)
+        self.head = torch.nn.Linear(2, 3)
+        self.unused = torch.nn.Linear(3, 7)
+
+    def forward(self, x):
+        t = self.tokens(self.embed(x).flatten(2))  # (B, 2 channels, 4 tokens): mixes tokens
+        return self.head(t.mean(dim=2))
+
+
+def test_variant_names_token_mixing_and_unreached_layers_apart():
+    """Both kinds of layer outside the graph are left dense and outside the budget, each named
+    with its own reason and weight count."""
+    x = torch.zeros(1, 1, 4, 4)
+    with pytest.warns(UserWarning) as caught:
+        g = variant(_TokenMixer(), "random", 0.5, recipe="all-pairs", skips=False, example_input=x)
+    text = " ".join(str(w.message) for w in caught)
+    assert "token-mixing Linear layers ['tokens'] (16 weights) mix tokens, not features" in text
+    assert "weight layers ['unused'] (21 weights) are not in the traced graph" in text
+    assert "auxiliary heads" in text and text.count("auxiliary heads") == 1
+    assert g.provenance["outside_graph"] == ["tokens", "unused"]
+    assert g.num_params == round(0.5 * (8 + 6))  # embed 2x1x2x2 + head 3x2
