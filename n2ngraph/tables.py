@@ -60,7 +60,7 @@ def layer_table(graph: NetworkGraph) -> pd.DataFrame:
     Columns: ``layer`` (the model's module path, or the skip block's name), ``kind``, ``shape``
     (the weight's shape ``out x in x kh x kw``), ``kept`` and ``weights`` (kept and dense weights
     of the layer) and ``kept_fraction = kept / weights``. The total row's ``weights`` is the
-    dense reference's (sequential layers only, the budget of DESIGN.md), so its
+    dense reference's (sequential layers only, the budget of docs/design.md), so its
     ``kept_fraction`` is the graph's density, skips included.
     """
     rows = []
