@@ -43,6 +43,12 @@ and so on, 3.7% of their channel pairs) take two thirds of it, the gathered dept
 1-2.5x slower, im2col (``unfold``) gathers 5-6x slower; BatchNorm, g and pooling are under a
 quarter of a skip's time.
 
+Measured (2026-11-26, shared 2-core CPU, torch 2.13, ``--device cpu --batch 16 --steps 3 --repeats 5
+--threads 1 --clock process``, expander at 2%, paper recipe): ResNet18 masked 0.96x, N2NSkip
+0.79x, all-pairs N2NSkip 0.58x; paper VGG19 (``analysis.common:vgg19_reference``) masked 0.98x,
+N2NSkip 0.79x; torchvision VGG19 (an earlier run, same settings) masked 0.81x, N2NSkip 0.73x: there
+the cost is the mask parametrization on the 120M classifier weights (see above), not the skips.
+
     python benchmarks/training.py                      # GPU if present, batch 128
     python benchmarks/training.py --device cpu --batch 16 --steps 3 --repeats 5 --threads 2
 """
