@@ -522,10 +522,9 @@ def _figure(cells, config: Config, out: Path) -> None:
     column = f"trained F(t={max(config.trained_times):g}/l2)"
     if column not in cells.columns or not np.isfinite(cells[column]).any():
         return
-    model = "paper MLP" if config.model == "paper_mlp" else config.model
+    model = "paper MLP" if config.model == "paper_mlp" else config.model.rpartition(":")[2]
     fig = plot_accuracy_vs_distance(cells, distance=column, title=(
-        f"{config.dataset}, {model}, {plural(config.train.epochs, 'epoch')}: accuracy vs {column} "
-        "(trained, weighted, vs the trained dense reference)"))
+        f"{config.dataset}, {model}, {plural(config.train.epochs, 'epoch')}: accuracy vs {column}"))
     save_figure(fig, out / "accuracy_vs_trained_F")
 
 
