@@ -211,14 +211,6 @@ _TRAIN_FREE = ("progress", "device", "eval_batch_size", "num_workers", "preload"
 INITS = ("dense", "sparse")
 
 
-def check_input_shape(shape) -> tuple[int, ...]:
-    """``shape`` as a tuple of positive ints (``(C, H, W)``, ``(features,)``, or ``"1,28,28"``:
-    :func:`n2ngraph.models.parse_input_shape`), or ValueError naming it."""
-    from n2ngraph.models import parse_input_shape
-
-    return parse_input_shape(shape)
-
-
 def _check_times(values, what: str) -> tuple[float, ...]:
     out = []
     for v in values:
@@ -316,6 +308,7 @@ class CompareConfig:
 
     def __post_init__(self) -> None:
         from n2ngraph.data import parse_spec
+        from n2ngraph.models import parse_input_shape
         from n2ngraph.pruning import METHODS
 
         for name in ("methods", "densities", "variants", "t_lambda2"):
@@ -369,7 +362,7 @@ class CompareConfig:
         if self.init not in INITS:
             raise ValueError(f"init must be one of {list(INITS)}, got {self.init!r}")
         if self.input_shape is not None:
-            object.__setattr__(self, "input_shape", check_input_shape(self.input_shape))
+            object.__setattr__(self, "input_shape", parse_input_shape(self.input_shape))
 
     @property
     def resolved_recipe(self):
