@@ -65,17 +65,12 @@ def trained_columns(labels: Sequence[str]) -> list[str]:
 
 def _example_input(model, example_input, shape: tuple[int, ...] | None = None):
     """``example_input``, else zeros of one sample of ``shape`` (the reference's traced input
-    shape), else the model's default (:func:`n2ngraph.models.example_input`), on the model's
-    device and dtype."""
-    import torch
-
-    if example_input is not None:
+    shape; :func:`n2ngraph.models.example_input`), else None (the tracer's default)."""
+    if example_input is not None or shape is None:
         return example_input
-    if shape is None:
-        return None
-    p = next(model.parameters(), None)
-    return torch.zeros((1, *shape), dtype=torch.float32 if p is None else p.dtype,
-                       device=None if p is None else p.device)
+    from n2ngraph.models import example_input as zeros_input
+
+    return zeros_input(model, input_shape=shape)
 
 
 def _graph(model, example_input, name: str | None = None):
