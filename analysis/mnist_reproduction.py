@@ -235,7 +235,6 @@ def build_run(spec: dict):
     gives the same masks, so trained weights saved by :func:`run_cell` load into it.
     """
     import numpy as np
-    import torch
 
     from n2ngraph.bridge import to_model
     from n2ngraph.models import resolve_model
@@ -252,12 +251,9 @@ def build_run(spec: dict):
     recipe = Recipe(**{**spec["recipe"], "dense_layers": tuple(spec["recipe"]["dense_layers"])})
     example = _example(reference, train_set)
     data = None
-    if spec["snip_batch"] is not None and example is None:
-        data = calibration_batch(reference, train_set, spec["snip_batch"], seed)
-    elif spec["snip_batch"] is not None:
-        # calibration_batch's draw; its shape check guesses 32 x 32 images for any conv net
-        index = torch.randperm(len(train_set), generator=torch.Generator().manual_seed(int(seed)))
-        data = tuple(t[index[:spec["snip_batch"]]] for t in train_set.tensors)
+    if spec["snip_batch"] is not None:
+        shape = None if example is None else tuple(example.shape[1:])
+        data = calibration_batch(reference, train_set, spec["snip_batch"], seed, input_shape=shape)
     graph = variant(reference, spec["method"], spec["density"], recipe=recipe,
                     skips=spec["variant"] == "n2nskip", data=data, seed=seed, example_input=example)
     model = to_model(graph, reference, init=spec["init"], seed=seed, example_input=example)
