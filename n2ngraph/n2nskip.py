@@ -52,7 +52,7 @@ import numpy as np
 
 from n2ngraph.budget import apportion, check_density
 from n2ngraph.graph import EdgeBlock, LayerSpec, NetworkGraph
-from n2ngraph.recipes import GRANULARITIES, SKIP_ORDERS, WIRINGS
+from n2ngraph.recipes import GRANULARITIES, SKIP_DOWNSAMPLES, SKIP_ORDERS, WIRINGS
 
 __all__ = ["ADDED_BY", "SKIP_ORDERS", "WIRINGS", "add_n2nskip", "add_resskip", "block_pairs",
            "chain_depths", "skip_candidates", "skip_capacity", "skip_initial_weights", "skip_pairs"]
@@ -234,8 +234,8 @@ def skip_pairs(graph: NetworkGraph, wiring: str | int = "all-pairs") -> list[tup
     return skip_candidates(graph, max_span=int(wiring))
 
 
-def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
-    """Largest kernel (odd) of the sequential convs on the paths from ``src`` to ``dst``; 1 if none."""
+def _spanned(graph: NetworkGraph, src: str, dst: str) -> list[EdgeBlock]:
+    """The traced blocks on the paths from ``src`` to ``dst``, in graph (topological) order."""
     traced = _traced(graph)
     fwd: dict[str, list[str]] = {}
     bwd: dict[str, list[str]] = {}
@@ -253,15 +253,47 @@ def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
         return seen
 
     inside = reach(src, fwd) & reach(dst, bwd)
-    kernels = [max(b.mask.shape[2:]) for b in traced
-               if b.kind == "sequential" and b.mask.ndim == 4 and b.src in inside and b.dst in inside]
+    return [b for b in traced if b.src in inside and b.dst in inside]
+
+
+def _is_conv(block: EdgeBlock) -> bool:
+    return block.kind == "sequential" and block.mask.ndim == 4
+
+
+def _span_kernel(graph: NetworkGraph, src: str, dst: str) -> int:
+    """Largest kernel (odd) of the sequential convs on the paths from ``src`` to ``dst``; 1 if none."""
+    kernels = [max(b.mask.shape[2:]) for b in _spanned(graph, src, dst) if _is_conv(b)]
     f = max(kernels, default=1)
     return f if f % 2 else f + 1
 
 
+def _path_stride(graph: NetworkGraph, src: str, dst: str) -> tuple[int, int] | None:
+    """Product of the conv strides along the paths from ``src`` to ``dst`` (``(2, 2)`` across a
+    ResNet block that halves the resolution) when every path has the same one, else None.
+    Pooling layers are not blocks: a path that pools has product ``(1, 1)`` however much it
+    shrinks the map."""
+    products: dict[str, set[tuple[int, int]]] = {src: {(1, 1)}}
+    for b in _spanned(graph, src, dst):
+        if b.src not in products:
+            continue
+        stride = tuple(int(v) for v in b.spec.stride) if _is_conv(b) and b.spec.stride else (1, 1)
+        if len(stride) != 2:
+            return None
+        products.setdefault(b.dst, set()).update(
+            (p[0] * stride[0], p[1] * stride[1]) for p in products[b.src])
+    found = products.get(dst, set())
+    return next(iter(found)) if len(found) == 1 else None
+
+
+def _conv_size(size: tuple[int, ...], f: int, stride: tuple[int, int]) -> tuple[int, ...]:
+    """Output size of an ``f x f`` conv with padding ``f // 2`` and ``stride``."""
+    return tuple((n + 2 * (f // 2) - f) // s + 1 for n, s in zip(size, stride))
+
+
 # ------------------------------------------------------------------- skip blocks
 def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, layouts: Mapping[str, str],
-                   kernel_size: int, order: str) -> tuple[tuple[int, ...], LayerSpec]:
+                   kernel_size: int, order: str,
+                   downsample: str = "pool") -> tuple[tuple[int, ...], LayerSpec]:
     """Mask shape and spec of the skip ``src -> dst`` (see :func:`add_n2nskip`, Notes)."""
     s, d = graph.group(src), graph.group(dst)
     common = {"added_by": ADDED_BY["n2nskip"], "span": int(span), "order": order,
@@ -269,8 +301,13 @@ def _skip_template(graph: NetworkGraph, src: str, dst: str, span: int, layouts: 
     if layouts[dst] == CHANNELS:
         f = kernel_size
         same = bool(s.spatial and d.spatial and s.spatial == d.spatial)
+        stride = (1, 1)
+        if downsample == "stride" and not same and s.spatial and d.spatial and len(s.spatial) == 2:
+            path = _path_stride(graph, src, dst)
+            if path and path != (1, 1) and _conv_size(s.spatial, f, path) == tuple(d.spatial):
+                stride, same = path, True
         norm, pool = ("batch", "adaptive_max") if order == "conv-bn-act-pool" else (None, "adaptive_avg")
-        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(1, 1), padding=(f // 2, f // 2),
+        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=stride, padding=(f // 2, f // 2),
                          dilation=(1, 1), norm=norm, pool=None if same else pool,
                          output_size=d.spatial or None, **common)
         return (d.size, s.size, f, f), spec
@@ -384,7 +421,7 @@ def _draw_channels(rng: np.random.Generator, shape: tuple[int, ...], k: int) -> 
     return np.sort(idx)
 
 
-def _check_options(wiring, skip_kernel, skip_order, granularity) -> None:
+def _check_options(wiring, skip_kernel, skip_order, granularity, skip_downsample="pool") -> None:
     _check_wiring(wiring)
     if skip_kernel != "same" and (isinstance(skip_kernel, (bool, str))
                                   or not isinstance(skip_kernel, numbers.Integral)
@@ -394,15 +431,17 @@ def _check_options(wiring, skip_kernel, skip_order, granularity) -> None:
         raise ValueError(f"skip_order must be one of {SKIP_ORDERS}, got {skip_order!r}")
     if granularity not in GRANULARITIES:
         raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if skip_downsample not in SKIP_DOWNSAMPLES:
+        raise ValueError(f"skip_downsample must be one of {SKIP_DOWNSAMPLES}, got {skip_downsample!r}")
 
 
-def _skip_plan(graph: NetworkGraph, wiring, skip_kernel, skip_order):
+def _skip_plan(graph: NetworkGraph, wiring, skip_kernel, skip_order, skip_downsample="pool"):
     """Candidate pairs ``(src, dst, span)`` of the wiring and each one's ``(mask shape, spec)``."""
     layouts = _group_layouts(graph)
     cands = skip_pairs(graph, wiring)
     kernels = [(_span_kernel(graph, s, d) if skip_kernel == "same" else int(skip_kernel))
                for s, d, _ in cands]
-    templates = [_skip_template(graph, s, d, k, layouts, f, skip_order)
+    templates = [_skip_template(graph, s, d, k, layouts, f, skip_order, skip_downsample)
                  for (s, d, k), f in zip(cands, kernels)]
     return cands, templates
 
@@ -419,15 +458,16 @@ def skip_capacity(graph: NetworkGraph, *, wiring: str | int = "all-pairs",
 def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0,
                        wiring: str | int = "all-pairs", skip_kernel: str | int = 1,
                        skip_order: str = "pool-conv-act", granularity: str = "weight",
+                       skip_downsample: str = "pool",
                        provenance: Mapping[str, Any] | None = None) -> NetworkGraph:
     """:func:`add_n2nskip` with the number of kept skip weights given (``n_skip``) instead of a
     density: the pipeline's entry point."""
     _check_graph(graph)
-    _check_options(wiring, skip_kernel, skip_order, granularity)
+    _check_options(wiring, skip_kernel, skip_order, granularity, skip_downsample)
     n_skip = int(n_skip)
     if n_skip < 0:
         raise ValueError(f"the skip budget must be >= 0 weights, got {n_skip}")
-    cands, templates = _skip_plan(graph, wiring, skip_kernel, skip_order)
+    cands, templates = _skip_plan(graph, wiring, skip_kernel, skip_order, skip_downsample)
     sizes = np.array([math.prod(shape) for shape, _ in templates], dtype=np.int64)
     capacity = int(sizes.sum())
     if n_skip > capacity:
@@ -470,13 +510,15 @@ def _add_n2nskip_count(graph: NetworkGraph, n_skip: int, *, seed: int | None = 0
     prov = {**graph.provenance, "n2nskip_params": n_skip, "n2nskip_seed": seed,
             "n2nskip_wiring": wiring, "n2nskip_skip_kernel": skip_kernel,
             "n2nskip_skip_order": skip_order, "n2nskip_granularity": granularity,
+            "n2nskip_skip_downsample": skip_downsample,
             **(provenance or {})}
     return graph.replace(blocks=_insert_blocks(graph, new_blocks), provenance=prov)
 
 
 def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
                 wiring: str | int = "all-pairs", skip_kernel: str | int = 1,
-                skip_order: str = "pool-conv-act", granularity: str = "weight") -> NetworkGraph:
+                skip_order: str = "pool-conv-act", granularity: str = "weight",
+                skip_downsample: str = "pool") -> NetworkGraph:
     """Add random sparse N2NSkip blocks holding ``density`` x the dense reference budget.
 
     Parameters
@@ -501,6 +543,10 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
         ``"channel"``: conv skip masks keep whole kernels (``k // f^2`` random channel pairs, plus
         one pair with the remaining ``k % f^2`` taps so the count is exact), as the paper's
         reference code; ``"weight"``: taps drawn one by one. Linear skips are the same under both.
+    skip_downsample : {"pool", "stride"}
+        How a conv skip reaches a smaller target (Notes): ``"pool"`` as ``skip_order`` says;
+        ``"stride"``: strided like the convs of the path it spans, where they account for the
+        whole change of size (ResNet blocks), else as ``"pool"``.
 
     Returns
     -------
@@ -524,7 +570,11 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
     (``pool="adaptive_avg"``), then applies the stride-1 ``f x f`` conv with padding ``f // 2``
     and ``g``; no normalisation. ``"conv-bn-act-pool"`` (the paper's): the conv at the source
     resolution, ``BatchNorm2d(C_dst)`` (``norm="batch"``), ``g``, then adaptive max-pooling to
-    ``output_size`` when the sizes differ (``pool="adaptive_max"``). Under both orders a skip
+    ``output_size`` when the sizes differ (``pool="adaptive_max"``). With
+    ``skip_downsample="stride"``, a skip whose spanned convs stride by ``s`` in all (every path
+    the same ``s``, and the ``f x f`` conv with padding ``f // 2`` and stride ``s`` lands on the
+    target's size) is that strided conv instead, at the target's resolution, with no pooling
+    (``spec.stride = s``, ``pool=None``); the rest of its order is kept. Under both orders a skip
     from a channel group into a neuron group pools globally first (``pool="global_avg"``) and
     is a Linear ``(dst, C_src)`` without normalisation; neuron to neuron skips are Linear
     ``(dst, src)`` masks. ``g`` is the target's own non-linearity, the identity for the output
@@ -546,6 +596,7 @@ def add_n2nskip(graph: NetworkGraph, density: float, *, seed: int | None = 0,
     n_skip = round(density * graph.dense_params)
     return _add_n2nskip_count(graph, n_skip, seed=seed, wiring=wiring, skip_kernel=skip_kernel,
                               skip_order=skip_order, granularity=granularity,
+                              skip_downsample=skip_downsample,
                               provenance={"n2nskip_density": density})
 
 

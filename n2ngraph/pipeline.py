@@ -146,7 +146,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
     recipe's ``granularity``; score-based methods use the recipe's ``scope`` at weight
     granularity. On conv nets the layers of ``recipe.dense_layers``
     (:func:`dense_layer_names`) are kept whole and paid from the budget; the skips follow
-    ``wiring``, ``skip_kernel``, ``skip_order`` and, for conv skips, ``granularity``
+    ``wiring``, ``skip_kernel``, ``skip_order``, ``skip_downsample`` and, for conv skips, ``granularity``
     (:func:`n2ngraph.n2nskip.add_n2nskip`).
 
     The budget is the graph's: ``density`` is the kept fraction of the weights of the layers in
@@ -232,7 +232,7 @@ def variant(model, method: str, density: float, *, recipe: str | Recipe = "paper
         prov.update(sequential_params=graph.num_params, sequential_density=seq_density)
     prov["n2nskip_fraction_effective"] = n_skip / target if target else 0.0
     return _add_n2nskip_count(
-        graph, n_skip, seed=seed, granularity=r.granularity,
+        graph, n_skip, seed=seed, granularity=r.granularity, skip_downsample=r.skip_downsample,
         provenance={**prov, "variant": "n2nskip"}, **layout,
     )
 

@@ -15,7 +15,9 @@ paper        blocks      same         conv-bn-act-pool   channel     stem, class
 all-pairs    all-pairs   1            pool-conv-act      weight      (none)               layerwise
 ============ =========== ============ ================== =========== ==================== =========
 
-Both put half the budget on skips (``n2nskip_fraction=0.5``). ``"paper"`` follows the N2NSkip
+Both put half the budget on skips (``n2nskip_fraction=0.5``). ``skip_downsample`` is ``"stride"``
+in ``"paper"`` (a skip into a ResNet block that halves the resolution strides like the block's
+conv) and ``"pool"`` in ``"all-pairs"``. ``"paper"`` follows the N2NSkip
 paper (Subramaniam & Sharma, BMVC 2020, arXiv:2208.03662) and its authors' public reference code
 (see ``docs/recipes.md``); ``"all-pairs"`` is the exploratory recipe this package used first.
 On an MLP (no conv layer) the two recipes build the same skips: ``"blocks"`` wiring falls back to
@@ -35,13 +37,15 @@ from __future__ import annotations
 import numbers
 from dataclasses import asdict, dataclass, replace
 
-__all__ = ["DENSE_ROLES", "GRANULARITIES", "RECIPES", "Recipe", "SCOPES", "SKIP_ORDERS", "WIRINGS",
-           "get_recipe", "resolve_recipe"]
+__all__ = ["DENSE_ROLES", "GRANULARITIES", "RECIPES", "Recipe", "SCOPES", "SKIP_DOWNSAMPLES",
+           "SKIP_ORDERS", "WIRINGS", "get_recipe", "resolve_recipe"]
 
 #: Named skip wirings (an ``int >= 2`` is also accepted: every pair up to that span).
 WIRINGS = ("blocks", "all-pairs")
 #: Op orders of a skip module (see :class:`Recipe`).
 SKIP_ORDERS = ("conv-bn-act-pool", "pool-conv-act")
+#: How a conv skip into a smaller target reaches the target's size (see :class:`Recipe`).
+SKIP_DOWNSAMPLES = ("stride", "pool")
 #: Mask granularities on conv layers: single weights (kernel taps), or whole kernels (a kept
 #: channel pair keeps all its taps). The first is the default of pruning and of N2NSkip.
 GRANULARITIES = ("weight", "channel")
@@ -107,6 +111,17 @@ class Recipe:
     n2nskip_fraction : float in (0, 1)
         Share of the budget on N2NSkip connections: at density ``d`` the network is pruned to
         ``d * (1 - f)`` and the skips get the rest. *Paper:* half (10% = 5% + 5%).
+    skip_downsample : {"stride", "pool"}
+        How a conv skip reaches a target of lower resolution. ``"stride"``: where the convs on
+        the paths the skip spans reduce the resolution by striding (a ResNet block whose first
+        conv, and projection shortcut, have stride 2), the skip conv takes the same stride and
+        needs no pooling, like the block's own conv; where a pooling layer reduces it (a VGG
+        stage), the skip pools as ``skip_order`` says. ``"pool"``: every such skip pools as
+        ``skip_order`` says. *Paper:* the reference code's only skips into smaller targets are
+        VGG's, which pool; it has no skip into a ResNet block that changes shape (it skipped
+        those blocks). Topology (the graph's edges, so heat, F and every connectivity figure) is
+        the same under both; the trained model differs, and a strided skip computes at the
+        target's resolution (a quarter of the positions for stride 2).
     """
 
     name: str
@@ -117,6 +132,7 @@ class Recipe:
     dense_layers: tuple[str, ...]
     scope: str
     n2nskip_fraction: float
+    skip_downsample: str = "pool"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -142,6 +158,9 @@ class Recipe:
         if isinstance(f, bool) or not isinstance(f, numbers.Real) or not 0 < f < 1:
             raise ValueError(f"n2nskip_fraction must lie in (0, 1), got {f!r}")
         object.__setattr__(self, "n2nskip_fraction", float(f))
+        if self.skip_downsample not in SKIP_DOWNSAMPLES:
+            raise ValueError(f"skip_downsample must be one of {SKIP_DOWNSAMPLES}, "
+                             f"got {self.skip_downsample!r}")
         if isinstance(w, numbers.Integral) and not isinstance(w, str):
             object.__setattr__(self, "wiring", int(w))
         if k != "same":
@@ -158,10 +177,11 @@ class Recipe:
 RECIPES: dict[str, Recipe] = {
     "paper": Recipe(name="paper", wiring="blocks", skip_kernel="same",
                     skip_order="conv-bn-act-pool", granularity="channel",
-                    dense_layers=("stem", "classifier"), scope="global", n2nskip_fraction=0.5),
+                    dense_layers=("stem", "classifier"), scope="global", n2nskip_fraction=0.5,
+                    skip_downsample="stride"),
     "all-pairs": Recipe(name="all-pairs", wiring="all-pairs", skip_kernel=1,
                         skip_order="pool-conv-act", granularity="weight", dense_layers=(),
-                        scope="layerwise", n2nskip_fraction=0.5),
+                        scope="layerwise", n2nskip_fraction=0.5, skip_downsample="pool"),
 }
 
 

@@ -32,8 +32,10 @@ from torch import nn
 
 from n2ngraph.graph import EdgeBlock
 from n2ngraph.recipes import SKIP_ORDERS  # orders of the ops inside an N2NSkip module (spec.order)
+from n2ngraph.sparse_conv import ColumnStructure, column_conv2d, column_structure
 
-__all__ = ["N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "SKIP_MODES", "DENSE_ABOVE"]
+__all__ = ["N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "SKIP_MODES", "DENSE_ABOVE",
+           "CONV_COST_NS", "auto_mode"]
 
 
 _ACTIVATIONS = {
@@ -168,13 +170,41 @@ class _Skip(nn.Module):
 
 
 #: Kept fraction (of channel pairs for a conv skip, of weights for a Linear skip) above which
-#: ``N2NSkip(mode="auto")`` computes with a dense kernel assembled from the kept weights at each
-#: call: the crossover measured on CPU (one thread, batch 16-128) between the gathered depthwise
-#: conv / gathered Linear and one dense ``conv2d`` / ``linear``. Below it, the kept-pairs path
-#: is cheaper; above it the dense call is, and its cost is then at most ``1 / threshold`` times
-#: the kept weights'.
+#: the gathered depthwise conv / gathered Linear of ``N2NSkip(mode="sparse")`` costs more than one
+#: dense ``conv2d`` / ``linear`` with the kernel assembled from the kept weights: the crossover
+#: measured on CPU (one thread, batch 16-128). ``mode="auto"`` chooses by it between those two
+#: (:func:`auto_mode`).
 DENSE_ABOVE = {"Conv2d": 0.07, "Conv2d-1x1": 0.03, "Linear": 0.02}
-SKIP_MODES = ("auto", "sparse", "dense")
+#: CPU time (ns, one thread) per output position of a conv skip with an ``f x f > 1`` kernel,
+#: forward + backward, by mode: ``"sparse"`` per kept channel pair and per input position under
+#: one output position (the depthwise conv costs the same at stride 2 as at stride 1); ``"csr"``
+#: per kept pair plus per source channel (the im2col copies); ``"dense"`` per channel pair of
+#: the dense shape.
+#: Fitted to 17 blocks (16-512 channels, 4x4 to 32x32 maps, 2-35% of the pairs kept, batch 16)
+#: on a 2-core AMD EPYC; ``mode="auto"`` takes the CSR product where this model says it is the
+#: cheaper one, and otherwise keeps the :data:`DENSE_ABOVE` choice.
+CONV_COST_NS = {"sparse": 13.0, "csr": (4.5, 146.0), "dense": 1.5}
+SKIP_MODES = ("auto", "sparse", "csr", "dense")
+
+
+def auto_mode(mask_shape: tuple[int, ...], kept_pairs: int, stride: tuple[int, int] = (1, 1)) -> str:
+    """The mode ``N2NSkip(mode="auto")`` takes for a block of weight shape ``mask_shape``
+    (``(out, in)`` or ``(C_dst, C_src, fh, fw)``) keeping ``kept_pairs`` channel pairs (weights
+    for a Linear) with conv ``stride``: ``"dense"`` above :data:`DENSE_ABOVE` of the pairs, else
+    ``"sparse"``; for conv kernels larger than 1x1, ``"csr"`` instead where
+    :data:`CONV_COST_NS` rates it cheaper than that choice."""
+    c_dst, c_src = mask_shape[0], mask_shape[1]
+    kept = kept_pairs / max(1, c_dst * c_src)
+    conv = len(mask_shape) == 4
+    kind = "Linear" if not conv else "Conv2d" if math.prod(mask_shape[2:]) > 1 else "Conv2d-1x1"
+    mode = "dense" if kept > DENSE_ABOVE[kind] else "sparse"
+    if kind == "Conv2d":
+        per_pair, per_source = CONV_COST_NS["csr"]
+        cost = {"sparse": CONV_COST_NS["sparse"] * kept_pairs * math.prod(stride),
+                "dense": CONV_COST_NS["dense"] * c_dst * c_src}
+        if per_pair * kept_pairs + per_source * c_src < cost[mode]:
+            return "csr"
+    return mode
 
 
 def _max_pool_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -202,15 +232,23 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
     ``src_index[k]`` to destination channel ``dst_index[k]`` with the ``f x f`` kernel
     ``weight[k, 0]`` (a Linear pair: the scalar ``weight[k]``); a pair that keeps only some taps
     has the bool buffer ``tap_mask[k, 0]`` (``None`` when every pair keeps its whole kernel).
-    The convolution gathers the source channel of every kept pair, runs one depthwise
-    (``groups = K``) convolution over the ``K`` pairs and ``index_add``s the results into their
-    destination channels; a Linear gathers, scales and ``index_add``s. Time and memory are
-    ``O(K f^2 N H W)`` and ``O(K N H W)``, not ``O(C_dst C_src f^2 N H W)``; nothing of the
-    dense shape is stored. ``mode``: ``"sparse"`` always computes so; ``"dense"`` assembles the
-    dense kernel from the kept weights at each call (a temporary; the parameter stays the kept
-    weights) and makes one dense call; ``"auto"`` (default) takes ``"dense"`` when the kept
-    fraction exceeds :data:`DENSE_ABOVE`, where the dense call is the cheaper one. Results and
-    gradients are the same in both modes.
+    ``mode`` says how the map is computed; results and gradients are the same in every mode:
+
+    - ``"sparse"``: the convolution gathers the source channel of every kept pair, runs one
+      depthwise (``groups = K``) convolution over the ``K`` pairs and ``index_add``s the results
+      into their destination channels; a Linear gathers, scales and ``index_add``s. Time and
+      memory ``O(K f^2 N H W)`` and ``O(K N H W)``.
+    - ``"csr"`` (conv only): the CSR matrix of the kept weights times the im2col columns of the
+      source (:mod:`n2ngraph.sparse_conv`): time ``O(K f^2 N H W)`` plus the ``O(C_src f^2 N H
+      W)`` im2col copies, which it keeps for the backward pass. Runs on float32/float64 CPU
+      tensors outside autocast and ``torch.compile``; elsewhere the call computes as ``"auto"``
+      would without it (``"dense"`` above :data:`DENSE_ABOVE`, else ``"sparse"``).
+    - ``"dense"``: assembles the dense kernel from the kept weights at each call (a temporary;
+      the parameter stays the kept weights) and makes one dense call.
+    - ``"auto"`` (default): :func:`auto_mode`, the cheapest of the three on CPU by measured
+      crossovers (:data:`DENSE_ABOVE`, :data:`CONV_COST_NS`).
+
+    Nothing of the dense shape is stored.
 
     Orders (``spec.order``):
 
@@ -220,6 +258,10 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
       ``BatchNorm2d(C_dst)`` (``spec.norm == "batch"``), g, then adaptive max-pooling to the
       target's size when the sizes differ. A conv source into a neuron target is pooled globally
       first and has no BatchNorm.
+
+    A conv skip with ``spec.stride`` other than 1 (``skip_downsample="stride"``, a skip into a
+    ResNet block that strides) reaches the target's size by its stride: no pooling under either
+    order.
 
     ``g`` is the target's non-linearity, the identity at the output group.
     """
@@ -263,10 +305,20 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
         self.activation = activation
         self.activation_param = float(activation_param)
         if mode == "auto":
-            kept = k / max(1, mask.shape[0] * mask.shape[1])
-            kind = "Linear" if not self.is_conv else "Conv2d" if math.prod(mask.shape[2:]) > 1 else "Conv2d-1x1"
-            mode = "dense" if kept > DENSE_ABOVE[kind] else "sparse"
+            mode = auto_mode(mask.shape, k, self.stride if self.is_conv else (1, 1))
+        if mode == "csr" and not self.is_conv:
+            raise ValueError(f"skip {block.name!r}: mode 'csr' is for conv skips; a Linear skip "
+                             f"takes one of {[m for m in SKIP_MODES if m != 'csr']}")
         self.mode = mode
+        if mode == "csr":  # index arrays of the CSR weight: rebuilt from the pairs, not saved
+            structure = column_structure(dst, src, mask.shape)
+            for name, index in zip(ColumnStructure._fields, structure[:5]):
+                self.register_buffer(f"_csr_{name}", index, persistent=False)
+            self._csr_shape = structure.shape
+            #: Where the CSR product does not run (off the CPU, other dtypes, autocast,
+            #: torch.compile), the path ``auto`` takes without it; same results.
+            kept = k / max(1, mask.shape[0] * mask.shape[1])
+            self._csr_fallback = "dense" if kept > DENSE_ABOVE["Conv2d"] else "sparse"
 
     # -------------------------------------------------------------- the sparse map
     def kernel(self) -> torch.Tensor:
@@ -275,12 +327,28 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             return self.weight
         return torch.where(self.tap_mask, self.weight, 0)
 
+    def _path(self, x: torch.Tensor, w: torch.Tensor) -> str:
+        """How this call computes: ``self.mode``, except that ``"csr"`` runs only for float32 /
+        float64 CPU tensors of the weight's dtype, outside autocast and ``torch.compile``."""
+        if self.mode != "csr":
+            return self.mode
+        usable = (x.device.type == "cpu" and x.dtype == w.dtype and x.dtype in (torch.float32, torch.float64)
+                  and not torch.is_autocast_enabled("cpu") and not torch.compiler.is_compiling())
+        return "csr" if usable else self._csr_fallback
+
     def sparse_map(self, x: torch.Tensor, into: torch.Tensor | None = None) -> torch.Tensor:
         """``into + skip(x)`` (``into`` defaults to zeros): the masked Linear / conv of the
         block, computed over the kept pairs only."""
         w = self.kernel()
         k = w.shape[0]
-        if self.mode == "dense" and k:
+        path = self._path(x, w)
+        if path == "csr" and k:
+            structure = ColumnStructure(self._csr_crow, self._csr_col, self._csr_t_crow,
+                                        self._csr_t_col, self._csr_t_order, self._csr_shape)
+            y = column_conv2d(x, w.reshape(-1), structure, self.mask_shape[2:], self.stride,
+                              self.padding, self.dilation)
+            return y if into is None else into + y.to(into.dtype)
+        if path == "dense" and k:
             dense = w.new_zeros((self.mask_shape[0] * self.mask_shape[1], *self.mask_shape[2:]))
             dense = dense.index_put((self.dst_index * self.mask_shape[1] + self.src_index,),
                                     w.reshape(k, *self.mask_shape[2:])).reshape(self.mask_shape)
@@ -327,7 +395,8 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             if y.dim() == 4 and self.output_size is not None and tuple(y.shape[-2:]) != self.output_size:
                 y = _max_pool_to(y, self.output_size)
             return z + y
-        x = self._pool(a, z)
+        strided = self.is_conv and self.stride != (1, 1)  # reaches the target's size itself
+        x = a if strided else self._pool(a, z)
         if self.activation == "identity" and x.shape[2:] == z.shape[2:]:
             return self.sparse_map(x, into=z)
         return z + self._g(self.sparse_map(x))

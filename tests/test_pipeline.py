@@ -56,6 +56,46 @@ def test_paper_vgg19_rp_is_channel_level_with_a_dense_stem():
     assert g.provenance["dense_layers"] == ["features.0", "classifier.2"]
 
 
+def test_paper_skips_into_strided_blocks_stride_and_pooled_stages_pool():
+    """ResNet: a skip into a block that halves the resolution is a stride-2 conv at the target's
+    size (the block's own conv strides so); VGG: a stage's skip pools (a MaxPool halves the size).
+    ``skip_downsample="pool"`` pools both; the topology is the same either way."""
+    x = torch.zeros(1, 3, 32, 32)
+    resnet = models.resnet18(num_classes=10)
+    g = variant(resnet, "expander", 0.02, recipe="paper", example_input=x)
+    skips = {b.dst: b for b in g.blocks_of_kind("n2nskip")}
+    for dst in ("layer2.0.add", "layer3.0.add", "layer4.0.add"):
+        assert skips[dst].spec.stride == (2, 2) and skips[dst].spec.pool is None
+    assert skips["layer1.1.add"].spec.stride == (1, 1) and skips["layer1.1.add"].spec.pool is None
+    pooled_recipe = dataclasses.replace(RECIPES["paper"], skip_downsample="pool", name="paper-pool")
+    pooled = variant(resnet, "expander", 0.02, recipe=pooled_recipe, example_input=x)
+    assert pooled == g  # same edges and masks (spec is not topology)
+    moved = {b.dst: b for b in pooled.blocks_of_kind("n2nskip")}["layer2.0.add"]
+    assert moved.spec.stride == (1, 1) and moved.spec.pool == "adaptive_max"
+    assert g.provenance["n2nskip_skip_downsample"] == "stride"
+
+    vgg = variant(_tiny_vgg(), "expander", 0.1, recipe="paper", example_input=x)
+    stage_skips = [b for b in vgg.blocks_of_kind("n2nskip") if b.mask.ndim == 4]
+    assert stage_skips and all(b.spec.stride == (1, 1) and b.spec.pool == "adaptive_max"
+                               for b in stage_skips)
+
+
+def test_paper_resnet_with_strided_skips_trains_and_reads_back():
+    from n2ngraph.bridge import to_model
+    from n2ngraph.skip_modules import N2NSkip
+    from n2ngraph.trace import to_graph
+
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    resnet = models.resnet18(num_classes=10)
+    g = variant(resnet, "expander", 0.05, recipe="paper", example_input=x[:1])
+    model = to_model(g, resnet, example_input=x[:1])
+    strided = [m for m in model.modules() if isinstance(m, N2NSkip) and m.stride == (2, 2)]
+    assert len(strided) == 3
+    model(x).square().mean().backward()
+    assert all(m.weight.grad is not None and torch.isfinite(m.weight.grad).all() for m in strided)
+    assert to_graph(model, example_input=x[:1]) == g
+
+
 # ------------------------------------------------------------------ all-pairs recipe
 # Digests of the graphs that n2ngraph built before recipes existed (n2nskip.variant with its
 # defaults: layerwise scope, per-weight masks, all-pairs 1x1 skips, pool-conv-act), seed 1.

@@ -41,7 +41,7 @@ def test_recipes_are_frozen_and_serialise():
     ("wiring", "stages"), ("wiring", 1), ("wiring", True), ("skip_kernel", 2), ("skip_kernel", "big"),
     ("skip_order", "act-conv"), ("granularity", "kernel"), ("dense_layers", ("stem", "head")),
     ("dense_layers", "stem"), ("scope", "blockwise"), ("n2nskip_fraction", 1.0),
-    ("n2nskip_fraction", 0.0), ("name", ""),
+    ("n2nskip_fraction", 0.0), ("name", ""), ("skip_downsample", "interpolate"),
 ])
 def test_bad_fields_are_refused(field, bad):
     with pytest.raises(ValueError, match=field if field != "name" else "name"):

@@ -18,17 +18,18 @@ from n2ngraph.skip_modules import (  # noqa: E402
     MaskParametrization,
     N2NSkip,
     _max_pool_to,
+    auto_mode,
 )
 
 GEN_SEED = 11
 
 
-def _block(mask, *, order, src_hw=None, dst_hw=None):
-    """An n2nskip block as ``add_n2nskip`` writes it (stride 1, padding f // 2)."""
+def _block(mask, *, order, src_hw=None, dst_hw=None, stride=1):
+    """An n2nskip block as ``add_n2nskip`` writes it (padding f // 2)."""
     common = {"added_by": "add_n2nskip", "span": 2, "order": order, "init_seed": 0}
     if mask.ndim == 4:
         f = mask.shape[-1]
-        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(1, 1), padding=(f // 2, f // 2),
+        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(stride, stride), padding=(f // 2, f // 2),
                          dilation=(1, 1), input_size=src_hw, output_size=dst_hw,
                          norm="batch" if order == "conv-bn-act-pool" else None, **common)
     else:
@@ -51,11 +52,11 @@ def _reference(a, z, w, skip, *, order, act, running=None):
     if w.dim() == 2:
         x = a.mean(dim=(2, 3)) if a.dim() == 4 else a
         return z + g(F.linear(x, w))
-    pad = w.shape[-1] // 2
+    pad, stride = w.shape[-1] // 2, skip.stride
     if order == "pool-conv-act":
-        x = F.adaptive_avg_pool2d(a, z.shape[-2:])
-        return z + g(F.conv2d(x, w, padding=pad))
-    y = F.conv2d(a, w, padding=pad)
+        x = a if stride != (1, 1) else F.adaptive_avg_pool2d(a, z.shape[-2:])
+        return z + g(F.conv2d(x, w, padding=pad, stride=stride))
+    y = F.conv2d(a, w, padding=pad, stride=stride)
     mean, var = running if running is not None else (None, None)
     y = F.batch_norm(y, mean, var, skip.norm.weight, skip.norm.bias, training=skip.training,
                      momentum=skip.norm.momentum, eps=skip.norm.eps)
@@ -75,7 +76,7 @@ def _dense_from_kept(skip):
 
 
 CONV_CASES = [
-    # (C_dst, C_src, f, src hw, dst hw, whole kernels, density, g)
+    # (C_dst, C_src, f, src hw, dst hw, whole kernels, density, g[, stride])
     (8, 5, 3, (8, 8), (8, 8), True, 0.3, "relu"),
     (8, 5, 3, (8, 8), (4, 4), True, 0.2, "relu"),      # divisible: max_pool2d path
     (6, 4, 3, (7, 7), (3, 3), False, 0.4, "relu"),     # not divisible: adaptive path
@@ -83,16 +84,19 @@ CONV_CASES = [
     (3, 3, 5, (5, 5), (5, 5), False, 0.5, "identity"),
     (12, 10, 3, (4, 4), (2, 2), True, 0.04, "relu"),   # a few pairs out of 120
     (4, 3, 3, (4, 4), (4, 4), True, 0.0, "relu"),      # no kept pair
+    (8, 5, 3, (8, 8), (4, 4), True, 0.3, "relu", 2),   # strided (a ResNet block's skip)
+    (6, 4, 3, (7, 7), (4, 4), False, 0.4, "tanh", 2),  # strided, odd size, partial kernels
 ]
 
 
-@pytest.mark.parametrize("mode", ["sparse", "dense"])
+@pytest.mark.parametrize("mode", ["sparse", "csr", "dense"])
 @pytest.mark.parametrize("order", ["conv-bn-act-pool", "pool-conv-act"])
 @pytest.mark.parametrize("case", CONV_CASES)
 def test_conv_skip_forward_and_gradients_match_dense_masked_reference(case, order, mode):
-    c_dst, c_src, f, src_hw, dst_hw, whole, density, act = case
+    c_dst, c_src, f, src_hw, dst_hw, whole, density, act, *stride = case
     mask = _mask((c_dst, c_src, f, f), density, whole, seed=c_dst + 7 * f)
-    skip = N2NSkip(_block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw), act, mode=mode).double()
+    block = _block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw, stride=stride[0] if stride else 1)
+    skip = N2NSkip(block, act, mode=mode).double()
     gen = torch.Generator().manual_seed(GEN_SEED)
     with torch.no_grad():
         skip.weight.copy_(torch.randn(skip.weight.shape, generator=gen, dtype=torch.float64))
@@ -294,3 +298,59 @@ def test_mask_parametrization_state_dict_and_refusal():
     other = _masked_linear(~mask)
     with pytest.raises(MaskError, match="mask"):
         other.load_state_dict(layer.state_dict())
+
+
+# ------------------------------------------------------------------- how a conv skip computes
+def test_auto_mode_prefers_the_csr_product_where_the_cost_model_does():
+    # VGG19's paper-recipe skips: 10% of the pairs, 27-53 pairs per source channel
+    assert auto_mode((256, 64, 3, 3), 1705) == "csr"
+    assert auto_mode((512, 256, 3, 3), 13634) == "csr"
+    # few pairs per source channel: the gathered depthwise conv; most pairs kept: one dense conv
+    assert auto_mode((64, 64, 3, 3), 71) == "sparse"
+    assert auto_mode((256, 64, 3, 3), 0.35 * 256 * 64) == "dense"
+    # a stride makes the depthwise conv cost as many positions as the input has
+    assert auto_mode((128, 64, 3, 3), 300) == "sparse"
+    assert auto_mode((128, 64, 3, 3), 300, (2, 2)) == "csr"
+    # 1x1 kernels and Linear skips keep the two-way choice
+    assert auto_mode((512, 128, 1, 1), 6000) in ("sparse", "dense")
+    assert auto_mode((512, 128), 6000) in ("sparse", "dense")
+    with pytest.raises(ValueError, match="mode 'csr' is for conv skips"):
+        N2NSkip(_block(_mask((6, 5), 0.5, False, seed=0), order="pool-conv-act"), mode="csr")
+
+
+def _csr_skip(seed=0, stride=1):
+    mask = _mask((12, 6, 3, 3), 0.4, True, seed=seed)
+    skip = N2NSkip(_block(mask, order="conv-bn-act-pool", src_hw=(8, 8), dst_hw=(4, 4) if stride > 1 else (8, 8),
+                          stride=stride), mode="csr")
+    with torch.no_grad():
+        skip.weight.normal_(generator=torch.Generator().manual_seed(seed))
+    return skip
+
+
+def test_csr_skip_saves_no_index_arrays_and_loads_into_a_sparse_twin():
+    skip = _csr_skip()
+    assert skip.mode == "csr" and not any(k.startswith("_csr") for k in skip.state_dict())
+    twin = N2NSkip(_block(_mask((12, 6, 3, 3), 0.4, True, seed=0), order="conv-bn-act-pool",
+                          src_hw=(8, 8), dst_hw=(8, 8)), mode="sparse")
+    twin.load_state_dict(skip.state_dict())
+    gen = torch.Generator().manual_seed(1)
+    a, z = torch.randn(2, 6, 8, 8, generator=gen), torch.randn(2, 12, 8, 8, generator=gen)
+    torch.testing.assert_close(skip(a, z), twin(a, z))
+
+
+def test_csr_skip_falls_back_under_autocast_and_compiles():
+    skip = _csr_skip(seed=2, stride=2)
+    gen = torch.Generator().manual_seed(3)
+    a, z = torch.randn(2, 6, 8, 8, generator=gen), torch.randn(2, 12, 4, 4, generator=gen)
+    expected = skip(a, z)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        low = skip(a, z)  # the CSR product does not run in bf16: the fallback path does
+    torch.testing.assert_close(low.float(), expected, rtol=0.05, atol=0.05)
+    compiled = torch.compile(skip, backend="aot_eager")
+    x = a.clone().requires_grad_(True)
+    out = compiled(x, z)
+    torch.testing.assert_close(out, expected)
+    (gx,) = torch.autograd.grad(out.sum(), x)
+    x2 = a.clone().requires_grad_(True)
+    (gx2,) = torch.autograd.grad(skip(x2, z).sum(), x2)
+    torch.testing.assert_close(gx, gx2)

@@ -1,0 +1,122 @@
+"""A convolution whose weight is stored by its kept channel pairs, computed as a sparse matrix
+product over im2col columns (CPU).
+
+With ``K`` kept channel pairs of an ``f x f`` kernel, the weight is the CSR matrix
+``W`` of shape ``(C_dst, C_src f^2)`` holding ``K f^2`` entries (row ``d``, columns
+``s f^2 .. s f^2 + f^2 - 1`` for a pair ``(d, s)``), and
+
+    Y = W @ X,    X = im2col(x): (C_src f^2, N L),    Y: (C_dst, N L)
+
+(``L`` output positions per image). The backward pass needs the same two kinds of product:
+
+    dX = W^T @ dY                    (then col2im)        K f^2 N L multiply-adds
+    dW = (dY @ X^T) at W's entries   (sampled product)    K f^2 N L multiply-adds
+
+so time grows with the kept weights times the output positions, plus the im2col / col2im
+copies (``C_src f^2 N L`` entries). torch runs the sparse products with MKL sparse BLAS on CPU.
+On a 2-core CPU this beats one dense convolution when 10% of the channel pairs are kept (VGG19's
+paper-recipe skips: 1.5-2.6x faster for forward + backward) and beats the gathered depthwise
+convolution of :class:`n2ngraph.skip_modules.N2NSkip` when each source channel feeds many
+pairs; ``skip_modules.N2NSkip`` chooses between the three (``mode``).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["ColumnStructure", "column_structure", "column_conv2d"]
+
+
+class ColumnStructure(NamedTuple):
+    """Index arrays (int64) of the CSR weight ``W (C_dst, C_src f^2)`` and of its transpose.
+
+    ``crow, col``: CSR of ``W`` with entries in the order of the stored kept weights
+    (pairs sorted by ``(dst, src)``, taps in raster order); ``t_crow, t_col``: CSR of ``W^T``;
+    ``t_order``: the position in ``W``'s entries of each entry of ``W^T``; ``shape``:
+    ``(C_dst, C_src f^2)``.
+    """
+
+    crow: torch.Tensor
+    col: torch.Tensor
+    t_crow: torch.Tensor
+    t_col: torch.Tensor
+    t_order: torch.Tensor
+    shape: tuple[int, int]
+
+
+def column_structure(dst: np.ndarray, src: np.ndarray, shape: tuple[int, int, int, int]) -> ColumnStructure:
+    """The :class:`ColumnStructure` of kept pairs ``(dst[k], src[k])``, sorted by ``(dst, src)``,
+    of a conv weight of ``shape = (C_dst, C_src, fh, fw)``."""
+    dst, src = np.asarray(dst, dtype=np.int64), np.asarray(src, dtype=np.int64)
+    if len(dst) > 1 and np.any(np.diff(dst * shape[1] + src) <= 0):
+        raise ValueError("kept pairs must be sorted by (dst, src) without repeats")
+    taps = int(shape[2] * shape[3])
+    crow = np.concatenate([[0], np.cumsum(np.bincount(dst, minlength=shape[0]) * taps)])
+    col = (src[:, None] * taps + np.arange(taps)).ravel()
+    row = np.repeat(dst, taps)
+    t_order = np.lexsort((row, col))
+    t_crow = np.concatenate([[0], np.cumsum(np.bincount(col, minlength=shape[1] * taps))])
+
+    def tensor(a: np.ndarray) -> torch.Tensor:
+        return torch.from_numpy(np.ascontiguousarray(a, dtype=np.int64))
+
+    return ColumnStructure(tensor(crow), tensor(col), tensor(t_crow), tensor(row[t_order]),
+                           tensor(t_order), (int(shape[0]), int(shape[1]) * taps))
+
+
+def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
+    """A CSR tensor from trusted index arrays (torch's "beta state" notice silenced)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta state")
+        return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
+
+
+class _ColumnConv(torch.autograd.Function):
+    """``conv2d(x, W)`` for the CSR weight ``W`` (values ``values``, structure ``tensors``)."""
+
+    @staticmethod
+    def forward(ctx, x, values, crow, col, t_crow, t_col, t_order, shape, kernel, stride, padding,
+                dilation):
+        n = x.shape[0]
+        cols = F.unfold(x, kernel, dilation, padding, stride)  # (N, C_src f^2, L)
+        positions = cols.shape[-1]
+        cols = cols.transpose(0, 1).reshape(shape[1], n * positions)
+        y = torch.mm(_csr(crow, col, values, shape), cols)  # (C_dst, N L)
+        out_size = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
+                    zip(x.shape[2:], kernel, stride, padding, dilation)]
+        ctx.save_for_backward(values, crow, col, t_crow, t_col, t_order, cols)
+        ctx.geometry = (shape, n, positions, tuple(x.shape[2:]), kernel, stride, padding, dilation)
+        return y.view(shape[0], n, *out_size).transpose(0, 1).contiguous()
+
+    @staticmethod
+    def backward(ctx, grad):
+        values, crow, col, t_crow, t_col, t_order, cols = ctx.saved_tensors
+        shape, n, positions, size, kernel, stride, padding, dilation = ctx.geometry
+        grad = grad.transpose(0, 1).reshape(shape[0], n * positions)
+        grad_values = grad_x = None
+        if ctx.needs_input_grad[1]:
+            pattern = _csr(crow, col, torch.zeros_like(values), shape)
+            grad_values = torch.sparse.sampled_addmm(pattern, grad, cols.t(), beta=0.0).values()
+        if ctx.needs_input_grad[0]:
+            w_t = _csr(t_crow, t_col, values[t_order], (shape[1], shape[0]))
+            grad_cols = torch.mm(w_t, grad).view(shape[1], n, positions).transpose(0, 1)
+            grad_x = F.fold(grad_cols, size, kernel, dilation, padding, stride)
+        return grad_x, grad_values, *[None] * 10
+
+
+def column_conv2d(x: torch.Tensor, values: torch.Tensor, structure: ColumnStructure,
+                  kernel: tuple[int, int], stride: tuple[int, int], padding: tuple[int, int],
+                  dilation: tuple[int, int]) -> torch.Tensor:
+    """``conv2d(x, W, stride, padding, dilation)`` for the CSR weight ``W`` of ``structure``.
+
+    ``x``: ``(N, C_src, H, W)`` on the CPU; ``values``: the ``K f^2`` kept weights in
+    ``structure``'s order (a kept pair's ``f x f`` kernel flattened, pairs by ``(dst, src)``),
+    same dtype as ``x`` (float32 or float64). Differentiable in ``x`` and ``values``.
+    """
+    return _ColumnConv.apply(x, values, *structure, tuple(kernel),
+                             tuple(stride), tuple(padding), tuple(dilation))
