@@ -12,7 +12,7 @@ With ``K`` kept channel pairs of an ``f x f`` kernel, the weight is the CSR matr
     dX = W^T @ dY                    (then col2im)        K f^2 N L multiply-adds
     dW = (dY @ X^T) at W's entries   (sampled product)    K f^2 N L multiply-adds
 
-so time grows with the kept weights times the output positions, plus the im2col / col2im
+(image by image when an image has at least :data:`PER_IMAGE_FROM` output positions), so time grows with the kept weights times the output positions, plus the im2col / col2im
 copies (``C_src f^2 N L`` entries). torch runs the sparse products with MKL sparse BLAS on CPU.
 On a 2-core CPU this beats one dense convolution when 10% of the channel pairs are kept (VGG19's
 paper-recipe skips: 1.5-2.6x faster for forward + backward) and beats the gathered depthwise
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ColumnStructure", "column_structure", "column_conv2d"]
+__all__ = ["ColumnStructure", "PER_IMAGE_FROM", "column_structure", "column_conv2d"]
 
 
 class ColumnStructure(NamedTuple):
@@ -76,8 +76,16 @@ def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> 
         return torch.sparse_csr_tensor(crow, col, values, shape, check_invariants=False)
 
 
+#: Output positions per image from which the products run image by image (no transposed copy
+#: of the columns; MKL is faster on the per-image blocks there); below it, one product over
+#: the whole batch (fewer calls). Measured on CPU, one thread: 25% faster forward + backward
+#: at 256 positions, 8% at 64, 30% slower at 16.
+PER_IMAGE_FROM = 64
+
+
 class _ColumnConv(torch.autograd.Function):
-    """``conv2d(x, W)`` for the CSR weight ``W`` (values ``values``, structure ``tensors``)."""
+    """``conv2d(x, W)`` for the CSR weight ``W`` (values ``values``, index arrays as in
+    :class:`ColumnStructure`)."""
 
     @staticmethod
     def forward(ctx, x, values, crow, col, t_crow, t_col, t_order, shape, kernel, stride, padding,
@@ -85,26 +93,48 @@ class _ColumnConv(torch.autograd.Function):
         n = x.shape[0]
         cols = F.unfold(x, kernel, dilation, padding, stride)  # (N, C_src f^2, L)
         positions = cols.shape[-1]
-        cols = cols.transpose(0, 1).reshape(shape[1], n * positions)
-        y = torch.mm(_csr(crow, col, values, shape), cols)  # (C_dst, N L)
+        weight = _csr(crow, col, values, shape)
         out_size = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
                     zip(x.shape[2:], kernel, stride, padding, dilation)]
+        y = x.new_empty(n, shape[0], *out_size)  # returned as is: not a view of a temporary
+        per_image = positions >= PER_IMAGE_FROM
+        if per_image:
+            rows = y.view(n, shape[0], positions)
+            for i in range(n):
+                torch.mm(weight, cols[i], out=rows[i])
+        else:
+            cols = cols.transpose(0, 1).reshape(shape[1], n * positions)
+            y.copy_(torch.mm(weight, cols).view(shape[0], n, *out_size).transpose(0, 1))
         ctx.save_for_backward(values, crow, col, t_crow, t_col, t_order, cols)
-        ctx.geometry = (shape, n, positions, tuple(x.shape[2:]), kernel, stride, padding, dilation)
-        return y.view(shape[0], n, *out_size).transpose(0, 1).contiguous()
+        ctx.geometry = (shape, n, positions, per_image, tuple(x.shape[2:]), kernel, stride,
+                        padding, dilation)
+        return y
 
     @staticmethod
     def backward(ctx, grad):
         values, crow, col, t_crow, t_col, t_order, cols = ctx.saved_tensors
-        shape, n, positions, size, kernel, stride, padding, dilation = ctx.geometry
-        grad = grad.transpose(0, 1).reshape(shape[0], n * positions)
+        shape, n, positions, per_image, size, kernel, stride, padding, dilation = ctx.geometry
         grad_values = grad_x = None
+        if per_image:
+            grad = grad.reshape(n, shape[0], positions)
+        else:
+            grad = grad.reshape(n, shape[0], positions).transpose(0, 1).reshape(shape[0], n * positions)
         if ctx.needs_input_grad[1]:
             pattern = _csr(crow, col, torch.zeros_like(values), shape)
-            grad_values = torch.sparse.sampled_addmm(pattern, grad, cols.t(), beta=0.0).values()
+            if per_image:
+                grad_values = torch.zeros_like(values)
+                for i in range(n):
+                    grad_values += torch.sparse.sampled_addmm(pattern, grad[i], cols[i].t(), beta=0.0).values()
+            else:
+                grad_values = torch.sparse.sampled_addmm(pattern, grad, cols.t(), beta=0.0).values()
         if ctx.needs_input_grad[0]:
-            w_t = _csr(t_crow, t_col, values[t_order], (shape[1], shape[0]))
-            grad_cols = torch.mm(w_t, grad).view(shape[1], n, positions).transpose(0, 1)
+            weight_t = _csr(t_crow, t_col, values[t_order], (shape[1], shape[0]))
+            if per_image:
+                grad_cols = grad.new_empty(n, shape[1], positions)
+                for i in range(n):
+                    torch.mm(weight_t, grad[i], out=grad_cols[i])
+            else:
+                grad_cols = torch.mm(weight_t, grad).view(shape[1], n, positions).transpose(0, 1)
             grad_x = F.fold(grad_cols, size, kernel, dilation, padding, stride)
         return grad_x, grad_values, *[None] * 10
 

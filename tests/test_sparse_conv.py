@@ -8,6 +8,7 @@ import pytest
 torch = pytest.importorskip("torch")
 import torch.nn.functional as F  # noqa: E402
 
+from n2ngraph import sparse_conv  # noqa: E402
 from n2ngraph.sparse_conv import column_conv2d, column_structure  # noqa: E402
 
 
@@ -25,7 +26,10 @@ def _kept_pairs(shape, density, seed):
     ((3, 4, 3, 3), (9, 9), (1, 1), (2, 2), (2, 2)),
     ((7, 2, 1, 1), (5, 5), (1, 1), (0, 0), (1, 1)),
 ])
-def test_column_conv2d_matches_conv2d_with_the_dense_masked_weight(shape, hw, stride, padding, dilation):
+@pytest.mark.parametrize("per_image_from", [1, 10**9])  # image by image / one product per batch
+def test_column_conv2d_matches_conv2d_with_the_dense_masked_weight(shape, hw, stride, padding, dilation,
+                                                                  per_image_from, monkeypatch):
+    monkeypatch.setattr(sparse_conv, "PER_IMAGE_FROM", per_image_from)
     dst, src = _kept_pairs(shape, 0.5, seed=sum(shape))
     gen = torch.Generator().manual_seed(3)
     kept = torch.randn(len(dst), *shape[2:], generator=gen, dtype=torch.float64, requires_grad=True)
@@ -43,7 +47,9 @@ def test_column_conv2d_matches_conv2d_with_the_dense_masked_weight(shape, hw, st
     torch.testing.assert_close(got[1], exp[1])
 
 
-def test_column_conv2d_gradcheck():
+@pytest.mark.parametrize("per_image_from", [1, 10**9])
+def test_column_conv2d_gradcheck(per_image_from, monkeypatch):
+    monkeypatch.setattr(sparse_conv, "PER_IMAGE_FROM", per_image_from)
     shape = (3, 2, 3, 3)
     dst, src = _kept_pairs(shape, 0.7, seed=1)
     gen = torch.Generator().manual_seed(0)
