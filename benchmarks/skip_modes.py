@@ -13,9 +13,10 @@ It prints each mode's time as a ratio to the fastest of the three in the same ru
 cost model behind ``auto`` (``skip_modules.CONV_COST_NS``) was fitted to these figures.
 
 Measured (2026-11-26, shared 2-core AMD EPYC CPU, torch 2.13, one thread, process clock,
-``python benchmarks/skip_modes.py``): ``auto`` picks the fastest mode or one within 1.2x of it on
-the blocks of the default grid except where the gathered depthwise conv slows on large maps; the
-figures are in the closing note of issue 9.
+``python benchmarks/skip_modes.py``, 35 s): on each of the 12 blocks ``auto`` picks the fastest
+mode or one within 1.04x of it. The fastest is ``sparse`` on 5 (few pairs per source channel,
+stride 1), ``csr`` on 6 (every strided block; 10.4% kept; 2-5x faster than the other two there)
+and ``dense`` on 1 (30% kept); the worst fixed choice costs up to 7.2x the best.
 
     python benchmarks/skip_modes.py [--batch 16] [--threads 1] [--repeats 3]
 """

@@ -33,21 +33,24 @@ such large blocks to the OS on every free; keeping them (``MALLOC_MMAP_MAX_=0
 MALLOC_TRIM_THRESHOLD_=100000000000``, or jemalloc/tcmalloc) removes most of it, for the dense
 model too. The malloc settings in effect are printed and saved with the results.
 
-Where an N2NSkip model's extra time goes (paper recipe, ResNet18, batch 16, one thread): the 8
-skip modules cost about 0.41 s of CPU per step against 1.9 s for the dense model. A paper-order
-skip computes at the *source's* resolution (conv -> BatchNorm -> g, then max-pooling), so its cost
-is about (kept pairs) x (source positions): the 3 skips into downsampling blocks (32x32 -> 16x16
-and so on, 3.7% of their channel pairs) take two thirds of it, the gathered depthwise convolution
-(forward and backward) most of that. Measured alternatives for those convolutions, per skip
-(forward + backward): a dense kernel assembled per call 2.5-6x slower, channels-last gathers
-1-2.5x slower, im2col (``unfold``) gathers 5-6x slower; BatchNorm, g and pooling are under a
-quarter of a skip's time.
+Where an N2NSkip model's extra time goes (paper recipe, expander at 2%, batch 16, one thread,
+isolated forward + backward of each skip module): ResNet18's 8 skips cost about 0.19 s of CPU per
+step against 1.75 s for the dense model. The 3 skips into the blocks that halve the resolution
+stride like the block's conv (``skip_downsample="stride"``) and compute by the CSR product
+(``mode="csr"``, 16-44 ms each); the other 5 keep 1.7% of their pairs, 1-18 per source channel,
+and compute by the gathered depthwise conv (18-24 ms each). Before (stride-1 skips at the source
+resolution, max-pooled; depthwise everywhere) the same 8 cost 0.37 s, the 3 into the smaller
+blocks 80-95 ms each. VGG19's 4 stage skips cost about 0.21 s against 1.35 s: they compute at the
+source resolution and max-pool, as the reference code does; three keep 10.4% of their pairs
+(27-53 per source channel) and take the CSR product (28-66 ms, against 60-118 ms for the dense
+kernel they used before), the one from the 3-channel input keeps all its pairs (dense; 45-65 ms,
+most of it BatchNorm and max-pooling of a 128 x 32 x 32 map). ``benchmarks/skip_modes.py`` times
+the three ways of computing a skip per block shape.
 
-Measured (2026-11-26, shared 2-core CPU, torch 2.13, ``--device cpu --batch 16 --steps 3 --repeats 5
---threads 1 --clock process``, expander at 2%, paper recipe): ResNet18 masked 0.96x, N2NSkip
-0.79x, all-pairs N2NSkip 0.58x; paper VGG19 (``analysis.common:vgg19_reference``) masked 0.98x,
-N2NSkip 0.79x; torchvision VGG19 (an earlier run, same settings) masked 0.81x, N2NSkip 0.73x: there
-the cost is the mask parametrization on the 120M classifier weights (see above), not the skips.
+Measured (2026-11-26, shared 2-core AMD EPYC CPU, torch 2.13, ``--device cpu --models resnet18
+analysis.common:vgg19_reference --batch 16 --steps 3 --repeats 5 --threads 1 --clock process``,
+expander at 2%, paper recipe): ResNet18 masked 0.99x, N2NSkip 0.90x, all-pairs N2NSkip 0.58x;
+paper VGG19 (``analysis.common:vgg19_reference``) masked 0.95x, N2NSkip 0.86x. TV_LINE
 
     python benchmarks/training.py                      # GPU if present, batch 128
     python benchmarks/training.py --device cpu --batch 16 --steps 3 --repeats 5 --threads 2

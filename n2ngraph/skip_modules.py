@@ -180,9 +180,10 @@ DENSE_ABOVE = {"Conv2d": 0.07, "Conv2d-1x1": 0.03, "Linear": 0.02}
 #: one output position (the depthwise conv costs the same at stride 2 as at stride 1); ``"csr"``
 #: per kept pair plus per source channel (the im2col copies); ``"dense"`` per channel pair of
 #: the dense shape.
-#: Fitted to 17 blocks (16-512 channels, 4x4 to 32x32 maps, 2-35% of the pairs kept, batch 16)
-#: on a 2-core AMD EPYC; ``mode="auto"`` takes the CSR product where this model says it is the
-#: cheaper one, and otherwise keeps the :data:`DENSE_ABOVE` choice.
+#: Fitted to 17 blocks (64-512 channels, 4x4 to 32x32 maps, 2-35% of the pairs kept, strides 1
+#: and 2, batch 16) on a 2-core AMD EPYC; ``benchmarks/skip_modes.py`` re-times 12 of them.
+#: ``mode="auto"`` takes the CSR product where this model rates it cheaper, and otherwise keeps
+#: the :data:`DENSE_ABOVE` choice.
 CONV_COST_NS = {"sparse": 13.0, "csr": (4.5, 146.0), "dense": 1.5}
 SKIP_MODES = ("auto", "sparse", "csr", "dense")
 
