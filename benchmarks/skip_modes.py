@@ -16,7 +16,8 @@ Measured (2026-11-26, shared 2-core AMD EPYC CPU, torch 2.13, one thread, proces
 ``python benchmarks/skip_modes.py``, 35 s): on each of the 12 blocks ``auto`` picks the fastest
 mode or one within 1.04x of it. The fastest is ``sparse`` on 5 (few pairs per source channel,
 stride 1), ``csr`` on 6 (every strided block; 10.4% kept; 2-5x faster than the other two there)
-and ``dense`` on 1 (30% kept); the worst fixed choice costs up to 7.2x the best.
+and ``dense`` on 1 (30% kept); the worst fixed choice costs up to 7.2x the best. With
+``--batch 64 --steps 2 --repeats 2`` ``auto`` picks the fastest on all 12.
 
     python benchmarks/skip_modes.py [--batch 16] [--threads 1] [--repeats 3]
 """

@@ -12,12 +12,14 @@ With ``K`` kept channel pairs of an ``f x f`` kernel, the weight is the CSR matr
     dX = W^T @ dY                    (then col2im)        K f^2 N L multiply-adds
     dW = (dY @ X^T) at W's entries   (sampled product)    K f^2 N L multiply-adds
 
-(image by image when an image has at least :data:`PER_IMAGE_FROM` output positions), so time grows with the kept weights times the output positions, plus the im2col / col2im
-copies (``C_src f^2 N L`` entries). torch runs the sparse products with MKL sparse BLAS on CPU.
-On a 2-core CPU this beats one dense convolution when 10% of the channel pairs are kept (VGG19's
-paper-recipe skips: 1.5-2.6x faster for forward + backward) and beats the gathered depthwise
-convolution of :class:`n2ngraph.skip_modules.N2NSkip` when each source channel feeds many
-pairs; ``skip_modules.N2NSkip`` chooses between the three (``mode``).
+The products run image by image when an image has at least :data:`PER_IMAGE_FROM` output
+positions, as one product over the batch below that. Time grows with the kept weights times the
+output positions, plus the im2col / col2im copies (``C_src f^2 N L`` entries); torch runs the
+sparse products with MKL sparse BLAS on CPU. On a 2-core CPU (``benchmarks/skip_modes.py``) this
+is 1.5-2.4x faster than one dense convolution for forward + backward when 10% of the channel pairs
+are kept (VGG19's paper-recipe skips), and 1.9-5x faster than the gathered depthwise convolution
+of :class:`n2ngraph.skip_modules.N2NSkip` on strided skips or where each source channel feeds
+many pairs; ``N2NSkip`` chooses between the three ways (its ``mode``).
 """
 
 from __future__ import annotations
