@@ -50,7 +50,8 @@ the three ways of computing a skip per block shape.
 Measured (2026-11-26, shared 2-core AMD EPYC CPU, torch 2.13, ``--device cpu --models resnet18
 analysis.common:vgg19_reference --batch 16 --steps 3 --repeats 5 --threads 1 --clock process``,
 expander at 2%, paper recipe): ResNet18 masked 0.99x, N2NSkip 0.90x, all-pairs N2NSkip 0.58x;
-paper VGG19 (``analysis.common:vgg19_reference``) masked 0.95x, N2NSkip 0.86x. torchvision's VGG19
+paper VGG19 (``analysis.common:vgg19_reference``) masked 0.95x, N2NSkip 0.86x. At ``--batch 64
+--steps 2 --warmup 1 --repeats 3``: ResNet18 0.99x / 0.91x / 0.57x, VGG19 1.02x / 0.89x. torchvision's VGG19
 (``--models vgg19``, same settings, the same day): masked 0.83x, N2NSkip 0.78x; there the cost is
 the mask parametrization on the 120M classifier weights (see above), not the skips.
 
