@@ -34,7 +34,8 @@ Several skips into one target are chained in graph order: ``z <- z + g(skip_1(a_
 ``z <- z + g(skip_2(a_2))``, ... and ``g`` is applied to the final ``z``. ``skip`` itself follows
 the block's ``spec.order``: ``"pool-conv-act"`` (pool ``a_l`` to the target's size, then the
 map) or the paper's ``"conv-bn-act-pool"`` (the map at the source's resolution, BatchNorm, ``g``,
-adaptive max-pooling to the target's size); see :class:`N2NSkip`.
+adaptive max-pooling to the target's size); a skip with a stride (``spec.stride``, a skip into a
+ResNet block that strides) reaches the target's size by it, without pooling; see :class:`N2NSkip`.
 
 The modules themselves (the mask parametrization, :class:`N2NSkip`, :class:`ResSkip`), what
 a skip costs and how masks hold are in :mod:`n2ngraph.skip_modules`.
