@@ -8,9 +8,11 @@ Cost of a skip
 --------------
 An :class:`N2NSkip` stores only its kept weights (per kept channel pair an ``f x f`` kernel, plus a
 per-tap mask when a pair keeps only some taps) and computes over the kept pairs: time and memory
-grow with the kept weights, not with the dense ``C_dst x C_src x f x f``. Where a block keeps so
-many pairs that one dense call is cheaper (:data:`DENSE_ABOVE`), the dense kernel is assembled
-from the kept weights for the call; nothing dense is stored.
+grow with the kept weights, not with the dense ``C_dst x C_src x f x f``. A conv skip computes by
+a gathered depthwise conv or by a CSR product over im2col columns (:mod:`n2ngraph.sparse_conv`),
+whichever a cost model measured on CPU rates cheaper (:func:`auto_mode`); where a block keeps so
+many pairs that one dense call is cheaper still, the dense kernel is assembled from the kept
+weights for the call. Nothing dense is stored.
 
 Masks that hold
 ---------------
