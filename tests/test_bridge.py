@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
 from n2ngraph.bridge import MaskError, N2NSkip, ResSkip, to_model  # noqa: E402
-from n2ngraph.graph import EdgeBlock, LayerSpec  # noqa: E402
+from n2ngraph.graph import EdgeBlock  # noqa: E402
 from n2ngraph.n2nskip import add_n2nskip, add_resskip  # noqa: E402
 from n2ngraph.pruning import prune  # noqa: E402
 from n2ngraph.trace import to_graph  # noqa: E402
@@ -245,130 +245,6 @@ def test_cuda(order):
     torch.testing.assert_close(model.eval()(x).cpu(), cpu.eval()(X_CONV), rtol=1e-3, atol=1e-3)
 
 
-# ------------------------------------------------------------- sparse skip modules
-def _skip_block(mask, *, order="pool-conv-act", src_hw=None, dst_hw=None):
-    """An n2nskip EdgeBlock with the spec :func:`add_n2nskip` writes (Contract D)."""
-    common = {"added_by": "add_n2nskip", "span": 2, "order": order, "init_seed": 0}
-    if mask.ndim == 4:
-        f = mask.shape[-1]
-        pool = None if src_hw == dst_hw else "adaptive_max" if order == "conv-bn-act-pool" else "adaptive_avg"
-        spec = LayerSpec(op="Conv2d", kernel_size=(f, f), stride=(1, 1), padding=(f // 2, f // 2),
-                         dilation=(1, 1), input_size=src_hw, output_size=dst_hw, pool=pool,
-                         norm="batch" if order == "conv-bn-act-pool" else None, **common)
-    else:
-        spec = LayerSpec(op="Linear", pool="global_avg" if src_hw else None,
-                         output_size=(1, 1) if src_hw else None, input_size=src_hw or None, **common)
-    return EdgeBlock("n2nskip:a->b", "a", "b", "n2nskip", mask, spec=spec)
-
-
-def _random_mask(shape, density, per_tap, seed):
-    rng = np.random.default_rng(seed)
-    if per_tap or len(shape) == 2:
-        return rng.random(shape) < density
-    pairs = rng.random(shape[:2]) < density
-    return np.broadcast_to(pairs[:, :, None, None], shape).copy()
-
-
-def _dense_reference(skip, a, z, w_dense, order, act):
-    """The skip's output from the dense masked weight with plain torch ops."""
-    g = {"relu": F.relu, "identity": lambda t: t}[act]
-    if a.dim() == 4 and z.dim() == 2:
-        return z + g(F.linear(F.adaptive_avg_pool2d(a, 1).flatten(1), w_dense))
-    if w_dense.dim() == 2:
-        return z + g(F.linear(a, w_dense))
-    pad = w_dense.shape[-1] // 2
-    if order == "pool-conv-act":
-        x = F.adaptive_avg_pool2d(a, z.shape[-2:]) if a.shape[-2:] != z.shape[-2:] else a
-        return z + g(F.conv2d(x, w_dense, padding=pad))
-    y = F.conv2d(a, w_dense, padding=pad)
-    y = F.batch_norm(y, None, None, skip.norm.weight, skip.norm.bias, training=True, eps=skip.norm.eps)
-    y = g(y)
-    if y.shape[-2:] != z.shape[-2:]:
-        y = F.adaptive_max_pool2d(y, z.shape[-2:])
-    return z + y
-
-
-@pytest.mark.parametrize("mode", ["sparse", "dense"])
-@pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
-@pytest.mark.parametrize("case", [
-    # (C_dst, C_src, f, src hw, dst hw, per-tap mask, density, activation)
-    (6, 4, 3, (8, 8), (8, 8), False, 0.3, "relu"),
-    (6, 4, 3, (8, 8), (4, 4), True, 0.2, "relu"),
-    (5, 7, 1, (9, 9), (3, 3), True, 0.25, "relu"),
-    (3, 2, 5, (7, 7), (7, 7), True, 0.5, "identity"),
-    (16, 8, 3, (6, 6), (3, 3), False, 0.05, "relu"),
-    (4, 3, 3, (4, 4), (4, 4), False, 0.0, "relu"),  # no kept pair
-])
-def test_sparse_conv_skip_matches_dense_masked_reference(order, case, mode):
-    c_dst, c_src, f, src_hw, dst_hw, per_tap, density, act = case
-    mask = _random_mask((c_dst, c_src, f, f), density, per_tap, seed=c_dst * f)
-    skip = N2NSkip(_skip_block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw), act, mode=mode).double()
-    gen = torch.Generator().manual_seed(3)
-    skip.set_dense_weight(torch.randn(mask.shape, generator=gen, dtype=torch.float64))
-    if skip.norm is not None:
-        with torch.no_grad():
-            skip.norm.weight.uniform_(0.5, 1.5, generator=gen)
-            skip.norm.bias.uniform_(-0.5, 0.5, generator=gen)
-    # the module stores only the kept pairs
-    n_pairs = int(mask.any(axis=(2, 3)).sum())
-    assert skip.weight.numel() == n_pairs * f * f
-    assert (skip.tap_mask is None) == (not per_tap or mask[mask.any(axis=(2, 3))].all())
-    assert np.array_equal(skip.n2ngraph_mask(), mask)
-
-    a = torch.randn(3, c_src, *src_hw, generator=gen, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(3, c_dst, *dst_hw, generator=gen, dtype=torch.float64, requires_grad=True)
-    w_dense = skip.dense_weight().detach().clone().requires_grad_(True)
-    m = torch.from_numpy(mask)
-    out = skip(a, z)
-    ref = _dense_reference(skip, a, z, w_dense * m, order, act)
-    torch.testing.assert_close(out, ref)
-    upstream = torch.randn(out.shape, generator=gen, dtype=torch.float64)
-    ga, gz, gw = torch.autograd.grad((out * upstream).sum(), (a, z, skip.weight), allow_unused=True)
-    ra, rz, rw = torch.autograd.grad((ref * upstream).sum(), (a, z, w_dense))
-    torch.testing.assert_close(torch.zeros_like(a) if ga is None else ga, ra)  # None: no kept pair
-    torch.testing.assert_close(gz, rz)
-    if n_pairs:
-        dense_grad = torch.zeros(mask.shape, dtype=torch.float64).index_put(
-            (skip.dst_index, skip.src_index), gw.reshape(n_pairs, f, f))
-        torch.testing.assert_close(dense_grad, rw * m)  # zero on pruned taps
-
-
-@pytest.mark.parametrize("mode", ["sparse", "dense"])
-@pytest.mark.parametrize("case", [((7, 11), None, "relu"), ((5, 9), None, "identity"),
-                                  ((6, 4), (5, 5), "relu")])
-def test_sparse_linear_skip_matches_dense_masked_reference(case, mode):
-    shape, src_hw, act = case
-    mask = _random_mask(shape, 0.3, True, seed=1)
-    skip = N2NSkip(_skip_block(mask, src_hw=src_hw), act, mode=mode).double()
-    gen = torch.Generator().manual_seed(4)
-    skip.set_dense_weight(torch.randn(shape, generator=gen, dtype=torch.float64))
-    assert skip.weight.numel() == mask.sum()
-    a = torch.randn(4, shape[1], *(src_hw or ()), generator=gen, dtype=torch.float64, requires_grad=True)
-    z = torch.randn(4, shape[0], generator=gen, dtype=torch.float64, requires_grad=True)
-    w_dense = skip.dense_weight().detach().clone().requires_grad_(True)
-    out = skip(a, z)
-    ref = _dense_reference(skip, a, z, w_dense * torch.from_numpy(mask), "pool-conv-act", act)
-    torch.testing.assert_close(out, ref)
-    ga, gz, gw = torch.autograd.grad(out.square().sum(), (a, z, skip.weight))
-    ra, rz, rw = torch.autograd.grad(ref.square().sum(), (a, z, w_dense))
-    torch.testing.assert_close(ga, ra)
-    torch.testing.assert_close(gz, rz)
-    torch.testing.assert_close(gw, rw[skip.dst_index, skip.src_index])
-
-
-def test_skip_memory_grows_with_kept_weights():
-    """A 512 x 512 x 3 x 3 skip at 1% channel pairs stores ~1% of the dense shape."""
-    mask = _random_mask((512, 512, 3, 3), 0.01, False, seed=0)
-    skip = N2NSkip(_skip_block(mask, src_hw=(4, 4), dst_hw=(4, 4)))
-    assert skip.mode == "sparse"  # auto: 1% of the channel pairs
-    stored = sum(t.numel() for t in [*skip.parameters(recurse=False), *skip.buffers(recurse=False)])
-    n_pairs = int(mask.any(axis=(2, 3)).sum())
-    assert stored == n_pairs * (9 + 2) and stored < 0.02 * mask.size
-    dense_ish = N2NSkip(_skip_block(_random_mask((8, 8, 3, 3), 0.5, False, seed=0), src_hw=(4, 4),
-                                    dst_hw=(4, 4)))
-    assert dense_ish.mode == "dense" and dense_ish.weight.dim() == 4  # kept pairs only, still
-
-
 # ------------------------------------------------------------- models with both skip orders
 @pytest.mark.parametrize("order", ["pool-conv-act", "conv-bn-act-pool"])
 def test_round_trip_conv_skips_both_orders(order):
@@ -446,17 +322,6 @@ def test_non_finite_values_in_pruned_storage_do_not_leak():
         w = layer.weight
         assert torch.count_nonzero(w[~layer.parametrizations["weight"][0].mask]) == 0
     torch.testing.assert_close(model(X_CONV), clean)
-
-
-def test_pruned_taps_of_a_skip_ignore_stored_values():
-    mask = _random_mask((4, 3, 3, 3), 0.4, True, seed=2)
-    skip = N2NSkip(_skip_block(mask, src_hw=(5, 5), dst_hw=(5, 5)))
-    assert skip.tap_mask is not None
-    a, z = torch.randn(2, 3, 5, 5), torch.zeros(2, 4, 5, 5)
-    clean = skip(a, z)
-    with torch.no_grad():
-        skip.weight[~skip.tap_mask] = float("nan")
-    torch.testing.assert_close(skip(a, z), clean)
 
 
 def test_fp16_rmsprop_step_keeps_pruned_weights_zero():

@@ -84,6 +84,11 @@ CONV_CASES = [
     (3, 3, 5, (5, 5), (5, 5), False, 0.5, "identity"),
     (12, 10, 3, (4, 4), (2, 2), True, 0.04, "relu"),   # a few pairs out of 120
     (4, 3, 3, (4, 4), (4, 4), True, 0.0, "relu"),      # no kept pair
+    (6, 4, 3, (8, 8), (8, 8), True, 0.3, "relu"),
+    (6, 4, 3, (8, 8), (4, 4), False, 0.2, "relu"),
+    (5, 7, 1, (9, 9), (3, 3), False, 0.25, "relu"),    # 1x1, pooled by 3
+    (3, 2, 5, (7, 7), (7, 7), False, 0.5, "identity"),
+    (16, 8, 3, (6, 6), (3, 3), True, 0.05, "relu"),
     (8, 5, 3, (8, 8), (4, 4), True, 0.3, "relu", 2),   # strided (a ResNet block's skip)
     (6, 4, 3, (7, 7), (4, 4), False, 0.4, "tanh", 2),  # strided, odd size, partial kernels
 ]
@@ -97,6 +102,10 @@ def test_conv_skip_forward_and_gradients_match_dense_masked_reference(case, orde
     mask = _mask((c_dst, c_src, f, f), density, whole, seed=c_dst + 7 * f)
     block = _block(mask, order=order, src_hw=src_hw, dst_hw=dst_hw, stride=stride[0] if stride else 1)
     skip = N2NSkip(block, act, mode=mode).double()
+    pairs = mask.any(axis=(2, 3))  # the module stores the kept pairs only
+    assert skip.weight.numel() == int(pairs.sum()) * f * f
+    assert (skip.tap_mask is None) == bool(whole or mask[pairs].all())
+    assert np.array_equal(skip.n2ngraph_mask(), mask)
     gen = torch.Generator().manual_seed(GEN_SEED)
     with torch.no_grad():
         skip.weight.copy_(torch.randn(skip.weight.shape, generator=gen, dtype=torch.float64))
@@ -175,10 +184,11 @@ def test_linear_skip_forward_and_gradients_match_dense_masked_reference(shape, s
     torch.testing.assert_close(gw, rw[skip.dst_index, skip.src_index])
 
 
-def test_partly_kept_kernels_ignore_what_the_pruned_taps_store():
+@pytest.mark.parametrize("order", ["conv-bn-act-pool", "pool-conv-act"])
+def test_partly_kept_kernels_ignore_what_the_pruned_taps_store(order):
     """A pair keeping some taps only: its pruned taps hold NaN, the output and gradients do not."""
     mask = _mask((5, 4, 3, 3), 0.5, False, seed=4)
-    skip = N2NSkip(_block(mask, order="conv-bn-act-pool", src_hw=(6, 6), dst_hw=(6, 6))).double()
+    skip = N2NSkip(_block(mask, order=order, src_hw=(6, 6), dst_hw=(6, 6))).double()
     assert skip.tap_mask is not None
     gen = torch.Generator().manual_seed(GEN_SEED)
     with torch.no_grad():
@@ -216,13 +226,28 @@ def test_storage_grows_with_kept_pairs_and_auto_mode_follows_the_threshold():
     assert stored < 0.02 * sparse_mask.size
     assert skip.mode == "sparse" and pairs / 256**2 < DENSE_ABOVE["Conv2d"]
     dense_mask = _mask((16, 16, 3, 3), 2 * DENSE_ABOVE["Conv2d"], True, seed=1)
-    assert N2NSkip(_block(dense_mask, order="conv-bn-act-pool", src_hw=(4, 4), dst_hw=(4, 4))).mode == "dense"
+    dense_ish = N2NSkip(_block(dense_mask, order="conv-bn-act-pool", src_hw=(4, 4), dst_hw=(4, 4)))
+    assert dense_ish.mode == "dense"  # computes with a dense kernel, stores the kept pairs still
+    assert dense_ish.weight.dim() == 4 and dense_ish.weight.shape[0] == int(dense_mask.any(axis=(2, 3)).sum())
     lin = _mask((64, 64), 2 * DENSE_ABOVE["Linear"], False, seed=2)
     assert N2NSkip(_block(lin, order="pool-conv-act")).mode == "dense"
     with pytest.raises(ValueError, match="mode 'fast'"):
         N2NSkip(_block(lin, order="pool-conv-act"), mode="fast")
     with pytest.raises(ValueError, match="activation 'swish'"):
         N2NSkip(_block(lin, order="pool-conv-act"), "swish")
+
+
+@pytest.mark.parametrize(("shape", "whole"), [((6, 5, 3, 3), False), ((6, 5, 3, 3), True), ((7, 4), False)])
+def test_set_dense_weight_keeps_the_kept_entries_only(shape, whole):
+    mask = _mask(shape, 0.4, whole, seed=9)
+    skip = N2NSkip(_block(mask, order="conv-bn-act-pool", src_hw=(4, 4) if len(shape) == 4 else None,
+                          dst_hw=(4, 4) if len(shape) == 4 else None)).double()
+    dense = torch.randn(shape, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    skip.set_dense_weight(dense)
+    assert torch.equal(skip.dense_weight().detach(), dense * torch.from_numpy(mask))
+    assert torch.equal(_dense_from_kept(skip), dense * torch.from_numpy(mask))
+    with pytest.raises(ValueError, match="weight shape"):
+        skip.set_dense_weight(dense[:1])
 
 
 def test_skip_state_dict_round_trip_and_other_positions_refused():
