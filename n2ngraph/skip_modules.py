@@ -34,7 +34,7 @@ from torch import nn
 
 from n2ngraph.graph import EdgeBlock
 from n2ngraph.recipes import SKIP_ORDERS  # orders of the ops inside an N2NSkip module (spec.order)
-from n2ngraph.sparse_conv import ColumnStructure, column_conv2d, column_structure
+from n2ngraph.sparse_conv import ColumnStructure, column_conv2d, column_structure, conv_output_size
 
 __all__ = ["N2NSkip", "ResSkip", "MaskParametrization", "MaskError", "SKIP_MODES", "DENSE_ABOVE",
            "CONV_COST_NS", "auto_mode"]
@@ -196,18 +196,22 @@ def auto_mode(mask_shape: tuple[int, ...], kept_pairs: int, stride: tuple[int, i
     for a Linear) with conv ``stride``: ``"dense"`` above :data:`DENSE_ABOVE` of the pairs, else
     ``"sparse"``; for conv kernels larger than 1x1, ``"csr"`` instead where
     :data:`CONV_COST_NS` rates it cheaper than that choice."""
-    c_dst, c_src = mask_shape[0], mask_shape[1]
-    kept = kept_pairs / max(1, c_dst * c_src)
-    conv = len(mask_shape) == 4
-    kind = "Linear" if not conv else "Conv2d" if math.prod(mask_shape[2:]) > 1 else "Conv2d-1x1"
-    mode = "dense" if kept > DENSE_ABOVE[kind] else "sparse"
-    if kind == "Conv2d":
+    mode = _gathered_or_dense(mask_shape, kept_pairs)
+    if len(mask_shape) == 4 and math.prod(mask_shape[2:]) > 1:
+        c_dst, c_src = mask_shape[0], mask_shape[1]
         per_pair, per_source = CONV_COST_NS["csr"]
         cost = {"sparse": CONV_COST_NS["sparse"] * kept_pairs * math.prod(stride),
                 "dense": CONV_COST_NS["dense"] * c_dst * c_src}
         if per_pair * kept_pairs + per_source * c_src < cost[mode]:
             return "csr"
     return mode
+
+
+def _gathered_or_dense(mask_shape: tuple[int, ...], kept_pairs: int) -> str:
+    """``"dense"`` above :data:`DENSE_ABOVE` of the pairs kept, else ``"sparse"``."""
+    kept = kept_pairs / max(1, mask_shape[0] * mask_shape[1])
+    kind = "Linear" if len(mask_shape) == 2 else "Conv2d" if math.prod(mask_shape[2:]) > 1 else "Conv2d-1x1"
+    return "dense" if kept > DENSE_ABOVE[kind] else "sparse"
 
 
 def _max_pool_to(y: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
@@ -320,8 +324,7 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             self._csr_shape = structure.shape
             #: Where the CSR product does not run (off the CPU, other dtypes, autocast,
             #: torch.compile), the path ``auto`` takes without it; same results.
-            kept = k / max(1, mask.shape[0] * mask.shape[1])
-            self._csr_fallback = "dense" if kept > DENSE_ABOVE["Conv2d"] else "sparse"
+            self._csr_fallback = _gathered_or_dense(mask.shape, k)
 
     # -------------------------------------------------------------- the sparse map
     def kernel(self) -> torch.Tensor:
@@ -345,25 +348,12 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
         w = self.kernel()
         k = w.shape[0]
         path = self._path(x, w)
-        if path == "csr" and k:
-            structure = ColumnStructure(self._csr_crow, self._csr_col, self._csr_t_crow,
-                                        self._csr_t_col, self._csr_t_order, self._csr_shape)
-            y = column_conv2d(x, w.reshape(-1), structure, self.mask_shape[2:], self.stride,
-                              self.padding, self.dilation)
-            return y if into is None else into + y.to(into.dtype)
-        if path == "dense" and k:
-            dense = w.new_zeros((self.mask_shape[0] * self.mask_shape[1], *self.mask_shape[2:]))
-            dense = dense.index_put((self.dst_index * self.mask_shape[1] + self.src_index,),
-                                    w.reshape(k, *self.mask_shape[2:])).reshape(self.mask_shape)
-            if self.is_conv:
-                y = F.conv2d(x, dense, None, self.stride, self.padding, self.dilation)
-            else:  # channels on axis 1 (neurons, or features of tokens moved there)
-                y = F.linear(x.movedim(1, -1), dense).movedim(-1, 1)
+        if k and path in ("csr", "dense"):  # every destination channel at once
+            y = self._csr_map(x, w) if path == "csr" else self._dense_map(x, w)
             return y if into is None else into + y.to(into.dtype)
         if self.is_conv:
             if k == 0:
-                size = [(n + 2 * p - d * (f - 1) - 1) // s + 1 for n, p, d, f, s in zip(
-                    x.shape[2:], self.padding, self.dilation, w.shape[2:], self.stride)]
+                size = conv_output_size(x.shape[2:], w.shape[2:], self.stride, self.padding, self.dilation)
                 y = x.new_zeros((x.shape[0], 0, *size))
             else:
                 xg = x.index_select(1, self.src_index)
@@ -377,6 +367,21 @@ class N2NSkip(_RefusesOtherMasks, _Skip):
             out = y.new_zeros((y.shape[0], self.mask_shape[0], *y.shape[2:]))
             return out.index_add_(1, self.dst_index, y) if k else out
         return into.index_add(1, self.dst_index, y.to(into.dtype)) if k else into
+
+    def _csr_map(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The conv as the CSR matrix of the kept weights times the im2col columns of ``x``."""
+        index = [getattr(self, f"_csr_{name}") for name in ColumnStructure._fields[:5]]
+        return column_conv2d(x, w.reshape(-1), ColumnStructure(*index, self._csr_shape),
+                             self.mask_shape[2:], self.stride, self.padding, self.dilation)
+
+    def _dense_map(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """The map with the dense kernel assembled from the kept weights for this call."""
+        dense = w.new_zeros((self.mask_shape[0] * self.mask_shape[1], *self.mask_shape[2:]))
+        dense = dense.index_put((self.dst_index * self.mask_shape[1] + self.src_index,),
+                                w.reshape(w.shape[0], *self.mask_shape[2:])).reshape(self.mask_shape)
+        if self.is_conv:
+            return F.conv2d(x, dense, None, self.stride, self.padding, self.dilation)
+        return F.linear(x.movedim(1, -1), dense).movedim(-1, 1)  # channels on axis 1 (neurons, or token features)
 
     def _g(self, y: torch.Tensor) -> torch.Tensor:
         """g on a fresh tensor no backward needs (the map's or BatchNorm's output): ReLU in place."""

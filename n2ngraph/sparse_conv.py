@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-__all__ = ["ColumnStructure", "PER_IMAGE_FROM", "column_structure", "column_conv2d"]
+__all__ = ["ColumnStructure", "PER_IMAGE_FROM", "column_structure", "column_conv2d", "conv_output_size"]
 
 
 class ColumnStructure(NamedTuple):
@@ -71,6 +71,12 @@ def column_structure(dst: np.ndarray, src: np.ndarray, shape: tuple[int, int, in
                            tensor(t_order), (int(shape[0]), int(shape[1]) * taps))
 
 
+def conv_output_size(size, kernel, stride, padding, dilation) -> list[int]:
+    """Spatial output size of ``conv2d`` on a map of ``size`` (one entry per spatial dimension)."""
+    return [(n + 2 * p - d * (k - 1) - 1) // s + 1
+            for n, k, s, p, d in zip(size, kernel, stride, padding, dilation)]
+
+
 def _csr(crow: torch.Tensor, col: torch.Tensor, values: torch.Tensor, shape) -> torch.Tensor:
     """A CSR tensor from trusted index arrays (torch's "beta state" notice silenced)."""
     with warnings.catch_warnings():
@@ -96,8 +102,7 @@ class _ColumnConv(torch.autograd.Function):
         cols = F.unfold(x, kernel, dilation, padding, stride)  # (N, C_src f^2, L)
         positions = cols.shape[-1]
         weight = _csr(crow, col, values, shape)
-        out_size = [(size + 2 * p - d * (k - 1) - 1) // s + 1 for size, k, s, p, d in
-                    zip(x.shape[2:], kernel, stride, padding, dilation)]
+        out_size = conv_output_size(x.shape[2:], kernel, stride, padding, dilation)
         y = x.new_empty(n, shape[0], *out_size)  # returned as is: not a view of a temporary
         per_image = positions >= PER_IMAGE_FROM
         if per_image:
